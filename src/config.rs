@@ -1,0 +1,1209 @@
+//! The one TOML config file (§5): loading, validation that names the key and the bad value, and
+//! the effective policy derived from it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::model::Span;
+use crate::rules::{KindPolicy, SchedulePolicy};
+
+pub const DEFAULT_PATH: &str = "/etc/retentiond/retentiond.toml";
+
+/// Kinds that are stateful products: ZDR never touches them (R6). Marking one `zdr = true` is a
+/// config error rather than silently ignored, so a mistaken config is caught before it deploys.
+pub const STATEFUL_KINDS: &[&str] = &["conversation", "file", "agent", "library", "batch_file"];
+
+/// The named parameters a purge or verify statement may use.
+pub const STATEMENT_PARAMS: &[&str] = &["id", "kind", "account", "org"];
+
+/// The placeholders a files target's `path` may use.
+pub const PATH_PLACEHOLDERS: &[&str] = &["id", "kind", "account", "org"];
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {file}: {key}: {message}")]
+    Invalid {
+        file: String,
+        key: String,
+        message: String,
+    },
+}
+
+/// A value that must not be printed: a database URL may carry a password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    pub fn new(s: impl Into<String>) -> Self {
+        SecretUrl(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// The URL with any password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        redact_url(&self.0)
+    }
+    pub fn is_postgres(&self) -> bool {
+        self.0.starts_with("postgres://") || self.0.starts_with("postgresql://")
+    }
+    pub fn is_sqlite(&self) -> bool {
+        self.0.starts_with("sqlite:")
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((userinfo, host)) = rest.split_once('@') {
+            if let Some((user, _)) = userinfo.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+    }
+    url.to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw file shape. Every section denies unknown keys (§5).
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    database: Option<RawDatabase>,
+    #[serde(default)]
+    scheduler: RawScheduler,
+    #[serde(default)]
+    ingest: RawIngest,
+    #[serde(default)]
+    accounts: RawAccounts,
+    #[serde(default)]
+    zdr: RawZdr,
+    #[serde(default)]
+    kinds: BTreeMap<String, RawKind>,
+    #[serde(default)]
+    targets: BTreeMap<String, RawTarget>,
+    #[serde(default)]
+    safety: RawSafety,
+    http: Option<RawHttp>,
+    #[serde(default)]
+    sources: BTreeMap<String, RawSource>,
+    #[serde(default)]
+    audit: RawAudit,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    url: Option<String>,
+    url_env: Option<String>,
+    max_connections: Option<u32>,
+}
+
+fn default_sweep() -> String {
+    "*/10 * * * * *".into()
+}
+fn default_batch() -> usize {
+    500
+}
+fn default_lease() -> Span {
+    Span::from_secs(300)
+}
+fn default_attempts() -> u32 {
+    5
+}
+fn default_backoff() -> Span {
+    Span::from_secs(30)
+}
+fn default_backoff_max() -> Span {
+    Span::from_secs(3600)
+}
+fn default_watchdog_stall() -> Span {
+    Span::from_secs(600)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScheduler {
+    #[serde(default = "default_sweep")]
+    sweep: String,
+    #[serde(default = "default_batch")]
+    batch_size: usize,
+    #[serde(default = "default_lease")]
+    lease: Span,
+    #[serde(default = "default_attempts")]
+    max_attempts: u32,
+    #[serde(default = "default_backoff")]
+    retry_backoff: Span,
+    #[serde(default = "default_backoff_max")]
+    retry_backoff_max: Span,
+    #[serde(default = "default_watchdog_stall")]
+    stall_after: Span,
+}
+
+impl Default for RawScheduler {
+    fn default() -> Self {
+        RawScheduler {
+            sweep: default_sweep(),
+            batch_size: default_batch(),
+            lease: default_lease(),
+            max_attempts: default_attempts(),
+            retry_backoff: default_backoff(),
+            retry_backoff_max: default_backoff_max(),
+            stall_after: default_watchdog_stall(),
+        }
+    }
+}
+
+fn default_skew() -> Span {
+    Span::from_secs(300)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIngest {
+    #[serde(default = "default_skew")]
+    max_clock_skew: Span,
+}
+
+impl Default for RawIngest {
+    fn default() -> Self {
+        RawIngest {
+            max_clock_skew: default_skew(),
+        }
+    }
+}
+
+fn default_account_grace() -> Span {
+    Span::from_secs(30 * 86_400)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccounts {
+    #[serde(default = "default_account_grace")]
+    grace_after_delete: Span,
+    #[serde(default)]
+    targets: Vec<String>,
+}
+
+impl Default for RawAccounts {
+    fn default() -> Self {
+        RawAccounts {
+            grace_after_delete: default_account_grace(),
+            targets: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawZdr {
+    #[serde(default)]
+    endpoints: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKind {
+    grace_after_delete: Span,
+    grace_after_account_delete: Option<Span>,
+    max_age: Option<Span>,
+    #[serde(default)]
+    zdr: bool,
+    #[serde(default)]
+    targets: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+enum RawTarget {
+    Sql(RawSqlTarget),
+    Files(RawFilesTarget),
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSqlTarget {
+    url: Option<String>,
+    url_env: Option<String>,
+    #[serde(default)]
+    purge: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    verify: BTreeMap<String, Vec<String>>,
+    #[serde(default = "yes")]
+    secure_delete: bool,
+    vacuum: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFilesTarget {
+    root: String,
+    path: String,
+    account_path: Option<String>,
+}
+
+fn default_max_newly_due() -> u64 {
+    1000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSafety {
+    #[serde(default = "default_max_newly_due")]
+    max_newly_due: u64,
+}
+
+impl Default for RawSafety {
+    fn default() -> Self {
+        RawSafety {
+            max_newly_due: default_max_newly_due(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: Option<String>,
+    token_file: Option<PathBuf>,
+    token_env: Option<String>,
+    #[serde(default)]
+    token_name: Option<String>,
+    read_token_file: Option<PathBuf>,
+    read_token_env: Option<String>,
+    #[serde(default)]
+    max_body: Option<usize>,
+    #[serde(default)]
+    timeout: Option<Span>,
+}
+
+fn default_poll() -> Span {
+    Span::from_secs(1)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    url: Option<String>,
+    url_env: Option<String>,
+    table: String,
+    #[serde(default = "default_poll")]
+    poll: Span,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    signing_key_file: Option<PathBuf>,
+    checkpoint: Option<String>,
+    checkpoint_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validated config.
+
+/// The validated configuration. Built only by [`Config::load`] / [`Config::parse`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: String,
+    pub database: DatabaseConfig,
+    pub scheduler: SchedulerConfig,
+    pub max_clock_skew: Span,
+    pub policy: SchedulePolicy,
+    pub account_targets: Vec<String>,
+    pub kinds: BTreeMap<String, KindConfig>,
+    pub targets: BTreeMap<String, TargetConfig>,
+    pub max_newly_due: u64,
+    pub http: Option<HttpConfig>,
+    pub sources: BTreeMap<String, SourceConfig>,
+    pub audit: AuditConfig,
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub url: SecretUrl,
+    pub max_connections: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    pub sweep: String,
+    pub batch_size: usize,
+    pub lease: Span,
+    pub max_attempts: u32,
+    pub retry_backoff: Span,
+    pub retry_backoff_max: Span,
+    /// Readiness and the systemd watchdog fail when no sweep completed for this long.
+    pub stall_after: Span,
+}
+
+#[derive(Debug, Clone)]
+pub struct KindConfig {
+    pub targets: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum TargetConfig {
+    Sql(SqlTargetConfig),
+    Files(FilesTargetConfig),
+}
+
+#[derive(Debug, Clone)]
+pub struct SqlTargetConfig {
+    pub url: SecretUrl,
+    /// Statements per kind, plus `account` for account-level purges.
+    pub purge: BTreeMap<String, Vec<String>>,
+    pub verify: BTreeMap<String, Vec<String>>,
+    pub secure_delete: bool,
+    pub vacuum: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FilesTargetConfig {
+    pub root: PathBuf,
+    pub path: String,
+    pub account_path: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub listen: String,
+    pub write_token: Option<TokenSource>,
+    pub token_name: String,
+    pub read_token: Option<TokenSource>,
+    pub max_body: usize,
+    pub timeout: Span,
+}
+
+#[derive(Debug, Clone)]
+pub enum TokenSource {
+    File(PathBuf),
+    Env(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub url: SecretUrl,
+    pub table: String,
+    pub poll: Span,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditConfig {
+    pub signing_key_file: Option<PathBuf>,
+    pub checkpoint: Option<String>,
+    pub checkpoint_dir: Option<PathBuf>,
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.to_string(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Validates config text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let ctx = Ctx { file };
+        let de = toml::Deserializer::parse(text).map_err(|e| {
+            ctx.err(
+                location(text, e.span()),
+                format!("not valid TOML: {}", e.message()),
+            )
+        })?;
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let key = if path == "." { String::new() } else { path };
+            let loc = location(text, inner.span());
+            let key = match (key.is_empty(), loc.is_empty()) {
+                (true, _) => loc,
+                (false, true) => key,
+                (false, false) => format!("{key} ({loc})"),
+            };
+            ctx.err(key, inner.message().to_string())
+        })?;
+        build(raw, &ctx)
+    }
+
+    /// Kinds whose resources a target purges.
+    pub fn kinds_of_target(&self, target: &str) -> Vec<&str> {
+        self.kinds
+            .iter()
+            .filter(|(_, k)| k.targets.iter().any(|t| t == target))
+            .map(|(n, _)| n.as_str())
+            .collect()
+    }
+
+    /// A one-screen description of the effective policy, for `check-config`.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        use std::fmt::Write;
+        let _ = writeln!(out, "config: {} (valid)", self.file);
+        let _ = writeln!(out, "ledger: {}", self.database.url.redacted());
+        let _ = writeln!(
+            out,
+            "sweep: \"{}\" UTC, batch {}, lease {}, max attempts {}",
+            self.scheduler.sweep,
+            self.scheduler.batch_size,
+            self.scheduler.lease,
+            self.scheduler.max_attempts
+        );
+        let _ = writeln!(
+            out,
+            "accounts: grace_after_delete {}, targets [{}]",
+            self.policy.account_grace,
+            self.account_targets.join(", ")
+        );
+        let _ = writeln!(out, "kinds:");
+        let _ = writeln!(
+            out,
+            "  {:<14} {:>12} {:>16} {:>10} {:>4}  targets",
+            "kind", "grace", "account grace", "max_age", "zdr"
+        );
+        for (name, k) in &self.policy.kinds {
+            let targets = self
+                .kinds
+                .get(name)
+                .map(|k| k.targets.join(", "))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  {:<14} {:>12} {:>16} {:>10} {:>4}  {}",
+                name,
+                k.grace_after_delete.to_string(),
+                k.grace_after_account_delete.to_string(),
+                k.max_age
+                    .map(|m| m.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                if k.zdr_endpoints.is_some() {
+                    "yes"
+                } else {
+                    "no"
+                },
+                targets
+            );
+        }
+        if let Some(z) = self
+            .policy
+            .kinds
+            .values()
+            .find_map(|k| k.zdr_endpoints.as_ref())
+        {
+            let _ = writeln!(
+                out,
+                "zdr endpoints: {}",
+                z.iter().cloned().collect::<Vec<_>>().join(" ")
+            );
+        }
+        let _ = writeln!(out, "targets:");
+        for (name, t) in &self.targets {
+            match t {
+                TargetConfig::Sql(s) => {
+                    let _ = writeln!(
+                        out,
+                        "  {name}: sql {} (secure_delete {})",
+                        s.url.redacted(),
+                        if s.secure_delete { "on" } else { "off" }
+                    );
+                }
+                TargetConfig::Files(f) => {
+                    let _ = writeln!(out, "  {name}: files {}/{}", f.root.display(), f.path);
+                }
+            }
+        }
+        let _ = writeln!(out, "safety: max_newly_due {}", self.max_newly_due);
+        match &self.http {
+            Some(h) => {
+                let _ = writeln!(out, "http: {}", h.listen);
+            }
+            None => {
+                let _ = writeln!(out, "http: off");
+            }
+        }
+        out
+    }
+}
+
+/// `line L, column C` for a byte span in `text`.
+fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let Some(span) = span else {
+        return String::new();
+    };
+    let upto = &text[..span.start.min(text.len())];
+    let line = upto.matches('\n').count() + 1;
+    let col = upto
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
+    format!("line {line}, column {col}")
+}
+
+fn resolve_url(
+    ctx: &Ctx<'_>,
+    key: &str,
+    url: Option<String>,
+    url_env: Option<String>,
+) -> Result<SecretUrl, ConfigError> {
+    match (url, url_env) {
+        (Some(_), Some(_)) => Err(ctx.err(key, "give either `url` or `url_env`, not both")),
+        (None, None) => Err(ctx.err(format!("{key}.url"), "missing: set `url` or `url_env`")),
+        (Some(u), None) => check_url(ctx, &format!("{key}.url"), u),
+        (None, Some(var)) => match std::env::var(&var) {
+            Ok(u) => check_url(ctx, &format!("{key}.url_env"), u),
+            Err(_) => Err(ctx.err(
+                format!("{key}.url_env"),
+                format!("environment variable `{var}` is not set"),
+            )),
+        },
+    }
+}
+
+fn check_url(ctx: &Ctx<'_>, key: &str, url: String) -> Result<SecretUrl, ConfigError> {
+    let u = SecretUrl::new(url);
+    if u.is_sqlite() || u.is_postgres() {
+        Ok(u)
+    } else {
+        Err(ctx.err(
+            key,
+            format!("`{}` is not a sqlite:// or postgres:// URL", u.redacted()),
+        ))
+    }
+}
+
+/// Checks a cron expression exactly as the scheduler will parse it (six fields, with seconds).
+pub fn check_cron(expr: &str) -> Result<(), String> {
+    let fields = expr.split_whitespace().count();
+    if fields < 6 {
+        return Err(format!(
+            "`{expr}` has {fields} fields; the cron needs 6 or 7 with seconds first, e.g. \"*/10 * * * * *\""
+        ));
+    }
+    tokio_cron_scheduler::Job::new_async(expr, |_, _| Box::pin(async {}))
+        .map(|_| ())
+        .map_err(|e| format!("`{expr}` is not a valid cron expression ({e})"))
+}
+
+/// The named parameters (`:id` …) used by a statement, in order of first use, skipping string
+/// literals, quoted identifiers, comments and PostgreSQL `::` casts.
+pub fn statement_params(sql: &str) -> Vec<String> {
+    let b = sql.as_bytes();
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            q @ (b'\'' | b'"' | b'`') => {
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b':' if b.get(i + 1) == Some(&b':') => i += 2,
+            b':' => {
+                let start = i + 1;
+                let mut j = start;
+                while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
+                    j += 1;
+                }
+                if j > start && !b[start].is_ascii_digit() {
+                    let name = sql[start..j].to_string();
+                    if !out.contains(&name) {
+                        out.push(name);
+                    }
+                }
+                i = j.max(i + 1);
+            }
+            _ => i += 1,
+        }
+    }
+    out
+}
+
+/// The placeholders of a path template, or an error naming what is wrong.
+pub fn path_placeholders(template: &str) -> Result<Vec<String>, String> {
+    let mut names = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let close = after
+            .find('}')
+            .ok_or_else(|| format!("`{template}` has an unclosed `{{`"))?;
+        let name = &after[..close];
+        if !PATH_PLACEHOLDERS.contains(&name) {
+            return Err(format!(
+                "`{template}` uses `{{{name}}}`; allowed: {{id}}, {{kind}}, {{account}}, {{org}}"
+            ));
+        }
+        names.push(name.to_string());
+        rest = &after[close + 1..];
+    }
+    if rest.contains('}') {
+        return Err(format!("`{template}` has an unmatched `}}`"));
+    }
+    let p = Path::new(template);
+    if p.is_absolute() {
+        return Err(format!("`{template}` must be relative to `root`"));
+    }
+    for c in p.components() {
+        match c {
+            Component::Normal(_) | Component::CurDir => {}
+            _ => {
+                return Err(format!(
+                    "`{template}` could escape `root` (`..` or absolute part)"
+                ));
+            }
+        }
+    }
+    if template.is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(names)
+}
+
+fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
+    let db = raw.database.ok_or_else(|| {
+        ctx.err(
+            "database.url",
+            "missing: the [database] section is required",
+        )
+    })?;
+    let database = DatabaseConfig {
+        url: resolve_url(ctx, "database", db.url, db.url_env)?,
+        max_connections: db.max_connections,
+    };
+
+    let s = raw.scheduler;
+    check_cron(&s.sweep).map_err(|m| ctx.err("scheduler.sweep", m))?;
+    if s.batch_size == 0 || s.batch_size > 10_000 {
+        return Err(ctx.err(
+            "scheduler.batch_size",
+            format!("{} is out of range 1..=10000", s.batch_size),
+        ));
+    }
+    if s.max_attempts == 0 {
+        return Err(ctx.err("scheduler.max_attempts", "must be at least 1"));
+    }
+    if s.lease < Span::from_secs(1) {
+        return Err(ctx.err("scheduler.lease", format!("{} is shorter than 1s", s.lease)));
+    }
+    let scheduler = SchedulerConfig {
+        sweep: s.sweep,
+        batch_size: s.batch_size,
+        lease: s.lease,
+        max_attempts: s.max_attempts,
+        retry_backoff: s.retry_backoff,
+        retry_backoff_max: s.retry_backoff_max.max(s.retry_backoff),
+        stall_after: s.stall_after,
+    };
+
+    // Targets first: kinds refer to them.
+    let mut targets = BTreeMap::new();
+    for (name, t) in raw.targets {
+        let key = format!("targets.{name}");
+        check_name(ctx, &key, &name)?;
+        let cfg = match t {
+            RawTarget::Sql(sql) => {
+                let url = resolve_url(ctx, &key, sql.url, sql.url_env)?;
+                for (section, map) in [("purge", &sql.purge), ("verify", &sql.verify)] {
+                    for (kind, stmts) in map {
+                        for (i, stmt) in stmts.iter().enumerate() {
+                            let k = format!("{key}.{section}.{kind}[{i}]");
+                            if stmt.trim().is_empty() {
+                                return Err(ctx.err(k, "empty statement"));
+                            }
+                            for p in statement_params(stmt) {
+                                if !STATEMENT_PARAMS.contains(&p.as_str()) {
+                                    return Err(ctx.err(
+                                        k,
+                                        format!("unknown parameter `:{p}` in `{stmt}`; allowed: :id, :kind, :account, :org"),
+                                    ));
+                                }
+                                if kind == "account" && p != "account" && p != "org" {
+                                    return Err(ctx.err(
+                                        k,
+                                        format!("account statements can use :account and :org, not `:{p}`"),
+                                    ));
+                                }
+                            }
+                        }
+                    }
+                }
+                if let Some(v) = &sql.vacuum {
+                    check_cron(v).map_err(|m| ctx.err(format!("{key}.vacuum"), m))?;
+                }
+                TargetConfig::Sql(SqlTargetConfig {
+                    url,
+                    purge: sql.purge,
+                    verify: sql.verify,
+                    secure_delete: sql.secure_delete,
+                    vacuum: sql.vacuum,
+                })
+            }
+            RawTarget::Files(f) => {
+                if f.root.trim().is_empty() {
+                    return Err(ctx.err(format!("{key}.root"), "must not be empty"));
+                }
+                let names =
+                    path_placeholders(&f.path).map_err(|m| ctx.err(format!("{key}.path"), m))?;
+                if !names.iter().any(|n| n == "id") {
+                    return Err(ctx.err(
+                        format!("{key}.path"),
+                        format!(
+                            "`{}` must contain {{id}}, or every resource would map to one file",
+                            f.path
+                        ),
+                    ));
+                }
+                if let Some(ap) = &f.account_path {
+                    let names = path_placeholders(ap)
+                        .map_err(|m| ctx.err(format!("{key}.account_path"), m))?;
+                    if !names.iter().any(|n| n == "account")
+                        || names.iter().any(|n| n == "id" || n == "kind")
+                    {
+                        return Err(ctx.err(
+                            format!("{key}.account_path"),
+                            format!(
+                                "`{ap}` must contain {{account}} and may use {{org}}, nothing else"
+                            ),
+                        ));
+                    }
+                }
+                TargetConfig::Files(FilesTargetConfig {
+                    root: PathBuf::from(f.root),
+                    path: f.path,
+                    account_path: f.account_path,
+                })
+            }
+        };
+        targets.insert(name, cfg);
+    }
+
+    let mut endpoints = BTreeSet::new();
+    for (i, e) in raw.zdr.endpoints.iter().enumerate() {
+        if !e.starts_with('/') {
+            return Err(ctx.err(
+                format!("zdr.endpoints[{i}]"),
+                format!("`{e}` is not a path like \"/v1/chat/completions\""),
+            ));
+        }
+        endpoints.insert(e.clone());
+    }
+
+    let mut kinds = BTreeMap::new();
+    let mut policy = SchedulePolicy {
+        account_grace: raw.accounts.grace_after_delete,
+        kinds: BTreeMap::new(),
+    };
+    if raw.kinds.is_empty() {
+        return Err(ctx.err(
+            "kinds",
+            "no kinds configured: add at least one [kinds.NAME] section",
+        ));
+    }
+    for (name, k) in raw.kinds {
+        let key = format!("kinds.{name}");
+        check_name(ctx, &key, &name)?;
+        if name == "account" {
+            return Err(ctx.err(key, "`account` is reserved for account-level statements"));
+        }
+        if k.zdr && STATEFUL_KINDS.contains(&name.as_str()) {
+            return Err(ctx.err(
+                format!("{key}.zdr"),
+                format!("`{name}` is a stateful product; ZDR covers only stateless API logs and never touches conversations, files, agents, libraries or batch files (R6)"),
+            ));
+        }
+        if k.zdr && endpoints.is_empty() {
+            return Err(ctx.err(
+                format!("{key}.zdr"),
+                "zdr = true but zdr.endpoints is empty",
+            ));
+        }
+        if k.targets.is_empty() {
+            return Err(ctx.err(
+                format!("{key}.targets"),
+                "empty: a kind needs at least one target, or its purges would delete nothing",
+            ));
+        }
+        for (i, t) in k.targets.iter().enumerate() {
+            check_target_ref(ctx, &format!("{key}.targets[{i}]"), t, &name, &targets)?;
+        }
+        policy.kinds.insert(
+            name.clone(),
+            KindPolicy {
+                grace_after_delete: k.grace_after_delete,
+                grace_after_account_delete: k
+                    .grace_after_account_delete
+                    .unwrap_or(raw.accounts.grace_after_delete),
+                max_age: k.max_age,
+                zdr_endpoints: if k.zdr { Some(endpoints.clone()) } else { None },
+            },
+        );
+        kinds.insert(name, KindConfig { targets: k.targets });
+    }
+    for (i, t) in raw.accounts.targets.iter().enumerate() {
+        check_target_ref(
+            ctx,
+            &format!("accounts.targets[{i}]"),
+            t,
+            "account",
+            &targets,
+        )?;
+    }
+    // Statements for kinds nobody configured are almost always a typo.
+    for (tname, t) in &targets {
+        if let TargetConfig::Sql(sql) = t {
+            for (section, map) in [("purge", &sql.purge), ("verify", &sql.verify)] {
+                for kind in map.keys() {
+                    if kind != "account" && !kinds.contains_key(kind) {
+                        return Err(ctx.err(
+                            format!("targets.{tname}.{section}.{kind}"),
+                            format!(
+                                "`{kind}` is not a configured kind (kinds: {})",
+                                kinds.keys().cloned().collect::<Vec<_>>().join(", ")
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    let http = match raw.http {
+        None => None,
+        Some(h) => {
+            let write_token = token_source(ctx, "http.token", h.token_file, h.token_env)?;
+            let read_token =
+                token_source(ctx, "http.read_token", h.read_token_file, h.read_token_env)?;
+            match h.listen {
+                None => None,
+                Some(listen) => {
+                    if listen.parse::<std::net::SocketAddr>().is_err() {
+                        return Err(ctx.err(
+                            "http.listen",
+                            format!("`{listen}` is not an address like \"127.0.0.1:9464\""),
+                        ));
+                    }
+                    Some(HttpConfig {
+                        listen,
+                        write_token,
+                        token_name: h.token_name.unwrap_or_else(|| "http-token".into()),
+                        read_token,
+                        max_body: h.max_body.unwrap_or(16 * 1024 * 1024),
+                        timeout: h.timeout.unwrap_or(Span::from_secs(30)),
+                    })
+                }
+            }
+        }
+    };
+
+    let mut sources = BTreeMap::new();
+    for (name, s) in raw.sources {
+        let key = format!("sources.{name}");
+        check_name(ctx, &key, &name)?;
+        let url = resolve_url(ctx, &key, s.url, s.url_env)?;
+        if !s
+            .table
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+            || s.table.is_empty()
+        {
+            return Err(ctx.err(
+                format!("{key}.table"),
+                format!("`{}` is not a plain table name", s.table),
+            ));
+        }
+        if s.poll < Span(10) {
+            return Err(ctx.err(
+                format!("{key}.poll"),
+                format!("{} is shorter than 10ms", s.poll),
+            ));
+        }
+        sources.insert(
+            name,
+            SourceConfig {
+                url,
+                table: s.table,
+                poll: s.poll,
+            },
+        );
+    }
+
+    if let Some(c) = &raw.audit.checkpoint {
+        check_cron(c).map_err(|m| ctx.err("audit.checkpoint", m))?;
+        if raw.audit.signing_key_file.is_none() {
+            return Err(ctx.err(
+                "audit.checkpoint",
+                "needs audit.signing_key_file to sign checkpoints",
+            ));
+        }
+    }
+    if let Some(level) = &raw.log.level {
+        if tracing_subscriber::EnvFilter::try_new(level).is_err() {
+            return Err(ctx.err(
+                "log.level",
+                format!("`{level}` is not a log filter like \"info\" or \"retentiond=debug\""),
+            ));
+        }
+    }
+
+    Ok(Config {
+        file: ctx.file.to_string(),
+        database,
+        scheduler,
+        max_clock_skew: raw.ingest.max_clock_skew,
+        policy,
+        account_targets: raw.accounts.targets,
+        kinds,
+        targets,
+        max_newly_due: raw.safety.max_newly_due,
+        http,
+        sources,
+        audit: AuditConfig {
+            signing_key_file: raw.audit.signing_key_file,
+            checkpoint: raw.audit.checkpoint,
+            checkpoint_dir: raw.audit.checkpoint_dir,
+        },
+        log_level: raw.log.level,
+    })
+}
+
+fn token_source(
+    ctx: &Ctx<'_>,
+    key: &str,
+    file: Option<PathBuf>,
+    env: Option<String>,
+) -> Result<Option<TokenSource>, ConfigError> {
+    match (file, env) {
+        (Some(_), Some(_)) => Err(ctx.err(
+            key,
+            "give either a token file or a token env variable, not both",
+        )),
+        (Some(f), None) => Ok(Some(TokenSource::File(f))),
+        (None, Some(e)) => Ok(Some(TokenSource::Env(e))),
+        (None, None) => Ok(None),
+    }
+}
+
+fn check_name(ctx: &Ctx<'_>, key: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(ctx.err(
+            key,
+            format!("`{name}` is not a name of letters, digits, `_` or `-`"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_target_ref(
+    ctx: &Ctx<'_>,
+    key: &str,
+    target: &str,
+    kind: &str,
+    targets: &BTreeMap<String, TargetConfig>,
+) -> Result<(), ConfigError> {
+    match targets.get(target) {
+        None => Err(ctx.err(
+            key,
+            format!(
+                "unknown target `{target}` (defined: {})",
+                if targets.is_empty() {
+                    "none".to_string()
+                } else {
+                    targets.keys().cloned().collect::<Vec<_>>().join(", ")
+                }
+            ),
+        )),
+        Some(TargetConfig::Sql(sql)) => {
+            if sql.purge.get(kind).is_none_or(|s| s.is_empty()) {
+                Err(ctx.err(
+                    key,
+                    format!("target `{target}` has no statements for `{kind}`: add targets.{target}.purge.{kind}"),
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        Some(TargetConfig::Files(f)) => {
+            if kind == "account" && f.account_path.is_none() {
+                Err(ctx.err(
+                    key,
+                    format!(
+                        "files target `{target}` needs `account_path` to purge at account level"
+                    ),
+                ))
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[database]
+url = "sqlite://var/ledger.db"
+[accounts]
+grace_after_delete = "30d"
+targets = ["app_db"]
+[zdr]
+endpoints = ["/v1/chat/completions"]
+[kinds.conversation]
+grace_after_delete = "30d"
+targets = ["app_db"]
+[kinds.api_log]
+grace_after_delete = "0s"
+max_age = "30d"
+zdr = true
+targets = ["app_db"]
+[kinds.file]
+grace_after_delete = "30d"
+targets = ["app_db", "uploads"]
+[targets.app_db]
+type = "sql"
+url = "sqlite://var/app.db"
+[targets.app_db.purge]
+conversation = ["DELETE FROM messages WHERE conversation_id = :id", "DELETE FROM conversations WHERE id = :id"]
+api_log = ["DELETE FROM api_logs WHERE id = :id"]
+file = ["DELETE FROM files WHERE id = :id"]
+account = ["DELETE FROM users WHERE id = :account"]
+[targets.uploads]
+type = "files"
+root = "var/uploads"
+path = "{account}/{id}"
+"#;
+
+    fn err_of(text: &str) -> String {
+        Config::parse(text, "t.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_spec_example_is_valid_and_resolves_defaults() {
+        let c = Config::parse(GOOD, "t.toml").unwrap();
+        let conv = &c.policy.kinds["conversation"];
+        assert_eq!(conv.grace_after_account_delete, Span::from_secs(30 * 86400));
+        assert!(c.policy.kinds["api_log"].zdr_endpoints.is_some());
+        assert_eq!(c.scheduler.batch_size, 500);
+        assert!(c.describe().contains("api_log"));
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_value() {
+        let e = err_of(&GOOD.replace("max_age = \"30d\"", "max_age = \"30x\""));
+        assert!(
+            e.contains("kinds.api_log.max_age") && e.contains("`30x`"),
+            "{e}"
+        );
+        let e = err_of(&GOOD.replace("[zdr]", "[zdr]\nbogus = 1"));
+        assert!(
+            e.contains("zdr.bogus") && e.contains("unknown field"),
+            "{e}"
+        );
+        let e = err_of(&GOOD.replace(
+            "targets = [\"app_db\", \"uploads\"]",
+            "targets = [\"app_db\", \"s3\"]",
+        ));
+        assert!(
+            e.contains("kinds.file.targets[1]") && e.contains("`s3`"),
+            "{e}"
+        );
+        let e = err_of(&GOOD.replace("WHERE id = :id\"]", "WHERE id = :ident\"]"));
+        assert!(
+            e.contains("targets.app_db.purge") && e.contains(":ident"),
+            "{e}"
+        );
+        let e = err_of(&GOOD.replace("{account}/{id}", "../{id}"));
+        assert!(
+            e.contains("targets.uploads.path") && e.contains("escape"),
+            "{e}"
+        );
+        let e = err_of(&GOOD.replace("url = \"sqlite://var/ledger.db\"", ""));
+        assert!(e.contains("database.url") && e.contains("missing"), "{e}");
+        let e = err_of(&format!("[scheduler]\nsweep = \"*/10 * * * *\"\n{GOOD}"));
+        assert!(e.contains("scheduler.sweep") && e.contains("6"), "{e}");
+        let e = err_of(&GOOD.replace("[kinds.file]", "[kinds.file]\nzdr = true"));
+        assert!(
+            e.contains("kinds.file.zdr") && e.contains("stateful"),
+            "{e}"
+        );
+        let e = err_of("[database\nurl=1");
+        assert!(e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn statement_params_skip_literals_and_casts() {
+        assert_eq!(
+            statement_params(
+                "DELETE FROM t WHERE a = :id AND b = ':nope' AND c = :id::text AND d = :org -- :x"
+            ),
+            vec!["id", "org"]
+        );
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let u = SecretUrl::new("postgres://app:hunter2@db/app");
+        assert_eq!(u.redacted(), "postgres://app:***@db/app");
+        assert!(!format!("{u:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,286 @@
+//! Lifecycle events (§6): one JSON object per line. This module turns bytes into typed events
+//! and says precisely what is wrong with a line; it knows nothing of the ledger.
+
+use std::io::BufRead;
+
+use serde::Deserialize;
+
+use crate::model::{Plan, Timestamp, check_id};
+
+/// The longest line accepted: an event is a few hundred bytes; anything bigger is an error, not
+/// a reason to buffer without bound.
+pub const MAX_LINE: usize = 1024 * 1024;
+
+/// One parsed event with its position in the input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub line: usize,
+    pub event_id: Option<String>,
+    pub at: Option<Timestamp>,
+    pub body: EventBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", deny_unknown_fields)]
+pub enum EventBody {
+    #[serde(rename = "org.upsert")]
+    OrgUpsert { org: String, plan: Plan },
+    #[serde(rename = "account.created")]
+    AccountCreated { account: String, org: String },
+    #[serde(rename = "resource.created")]
+    ResourceCreated {
+        id: String,
+        kind: String,
+        account: String,
+        #[serde(default)]
+        attrs: Option<serde_json::Map<String, serde_json::Value>>,
+    },
+    #[serde(rename = "resource.deleted")]
+    ResourceDeleted { id: String },
+    #[serde(rename = "resource.restored")]
+    ResourceRestored { id: String },
+    #[serde(rename = "account.deletion_requested")]
+    AccountDeletionRequested { account: String },
+    #[serde(rename = "account.restored")]
+    AccountRestored { account: String },
+}
+
+impl EventBody {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            EventBody::OrgUpsert { .. } => "org.upsert",
+            EventBody::AccountCreated { .. } => "account.created",
+            EventBody::ResourceCreated { .. } => "resource.created",
+            EventBody::ResourceDeleted { .. } => "resource.deleted",
+            EventBody::ResourceRestored { .. } => "resource.restored",
+            EventBody::AccountDeletionRequested { .. } => "account.deletion_requested",
+            EventBody::AccountRestored { .. } => "account.restored",
+        }
+    }
+
+    /// The only attribute retentiond keeps: `attrs.endpoint` (R6). Everything else in `attrs`
+    /// may be user content and is dropped on ingest (data minimisation).
+    pub fn endpoint(&self) -> Option<&str> {
+        match self {
+            EventBody::ResourceCreated { attrs: Some(a), .. } => {
+                a.get("endpoint").and_then(|v| v.as_str())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A line that could not be accepted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LineError {
+    pub line: usize,
+    pub reason: String,
+}
+
+impl std::fmt::Display for LineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}: {}", self.line, self.reason)
+    }
+}
+
+/// Parses one line (already known to be UTF-8). Blank lines are skipped by the caller.
+pub fn parse_line(line: usize, text: &str) -> Result<Event, LineError> {
+    let err = |reason: String| LineError { line, reason };
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| err(format!("malformed JSON: {e}")))?;
+    let serde_json::Value::Object(mut map) = value else {
+        return Err(err("an event must be a JSON object".into()));
+    };
+    let at = match map.remove("at") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => {
+            Some(Timestamp::parse_rfc3339(&s).map_err(|e| err(format!("`at`: {e}")))?)
+        }
+        Some(other) => return Err(err(format!("`at` must be an RFC 3339 string, not {other}"))),
+    };
+    let event_id = match map.remove("event_id") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => {
+            check_id("`event_id`", &s).map_err(err)?;
+            Some(s)
+        }
+        Some(other) => return Err(err(format!("`event_id` must be a string, not {other}"))),
+    };
+    if !map.contains_key("type") {
+        return Err(err("missing field `type`".into()));
+    }
+    let body: EventBody =
+        serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| err(e.to_string()))?;
+    let ids: Vec<(&str, &str)> = match &body {
+        EventBody::OrgUpsert { org, .. } => vec![("`org`", org)],
+        EventBody::AccountCreated { account, org } => vec![("`account`", account), ("`org`", org)],
+        EventBody::ResourceCreated {
+            id,
+            kind,
+            account,
+            attrs,
+        } => {
+            if let Some(e) = attrs.as_ref().and_then(|a| a.get("endpoint")) {
+                if !e.is_string() {
+                    return Err(err(format!("`attrs.endpoint` must be a string, not {e}")));
+                }
+            }
+            vec![("`id`", id), ("`kind`", kind), ("`account`", account)]
+        }
+        EventBody::ResourceDeleted { id } | EventBody::ResourceRestored { id } => {
+            vec![("`id`", id)]
+        }
+        EventBody::AccountDeletionRequested { account }
+        | EventBody::AccountRestored { account } => {
+            vec![("`account`", account)]
+        }
+    };
+    for (what, id) in ids {
+        check_id(what, id).map_err(err)?;
+    }
+    if let Some(e) = body.endpoint() {
+        check_id("`attrs.endpoint`", e).map_err(err)?;
+    }
+    Ok(Event {
+        line,
+        event_id,
+        at,
+        body,
+    })
+}
+
+/// Reads NDJSON from `input`. Returns every event, or every bad line: callers apply all or none.
+/// Blank lines are ignored; a line that is not UTF-8 or longer than [`MAX_LINE`] is an error.
+pub fn read_all(input: impl BufRead) -> Result<Vec<Event>, Vec<LineError>> {
+    let mut events = Vec::new();
+    let mut errors = Vec::new();
+    for_each_line(input, |line, text| {
+        match text.and_then(|t| parse_line(line, t)) {
+            Ok(e) => events.push(e),
+            Err(e) => errors.push(e),
+        }
+    })
+    .map_err(|e| {
+        vec![LineError {
+            line: 0,
+            reason: format!("cannot read input: {e}"),
+        }]
+    })?;
+    if errors.is_empty() {
+        Ok(events)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Calls `f` with each non-blank line's number and text (or the reason it is unreadable).
+pub fn for_each_line(
+    mut input: impl BufRead,
+    mut f: impl FnMut(usize, Result<&str, LineError>),
+) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    let mut line = 0;
+    loop {
+        buf.clear();
+        // Read at most MAX_LINE + 1 bytes of this line, then skip the rest of an overlong one.
+        let n = std::io::Read::take(&mut input, MAX_LINE as u64 + 1).read_until(b'\n', &mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        line += 1;
+        let overlong = buf.len() > MAX_LINE && buf.last() != Some(&b'\n');
+        if overlong {
+            // Discard the remainder of the line.
+            let mut sink = Vec::new();
+            loop {
+                sink.clear();
+                let m = std::io::Read::take(&mut input, 1 << 20).read_until(b'\n', &mut sink)?;
+                if m == 0 || sink.last() == Some(&b'\n') {
+                    break;
+                }
+            }
+            f(
+                line,
+                Err(LineError {
+                    line,
+                    reason: format!("line is longer than {MAX_LINE} bytes"),
+                }),
+            );
+            continue;
+        }
+        let bytes = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+        match std::str::from_utf8(bytes) {
+            Ok(t) if t.trim().is_empty() => {}
+            Ok(t) => f(line, Ok(t)),
+            Err(e) => f(
+                line,
+                Err(LineError {
+                    line,
+                    reason: format!("not valid UTF-8 ({e})"),
+                }),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_spec_example() {
+        let text = r#"{"type":"org.upsert","org":"o1","plan":"scale"}
+{"type":"account.created","account":"a1","org":"o1"}
+{"type":"resource.created","id":"c1","kind":"conversation","account":"a1","at":"2026-11-20T10:00:00Z"}
+{"type":"resource.created","id":"l1","kind":"api_log","account":"a1","attrs":{"endpoint":"/v1/embeddings"}}
+
+{"type":"resource.deleted","id":"c1","at":"2026-11-27T10:00:00Z"}
+{"type":"resource.restored","id":"c1"}
+{"type":"account.deletion_requested","account":"a1"}
+{"type":"account.restored","account":"a1","event_id":"e-9"}
+"#;
+        let events = read_all(text.as_bytes()).unwrap();
+        assert_eq!(events.len(), 8);
+        assert_eq!(events[3].body.endpoint(), Some("/v1/embeddings"));
+        assert_eq!(events[4].line, 6, "line numbers count blank lines");
+        assert_eq!(events[7].event_id.as_deref(), Some("e-9"));
+    }
+
+    #[test]
+    fn every_bad_line_is_named_with_a_reason() {
+        let text = "{\"type\":\"resource.deleted\",\"id\":\"c1\"}\n{oops\n{\"type\":\"resource.moved\",\"id\":\"x\"}\n{\"type\":\"resource.deleted\",\"id\":\"c1\",\"extra\":1}\n{\"type\":\"resource.deleted\"}\n[1]\n{\"type\":\"resource.deleted\",\"id\":\"c\",\"at\":\"99999-01-01T00:00:00Z\"}\n{\"type\":\"resource.deleted\",\"id\":\"\"}\n";
+        let errs = read_all(text.as_bytes()).unwrap_err();
+        let lines: Vec<usize> = errs.iter().map(|e| e.line).collect();
+        assert_eq!(lines, vec![2, 3, 4, 5, 6, 7, 8]);
+        assert!(errs[0].reason.contains("malformed JSON"));
+        assert!(errs[1].reason.contains("resource.moved"));
+        assert!(errs[2].reason.contains("extra"));
+        assert!(errs[3].reason.contains("missing field `id`"));
+        assert!(errs[5].reason.contains("RFC 3339"));
+        assert!(errs[6].reason.contains("empty"));
+    }
+
+    #[test]
+    fn invalid_utf8_and_huge_lines_are_errors_not_panics() {
+        let mut input = b"{\"type\":\"resource.deleted\",\"id\":\"\xff\"}\n".to_vec();
+        input.extend(vec![b'x'; MAX_LINE + 10]);
+        input.extend(b"\n{\"type\":\"resource.deleted\",\"id\":\"ok\"}\n");
+        let errs = read_all(&input[..]).unwrap_err();
+        assert_eq!(errs.len(), 2);
+        assert!(errs[0].reason.contains("UTF-8"));
+        assert!(errs[1].reason.contains("longer"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = read_all(&bytes[..]);
+        }
+
+        #[test]
+        fn arbitrary_json_never_panics(s in "\\{(\"[a-z_]{1,8}\":(\"[ -~]{0,12}\"|[0-9]{1,20}|null|\\{\\}|\\[\\]),?){0,6}\\}") {
+            let _ = parse_line(1, &s);
+        }
+    }
+}

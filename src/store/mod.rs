@@ -1,0 +1,691 @@
+//! The ledger store: every durable fact retentiond keeps, in SQLite or PostgreSQL.
+//!
+//! # One implementation, two backends
+//! The SQL lives once, in `ops.rs`, and is compiled twice — `sqlite.rs` and `postgres.rs` each
+//! `include!` it with their own `Db` type and a handful of dialect macros (id lists, row locks,
+//! `BEGIN IMMEDIATE`). Behaviour therefore cannot drift between the backends, while each keeps
+//! its native types and no generic-bound gymnastics are needed. [`Ledger`] and [`LedgerTx`]
+//! pick the backend once, from the URL scheme, and forward every operation.
+//!
+//! # Invariant H: holds are linearizable with purges
+//! A purge runs its target deletes *inside* a ledger transaction that first takes the hold lock
+//! in shared mode, re-reads the active holds, skips what they cover, deletes, and records the
+//! purge; placing a hold takes the same lock exclusively, counts what is already purged, and
+//! inserts the hold. The lock is the single `hold_epoch` row: `SELECT … FOR SHARE` / `FOR
+//! UPDATE` on PostgreSQL; on SQLite every write transaction is `BEGIN IMMEDIATE`, which is
+//! already exclusive. So a hold either commits before a purge's check (the purge sees it and
+//! keeps the data) or waits until that purge has committed (and counts it as already purged).
+//! A purge that crashed after its target deletes leaves its resources `purging` on record: a
+//! hold placed then reports them as `in_flight`, because their data may already be gone.
+//!
+//! # Audit appends
+//! Audit entries are appended by [`LedgerTx::commit_with_audit`], the last step of every write
+//! transaction; on PostgreSQL it first takes a transaction-level advisory lock so concurrent
+//! writers extend the chain one at a time, and since nothing locks rows after it, it cannot
+//! take part in a deadlock.
+
+// Column lists as macros so `concat!` can build whole statements at compile time (sqlx 0.9
+// takes only `&'static str` SQL unless a string is explicitly asserted safe).
+macro_rules! resource_columns {
+    () => {
+        "r.id, r.kind, r.account, a.org, r.created_at, r.endpoint, r.state, r.deleted_at, r.cause, r.purge_after, r.rule, r.held, r.lease_owner, r.lease_until, r.attempts, r.last_error, r.purged_at"
+    };
+}
+macro_rules! account_columns {
+    () => {
+        "id, org, state, created_at, deletion_requested_at, purge_after, purged_at"
+    };
+}
+macro_rules! org_columns {
+    () => {
+        "id, plan, zdr, zdr_reason, zdr_by, zdr_at, created_at, updated_at"
+    };
+}
+macro_rules! hold_columns {
+    () => {
+        "id, case_ref, reason, placed_by, placed_at, org, account, resource, kind, created_from, created_to, released_at, released_by"
+    };
+}
+/// Due and not known to be held: the predicate of the `resources_due` partial index.
+macro_rules! due_predicate {
+    () => {
+        "r.state IN ('live', 'deleted') AND r.held = 0 AND r.purge_after IS NOT NULL"
+    };
+}
+
+mod postgres;
+mod sqlite;
+
+use std::collections::HashSet;
+
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::audit::{AuditDraft, AuditEntry};
+use crate::config::SecretUrl;
+use crate::holds::{ActiveHold, HoldScope};
+use crate::model::{AccountState, Cause, Plan, ResourceState, Rule, Timestamp, ZdrStatus};
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("ledger database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("ledger migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("ledger holds an unexpected value: {0}")]
+    Corrupt(String),
+    #[error("cannot open the ledger at {url}: {message}")]
+    Open { url: String, message: String },
+}
+
+impl StoreError {
+    /// A conflict the caller may simply retry (PostgreSQL deadlock or serialization failure,
+    /// SQLite busy after the busy timeout).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::Database(e)) => {
+                matches!(
+                    e.code().as_deref(),
+                    Some("40P01" | "40001" | "5" | "6" | "517")
+                )
+            }
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A resource as the ledger knows it. `org` comes from its account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResourceRow {
+    pub id: String,
+    pub kind: String,
+    pub account: String,
+    pub org: String,
+    pub created_at: Timestamp,
+    pub endpoint: Option<String>,
+    pub state: ResourceState,
+    pub deleted_at: Option<Timestamp>,
+    pub cause: Option<Cause>,
+    pub purge_after: Option<Timestamp>,
+    pub rule: Option<Rule>,
+    pub held: bool,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<Timestamp>,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub purged_at: Option<Timestamp>,
+}
+
+impl ResourceRow {
+    pub fn facts(&self) -> crate::rules::ResourceFacts {
+        crate::rules::ResourceFacts {
+            created_at: self.created_at,
+            state: self.state,
+            deleted_at: self.deleted_at,
+            cause: self.cause,
+            endpoint: self.endpoint.clone(),
+        }
+    }
+
+    pub fn set_facts(&mut self, f: crate::rules::ResourceFacts) {
+        self.state = f.state;
+        self.deleted_at = f.deleted_at;
+        self.cause = f.cause;
+    }
+
+    pub fn hold_subject(&self) -> crate::holds::HoldSubject<'_> {
+        crate::holds::HoldSubject {
+            id: &self.id,
+            kind: &self.kind,
+            account: &self.account,
+            org: &self.org,
+            created_at: self.created_at,
+        }
+    }
+
+    /// The state a claimed resource goes back to when its claim is given up.
+    pub fn unclaimed_state(&self) -> ResourceState {
+        if self.deleted_at.is_some() {
+            ResourceState::Deleted
+        } else {
+            ResourceState::Live
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccountRow {
+    pub id: String,
+    pub org: String,
+    pub state: AccountState,
+    pub created_at: Timestamp,
+    pub deletion_requested_at: Option<Timestamp>,
+    pub purge_after: Option<Timestamp>,
+    pub purged_at: Option<Timestamp>,
+}
+
+impl AccountRow {
+    pub fn facts(&self) -> crate::rules::AccountFacts {
+        crate::rules::AccountFacts {
+            state: self.state,
+            deletion_requested_at: self.deletion_requested_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OrgRow {
+    pub id: String,
+    pub plan: Plan,
+    pub zdr: ZdrStatus,
+    pub zdr_reason: Option<String>,
+    pub zdr_by: Option<String>,
+    pub zdr_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HoldRow {
+    pub id: i64,
+    pub case: String,
+    pub reason: Option<String>,
+    pub placed_by: String,
+    pub placed_at: Timestamp,
+    pub scope: HoldScope,
+    pub released_at: Option<Timestamp>,
+    pub released_by: Option<String>,
+}
+
+impl HoldRow {
+    pub fn is_active(&self) -> bool {
+        self.released_at.is_none()
+    }
+}
+
+/// A new hold, before it has an id.
+#[derive(Debug, Clone)]
+pub struct NewHold {
+    pub case: String,
+    pub reason: Option<String>,
+    pub placed_by: String,
+    pub placed_at: Timestamp,
+    pub scope: HoldScope,
+}
+
+/// The schedule policy in force and any change the guard holds back (R10, issue 6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyState {
+    pub in_force: String,
+    pub pending: Option<String>,
+    pub updated_at: Timestamp,
+}
+
+/// The last sweep of one instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SweepRun {
+    pub instance: String,
+    pub started_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+    pub purged: i64,
+    pub failed: i64,
+    pub held: i64,
+    pub accounts_purged: i64,
+    pub error: Option<String>,
+}
+
+/// A resource whose purge failed: recorded per attempt.
+#[derive(Debug, Clone)]
+pub struct PurgeFailure {
+    pub id: String,
+    /// `Some(t)`: retry after `t`; `None`: out of attempts, the resource becomes `failed`.
+    pub retry_at: Option<Timestamp>,
+    pub error: String,
+}
+
+/// Counts by (state, kind).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StateCount {
+    pub state: String,
+    pub kind: String,
+    pub count: i64,
+}
+
+/// Scheduled purges of one UTC day (days since the epoch) and kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ForecastRow {
+    pub day: i64,
+    pub kind: String,
+    pub held: bool,
+    pub count: i64,
+}
+
+/// The head of the audit chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditHead {
+    pub seq: i64,
+    pub hash: String,
+}
+
+/// How the ledger database is opened.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    pub max_connections: u32,
+    /// Create the SQLite file (and its folder) if missing.
+    pub create: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            max_connections: 4,
+            create: true,
+        }
+    }
+}
+
+/// The ledger, on one of its backends.
+#[derive(Debug, Clone)]
+pub enum Ledger {
+    Sqlite(sqlite::Store),
+    Postgres(postgres::Store),
+}
+
+/// A write transaction on the ledger. Dropped without commit, it rolls back.
+#[derive(Debug)]
+pub enum LedgerTx {
+    Sqlite(sqlite::Tx),
+    Postgres(postgres::Tx),
+}
+
+impl Ledger {
+    /// Opens the ledger named by `url` (`sqlite:` or `postgres://`). Does not migrate.
+    pub async fn open(url: &SecretUrl, opts: &OpenOptions) -> Result<Ledger> {
+        if url.is_postgres() {
+            Ok(Ledger::Postgres(postgres::Store::open(url, opts).await?))
+        } else {
+            Ok(Ledger::Sqlite(sqlite::Store::open(url, opts).await?))
+        }
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Ledger::Sqlite(_) => "sqlite",
+            Ledger::Postgres(_) => "postgres",
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Ledger::Postgres(_))
+    }
+}
+
+/// Forwards `async fn`s of [`Ledger`] (`&self`) and [`LedgerTx`] (`&mut self`) to the backend.
+macro_rules! forward {
+    (ref $outer:ident; $( $(#[$m:meta])* fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty; )*) => {
+        impl $outer {
+            $(
+                $(#[$m])*
+                pub async fn $name(&self $(, $arg: $ty)*) -> Result<$ret> {
+                    match self {
+                        $outer::Sqlite(s) => s.$name($($arg),*).await,
+                        $outer::Postgres(s) => s.$name($($arg),*).await,
+                    }
+                }
+            )*
+        }
+    };
+    (mut $outer:ident; $( $(#[$m:meta])* fn $name:ident(&mut self $(, $arg:ident: $ty:ty)*) -> $ret:ty; )*) => {
+        impl $outer {
+            $(
+                $(#[$m])*
+                pub async fn $name(&mut self $(, $arg: $ty)*) -> Result<$ret> {
+                    match self {
+                        $outer::Sqlite(s) => s.$name($($arg),*).await,
+                        $outer::Postgres(s) => s.$name($($arg),*).await,
+                    }
+                }
+            )*
+        }
+    };
+}
+
+impl Ledger {
+    /// Starts a write transaction.
+    pub async fn begin(&self) -> Result<LedgerTx> {
+        Ok(match self {
+            Ledger::Sqlite(s) => LedgerTx::Sqlite(s.begin().await?),
+            Ledger::Postgres(s) => LedgerTx::Postgres(s.begin().await?),
+        })
+    }
+
+    /// Starts a purge transaction: a write transaction holding the hold lock shared.
+    pub async fn begin_purge(&self) -> Result<LedgerTx> {
+        Ok(match self {
+            Ledger::Sqlite(s) => LedgerTx::Sqlite(s.begin_purge().await?),
+            Ledger::Postgres(s) => LedgerTx::Postgres(s.begin_purge().await?),
+        })
+    }
+
+    /// Starts a hold change: a write transaction holding the hold lock exclusively.
+    pub async fn begin_hold_change(&self) -> Result<LedgerTx> {
+        Ok(match self {
+            Ledger::Sqlite(s) => LedgerTx::Sqlite(s.begin_hold_change().await?),
+            Ledger::Postgres(s) => LedgerTx::Postgres(s.begin_hold_change().await?),
+        })
+    }
+}
+
+forward! { ref Ledger;
+    /// Applies the embedded migrations.
+    fn migrate(&self) -> ();
+    /// The database's own clock (PostgreSQL), so instances with skewed clocks agree.
+    fn db_now(&self) -> Option<Timestamp>;
+    fn resource(&self, id: &str) -> Option<ResourceRow>;
+    fn account(&self, id: &str) -> Option<AccountRow>;
+    fn org(&self, id: &str) -> Option<OrgRow>;
+    fn orgs(&self) -> Vec<OrgRow>;
+    fn state_counts(&self) -> Vec<StateCount>;
+    fn account_state_counts(&self) -> Vec<(String, i64)>;
+    /// Resources of an account, all states.
+    fn account_resources_all(&self, account: &str) -> Vec<ResourceRow>;
+    /// Due and not (known to be) held: what the next sweep would claim.
+    fn peek_due(&self, now: Timestamp, limit: i64) -> Vec<ResourceRow>;
+    fn backlog(&self, now: Timestamp) -> i64;
+    fn held_back(&self) -> i64;
+    fn next_due(&self, now: Timestamp) -> Option<Timestamp>;
+    /// Scheduled resources due up to `until`, counted per UTC day, kind and held flag.
+    fn forecast(&self, until: Timestamp) -> Vec<ForecastRow>;
+    fn failed_resources(&self, limit: i64) -> Vec<ResourceRow>;
+    fn holds(&self, active_only: bool) -> Vec<HoldRow>;
+    fn hold(&self, id: i64) -> Option<HoldRow>;
+    fn active_holds(&self) -> Vec<ActiveHold>;
+    /// Resources a scope matches: (state, kind, count).
+    fn count_matching(&self, scope: &HoldScope) -> Vec<StateCount>;
+    fn audit_head(&self) -> Option<AuditHead>;
+    fn audit_range(&self, from_seq: i64, to_seq: i64, limit: i64) -> Vec<AuditEntry>;
+    fn audit_for_subjects(&self, subjects: &[String], action: &str) -> Vec<AuditEntry>;
+    fn audit_since_time(&self, since: Timestamp, action: &str, after_seq: i64, limit: i64) -> Vec<AuditEntry>;
+    fn sweep_runs(&self) -> Vec<SweepRun>;
+    fn policy_state(&self) -> Option<PolicyState>;
+    /// Reclaims due work: stale claims first, then due resources, oldest first.
+    fn claim_due(&self, now: Timestamp, limit: i64, owner: &str, lease_until: Timestamp) -> Vec<ResourceRow>;
+    /// Accounts whose grace has passed (R8 checks the rest).
+    fn due_accounts(&self, now: Timestamp, limit: i64) -> Vec<AccountRow>;
+    fn record_sweep(&self, run: &SweepRun) -> ();
+}
+
+forward! { mut LedgerTx;
+    fn load_resources(&mut self, ids: &[String]) -> Vec<ResourceRow>;
+    fn load_accounts(&mut self, ids: &[String]) -> Vec<AccountRow>;
+    fn load_orgs(&mut self, ids: &[String]) -> Vec<OrgRow>;
+    /// Live and deleted resources of an account, locked.
+    fn account_resources(&mut self, account: &str) -> Vec<ResourceRow>;
+    /// Live and deleted resources of an org's accounts of the given kinds, locked.
+    fn org_resources(&mut self, org: &str, kinds: &[String]) -> Vec<ResourceRow>;
+    /// Live and deleted resources of a kind with id > `after`, in id order, locked.
+    fn kind_resources_page(&mut self, kind: &str, after: &str, limit: i64) -> Vec<ResourceRow>;
+    fn deletion_requested_accounts(&mut self) -> Vec<AccountRow>;
+    fn seen_events(&mut self, ids: &[String]) -> HashSet<String>;
+    fn save_resources(&mut self, rows: &[ResourceRow]) -> ();
+    fn save_accounts(&mut self, rows: &[AccountRow]) -> ();
+    fn save_orgs(&mut self, rows: &[OrgRow]) -> ();
+    fn record_events(&mut self, ids: &[String], at: Timestamp) -> ();
+    fn policy_state(&mut self) -> Option<PolicyState>;
+    fn save_policy_state(&mut self, state: &PolicyState) -> ();
+    fn hold_epoch(&mut self) -> i64;
+    fn active_holds(&mut self) -> Vec<ActiveHold>;
+    fn hold(&mut self, id: i64) -> Option<HoldRow>;
+    fn count_matching(&mut self, scope: &HoldScope) -> Vec<StateCount>;
+    fn insert_hold(&mut self, hold: &NewHold) -> i64;
+    fn release_hold(&mut self, id: i64, by: &str, at: Timestamp) -> bool;
+    /// Forgets the blocks of a released hold and clears `held` where no active hold remains;
+    /// returns the resources that became purgeable again.
+    fn unblock(&mut self, hold: i64) -> Vec<ResourceRow>;
+    /// Records (subject, hold) blocks; returns the pairs that are new.
+    fn add_blocks(&mut self, subject_type: &str, pairs: &[(String, i64)], at: Timestamp) -> Vec<(String, i64)>;
+    /// Gives claimed resources back because a hold covers them: they leave the due index.
+    fn release_claims_held(&mut self, ids: &[String], owner: &str) -> ();
+    /// Records purges whose lease is still ours; returns the ids recorded.
+    fn finish_purged(&mut self, ids: &[String], cause: Cause, owner: &str, at: Timestamp) -> Vec<String>;
+    fn record_failures(&mut self, failures: &[PurgeFailure], owner: &str, at: Timestamp) -> Vec<String>;
+    /// Resources of the account not yet purged.
+    fn unpurged_count(&mut self, account: &str) -> i64;
+    fn finish_account_purged(&mut self, account: &str, at: Timestamp) -> bool;
+    /// Puts `failed` resources (all when `ids` is empty) back in the due queue.
+    fn requeue_failed(&mut self, ids: &[String]) -> Vec<String>;
+    /// Gives up every claim of `owner` (graceful shutdown).
+    fn release_owner_claims(&mut self, owner: &str) -> u64;
+}
+
+impl LedgerTx {
+    /// Appends `drafts` to the audit chain and commits, atomically with everything else done
+    /// in this transaction.
+    pub async fn commit_with_audit(self, drafts: &[AuditDraft]) -> Result<Option<AuditHead>> {
+        match self {
+            LedgerTx::Sqlite(t) => t.commit_with_audit(drafts).await,
+            LedgerTx::Postgres(t) => t.commit_with_audit(drafts).await,
+        }
+    }
+
+    pub async fn rollback(self) -> Result<()> {
+        match self {
+            LedgerTx::Sqlite(t) => t.rollback().await,
+            LedgerTx::Postgres(t) => t.rollback().await,
+        }
+    }
+}
+
+/// Largest number of bound values per statement we use (SQLite allows 32766).
+const MAX_BINDS: usize = 30_000;
+
+fn parse<T: std::str::FromStr<Err = String>>(v: &str) -> Result<T> {
+    v.parse().map_err(StoreError::Corrupt)
+}
+
+fn ts(v: Option<i64>) -> Option<Timestamp> {
+    v.map(Timestamp)
+}
+
+#[derive(sqlx::FromRow)]
+struct RawResource {
+    id: String,
+    kind: String,
+    account: String,
+    org: String,
+    created_at: i64,
+    endpoint: Option<String>,
+    state: String,
+    deleted_at: Option<i64>,
+    cause: Option<String>,
+    purge_after: Option<i64>,
+    rule: Option<String>,
+    held: i64,
+    lease_owner: Option<String>,
+    lease_until: Option<i64>,
+    attempts: i64,
+    last_error: Option<String>,
+    purged_at: Option<i64>,
+}
+
+impl TryFrom<RawResource> for ResourceRow {
+    type Error = StoreError;
+    fn try_from(r: RawResource) -> Result<Self> {
+        Ok(ResourceRow {
+            state: parse(&r.state)?,
+            cause: r.cause.as_deref().map(parse).transpose()?,
+            rule: r.rule.as_deref().map(parse).transpose()?,
+            id: r.id,
+            kind: r.kind,
+            account: r.account,
+            org: r.org,
+            created_at: Timestamp(r.created_at),
+            endpoint: r.endpoint,
+            deleted_at: ts(r.deleted_at),
+            purge_after: ts(r.purge_after),
+            held: r.held != 0,
+            lease_owner: r.lease_owner,
+            lease_until: ts(r.lease_until),
+            attempts: r.attempts,
+            last_error: r.last_error,
+            purged_at: ts(r.purged_at),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct RawAccount {
+    id: String,
+    org: String,
+    state: String,
+    created_at: i64,
+    deletion_requested_at: Option<i64>,
+    purge_after: Option<i64>,
+    purged_at: Option<i64>,
+}
+
+impl TryFrom<RawAccount> for AccountRow {
+    type Error = StoreError;
+    fn try_from(a: RawAccount) -> Result<Self> {
+        Ok(AccountRow {
+            state: parse(&a.state)?,
+            id: a.id,
+            org: a.org,
+            created_at: Timestamp(a.created_at),
+            deletion_requested_at: ts(a.deletion_requested_at),
+            purge_after: ts(a.purge_after),
+            purged_at: ts(a.purged_at),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct RawOrg {
+    id: String,
+    plan: String,
+    zdr: String,
+    zdr_reason: Option<String>,
+    zdr_by: Option<String>,
+    zdr_at: Option<i64>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<RawOrg> for OrgRow {
+    type Error = StoreError;
+    fn try_from(o: RawOrg) -> Result<Self> {
+        Ok(OrgRow {
+            plan: parse(&o.plan)?,
+            zdr: parse(&o.zdr)?,
+            id: o.id,
+            zdr_reason: o.zdr_reason,
+            zdr_by: o.zdr_by,
+            zdr_at: ts(o.zdr_at),
+            created_at: Timestamp(o.created_at),
+            updated_at: Timestamp(o.updated_at),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct RawHold {
+    id: i64,
+    case_ref: String,
+    reason: Option<String>,
+    placed_by: String,
+    placed_at: i64,
+    org: Option<String>,
+    account: Option<String>,
+    resource: Option<String>,
+    kind: Option<String>,
+    created_from: Option<i64>,
+    created_to: Option<i64>,
+    released_at: Option<i64>,
+    released_by: Option<String>,
+}
+
+impl From<RawHold> for HoldRow {
+    fn from(h: RawHold) -> Self {
+        HoldRow {
+            id: h.id,
+            case: h.case_ref,
+            reason: h.reason,
+            placed_by: h.placed_by,
+            placed_at: Timestamp(h.placed_at),
+            scope: HoldScope {
+                org: h.org,
+                account: h.account,
+                resource: h.resource,
+                kind: h.kind,
+                created_from: ts(h.created_from),
+                created_to: ts(h.created_to),
+            },
+            released_at: ts(h.released_at),
+            released_by: h.released_by,
+        }
+    }
+}
+
+impl From<HoldRow> for ActiveHold {
+    fn from(h: HoldRow) -> Self {
+        ActiveHold {
+            id: h.id,
+            case_ref: h.case,
+            scope: h.scope,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct RawAudit {
+    seq: i64,
+    at: i64,
+    action: String,
+    subject: String,
+    details: String,
+    prev_hash: String,
+    hash: String,
+}
+
+impl From<RawAudit> for AuditEntry {
+    fn from(a: RawAudit) -> Self {
+        AuditEntry {
+            seq: a.seq,
+            at: Timestamp(a.at),
+            action: a.action,
+            subject: a.subject,
+            details: a.details,
+            prev_hash: a.prev_hash,
+            hash: a.hash,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct RawSweep {
+    instance: String,
+    started_at: i64,
+    finished_at: Option<i64>,
+    purged: i64,
+    failed: i64,
+    held: i64,
+    accounts_purged: i64,
+    error: Option<String>,
+}
+
+impl From<RawSweep> for SweepRun {
+    fn from(s: RawSweep) -> Self {
+        SweepRun {
+            instance: s.instance,
+            started_at: Timestamp(s.started_at),
+            finished_at: ts(s.finished_at),
+            purged: s.purged,
+            failed: s.failed,
+            held: s.held,
+            accounts_purged: s.accounts_purged,
+            error: s.error,
+        }
+    }
+}

@@ -1,0 +1,874 @@
+// The ledger's SQL, written once and compiled per backend: `sqlite.rs` and `postgres.rs`
+// `include!` this file after defining `Db`, `BEGIN`, `ids_arg`, `lock_audit` and the dialect
+// macros `in_ids!`, `for_update!`, `for_update_of_r!`, `for_share!`, `skip_locked!`.
+
+use std::collections::HashSet;
+
+use sqlx::{Database, QueryBuilder, Row};
+
+use crate::audit::{self, AuditDraft, AuditEntry};
+use crate::holds::{ActiveHold, HoldScope};
+use crate::model::{Cause, Timestamp};
+use super::{
+    AccountRow, AuditHead, HoldRow, MAX_BINDS, NewHold, OrgRow, PolicyState, PurgeFailure, RawAccount, RawAudit,
+    RawHold, RawOrg, RawResource, RawSweep, ResourceRow, Result, StateCount, StoreError, SweepRun, ForecastRow,
+};
+
+type Conn = <Db as Database>::Connection;
+
+/// The ledger on this backend.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: sqlx::Pool<Db>,
+}
+
+/// A write transaction on this backend.
+#[derive(Debug)]
+pub struct Tx {
+    tx: sqlx::Transaction<'static, Db>,
+}
+
+fn rows<R, T>(raw: Vec<R>) -> Result<Vec<T>>
+where
+    T: TryFrom<R, Error = StoreError>,
+{
+    raw.into_iter().map(T::try_from).collect()
+}
+
+// ----- queries shared by pool reads and transactions -------------------------------------
+
+async fn q_resources(c: &mut Conn, ids: &[String], lock: bool) -> Result<Vec<ResourceRow>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = if lock {
+        concat!("SELECT ", resource_columns!(), " FROM resources r JOIN accounts a ON a.id = r.account WHERE r.id ", in_ids!(1), " ORDER BY r.id", for_update_of_r!())
+    } else {
+        concat!("SELECT ", resource_columns!(), " FROM resources r JOIN accounts a ON a.id = r.account WHERE r.id ", in_ids!(1), " ORDER BY r.id")
+    };
+    let raw: Vec<RawResource> = sqlx::query_as(sql).bind(ids_arg(ids)).fetch_all(&mut *c).await?;
+    rows(raw)
+}
+
+async fn q_accounts(c: &mut Conn, ids: &[String], lock: bool) -> Result<Vec<AccountRow>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = if lock {
+        concat!("SELECT ", account_columns!(), " FROM accounts WHERE id ", in_ids!(1), " ORDER BY id", for_update!())
+    } else {
+        concat!("SELECT ", account_columns!(), " FROM accounts WHERE id ", in_ids!(1), " ORDER BY id")
+    };
+    let raw: Vec<RawAccount> = sqlx::query_as(sql).bind(ids_arg(ids)).fetch_all(&mut *c).await?;
+    rows(raw)
+}
+
+async fn q_orgs(c: &mut Conn, ids: &[String], lock: bool) -> Result<Vec<OrgRow>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = if lock {
+        concat!("SELECT ", org_columns!(), " FROM orgs WHERE id ", in_ids!(1), " ORDER BY id", for_update!())
+    } else {
+        concat!("SELECT ", org_columns!(), " FROM orgs WHERE id ", in_ids!(1), " ORDER BY id")
+    };
+    let raw: Vec<RawOrg> = sqlx::query_as(sql).bind(ids_arg(ids)).fetch_all(&mut *c).await?;
+    rows(raw)
+}
+
+async fn q_policy_state(c: &mut Conn) -> Result<Option<PolicyState>> {
+    let row = sqlx::query("SELECT in_force, pending, updated_at FROM policy_state WHERE id = 1")
+        .fetch_optional(&mut *c)
+        .await?;
+    Ok(row.map(|r| PolicyState {
+        in_force: r.get(0),
+        pending: r.get(1),
+        updated_at: Timestamp(r.get(2)),
+    }))
+}
+
+async fn q_holds(c: &mut Conn, active_only: bool) -> Result<Vec<HoldRow>> {
+    let sql = if active_only {
+        concat!("SELECT ", hold_columns!(), " FROM holds WHERE released_at IS NULL ORDER BY id")
+    } else {
+        concat!("SELECT ", hold_columns!(), " FROM holds ORDER BY id")
+    };
+    let raw: Vec<RawHold> = sqlx::query_as(sql).fetch_all(&mut *c).await?;
+    Ok(raw.into_iter().map(HoldRow::from).collect())
+}
+
+async fn q_hold(c: &mut Conn, id: i64) -> Result<Option<HoldRow>> {
+    let raw: Option<RawHold> = sqlx::query_as(concat!("SELECT ", hold_columns!(), " FROM holds WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&mut *c)
+        .await?;
+    Ok(raw.map(HoldRow::from))
+}
+
+async fn q_active_holds(c: &mut Conn) -> Result<Vec<ActiveHold>> {
+    Ok(q_holds(c, true).await?.into_iter().map(ActiveHold::from).collect())
+}
+
+async fn q_count_matching(c: &mut Conn, scope: &HoldScope) -> Result<Vec<StateCount>> {
+    let mut q = QueryBuilder::<Db>::new(
+        "SELECT r.state, r.kind, COUNT(*) FROM resources r JOIN accounts a ON a.id = r.account WHERE 1 = 1",
+    );
+    if let Some(v) = &scope.org {
+        q.push(" AND a.org = ").push_bind(v.clone());
+    }
+    if let Some(v) = &scope.account {
+        q.push(" AND r.account = ").push_bind(v.clone());
+    }
+    if let Some(v) = &scope.resource {
+        q.push(" AND r.id = ").push_bind(v.clone());
+    }
+    if let Some(v) = &scope.kind {
+        q.push(" AND r.kind = ").push_bind(v.clone());
+    }
+    if let Some(v) = scope.created_from {
+        q.push(" AND r.created_at >= ").push_bind(v.millis());
+    }
+    if let Some(v) = scope.created_to {
+        q.push(" AND r.created_at <= ").push_bind(v.millis());
+    }
+    q.push(" GROUP BY r.state, r.kind ORDER BY r.state, r.kind");
+    let rows = q.build().fetch_all(&mut *c).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| StateCount {
+            state: r.get(0),
+            kind: r.get(1),
+            count: r.get(2),
+        })
+        .collect())
+}
+
+async fn q_audit_head(c: &mut Conn) -> Result<Option<AuditHead>> {
+    let row = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut *c)
+        .await?;
+    Ok(row.map(|r| AuditHead {
+        seq: r.get(0),
+        hash: r.get(1),
+    }))
+}
+
+async fn q_hold_epoch(c: &mut Conn) -> Result<i64> {
+    Ok(sqlx::query_scalar("SELECT epoch FROM hold_epoch WHERE id = 1")
+        .fetch_one(&mut *c)
+        .await?)
+}
+
+async fn q_claim(c: &mut Conn, now: Timestamp, limit: i64, owner: &str, lease_until: Timestamp) -> Result<Vec<String>> {
+    // Stale claims first: leases that ran out (a crashed or slow instance) and failed purges
+    // whose retry time has come.
+    let mut ids: Vec<String> = sqlx::query_scalar(concat!(
+        "UPDATE resources SET lease_owner = $1, lease_until = $2 WHERE id IN (",
+        "SELECT id FROM resources WHERE state = 'purging' AND lease_until <= $3 ORDER BY lease_until LIMIT $4",
+        skip_locked!(),
+        ") RETURNING id"
+    ))
+    .bind(owner)
+    .bind(lease_until.millis())
+    .bind(now.millis())
+    .bind(limit)
+    .fetch_all(&mut *c)
+    .await?;
+    let left = limit - ids.len() as i64;
+    if left > 0 {
+        let due: Vec<String> = sqlx::query_scalar(concat!(
+            "UPDATE resources SET state = 'purging', lease_owner = $1, lease_until = $2 WHERE id IN (",
+            "SELECT r.id FROM resources r WHERE ",
+            due_predicate!(),
+            " AND r.purge_after <= $3 ORDER BY r.purge_after LIMIT $4",
+            skip_locked!(),
+            ") RETURNING id"
+        ))
+        .bind(owner)
+        .bind(lease_until.millis())
+        .bind(now.millis())
+        .bind(left)
+        .fetch_all(&mut *c)
+        .await?;
+        ids.extend(due);
+    }
+    Ok(ids)
+}
+
+// ----- the pool: reads and short transactions ------------------------------------------
+
+impl Store {
+    async fn conn(&self) -> Result<sqlx::pool::PoolConnection<Db>> {
+        Ok(self.pool.acquire().await?)
+    }
+
+    pub async fn begin(&self) -> Result<Tx> {
+        Ok(Tx {
+            tx: self.pool.begin_with(BEGIN).await?,
+        })
+    }
+
+    pub async fn begin_purge(&self) -> Result<Tx> {
+        let mut t = self.begin().await?;
+        sqlx::query(concat!("SELECT epoch FROM hold_epoch WHERE id = 1", for_share!()))
+            .execute(&mut *t.tx)
+            .await?;
+        Ok(t)
+    }
+
+    pub async fn begin_hold_change(&self) -> Result<Tx> {
+        let mut t = self.begin().await?;
+        sqlx::query(concat!("SELECT epoch FROM hold_epoch WHERE id = 1", for_update!()))
+            .execute(&mut *t.tx)
+            .await?;
+        Ok(t)
+    }
+
+    pub async fn resource(&self, id: &str) -> Result<Option<ResourceRow>> {
+        Ok(q_resources(&mut *self.conn().await?, &[id.to_string()], false).await?.pop())
+    }
+
+    pub async fn account(&self, id: &str) -> Result<Option<AccountRow>> {
+        Ok(q_accounts(&mut *self.conn().await?, &[id.to_string()], false).await?.pop())
+    }
+
+    pub async fn org(&self, id: &str) -> Result<Option<OrgRow>> {
+        Ok(q_orgs(&mut *self.conn().await?, &[id.to_string()], false).await?.pop())
+    }
+
+    pub async fn orgs(&self) -> Result<Vec<OrgRow>> {
+        let raw: Vec<RawOrg> = sqlx::query_as(concat!("SELECT ", org_columns!(), " FROM orgs ORDER BY id"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows(raw)
+    }
+
+    pub async fn state_counts(&self) -> Result<Vec<StateCount>> {
+        let rows = sqlx::query("SELECT state, kind, COUNT(*) FROM resources GROUP BY state, kind ORDER BY state, kind")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| StateCount {
+                state: r.get(0),
+                kind: r.get(1),
+                count: r.get(2),
+            })
+            .collect())
+    }
+
+    pub async fn account_state_counts(&self) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query("SELECT state, COUNT(*) FROM accounts GROUP BY state ORDER BY state")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    pub async fn account_resources_all(&self, account: &str) -> Result<Vec<ResourceRow>> {
+        let raw: Vec<RawResource> = sqlx::query_as(concat!(
+            "SELECT ", resource_columns!(), " FROM resources r JOIN accounts a ON a.id = r.account WHERE r.account = $1 ORDER BY r.id"
+        ))
+        .bind(account)
+        .fetch_all(&self.pool)
+        .await?;
+        rows(raw)
+    }
+
+    pub async fn peek_due(&self, now: Timestamp, limit: i64) -> Result<Vec<ResourceRow>> {
+        let mut raw: Vec<RawResource> = sqlx::query_as(concat!(
+            "SELECT ", resource_columns!(), " FROM resources r JOIN accounts a ON a.id = r.account ",
+            "WHERE r.state = 'purging' AND r.lease_until <= $1 ORDER BY r.lease_until LIMIT $2"
+        ))
+        .bind(now.millis())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let due: Vec<RawResource> = sqlx::query_as(concat!(
+            "SELECT ", resource_columns!(), " FROM resources r JOIN accounts a ON a.id = r.account WHERE ",
+            due_predicate!(), " AND r.purge_after <= $1 ORDER BY r.purge_after LIMIT $2"
+        ))
+        .bind(now.millis())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        raw.extend(due);
+        rows(raw)
+    }
+
+    pub async fn backlog(&self, now: Timestamp) -> Result<i64> {
+        Ok(sqlx::query_scalar(concat!("SELECT COUNT(*) FROM resources r WHERE ", due_predicate!(), " AND r.purge_after <= $1"))
+            .bind(now.millis())
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    pub async fn held_back(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM resources WHERE held = 1")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    pub async fn next_due(&self, now: Timestamp) -> Result<Option<Timestamp>> {
+        let v: Option<i64> = sqlx::query_scalar(concat!(
+            "SELECT MIN(r.purge_after) FROM resources r WHERE ", due_predicate!(), " AND r.purge_after > $1"
+        ))
+        .bind(now.millis())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(v.map(Timestamp))
+    }
+
+    pub async fn forecast(&self, until: Timestamp) -> Result<Vec<ForecastRow>> {
+        let rows = sqlx::query(concat!(
+            "SELECT r.purge_after / 86400000 AS day, r.kind, r.held, COUNT(*) FROM resources r ",
+            "WHERE r.state IN ('live', 'deleted') AND r.purge_after IS NOT NULL AND r.purge_after <= $1 ",
+            "GROUP BY day, r.kind, r.held ORDER BY day, r.kind"
+        ))
+        .bind(until.millis())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ForecastRow {
+                day: r.get(0),
+                kind: r.get(1),
+                held: r.get::<i64, _>(2) != 0,
+                count: r.get(3),
+            })
+            .collect())
+    }
+
+    pub async fn failed_resources(&self, limit: i64) -> Result<Vec<ResourceRow>> {
+        let raw: Vec<RawResource> = sqlx::query_as(concat!(
+            "SELECT ", resource_columns!(), " FROM resources r JOIN accounts a ON a.id = r.account WHERE r.state = 'failed' ORDER BY r.id LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows(raw)
+    }
+
+    pub async fn holds(&self, active_only: bool) -> Result<Vec<HoldRow>> {
+        q_holds(&mut *self.conn().await?, active_only).await
+    }
+
+    pub async fn hold(&self, id: i64) -> Result<Option<HoldRow>> {
+        q_hold(&mut *self.conn().await?, id).await
+    }
+
+    pub async fn active_holds(&self) -> Result<Vec<ActiveHold>> {
+        q_active_holds(&mut *self.conn().await?).await
+    }
+
+    pub async fn count_matching(&self, scope: &HoldScope) -> Result<Vec<StateCount>> {
+        q_count_matching(&mut *self.conn().await?, scope).await
+    }
+
+    pub async fn audit_head(&self) -> Result<Option<AuditHead>> {
+        q_audit_head(&mut *self.conn().await?).await
+    }
+
+    pub async fn audit_range(&self, from_seq: i64, to_seq: i64, limit: i64) -> Result<Vec<AuditEntry>> {
+        let raw: Vec<RawAudit> = sqlx::query_as(
+            "SELECT seq, at, action, subject, details, prev_hash, hash FROM audit WHERE seq >= $1 AND seq <= $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(from_seq)
+        .bind(to_seq)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(raw.into_iter().map(AuditEntry::from).collect())
+    }
+
+    pub async fn audit_for_subjects(&self, subjects: &[String], action: &str) -> Result<Vec<AuditEntry>> {
+        if subjects.is_empty() {
+            return Ok(Vec::new());
+        }
+        let raw: Vec<RawAudit> = sqlx::query_as(concat!(
+            "SELECT seq, at, action, subject, details, prev_hash, hash FROM audit WHERE action = $2 AND subject ",
+            in_ids!(1),
+            " ORDER BY seq"
+        ))
+        .bind(ids_arg(subjects))
+        .bind(action)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(raw.into_iter().map(AuditEntry::from).collect())
+    }
+
+    pub async fn audit_since_time(&self, since: Timestamp, action: &str, after_seq: i64, limit: i64) -> Result<Vec<AuditEntry>> {
+        let raw: Vec<RawAudit> = sqlx::query_as(
+            "SELECT seq, at, action, subject, details, prev_hash, hash FROM audit WHERE seq > $1 AND action = $2 AND at >= $3 ORDER BY seq LIMIT $4",
+        )
+        .bind(after_seq)
+        .bind(action)
+        .bind(since.millis())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(raw.into_iter().map(AuditEntry::from).collect())
+    }
+
+    pub async fn sweep_runs(&self) -> Result<Vec<SweepRun>> {
+        let raw: Vec<RawSweep> = sqlx::query_as(
+            "SELECT instance, started_at, finished_at, purged, failed, held, accounts_purged, error FROM sweep_runs ORDER BY started_at DESC",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(raw.into_iter().map(SweepRun::from).collect())
+    }
+
+    pub async fn record_sweep(&self, run: &SweepRun) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO sweep_runs (instance, started_at, finished_at, purged, failed, held, accounts_purged, error) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (instance) DO UPDATE SET started_at = excluded.started_at, \
+             finished_at = excluded.finished_at, purged = excluded.purged, failed = excluded.failed, held = excluded.held, \
+             accounts_purged = excluded.accounts_purged, error = excluded.error",
+        )
+        .bind(&run.instance)
+        .bind(run.started_at.millis())
+        .bind(run.finished_at.map(|t| t.millis()))
+        .bind(run.purged)
+        .bind(run.failed)
+        .bind(run.held)
+        .bind(run.accounts_purged)
+        .bind(&run.error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn policy_state(&self) -> Result<Option<PolicyState>> {
+        q_policy_state(&mut *self.conn().await?).await
+    }
+
+    pub async fn claim_due(&self, now: Timestamp, limit: i64, owner: &str, lease_until: Timestamp) -> Result<Vec<ResourceRow>> {
+        let mut t = self.begin().await?;
+        let ids = q_claim(&mut t.tx, now, limit, owner, lease_until).await?;
+        let claimed = q_resources(&mut t.tx, &ids, false).await?;
+        t.tx.commit().await?;
+        Ok(claimed)
+    }
+
+    pub async fn due_accounts(&self, now: Timestamp, limit: i64) -> Result<Vec<AccountRow>> {
+        let raw: Vec<RawAccount> = sqlx::query_as(concat!(
+            "SELECT ", account_columns!(), " FROM accounts WHERE state = 'deletion_requested' AND purge_after <= $1 ORDER BY purge_after LIMIT $2"
+        ))
+        .bind(now.millis())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows(raw)
+    }
+}
+
+// ----- write transactions ---------------------------------------------------------------
+
+impl Tx {
+    pub async fn rollback(self) -> Result<()> {
+        self.tx.rollback().await?;
+        Ok(())
+    }
+
+    pub async fn commit_with_audit(mut self, drafts: &[AuditDraft]) -> Result<Option<AuditHead>> {
+        let mut head = None;
+        if !drafts.is_empty() {
+            lock_audit(&mut self.tx).await?;
+            let (seq, hash) = match q_audit_head(&mut self.tx).await? {
+                Some(h) => (h.seq, h.hash),
+                None => (0, audit::GENESIS.to_string()),
+            };
+            let entries = audit::chain(seq, &hash, drafts);
+            for chunk in entries.chunks(MAX_BINDS / 7) {
+                let mut q = QueryBuilder::<Db>::new("INSERT INTO audit (seq, at, action, subject, details, prev_hash, hash) ");
+                q.push_values(chunk, |mut b, e| {
+                    b.push_bind(e.seq)
+                        .push_bind(e.at.millis())
+                        .push_bind(e.action.clone())
+                        .push_bind(e.subject.clone())
+                        .push_bind(e.details.clone())
+                        .push_bind(e.prev_hash.clone())
+                        .push_bind(e.hash.clone());
+                });
+                q.build().execute(&mut *self.tx).await?;
+            }
+            let last = entries.last().expect("drafts is not empty");
+            head = Some(AuditHead {
+                seq: last.seq,
+                hash: last.hash.clone(),
+            });
+        }
+        self.tx.commit().await?;
+        Ok(head)
+    }
+
+    pub async fn load_resources(&mut self, ids: &[String]) -> Result<Vec<ResourceRow>> {
+        q_resources(&mut self.tx, ids, true).await
+    }
+
+    pub async fn load_accounts(&mut self, ids: &[String]) -> Result<Vec<AccountRow>> {
+        q_accounts(&mut self.tx, ids, true).await
+    }
+
+    pub async fn load_orgs(&mut self, ids: &[String]) -> Result<Vec<OrgRow>> {
+        q_orgs(&mut self.tx, ids, true).await
+    }
+
+    pub async fn account_resources(&mut self, account: &str) -> Result<Vec<ResourceRow>> {
+        let raw: Vec<RawResource> = sqlx::query_as(concat!(
+            "SELECT ", resource_columns!(), " FROM resources r JOIN accounts a ON a.id = r.account ",
+            "WHERE r.account = $1 AND r.state IN ('live', 'deleted') ORDER BY r.id", for_update_of_r!()
+        ))
+        .bind(account)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows(raw)
+    }
+
+    pub async fn org_resources(&mut self, org: &str, kinds: &[String]) -> Result<Vec<ResourceRow>> {
+        if kinds.is_empty() {
+            return Ok(Vec::new());
+        }
+        let raw: Vec<RawResource> = sqlx::query_as(concat!(
+            "SELECT ", resource_columns!(), " FROM resources r JOIN accounts a ON a.id = r.account ",
+            "WHERE a.org = $2 AND r.kind ", in_ids!(1), " AND r.state IN ('live', 'deleted') ORDER BY r.id", for_update_of_r!()
+        ))
+        .bind(ids_arg(kinds))
+        .bind(org)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows(raw)
+    }
+
+    pub async fn kind_resources_page(&mut self, kind: &str, after: &str, limit: i64) -> Result<Vec<ResourceRow>> {
+        let raw: Vec<RawResource> = sqlx::query_as(concat!(
+            "SELECT ", resource_columns!(), " FROM resources r JOIN accounts a ON a.id = r.account ",
+            "WHERE r.kind = $1 AND r.id > $2 AND r.state IN ('live', 'deleted') ORDER BY r.id LIMIT $3", for_update_of_r!()
+        ))
+        .bind(kind)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows(raw)
+    }
+
+    pub async fn deletion_requested_accounts(&mut self) -> Result<Vec<AccountRow>> {
+        let raw: Vec<RawAccount> = sqlx::query_as(concat!(
+            "SELECT ", account_columns!(), " FROM accounts WHERE state = 'deletion_requested' ORDER BY id", for_update!()
+        ))
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows(raw)
+    }
+
+    pub async fn seen_events(&mut self, ids: &[String]) -> Result<HashSet<String>> {
+        if ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let found: Vec<String> = sqlx::query_scalar(concat!("SELECT event_id FROM applied_events WHERE event_id ", in_ids!(1)))
+            .bind(ids_arg(ids))
+            .fetch_all(&mut *self.tx)
+            .await?;
+        Ok(found.into_iter().collect())
+    }
+
+    pub async fn save_resources(&mut self, rows: &[ResourceRow]) -> Result<()> {
+        for chunk in rows.chunks(MAX_BINDS / 16) {
+            let mut q = QueryBuilder::<Db>::new(
+                "INSERT INTO resources (id, kind, account, created_at, endpoint, state, deleted_at, cause, purge_after, rule, \
+                 held, lease_owner, lease_until, attempts, last_error, purged_at) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(r.id.clone())
+                    .push_bind(r.kind.clone())
+                    .push_bind(r.account.clone())
+                    .push_bind(r.created_at.millis())
+                    .push_bind(r.endpoint.clone())
+                    .push_bind(r.state.as_str())
+                    .push_bind(r.deleted_at.map(|t| t.millis()))
+                    .push_bind(r.cause.map(|c| c.as_str()))
+                    .push_bind(r.purge_after.map(|t| t.millis()))
+                    .push_bind(r.rule.map(|c| c.as_str()))
+                    .push_bind(r.held as i64)
+                    .push_bind(r.lease_owner.clone())
+                    .push_bind(r.lease_until.map(|t| t.millis()))
+                    .push_bind(r.attempts)
+                    .push_bind(r.last_error.clone())
+                    .push_bind(r.purged_at.map(|t| t.millis()));
+            });
+            q.push(
+                " ON CONFLICT (id) DO UPDATE SET state = excluded.state, deleted_at = excluded.deleted_at, \
+                 cause = excluded.cause, purge_after = excluded.purge_after, rule = excluded.rule, held = excluded.held, \
+                 lease_owner = excluded.lease_owner, lease_until = excluded.lease_until, attempts = excluded.attempts, \
+                 last_error = excluded.last_error, purged_at = excluded.purged_at",
+            );
+            q.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn save_accounts(&mut self, rows: &[AccountRow]) -> Result<()> {
+        for chunk in rows.chunks(MAX_BINDS / 7) {
+            let mut q = QueryBuilder::<Db>::new(
+                "INSERT INTO accounts (id, org, state, created_at, deletion_requested_at, purge_after, purged_at) ",
+            );
+            q.push_values(chunk, |mut b, a| {
+                b.push_bind(a.id.clone())
+                    .push_bind(a.org.clone())
+                    .push_bind(a.state.as_str())
+                    .push_bind(a.created_at.millis())
+                    .push_bind(a.deletion_requested_at.map(|t| t.millis()))
+                    .push_bind(a.purge_after.map(|t| t.millis()))
+                    .push_bind(a.purged_at.map(|t| t.millis()));
+            });
+            q.push(
+                " ON CONFLICT (id) DO UPDATE SET state = excluded.state, deletion_requested_at = excluded.deletion_requested_at, \
+                 purge_after = excluded.purge_after, purged_at = excluded.purged_at",
+            );
+            q.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn save_orgs(&mut self, rows: &[OrgRow]) -> Result<()> {
+        for chunk in rows.chunks(MAX_BINDS / 8) {
+            let mut q = QueryBuilder::<Db>::new(
+                "INSERT INTO orgs (id, plan, zdr, zdr_reason, zdr_by, zdr_at, created_at, updated_at) ",
+            );
+            q.push_values(chunk, |mut b, o| {
+                b.push_bind(o.id.clone())
+                    .push_bind(o.plan.as_str())
+                    .push_bind(o.zdr.as_str())
+                    .push_bind(o.zdr_reason.clone())
+                    .push_bind(o.zdr_by.clone())
+                    .push_bind(o.zdr_at.map(|t| t.millis()))
+                    .push_bind(o.created_at.millis())
+                    .push_bind(o.updated_at.millis());
+            });
+            q.push(
+                " ON CONFLICT (id) DO UPDATE SET plan = excluded.plan, zdr = excluded.zdr, zdr_reason = excluded.zdr_reason, \
+                 zdr_by = excluded.zdr_by, zdr_at = excluded.zdr_at, updated_at = excluded.updated_at",
+            );
+            q.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn record_events(&mut self, ids: &[String], at: Timestamp) -> Result<()> {
+        for chunk in ids.chunks(MAX_BINDS / 2) {
+            let mut q = QueryBuilder::<Db>::new("INSERT INTO applied_events (event_id, applied_at) ");
+            q.push_values(chunk, |mut b, id| {
+                b.push_bind(id.clone()).push_bind(at.millis());
+            });
+            q.push(" ON CONFLICT (event_id) DO NOTHING");
+            q.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn policy_state(&mut self) -> Result<Option<PolicyState>> {
+        q_policy_state(&mut self.tx).await
+    }
+
+    pub async fn save_policy_state(&mut self, state: &PolicyState) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO policy_state (id, in_force, pending, updated_at) VALUES (1, $1, $2, $3) \
+             ON CONFLICT (id) DO UPDATE SET in_force = excluded.in_force, pending = excluded.pending, updated_at = excluded.updated_at",
+        )
+        .bind(&state.in_force)
+        .bind(&state.pending)
+        .bind(state.updated_at.millis())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn hold_epoch(&mut self) -> Result<i64> {
+        q_hold_epoch(&mut self.tx).await
+    }
+
+    pub async fn active_holds(&mut self) -> Result<Vec<ActiveHold>> {
+        q_active_holds(&mut self.tx).await
+    }
+
+    pub async fn hold(&mut self, id: i64) -> Result<Option<HoldRow>> {
+        q_hold(&mut self.tx, id).await
+    }
+
+    pub async fn count_matching(&mut self, scope: &HoldScope) -> Result<Vec<StateCount>> {
+        q_count_matching(&mut self.tx, scope).await
+    }
+
+    pub async fn insert_hold(&mut self, h: &NewHold) -> Result<i64> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO holds (case_ref, reason, placed_by, placed_at, org, account, resource, kind, created_from, created_to) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+        )
+        .bind(&h.case)
+        .bind(&h.reason)
+        .bind(&h.placed_by)
+        .bind(h.placed_at.millis())
+        .bind(&h.scope.org)
+        .bind(&h.scope.account)
+        .bind(&h.scope.resource)
+        .bind(&h.scope.kind)
+        .bind(h.scope.created_from.map(|t| t.millis()))
+        .bind(h.scope.created_to.map(|t| t.millis()))
+        .fetch_one(&mut *self.tx)
+        .await?;
+        sqlx::query("UPDATE hold_epoch SET epoch = epoch + 1 WHERE id = 1")
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(id)
+    }
+
+    pub async fn release_hold(&mut self, id: i64, by: &str, at: Timestamp) -> Result<bool> {
+        let n = sqlx::query("UPDATE holds SET released_at = $1, released_by = $2 WHERE id = $3 AND released_at IS NULL")
+            .bind(at.millis())
+            .bind(by)
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected();
+        sqlx::query("UPDATE hold_epoch SET epoch = epoch + 1 WHERE id = 1")
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(n == 1)
+    }
+
+    pub async fn unblock(&mut self, hold: i64) -> Result<Vec<ResourceRow>> {
+        let blocked: Vec<String> = sqlx::query_scalar(
+            "DELETE FROM hold_blocks WHERE hold = $1 AND subject_type = 'resource' RETURNING subject",
+        )
+        .bind(hold)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        sqlx::query("DELETE FROM hold_blocks WHERE hold = $1")
+            .bind(hold)
+            .execute(&mut *self.tx)
+            .await?;
+        let mut freed = Vec::new();
+        for chunk in blocked.chunks(10_000) {
+            let ids: Vec<String> = sqlx::query_scalar(concat!(
+                "UPDATE resources SET held = 0 WHERE held = 1 AND id ", in_ids!(1),
+                " AND NOT EXISTS (SELECT 1 FROM hold_blocks b JOIN holds h ON h.id = b.hold ",
+                "WHERE b.subject_type = 'resource' AND b.subject = resources.id AND h.released_at IS NULL) RETURNING id"
+            ))
+            .bind(ids_arg(chunk))
+            .fetch_all(&mut *self.tx)
+            .await?;
+            freed.extend(q_resources(&mut self.tx, &ids, false).await?);
+        }
+        Ok(freed)
+    }
+
+    pub async fn add_blocks(&mut self, subject_type: &str, pairs: &[(String, i64)], at: Timestamp) -> Result<Vec<(String, i64)>> {
+        let mut added = Vec::new();
+        for chunk in pairs.chunks(MAX_BINDS / 4) {
+            let mut q = QueryBuilder::<Db>::new("INSERT INTO hold_blocks (subject_type, subject, hold, blocked_at) ");
+            q.push_values(chunk, |mut b, (subject, hold)| {
+                b.push_bind(subject_type.to_string())
+                    .push_bind(subject.clone())
+                    .push_bind(*hold)
+                    .push_bind(at.millis());
+            });
+            q.push(" ON CONFLICT (subject_type, subject, hold) DO NOTHING RETURNING subject, hold");
+            let rows = q.build().fetch_all(&mut *self.tx).await?;
+            added.extend(rows.into_iter().map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1))));
+        }
+        Ok(added)
+    }
+
+    pub async fn release_claims_held(&mut self, ids: &[String], owner: &str) -> Result<()> {
+        sqlx::query(concat!(
+            "UPDATE resources SET state = CASE WHEN deleted_at IS NULL THEN 'live' ELSE 'deleted' END, held = 1, ",
+            "lease_owner = NULL, lease_until = NULL WHERE id ", in_ids!(1), " AND state = 'purging' AND lease_owner = $2"
+        ))
+        .bind(ids_arg(ids))
+        .bind(owner)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn finish_purged(&mut self, ids: &[String], cause: Cause, owner: &str, at: Timestamp) -> Result<Vec<String>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(sqlx::query_scalar(concat!(
+            "UPDATE resources SET state = 'purged', cause = $2, purged_at = $3, lease_owner = NULL, lease_until = NULL, ",
+            "last_error = NULL WHERE id ", in_ids!(1), " AND state = 'purging' AND lease_owner = $4 RETURNING id"
+        ))
+        .bind(ids_arg(ids))
+        .bind(cause.as_str())
+        .bind(at.millis())
+        .bind(owner)
+        .fetch_all(&mut *self.tx)
+        .await?)
+    }
+
+    pub async fn record_failures(&mut self, failures: &[PurgeFailure], owner: &str, _at: Timestamp) -> Result<Vec<String>> {
+        let mut recorded = Vec::new();
+        for f in failures {
+            let id: Option<String> = sqlx::query_scalar(
+                "UPDATE resources SET attempts = attempts + 1, last_error = $1, lease_owner = NULL, lease_until = $2, \
+                 state = CASE WHEN $3 = 1 THEN 'purging' ELSE 'failed' END \
+                 WHERE id = $4 AND state = 'purging' AND lease_owner = $5 RETURNING id",
+            )
+            .bind(&f.error)
+            .bind(f.retry_at.map(|t| t.millis()))
+            .bind(f.retry_at.is_some() as i64)
+            .bind(&f.id)
+            .bind(owner)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+            recorded.extend(id);
+        }
+        Ok(recorded)
+    }
+
+    pub async fn unpurged_count(&mut self, account: &str) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM resources WHERE account = $1 AND state <> 'purged'")
+            .bind(account)
+            .fetch_one(&mut *self.tx)
+            .await?)
+    }
+
+    pub async fn finish_account_purged(&mut self, account: &str, at: Timestamp) -> Result<bool> {
+        let n = sqlx::query("UPDATE accounts SET state = 'purged', purged_at = $1 WHERE id = $2 AND state = 'deletion_requested'")
+            .bind(at.millis())
+            .bind(account)
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
+    pub async fn requeue_failed(&mut self, ids: &[String]) -> Result<Vec<String>> {
+        if ids.is_empty() {
+            Ok(sqlx::query_scalar(
+                "UPDATE resources SET state = CASE WHEN deleted_at IS NULL THEN 'live' ELSE 'deleted' END, attempts = 0, \
+                 last_error = NULL, lease_owner = NULL, lease_until = NULL WHERE state = 'failed' RETURNING id",
+            )
+            .fetch_all(&mut *self.tx)
+            .await?)
+        } else {
+            Ok(sqlx::query_scalar(concat!(
+                "UPDATE resources SET state = CASE WHEN deleted_at IS NULL THEN 'live' ELSE 'deleted' END, attempts = 0, ",
+                "last_error = NULL, lease_owner = NULL, lease_until = NULL WHERE state = 'failed' AND id ", in_ids!(1), " RETURNING id"
+            ))
+            .bind(ids_arg(ids))
+            .fetch_all(&mut *self.tx)
+            .await?)
+        }
+    }
+
+    pub async fn release_owner_claims(&mut self, owner: &str) -> Result<u64> {
+        Ok(sqlx::query("UPDATE resources SET lease_owner = NULL, lease_until = 0 WHERE state = 'purging' AND lease_owner = $1")
+            .bind(owner)
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected())
+    }
+}

@@ -1,0 +1,89 @@
+//! The PostgreSQL backend: several daemon instances on one database share the work. Claims use
+//! `FOR UPDATE SKIP LOCKED` plus a lease; row locks keep ingest and claims from overwriting each
+//! other; audit appends serialise on a transaction-level advisory lock.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use super::OpenOptions;
+use crate::config::SecretUrl;
+
+type Db = sqlx::Postgres;
+
+const BEGIN: &str = "BEGIN";
+
+macro_rules! in_ids {
+    ($n:literal) => {
+        concat!("= ANY($", $n, ")")
+    };
+}
+macro_rules! for_update {
+    () => {
+        " FOR UPDATE"
+    };
+}
+macro_rules! for_update_of_r {
+    () => {
+        " FOR UPDATE OF r"
+    };
+}
+macro_rules! for_share {
+    () => {
+        " FOR SHARE"
+    };
+}
+macro_rules! skip_locked {
+    () => {
+        " FOR UPDATE SKIP LOCKED"
+    };
+}
+
+fn ids_arg(ids: &[String]) -> Vec<String> {
+    ids.to_vec()
+}
+
+/// One writer at a time extends the chain; the lock is per schema so separate ledgers in one
+/// database (tests) do not contend, and it is released at commit or rollback.
+async fn lock_audit(tx: &mut sqlx::Transaction<'static, Db>) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.retentiond.audit'))")
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+include!("ops.rs");
+
+impl Store {
+    pub async fn open(url: &SecretUrl, opts: &OpenOptions) -> Result<Store> {
+        let open_err = |message: String| StoreError::Open {
+            url: url.redacted(),
+            message,
+        };
+        let options =
+            PgConnectOptions::from_str(url.expose()).map_err(|e| open_err(e.to_string()))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(opts.max_connections.max(2))
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await
+            .map_err(|e| open_err(e.to_string()))?;
+        Ok(Store { pool })
+    }
+
+    pub async fn migrate(&self) -> Result<()> {
+        sqlx::migrate!("migrations/postgres")
+            .run(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn db_now(&self) -> Result<Option<Timestamp>> {
+        let ms: i64 =
+            sqlx::query_scalar("SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(Some(Timestamp(ms)))
+    }
+}
