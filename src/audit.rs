@@ -171,6 +171,57 @@ impl Verifier {
     }
 }
 
+/// The result of verifying the ledger's chain.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verified {
+    pub ok: bool,
+    pub entries: u64,
+    pub head: Option<HeadOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ChainBreak>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HeadOut {
+    pub seq: i64,
+    pub hash: String,
+}
+
+/// Recomputes the whole chain, streaming it in pages.
+pub async fn verify_ledger(
+    ledger: &crate::store::Ledger,
+) -> Result<Verified, crate::store::StoreError> {
+    let mut v = Verifier::default();
+    let mut next = 1i64;
+    let mut first = true;
+    loop {
+        // Page by seq; a gap is found by the verifier, since the page simply skips it.
+        let page = ledger
+            .audit_range(if first { i64::MIN } else { next }, i64::MAX, 10_000)
+            .await?;
+        first = false;
+        let Some(last) = page.last() else { break };
+        next = last.seq + 1;
+        for e in &page {
+            if let Err(b) = v.push(e) {
+                return Ok(Verified {
+                    ok: false,
+                    entries: v.count,
+                    head: None,
+                    error: Some(b),
+                });
+            }
+        }
+    }
+    let (entries, seq, hash) = v.finish();
+    Ok(Verified {
+        ok: true,
+        entries,
+        head: (entries > 0).then_some(HeadOut { seq, hash }),
+        error: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

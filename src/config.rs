@@ -68,12 +68,11 @@ impl fmt::Debug for SecretUrl {
 }
 
 fn redact_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((userinfo, host)) = rest.split_once('@') {
-            if let Some((user, _)) = userinfo.split_once(':') {
-                return format!("{scheme}://{user}:***@{host}");
-            }
-        }
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((userinfo, host)) = rest.split_once('@')
+        && let Some((user, _)) = userinfo.split_once(':')
+    {
+        return format!("{scheme}://{user}:***@{host}");
     }
     url.to_string()
 }
@@ -632,12 +631,20 @@ pub fn check_cron(expr: &str) -> Result<(), String> {
         .map_err(|e| format!("`{expr}` is not a valid cron expression ({e})"))
 }
 
-/// The named parameters (`:id` …) used by a statement, in order of first use, skipping string
-/// literals, quoted identifiers, comments and PostgreSQL `::` casts.
+/// The named parameters (`:id` …) used by a statement, in order of first use.
 pub fn statement_params(sql: &str) -> Vec<String> {
+    named_to_positional(sql).1
+}
+
+/// Rewrites `:name` parameters to `$1`, `$2`… (understood by both SQLite and PostgreSQL),
+/// skipping string literals, quoted identifiers, comments and PostgreSQL `::` casts. Returns the
+/// new text and the parameter names in positional order.
+pub fn named_to_positional(sql: &str) -> (String, Vec<String>) {
     let b = sql.as_bytes();
-    let mut out: Vec<String> = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    let mut out = String::with_capacity(sql.len());
     let mut i = 0;
+    let mut copied = 0;
     while i < b.len() {
         match b[i] {
             q @ (b'\'' | b'"' | b'`') => {
@@ -660,17 +667,25 @@ pub fn statement_params(sql: &str) -> Vec<String> {
                     j += 1;
                 }
                 if j > start && !b[start].is_ascii_digit() {
-                    let name = sql[start..j].to_string();
-                    if !out.contains(&name) {
-                        out.push(name);
-                    }
+                    let name = &sql[start..j];
+                    let pos = match names.iter().position(|n| n == name) {
+                        Some(p) => p + 1,
+                        None => {
+                            names.push(name.to_string());
+                            names.len()
+                        }
+                    };
+                    out.push_str(&sql[copied..i]);
+                    out.push_str(&format!("${pos}"));
+                    copied = j;
                 }
                 i = j.max(i + 1);
             }
             _ => i += 1,
         }
     }
-    out
+    out.push_str(&sql[copied.min(sql.len())..]);
+    (out, names)
 }
 
 /// The placeholders of a path template, or an error naming what is wrong.
@@ -991,13 +1006,13 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
             ));
         }
     }
-    if let Some(level) = &raw.log.level {
-        if tracing_subscriber::EnvFilter::try_new(level).is_err() {
-            return Err(ctx.err(
-                "log.level",
-                format!("`{level}` is not a log filter like \"info\" or \"retentiond=debug\""),
-            ));
-        }
+    if let Some(level) = &raw.log.level
+        && tracing_subscriber::EnvFilter::try_new(level).is_err()
+    {
+        return Err(ctx.err(
+            "log.level",
+            format!("`{level}` is not a log filter like \"info\" or \"retentiond=debug\""),
+        ));
     }
 
     Ok(Config {
@@ -1198,6 +1213,18 @@ path = "{account}/{id}"
             ),
             vec!["id", "org"]
         );
+    }
+
+    #[test]
+    fn named_parameters_become_positional() {
+        let (sql, names) = named_to_positional(
+            "DELETE FROM m WHERE c = :id AND o = :org AND x = ':id' AND c2 = :id::text",
+        );
+        assert_eq!(
+            sql,
+            "DELETE FROM m WHERE c = $1 AND o = $2 AND x = ':id' AND c2 = $1::text"
+        );
+        assert_eq!(names, vec!["id", "org"]);
     }
 
     #[test]

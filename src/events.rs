@@ -120,10 +120,10 @@ pub fn parse_line(line: usize, text: &str) -> Result<Event, LineError> {
             account,
             attrs,
         } => {
-            if let Some(e) = attrs.as_ref().and_then(|a| a.get("endpoint")) {
-                if !e.is_string() {
-                    return Err(err(format!("`attrs.endpoint` must be a string, not {e}")));
-                }
+            if let Some(e) = attrs.as_ref().and_then(|a| a.get("endpoint"))
+                && !e.is_string()
+            {
+                return Err(err(format!("`attrs.endpoint` must be a string, not {e}")));
             }
             vec![("`id`", id), ("`kind`", kind), ("`account`", account)]
         }
@@ -150,22 +150,24 @@ pub fn parse_line(line: usize, text: &str) -> Result<Event, LineError> {
 }
 
 /// Reads NDJSON from `input`. Returns every event, or every bad line: callers apply all or none.
-/// Blank lines are ignored; a line that is not UTF-8 or longer than [`MAX_LINE`] is an error.
 pub fn read_all(input: impl BufRead) -> Result<Vec<Event>, Vec<LineError>> {
     let mut events = Vec::new();
     let mut errors = Vec::new();
-    for_each_line(input, |line, text| {
-        match text.and_then(|t| parse_line(line, t)) {
-            Ok(e) => events.push(e),
-            Err(e) => errors.push(e),
+    let mut lines = Lines::new(input);
+    loop {
+        match lines.next_event() {
+            Ok(None) => break,
+            Ok(Some(Ok(e))) => events.push(e),
+            Ok(Some(Err(e))) => errors.push(e),
+            Err(e) => {
+                errors.push(LineError {
+                    line: lines.line() + 1,
+                    reason: format!("cannot read input: {e}"),
+                });
+                break;
+            }
         }
-    })
-    .map_err(|e| {
-        vec![LineError {
-            line: 0,
-            reason: format!("cannot read input: {e}"),
-        }]
-    })?;
+    }
     if errors.is_empty() {
         Ok(events)
     } else {
@@ -173,53 +175,65 @@ pub fn read_all(input: impl BufRead) -> Result<Vec<Event>, Vec<LineError>> {
     }
 }
 
-/// Calls `f` with each non-blank line's number and text (or the reason it is unreadable).
-pub fn for_each_line(
-    mut input: impl BufRead,
-    mut f: impl FnMut(usize, Result<&str, LineError>),
-) -> std::io::Result<()> {
-    let mut buf = Vec::new();
-    let mut line = 0;
-    loop {
-        buf.clear();
-        // Read at most MAX_LINE + 1 bytes of this line, then skip the rest of an overlong one.
-        let n = std::io::Read::take(&mut input, MAX_LINE as u64 + 1).read_until(b'\n', &mut buf)?;
-        if n == 0 {
-            return Ok(());
+/// NDJSON lines of an input, numbered from 1. Blank lines are skipped; a line that is not UTF-8
+/// or longer than [`MAX_LINE`] is an error for that line, and reading goes on.
+pub struct Lines<R> {
+    input: R,
+    line: usize,
+    buf: Vec<u8>,
+}
+
+impl<R: BufRead> Lines<R> {
+    pub fn new(input: R) -> Self {
+        Lines {
+            input,
+            line: 0,
+            buf: Vec::new(),
         }
-        line += 1;
-        let overlong = buf.len() > MAX_LINE && buf.last() != Some(&b'\n');
-        if overlong {
-            // Discard the remainder of the line.
-            let mut sink = Vec::new();
-            loop {
-                sink.clear();
-                let m = std::io::Read::take(&mut input, 1 << 20).read_until(b'\n', &mut sink)?;
-                if m == 0 || sink.last() == Some(&b'\n') {
-                    break;
-                }
+    }
+
+    /// The number of the last line read.
+    pub fn line(&self) -> usize {
+        self.line
+    }
+
+    /// The next non-blank line parsed as an event; `Ok(None)` at the end of the input.
+    pub fn next_event(&mut self) -> std::io::Result<Option<Result<Event, LineError>>> {
+        loop {
+            self.buf.clear();
+            // Read at most MAX_LINE + 1 bytes of this line, then skip the rest of an overlong one.
+            let n = std::io::Read::take(&mut self.input, MAX_LINE as u64 + 1)
+                .read_until(b'\n', &mut self.buf)?;
+            if n == 0 {
+                return Ok(None);
             }
-            f(
-                line,
-                Err(LineError {
+            self.line += 1;
+            let line = self.line;
+            if self.buf.len() > MAX_LINE && self.buf.last() != Some(&b'\n') {
+                let mut sink = Vec::new();
+                loop {
+                    sink.clear();
+                    let m = std::io::Read::take(&mut self.input, 1 << 20)
+                        .read_until(b'\n', &mut sink)?;
+                    if m == 0 || sink.last() == Some(&b'\n') {
+                        break;
+                    }
+                }
+                return Ok(Some(Err(LineError {
                     line,
                     reason: format!("line is longer than {MAX_LINE} bytes"),
-                }),
-            );
-            continue;
-        }
-        let bytes = buf.strip_suffix(b"\n").unwrap_or(&buf);
-        let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-        match std::str::from_utf8(bytes) {
-            Ok(t) if t.trim().is_empty() => {}
-            Ok(t) => f(line, Ok(t)),
-            Err(e) => f(
-                line,
-                Err(LineError {
+                })));
+            }
+            let bytes = self.buf.strip_suffix(b"\n").unwrap_or(&self.buf);
+            let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+            return Ok(Some(match std::str::from_utf8(bytes) {
+                Ok(t) if t.trim().is_empty() => continue,
+                Ok(t) => parse_line(line, t),
+                Err(e) => Err(LineError {
                     line,
                     reason: format!("not valid UTF-8 ({e})"),
                 }),
-            ),
+            }));
         }
     }
 }

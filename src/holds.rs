@@ -41,10 +41,10 @@ impl HoldScope {
         {
             return Err("a hold needs a scope: give at least one of --org, --account, --resource, --kind, --created-from, --created-to".into());
         }
-        if let (Some(from), Some(to)) = (self.created_from, self.created_to) {
-            if from > to {
-                return Err(format!("--created-from {from} is after --created-to {to}"));
-            }
+        if let (Some(from), Some(to)) = (self.created_from, self.created_to)
+            && from > to
+        {
+            return Err(format!("--created-from {from} is after --created-to {to}"));
         }
         Ok(())
     }

@@ -3,11 +3,21 @@
 //! Data flows one way: event → [`rules`] → [`store`]; sweep → [`store`] (claim) → [`targets`]
 //! → [`store`] (record + [`audit`]).
 
+pub mod admin;
 pub mod audit;
+pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod daemon;
+pub mod demo;
 pub mod events;
 pub mod holds;
+pub mod ingest;
 pub mod model;
+pub mod policy;
+pub mod report;
 pub mod rules;
 pub mod store;
+pub mod sweep;
+pub mod targets;
+pub mod telemetry;

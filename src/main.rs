@@ -1,1 +1,33 @@
-fn main() {}
+//! The `retentiond` binary: parse the command line, run it, exit with its code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use retentiond::cli::{Cli, run};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // clap exits 2 for usage errors and 0 for --help/--version.
+            let code = e.exit_code();
+            let _ = e.print();
+            return ExitCode::from(code as u8);
+        }
+    };
+    let json = cli.json;
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            if let (true, Some(j)) = (json, &f.json) {
+                println!("{j}");
+            }
+            eprintln!("error: {}", f.message);
+            for d in &f.details {
+                eprintln!("  {d}");
+            }
+            ExitCode::from(f.code)
+        }
+    }
+}

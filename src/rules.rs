@@ -210,13 +210,13 @@ pub fn resource_schedule(
                 }),
             }
         }
-        if account.state == AccountState::DeletionRequested {
-            if let Some(at) = account.deletion_requested_at {
-                proposals.push(Schedule {
-                    purge_after: at.plus(policy.grace_after_account_delete),
-                    rule: Rule::AccountDelete,
-                });
-            }
+        if account.state == AccountState::DeletionRequested
+            && let Some(at) = account.deletion_requested_at
+        {
+            proposals.push(Schedule {
+                purge_after: at.plus(policy.grace_after_account_delete),
+                rule: Rule::AccountDelete,
+            });
         }
     }
     if let Some(max_age) = policy.max_age {

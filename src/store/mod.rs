@@ -145,6 +145,25 @@ impl ResourceRow {
         }
     }
 
+    /// Recomputes `purge_after` and `rule` from the facts (R1, R2, R5, R6, R10). Returns whether
+    /// the schedule changed. Frozen states (purging, purged, failed) keep theirs.
+    pub fn reschedule(
+        &mut self,
+        account: &crate::rules::AccountFacts,
+        zdr_approved: bool,
+        policy: &crate::rules::KindPolicy,
+    ) -> bool {
+        if !matches!(self.state, ResourceState::Live | ResourceState::Deleted) {
+            return false;
+        }
+        let s = crate::rules::resource_schedule(&self.facts(), account, zdr_approved, policy);
+        let (purge_after, rule) = (s.map(|s| s.purge_after), s.map(|s| s.rule));
+        let changed = purge_after != self.purge_after || rule != self.rule;
+        self.purge_after = purge_after;
+        self.rule = rule;
+        changed
+    }
+
     /// The state a claimed resource goes back to when its claim is given up.
     pub fn unclaimed_state(&self) -> ResourceState {
         if self.deleted_at.is_some() {
@@ -399,6 +418,8 @@ forward! { ref Ledger;
     /// Scheduled resources due up to `until`, counted per UTC day, kind and held flag.
     fn forecast(&self, until: Timestamp) -> Vec<ForecastRow>;
     fn failed_resources(&self, limit: i64) -> Vec<ResourceRow>;
+    /// An org's ZDR-covered resources (rule R6) not yet purged.
+    fn zdr_waiting(&self, org: &str) -> i64;
     fn holds(&self, active_only: bool) -> Vec<HoldRow>;
     fn hold(&self, id: i64) -> Option<HoldRow>;
     fn active_holds(&self) -> Vec<ActiveHold>;
@@ -412,8 +433,9 @@ forward! { ref Ledger;
     fn policy_state(&self) -> Option<PolicyState>;
     /// Reclaims due work: stale claims first, then due resources, oldest first.
     fn claim_due(&self, now: Timestamp, limit: i64, owner: &str, lease_until: Timestamp) -> Vec<ResourceRow>;
-    /// Accounts whose grace has passed (R8 checks the rest).
-    fn due_accounts(&self, now: Timestamp, limit: i64) -> Vec<AccountRow>;
+    /// Accounts whose grace has passed (R8 checks the rest), after the cursor
+    /// (`purge_after`, `id`), in that order.
+    fn due_accounts(&self, now: Timestamp, after: (Timestamp, &str), limit: i64) -> Vec<AccountRow>;
     fn record_sweep(&self, run: &SweepRun) -> ();
 }
 

@@ -37,6 +37,8 @@ where
 
 // ----- queries shared by pool reads and transactions -------------------------------------
 
+// On SQLite the dialect macros expand to nothing, so both arms are equal there.
+#[allow(clippy::if_same_then_else)]
 async fn q_resources(c: &mut Conn, ids: &[String], lock: bool) -> Result<Vec<ResourceRow>> {
     if ids.is_empty() {
         return Ok(Vec::new());
@@ -50,6 +52,8 @@ async fn q_resources(c: &mut Conn, ids: &[String], lock: bool) -> Result<Vec<Res
     rows(raw)
 }
 
+// On SQLite the dialect macros expand to nothing, so both arms are equal there.
+#[allow(clippy::if_same_then_else)]
 async fn q_accounts(c: &mut Conn, ids: &[String], lock: bool) -> Result<Vec<AccountRow>> {
     if ids.is_empty() {
         return Ok(Vec::new());
@@ -63,6 +67,8 @@ async fn q_accounts(c: &mut Conn, ids: &[String], lock: bool) -> Result<Vec<Acco
     rows(raw)
 }
 
+// On SQLite the dialect macros expand to nothing, so both arms are equal there.
+#[allow(clippy::if_same_then_else)]
 async fn q_orgs(c: &mut Conn, ids: &[String], lock: bool) -> Result<Vec<OrgRow>> {
     if ids.is_empty() {
         return Ok(Vec::new());
@@ -76,10 +82,15 @@ async fn q_orgs(c: &mut Conn, ids: &[String], lock: bool) -> Result<Vec<OrgRow>>
     rows(raw)
 }
 
-async fn q_policy_state(c: &mut Conn) -> Result<Option<PolicyState>> {
-    let row = sqlx::query("SELECT in_force, pending, updated_at FROM policy_state WHERE id = 1")
-        .fetch_optional(&mut *c)
-        .await?;
+// On SQLite the dialect macros expand to nothing, so both arms are equal there.
+#[allow(clippy::if_same_then_else)]
+async fn q_policy_state(c: &mut Conn, lock: bool) -> Result<Option<PolicyState>> {
+    let sql = if lock {
+        concat!("SELECT in_force, pending, updated_at FROM policy_state WHERE id = 1", for_update!())
+    } else {
+        "SELECT in_force, pending, updated_at FROM policy_state WHERE id = 1"
+    };
+    let row = sqlx::query(sql).fetch_optional(&mut *c).await?;
     Ok(row.map(|r| PolicyState {
         in_force: r.get(0),
         pending: r.get(1),
@@ -348,6 +359,16 @@ impl Store {
         rows(raw)
     }
 
+    pub async fn zdr_waiting(&self, org: &str) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM resources r JOIN accounts a ON a.id = r.account \
+             WHERE a.org = $1 AND r.rule = 'R6' AND r.state IN ('live', 'deleted', 'purging')",
+        )
+        .bind(org)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     pub async fn holds(&self, active_only: bool) -> Result<Vec<HoldRow>> {
         q_holds(&mut *self.conn().await?, active_only).await
     }
@@ -439,7 +460,7 @@ impl Store {
     }
 
     pub async fn policy_state(&self) -> Result<Option<PolicyState>> {
-        q_policy_state(&mut *self.conn().await?).await
+        q_policy_state(&mut *self.conn().await?, false).await
     }
 
     pub async fn claim_due(&self, now: Timestamp, limit: i64, owner: &str, lease_until: Timestamp) -> Result<Vec<ResourceRow>> {
@@ -450,11 +471,14 @@ impl Store {
         Ok(claimed)
     }
 
-    pub async fn due_accounts(&self, now: Timestamp, limit: i64) -> Result<Vec<AccountRow>> {
+    pub async fn due_accounts(&self, now: Timestamp, after: (Timestamp, &str), limit: i64) -> Result<Vec<AccountRow>> {
         let raw: Vec<RawAccount> = sqlx::query_as(concat!(
-            "SELECT ", account_columns!(), " FROM accounts WHERE state = 'deletion_requested' AND purge_after <= $1 ORDER BY purge_after LIMIT $2"
+            "SELECT ", account_columns!(), " FROM accounts WHERE state = 'deletion_requested' AND purge_after <= $1 ",
+            "AND (purge_after > $2 OR (purge_after = $2 AND id > $3)) ORDER BY purge_after, id LIMIT $4"
         ))
         .bind(now.millis())
+        .bind(after.0.millis())
+        .bind(after.1)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
@@ -668,7 +692,7 @@ impl Tx {
     }
 
     pub async fn policy_state(&mut self) -> Result<Option<PolicyState>> {
-        q_policy_state(&mut self.tx).await
+        q_policy_state(&mut self.tx, true).await
     }
 
     pub async fn save_policy_state(&mut self, state: &PolicyState) -> Result<()> {

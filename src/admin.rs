@@ -1,0 +1,338 @@
+//! Actions people take — legal holds, ZDR decisions, retries — each validated, applied and
+//! audited in one ledger transaction. Shared by the CLI and the HTTP API.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::json;
+use thiserror::Error;
+use tracing::info;
+
+use crate::audit::AuditDraft;
+use crate::holds::HoldScope;
+use crate::ingest;
+use crate::model::{Timestamp, ZdrStatus};
+use crate::rules::{self, SchedulePolicy};
+use crate::store::{HoldRow, Ledger, NewHold, StateCount, StoreError};
+
+#[derive(Debug, Error)]
+pub enum AdminError {
+    /// The request is wrong (unknown id, refused transition, bad scope): nothing changed.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A hold to place.
+#[derive(Debug, Clone)]
+pub struct PlaceHold {
+    pub case: String,
+    pub by: String,
+    pub reason: Option<String>,
+    pub scope: HoldScope,
+}
+
+/// The answer to `hold place` (Invariant H).
+#[derive(Debug, Clone, Serialize)]
+pub struct HoldPlaced {
+    pub id: i64,
+    pub case: String,
+    /// Resources the hold matches now, in any state.
+    pub matched: i64,
+    /// Matching resources purged before the hold took effect.
+    pub already_purged: i64,
+    /// Matching resources whose purge had started but not been recorded (a crashed sweep):
+    /// the hold stops it from completing, but their data may already be partly gone.
+    pub in_flight: i64,
+    pub by_state: BTreeMap<String, i64>,
+}
+
+pub async fn place_hold(
+    ledger: &Ledger,
+    req: PlaceHold,
+    now: Timestamp,
+) -> Result<HoldPlaced, AdminError> {
+    if req.case.trim().is_empty() {
+        return Err(AdminError::Invalid("--case must not be empty".into()));
+    }
+    if req.by.trim().is_empty() {
+        return Err(AdminError::Invalid("--by must not be empty".into()));
+    }
+    req.scope.validate().map_err(AdminError::Invalid)?;
+    let mut tx = ledger.begin_hold_change().await?;
+    let s = &req.scope;
+    if let Some(o) = &s.org
+        && tx.load_orgs(std::slice::from_ref(o)).await?.is_empty()
+    {
+        return Err(AdminError::Invalid(format!("unknown org `{o}`")));
+    }
+    if let Some(a) = &s.account
+        && tx.load_accounts(std::slice::from_ref(a)).await?.is_empty()
+    {
+        return Err(AdminError::Invalid(format!("unknown account `{a}`")));
+    }
+    if let Some(r) = &s.resource
+        && tx.load_resources(std::slice::from_ref(r)).await?.is_empty()
+    {
+        return Err(AdminError::Invalid(format!("unknown resource `{r}`")));
+    }
+    let counts = tx.count_matching(s).await?;
+    let by_state = by_state(&counts);
+    let matched: i64 = by_state.values().sum();
+    let already_purged = by_state.get("purged").copied().unwrap_or(0);
+    let in_flight = by_state.get("purging").copied().unwrap_or(0);
+    let id = tx
+        .insert_hold(&NewHold {
+            case: req.case.clone(),
+            reason: req.reason.clone(),
+            placed_by: req.by.clone(),
+            placed_at: now,
+            scope: req.scope.clone(),
+        })
+        .await?;
+    tx.commit_with_audit(&[AuditDraft::new(
+        now,
+        "hold.placed",
+        format!("hold/{id}"),
+        json!({
+            "case": req.case, "reason": req.reason, "placed_by": req.by, "scope": req.scope,
+            "matched": matched, "already_purged": already_purged, "in_flight": in_flight,
+        }),
+    )])
+    .await?;
+    info!(
+        hold = id, case = %req.case, by = %req.by, scope = %req.scope.describe(), matched, already_purged, in_flight,
+        "hold placed"
+    );
+    Ok(HoldPlaced {
+        id,
+        case: req.case,
+        matched,
+        already_purged,
+        in_flight,
+        by_state,
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HoldReleased {
+    pub id: i64,
+    pub case: String,
+    /// Resources this hold had kept that no other hold keeps.
+    pub unblocked: u64,
+    /// Of those, how many are due now and go at the next sweep.
+    pub purgeable_now: u64,
+}
+
+pub async fn release_hold(
+    ledger: &Ledger,
+    id: i64,
+    by: &str,
+    now: Timestamp,
+) -> Result<HoldReleased, AdminError> {
+    if by.trim().is_empty() {
+        return Err(AdminError::Invalid("--by must not be empty".into()));
+    }
+    let mut tx = ledger.begin_hold_change().await?;
+    let Some(hold) = tx.hold(id).await? else {
+        return Err(AdminError::Invalid(format!("unknown hold {id}")));
+    };
+    if let Some(at) = hold.released_at {
+        return Err(AdminError::Invalid(format!(
+            "hold {id} was already released at {at} by {}",
+            hold.released_by.as_deref().unwrap_or("?")
+        )));
+    }
+    tx.release_hold(id, by, now).await?;
+    let freed = tx.unblock(id).await?;
+    let purgeable_now = freed
+        .iter()
+        .filter(|r| r.purge_after.is_some_and(|p| p <= now))
+        .count() as u64;
+    let unblocked = freed.len() as u64;
+    tx.commit_with_audit(&[AuditDraft::new(
+        now,
+        "hold.released",
+        format!("hold/{id}"),
+        json!({"case": hold.case, "released_by": by, "unblocked": unblocked, "purgeable_now": purgeable_now}),
+    )])
+    .await?;
+    info!(hold = id, case = %hold.case, by = %by, unblocked, purgeable_now, "hold released");
+    Ok(HoldReleased {
+        id,
+        case: hold.case,
+        unblocked,
+        purgeable_now,
+    })
+}
+
+/// A hold with what it matches now.
+#[derive(Debug, Clone, Serialize)]
+pub struct HoldDetail {
+    #[serde(flatten)]
+    pub hold: HoldRow,
+    pub active: bool,
+    pub matched: i64,
+    pub matched_by_state: BTreeMap<String, i64>,
+    pub matched_by_kind: BTreeMap<String, i64>,
+}
+
+pub async fn hold_detail(ledger: &Ledger, id: i64) -> Result<HoldDetail, AdminError> {
+    let hold = ledger
+        .hold(id)
+        .await?
+        .ok_or_else(|| AdminError::Invalid(format!("unknown hold {id}")))?;
+    let counts = ledger.count_matching(&hold.scope).await?;
+    let mut by_kind = BTreeMap::new();
+    for c in &counts {
+        *by_kind.entry(c.kind.clone()).or_default() += c.count;
+    }
+    let by_state = by_state(&counts);
+    Ok(HoldDetail {
+        active: hold.is_active(),
+        matched: by_state.values().sum(),
+        matched_by_state: by_state,
+        matched_by_kind: by_kind,
+        hold,
+    })
+}
+
+fn by_state(counts: &[StateCount]) -> BTreeMap<String, i64> {
+    let mut m = BTreeMap::new();
+    for c in counts {
+        *m.entry(c.state.clone()).or_default() += c.count;
+    }
+    m
+}
+
+/// A ZDR action on an org.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ZdrAction {
+    Request,
+    Approve,
+    Deny,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ZdrDecision {
+    pub org: String,
+    pub zdr: ZdrStatus,
+    /// Schedules that changed (approval makes covered resources due at once).
+    pub rescheduled: u64,
+}
+
+pub async fn zdr(
+    ledger: &Ledger,
+    policy: &SchedulePolicy,
+    org_id: &str,
+    action: ZdrAction,
+    by: &str,
+    reason: Option<&str>,
+    now: Timestamp,
+) -> Result<ZdrDecision, AdminError> {
+    if by.trim().is_empty() {
+        return Err(AdminError::Invalid("--by must not be empty".into()));
+    }
+    if action == ZdrAction::Deny && reason.is_none_or(|r| r.trim().is_empty()) {
+        return Err(AdminError::Invalid(
+            "a denial needs --reason: it is what the org is told".into(),
+        ));
+    }
+    let mut tx = ledger.begin().await?;
+    let Some(mut org) = tx.load_orgs(&[org_id.to_string()]).await?.pop() else {
+        return Err(AdminError::Invalid(format!("unknown org `{org_id}`")));
+    };
+    let next = match action {
+        ZdrAction::Request => rules::request_zdr(org.plan, org.zdr),
+        ZdrAction::Approve => rules::decide_zdr(org.zdr, true),
+        ZdrAction::Deny => rules::decide_zdr(org.zdr, false),
+    }
+    .map_err(|r| AdminError::Invalid(r.to_string()))?;
+    org.zdr = next;
+    org.zdr_by = Some(by.to_string());
+    org.zdr_reason = reason.map(str::to_string);
+    org.zdr_at = Some(now);
+    org.updated_at = now;
+    tx.save_orgs(std::slice::from_ref(&org)).await?;
+    let rescheduled = if action == ZdrAction::Approve {
+        ingest::reschedule_org(&mut tx, policy, &org).await?
+    } else {
+        0
+    };
+    let action_name = match action {
+        ZdrAction::Request => "zdr.requested",
+        ZdrAction::Approve => "zdr.approved",
+        ZdrAction::Deny => "zdr.denied",
+    };
+    tx.commit_with_audit(&[AuditDraft::new(
+        now,
+        action_name,
+        format!("org/{org_id}"),
+        json!({"by": by, "reason": reason, "plan": org.plan.as_str(), "zdr": next.as_str(), "rescheduled": rescheduled}),
+    )])
+    .await?;
+    match action {
+        ZdrAction::Request => {
+            info!(org = %org_id, by = %by, reason = %reason.unwrap_or(""), "ZDR requested")
+        }
+        ZdrAction::Approve => {
+            info!(org = %org_id, by = %by, covered_now_due = rescheduled, "ZDR approved")
+        }
+        ZdrAction::Deny => {
+            info!(org = %org_id, by = %by, reason = %reason.unwrap_or(""), "ZDR denied")
+        }
+    }
+    Ok(ZdrDecision {
+        org: org_id.to_string(),
+        zdr: next,
+        rescheduled,
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Requeued {
+    pub requeued: Vec<String>,
+}
+
+/// `retry`: puts failed resources back in the due queue (all of them when `ids` is empty).
+pub async fn retry(
+    ledger: &Ledger,
+    ids: &[String],
+    by: &str,
+    now: Timestamp,
+) -> Result<Requeued, AdminError> {
+    let mut tx = ledger.begin().await?;
+    if !ids.is_empty() {
+        let found = tx.load_resources(ids).await?;
+        for id in ids {
+            match found.iter().find(|r| &r.id == id) {
+                None => return Err(AdminError::Invalid(format!("unknown resource `{id}`"))),
+                Some(r) if r.state != crate::model::ResourceState::Failed => {
+                    return Err(AdminError::Invalid(format!(
+                        "resource `{id}` is {}, not failed",
+                        r.state
+                    )));
+                }
+                _ => {}
+            }
+        }
+    }
+    let requeued = tx.requeue_failed(ids).await?;
+    let drafts: Vec<AuditDraft> = requeued
+        .iter()
+        .map(|id| {
+            AuditDraft::new(
+                now,
+                "resource.purge_retried",
+                format!("resource/{id}"),
+                json!({"by": by}),
+            )
+        })
+        .collect();
+    tx.commit_with_audit(&drafts).await?;
+    for id in &requeued {
+        info!(id = %id, by = %by, "failed purge re-queued");
+    }
+    Ok(Requeued { requeued })
+}

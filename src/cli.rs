@@ -1,0 +1,1067 @@
+//! The command line (§6): argument parsing, running each command, printing its result as text
+//! or `--json`, and mapping failures to exit codes (0 ok, 1 runtime failure, 2 bad input).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use crate::admin::{self, AdminError, PlaceHold, ZdrAction};
+use crate::audit;
+use crate::clock::Clock;
+use crate::config::{self, Config, ConfigError};
+use crate::daemon;
+use crate::holds::HoldScope;
+use crate::ingest::{self, IngestContext, IngestError};
+use crate::model::{Plan, Span, Timestamp};
+use crate::policy;
+use crate::report;
+use crate::store::{Ledger, OpenOptions, StoreError};
+use crate::sweep::{Sweeper, instance_id};
+use crate::targets::Targets;
+use crate::telemetry::{self, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "retentiond",
+    version,
+    about = "Decides when stored user data may be destroyed, destroys it, and proves it."
+)]
+pub struct Cli {
+    /// The config file.
+    #[arg(long, global = true, default_value = config::DEFAULT_PATH, env = "RETENTIOND_CONFIG")]
+    pub config: PathBuf,
+    /// Print results as one JSON object.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: migrate, recompute schedules (R10), sweep on the cron.
+    Run,
+    /// Validate the config and print the effective policy.
+    CheckConfig,
+    /// Apply the ledger migrations.
+    Migrate,
+    /// Apply lifecycle events (NDJSON) from FILE or stdin (`-`), all or nothing.
+    Ingest {
+        /// NDJSON file; `-` or nothing reads stdin.
+        file: Option<PathBuf>,
+    },
+    /// Run one sweep now.
+    Sweep {
+        /// Required: sweep once and exit (the daemon sweeps on its cron).
+        #[arg(long)]
+        once: bool,
+        /// List what would be purged and why; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Most items a dry run lists.
+        #[arg(long, default_value_t = 1000)]
+        limit: i64,
+    },
+    /// Counts by state and kind, backlog, holds, failures, last sweeps.
+    Status,
+    /// Inspect a resource.
+    Resource {
+        #[command(subcommand)]
+        command: ShowCommand,
+    },
+    /// Inspect an account.
+    Account {
+        #[command(subcommand)]
+        command: ShowCommand,
+    },
+    /// Legal holds.
+    Hold {
+        #[command(subcommand)]
+        command: HoldCommand,
+    },
+    /// Organisations: plan and Zero Data Retention.
+    Org {
+        #[command(subcommand)]
+        command: OrgCommand,
+    },
+    /// Forecast purges per day and what holds keep back.
+    Plan {
+        /// Horizon.
+        #[arg(long, default_value = "30d", value_parser = parse_span)]
+        until: Span,
+    },
+    /// The tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Guarded policy changes.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Create the sample application data the example config purges; print matching events.
+    Demo {
+        /// The demo user (account) id.
+        #[arg(long, default_value = "u1")]
+        user: String,
+    },
+    /// Re-queue resources whose purge failed too many times (all failed ones if no ID).
+    Retry {
+        ids: Vec<String>,
+        /// Who asks (recorded in the audit log).
+        #[arg(long, default_value = "cli")]
+        by: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ShowCommand {
+    /// State, schedule, cause and blocking holds.
+    Show { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HoldCommand {
+    /// Place a hold; prints its id, how many resources it matches and how many were already purged.
+    Place(HoldPlaceArgs),
+    /// Release a hold.
+    Release {
+        id: i64,
+        #[arg(long)]
+        by: String,
+    },
+    /// List holds.
+    List {
+        /// Only active holds.
+        #[arg(long)]
+        active: bool,
+    },
+    /// A hold with what it matches now.
+    Show { id: i64 },
+}
+
+#[derive(Debug, Args)]
+pub struct HoldPlaceArgs {
+    /// Case reference (required).
+    #[arg(long)]
+    pub case: String,
+    /// Who places it (required).
+    #[arg(long)]
+    pub by: String,
+    #[arg(long)]
+    pub reason: Option<String>,
+    #[arg(long)]
+    pub org: Option<String>,
+    #[arg(long)]
+    pub account: Option<String>,
+    #[arg(long)]
+    pub resource: Option<String>,
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Inclusive, RFC 3339.
+    #[arg(long, value_parser = parse_time)]
+    pub created_from: Option<Timestamp>,
+    /// Inclusive, RFC 3339.
+    #[arg(long, value_parser = parse_time)]
+    pub created_to: Option<Timestamp>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Create an org or change its plan (moving to `free` revokes ZDR).
+    Set {
+        id: String,
+        #[arg(long, value_parser = parse_plan)]
+        plan: Plan,
+    },
+    /// Plan, ZDR status and covered resources waiting for purge.
+    Show { id: String },
+    /// Request, approve or deny Zero Data Retention.
+    Zdr {
+        #[arg(value_enum)]
+        action: ZdrVerb,
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long, default_value = "cli")]
+        by: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ZdrVerb {
+    Request,
+    Approve,
+    Deny,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the hash chain; exit 1 naming the first bad entry.
+    Verify,
+    /// Entries as NDJSON, for shipping to external storage.
+    Export {
+        #[arg(long, default_value_t = 1)]
+        since: i64,
+        #[arg(long)]
+        until: Option<i64>,
+    },
+    /// The current head (seq and hash), to anchor externally.
+    Head,
+    /// Proof of deletion for an account.
+    Receipt {
+        #[arg(long)]
+        account: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Let a policy change held back by `safety.max_newly_due` take effect.
+    Accept {
+        #[arg(long, default_value = "cli")]
+        by: String,
+    },
+    /// The policy in force and any pending change.
+    Show,
+}
+
+fn parse_time(s: &str) -> Result<Timestamp, String> {
+    Timestamp::parse_rfc3339(s)
+}
+
+fn parse_span(s: &str) -> Result<Span, String> {
+    Span::parse(s)
+}
+
+fn parse_plan(s: &str) -> Result<Plan, String> {
+    s.parse()
+}
+
+/// A failed command: what to print and the exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+    /// Extra lines (e.g. every bad input line).
+    pub details: Vec<String>,
+    pub json: Option<serde_json::Value>,
+}
+
+impl Failure {
+    pub fn bad_input(message: impl Into<String>) -> Self {
+        Failure {
+            code: 2,
+            message: message.into(),
+            details: Vec::new(),
+            json: None,
+        }
+    }
+    pub fn runtime(message: impl Into<String>) -> Self {
+        Failure {
+            code: 1,
+            message: message.into(),
+            details: Vec::new(),
+            json: None,
+        }
+    }
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Failure::bad_input(e.to_string())
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure::runtime(e.to_string())
+    }
+}
+
+impl From<AdminError> for Failure {
+    fn from(e: AdminError) -> Self {
+        match e {
+            AdminError::Invalid(m) => Failure::bad_input(m),
+            AdminError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        // Print the whole cause chain.
+        Failure::runtime(format!("{e:#}"))
+    }
+}
+
+type Outcome = Result<(), Failure>;
+
+/// Prints `value` as JSON, or `text` for people.
+fn emit<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) {
+    let mut out = std::io::stdout().lock();
+    if json {
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+        );
+    } else {
+        let t = text();
+        let _ = write!(out, "{t}");
+        if !t.ends_with('\n') {
+            let _ = writeln!(out);
+        }
+    }
+}
+
+fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
+    v.as_ref()
+        .map(|t| t.to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+async fn open_read(config: &Config) -> Result<Ledger, Failure> {
+    Ok(Ledger::open(
+        &config.database.url,
+        &OpenOptions {
+            max_connections: 2,
+            create: false,
+        },
+    )
+    .await?)
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Outcome {
+    let clock = Clock::System;
+    let config = Config::load(&cli.config)?;
+    telemetry::init(cli.log_format, config.log_level.as_deref());
+    let json = cli.json;
+    let actor = |cmd: &str| format!("retentiond {cmd}");
+    match cli.command {
+        Command::Run => Ok(daemon::run(cli.config.clone(), config, clock).await?),
+        Command::CheckConfig => {
+            emit(json, &CheckConfigOut::from(&config), || config.describe());
+            Ok(())
+        }
+        Command::Migrate => {
+            let ledger = Ledger::open(&config.database.url, &OpenOptions::default()).await?;
+            ledger.migrate().await?;
+            emit(
+                json,
+                &serde_json::json!({"ok": true, "ledger": config.database.url.redacted()}),
+                || format!("ledger migrated: {}", config.database.url.redacted()),
+            );
+            Ok(())
+        }
+        Command::Ingest { file } => {
+            let (ledger, policy) = daemon::prepare(&config, &clock, &actor("ingest")).await?;
+            let ctx = IngestContext {
+                policy: &policy,
+                now: clock.now(),
+                max_clock_skew: config.max_clock_skew,
+            };
+            let result = match file.as_deref() {
+                None => ingest::ingest_reader(&ledger, &ctx, std::io::stdin().lock()).await,
+                Some(p) if p.as_os_str() == "-" => {
+                    ingest::ingest_reader(&ledger, &ctx, std::io::stdin().lock()).await
+                }
+                Some(p) => {
+                    let f = std::fs::File::open(p).map_err(|e| {
+                        Failure::bad_input(format!("cannot read {}: {e}", p.display()))
+                    })?;
+                    ingest::ingest_reader(
+                        &ledger,
+                        &ctx,
+                        std::io::BufReader::with_capacity(1 << 20, f),
+                    )
+                    .await
+                }
+            };
+            match result {
+                Ok(report) => {
+                    emit(json, &report, || {
+                        format!(
+                            "applied {} event(s), {} duplicate(s) skipped",
+                            report.applied, report.duplicates
+                        )
+                    });
+                    Ok(())
+                }
+                Err(IngestError::Invalid(errors)) => Err(Failure {
+                    code: 2,
+                    message: format!("{} invalid line(s); nothing was applied", errors.len()),
+                    details: errors.iter().map(|e| e.to_string()).collect(),
+                    json: Some(serde_json::json!({"ok": false, "applied": 0, "errors": errors})),
+                }),
+                Err(IngestError::Store(e)) => Err(e.into()),
+            }
+        }
+        Command::Sweep {
+            once,
+            dry_run,
+            limit,
+        } => {
+            if !once {
+                return Err(Failure::bad_input(
+                    "`sweep` needs --once (the daemon sweeps on its cron: `retentiond run`)",
+                ));
+            }
+            let config = std::sync::Arc::new(config);
+            if dry_run {
+                let ledger = open_read(&config).await?;
+                let sweeper = Sweeper::new(
+                    ledger,
+                    std::sync::Arc::new(Targets::default()),
+                    config.clone(),
+                    clock,
+                    instance_id(),
+                );
+                let items = sweeper
+                    .dry_run(limit)
+                    .await
+                    .map_err(|e| Failure::runtime(e.to_string()))?;
+                let out = serde_json::json!({"dry_run": true, "would_purge": items.iter().filter(|i| i.held_by.is_empty()).count(), "items": items});
+                emit(json, &out, || {
+                    let mut s = String::new();
+                    for i in &items {
+                        let what = if i.held_by.is_empty() {
+                            "would purge".to_string()
+                        } else {
+                            format!("kept by hold(s) {:?}", i.held_by)
+                        };
+                        s.push_str(&format!(
+                            "{what}: {} {} account={} cause={} rule={} deleted_at={} purge_after={} targets={}\n",
+                            i.kind,
+                            i.id,
+                            i.account,
+                            opt(&i.cause),
+                            opt(&i.rule),
+                            opt(&i.deleted_at),
+                            opt(&i.purge_after),
+                            i.targets.join(",")
+                        ));
+                    }
+                    s.push_str(&format!(
+                        "dry run: {} item(s) due; nothing was changed",
+                        items.len()
+                    ));
+                    s
+                });
+                return Ok(());
+            }
+            let (ledger, _) = daemon::prepare(&config, &clock, &actor("sweep")).await?;
+            let targets = Targets::from_config(&config).map_err(Failure::bad_input)?;
+            let sweeper = Sweeper::new(
+                ledger,
+                std::sync::Arc::new(targets),
+                config.clone(),
+                clock,
+                instance_id(),
+            );
+            let report = sweeper
+                .sweep_once(&tokio_util::sync::CancellationToken::new())
+                .await
+                .map_err(|e| Failure::runtime(e.to_string()))?;
+            emit(json, &report, || {
+                format!(
+                    "sweep: purged {}, failed {} (gave up {}), held back {}, accounts purged {}; removed {} row(s), {} file(s)",
+                    report.purged,
+                    report.failed,
+                    report.gave_up,
+                    report.held,
+                    report.accounts_purged,
+                    report.removed.rows,
+                    report.removed.files
+                )
+            });
+            Ok(())
+        }
+        Command::Status => {
+            let ledger = open_read(&config).await?;
+            let s = report::status(&ledger, clock.now()).await?;
+            emit(json, &s, || status_text(&s));
+            Ok(())
+        }
+        Command::Resource {
+            command: ShowCommand::Show { id },
+        } => {
+            let ledger = open_read(&config).await?;
+            let r = report::resource(&ledger, &id)
+                .await?
+                .ok_or_else(|| Failure::bad_input(format!("unknown resource `{id}`")))?;
+            emit(json, &r, || {
+                format!(
+                    "resource {} ({})\n  account   {} (org {})\n  state     {}\n  cause     {}\n  created   {}\n  deleted   {}\n  purge at  {}  [{}]\n  holds     {}\n  purged    {}{}",
+                    r.id,
+                    r.kind,
+                    r.account,
+                    r.org,
+                    r.state,
+                    opt(&r.cause),
+                    r.created_at,
+                    opt(&r.deleted_at),
+                    opt(&r.purge_after),
+                    r.rule_description
+                        .as_deref()
+                        .unwrap_or("no rule makes it due"),
+                    if r.holds.is_empty() {
+                        "none".to_string()
+                    } else {
+                        format!("{:?}", r.holds)
+                    },
+                    opt(&r.purged_at),
+                    r.last_error
+                        .as_ref()
+                        .map(|e| format!("\n  last error (attempt {}): {e}", r.attempts))
+                        .unwrap_or_default()
+                )
+            });
+            Ok(())
+        }
+        Command::Account {
+            command: ShowCommand::Show { id },
+        } => {
+            let ledger = open_read(&config).await?;
+            let a = report::account(&ledger, &id)
+                .await?
+                .ok_or_else(|| Failure::bad_input(format!("unknown account `{id}`")))?;
+            emit(json, &a, || {
+                format!(
+                    "account {} (org {})\n  state      {}\n  deletion   {}\n  purge at   {}\n  purged     {}\n  holds      {}\n  resources  {}",
+                    a.id,
+                    a.org,
+                    a.state,
+                    opt(&a.deletion_requested_at),
+                    opt(&a.purge_after),
+                    opt(&a.purged_at),
+                    if a.holds.is_empty() {
+                        "none".to_string()
+                    } else {
+                        format!("{:?}", a.holds)
+                    },
+                    a.resources
+                        .iter()
+                        .map(|(s, n)| format!("{s}={n}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                )
+            });
+            Ok(())
+        }
+        Command::Hold { command } => hold(command, &config, &clock, json).await,
+        Command::Org { command } => org(command, &config, &clock, json).await,
+        Command::Plan { until } => {
+            let ledger = open_read(&config).await?;
+            let p = report::plan(&ledger, clock.now(), until).await?;
+            emit(json, &p, || {
+                let mut s = format!("purge forecast {} .. {}\n", p.from, p.until);
+                for d in &p.days {
+                    let purges: Vec<String> =
+                        d.purges.iter().map(|(k, n)| format!("{k}={n}")).collect();
+                    let held: Vec<String> =
+                        d.held.iter().map(|(k, n)| format!("{k}={n}")).collect();
+                    s.push_str(&format!(
+                        "  {:<10}  {}{}\n",
+                        d.day,
+                        if purges.is_empty() {
+                            "-".into()
+                        } else {
+                            purges.join(" ")
+                        },
+                        if held.is_empty() {
+                            String::new()
+                        } else {
+                            format!("   held back: {}", held.join(" "))
+                        }
+                    ));
+                }
+                s.push_str(&format!(
+                    "total {} purge(s); {} held back by {} active hold(s)",
+                    p.total, p.total_held, p.holds_active
+                ));
+                s
+            });
+            Ok(())
+        }
+        Command::Audit { command } => audit_cmd(command, &config, json).await,
+        Command::Policy {
+            command: PolicyCommand::Accept { by },
+        } => {
+            let ledger = Ledger::open(&config.database.url, &OpenOptions::default()).await?;
+            ledger.migrate().await?;
+            let pending = policy::pending(&ledger).await?;
+            let wanted = pending.unwrap_or_else(|| config.policy.clone());
+            let (_, report) = policy::sync(
+                &ledger,
+                &wanted,
+                clock.now(),
+                config.max_newly_due,
+                true,
+                &by,
+            )
+            .await?;
+            emit(json, &report, || {
+                if report.applied.is_empty() {
+                    "no policy change was pending".to_string()
+                } else {
+                    format!(
+                        "policy accepted for {}; {} schedule(s) recomputed",
+                        report.applied.join(", "),
+                        report.rescheduled.values().sum::<u64>()
+                    )
+                }
+            });
+            Ok(())
+        }
+        Command::Policy {
+            command: PolicyCommand::Show,
+        } => {
+            let ledger = open_read(&config).await?;
+            let out = serde_json::json!({
+                "in_force": policy::in_force(&ledger).await?,
+                "pending": policy::pending(&ledger).await?,
+            });
+            emit(json, &out, || {
+                serde_json::to_string_pretty(&out).unwrap_or_default()
+            });
+            Ok(())
+        }
+        Command::Demo { user } => {
+            crate::model::check_id("--user", &user).map_err(Failure::bad_input)?;
+            let events = crate::demo::setup(&config, &user)
+                .await
+                .map_err(Failure::runtime)?;
+            print!("{events}");
+            Ok(())
+        }
+        Command::Retry { ids, by } => {
+            let (ledger, _) = daemon::prepare(&config, &clock, &actor("retry")).await?;
+            let r = admin::retry(&ledger, &ids, &by, clock.now()).await?;
+            emit(json, &r, || {
+                format!(
+                    "re-queued {} resource(s) for the next sweep",
+                    r.requeued.len()
+                )
+            });
+            Ok(())
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct CheckConfigOut {
+    ok: bool,
+    file: String,
+    policy: crate::rules::SchedulePolicy,
+    targets: Vec<String>,
+    account_targets: Vec<String>,
+}
+
+impl From<&Config> for CheckConfigOut {
+    fn from(c: &Config) -> Self {
+        CheckConfigOut {
+            ok: true,
+            file: c.file.clone(),
+            policy: c.policy.clone(),
+            targets: c.targets.keys().cloned().collect(),
+            account_targets: c.account_targets.clone(),
+        }
+    }
+}
+
+fn status_text(s: &report::Status) -> String {
+    let counts = |m: &std::collections::BTreeMap<String, i64>| {
+        m.iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut out = format!(
+        "resources  {}\naccounts   {}\nbacklog    {} due now; {} held back by holds; next due {}\nholds      {} active\n",
+        counts(&s.resources),
+        counts(&s.accounts),
+        s.backlog,
+        s.held_back,
+        opt(&s.next_due),
+        s.holds_active
+    );
+    for (kind, m) in &s.resources_by_kind {
+        out.push_str(&format!("  {kind:<14} {}\n", counts(m)));
+    }
+    if !s.failed.is_empty() {
+        out.push_str(&format!(
+            "failed     {} (run `retentiond retry`):\n",
+            s.failed.len()
+        ));
+        for f in &s.failed {
+            out.push_str(&format!(
+                "  {} {} attempts={} error={}\n",
+                f.kind,
+                f.id,
+                f.attempts,
+                opt(&f.last_error)
+            ));
+        }
+    }
+    for r in &s.last_sweeps {
+        out.push_str(&format!(
+            "sweep      {} at {}: purged {} failed {} held {} accounts {}{}\n",
+            r.instance,
+            opt(&r.finished_at),
+            r.purged,
+            r.failed,
+            r.held,
+            r.accounts_purged,
+            r.error
+                .as_ref()
+                .map(|e| format!(" error: {e}"))
+                .unwrap_or_default()
+        ));
+    }
+    if s.policy_pending {
+        out.push_str("policy     a change is waiting for `retentiond policy accept`\n");
+    }
+    for o in &s.zdr_orgs {
+        out.push_str(&format!(
+            "zdr        org {} {} ({} covered waiting)\n",
+            o.id, o.zdr, o.zdr_waiting
+        ));
+    }
+    out
+}
+
+async fn hold(command: HoldCommand, config: &Config, clock: &Clock, json: bool) -> Outcome {
+    match command {
+        HoldCommand::Place(a) => {
+            let (ledger, _) = daemon::prepare(config, clock, "retentiond hold place").await?;
+            let placed = admin::place_hold(
+                &ledger,
+                PlaceHold {
+                    case: a.case,
+                    by: a.by,
+                    reason: a.reason,
+                    scope: HoldScope {
+                        org: a.org,
+                        account: a.account,
+                        resource: a.resource,
+                        kind: a.kind,
+                        created_from: a.created_from,
+                        created_to: a.created_to,
+                    },
+                },
+                clock.now(),
+            )
+            .await?;
+            emit(json, &placed, || {
+                format!(
+                    "hold {} placed (case {}): matches {} resource(s); {} already purged before it took effect{}",
+                    placed.id,
+                    placed.case,
+                    placed.matched,
+                    placed.already_purged,
+                    if placed.in_flight > 0 {
+                        format!(
+                            "; {} in an interrupted purge (data may be partly gone)",
+                            placed.in_flight
+                        )
+                    } else {
+                        String::new()
+                    }
+                )
+            });
+            Ok(())
+        }
+        HoldCommand::Release { id, by } => {
+            let (ledger, _) = daemon::prepare(config, clock, "retentiond hold release").await?;
+            let r = admin::release_hold(&ledger, id, &by, clock.now()).await?;
+            emit(json, &r, || {
+                format!(
+                    "hold {} released (case {}): {} resource(s) no longer held, {} purgeable at the next sweep",
+                    r.id, r.case, r.unblocked, r.purgeable_now
+                )
+            });
+            Ok(())
+        }
+        HoldCommand::List { active } => {
+            let ledger = open_read(config).await?;
+            let holds = ledger.holds(active).await?;
+            emit(json, &serde_json::json!({"holds": holds}), || {
+                let mut s = String::new();
+                for h in &holds {
+                    s.push_str(&format!(
+                        "{:>4}  {:<8} case={} by={} placed={} scope: {}\n",
+                        h.id,
+                        if h.is_active() { "active" } else { "released" },
+                        h.case,
+                        h.placed_by,
+                        h.placed_at,
+                        h.scope.describe()
+                    ));
+                }
+                if holds.is_empty() {
+                    s.push_str("no holds");
+                }
+                s
+            });
+            Ok(())
+        }
+        HoldCommand::Show { id } => {
+            let ledger = open_read(config).await?;
+            let d = admin::hold_detail(&ledger, id).await?;
+            emit(json, &d, || {
+                format!(
+                    "hold {} ({})\n  case      {}\n  reason    {}\n  placed    {} by {}\n  released  {} by {}\n  scope     {}\n  matches   {} — by state: {} — by kind: {}",
+                    d.hold.id,
+                    if d.active { "active" } else { "released" },
+                    d.hold.case,
+                    opt(&d.hold.reason),
+                    d.hold.placed_at,
+                    d.hold.placed_by,
+                    opt(&d.hold.released_at),
+                    opt(&d.hold.released_by),
+                    d.hold.scope.describe(),
+                    d.matched,
+                    d.matched_by_state
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    d.matched_by_kind
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                )
+            });
+            Ok(())
+        }
+    }
+}
+
+async fn org(command: OrgCommand, config: &Config, clock: &Clock, json: bool) -> Outcome {
+    match command {
+        OrgCommand::Set { id, plan } => {
+            let (ledger, policy) = daemon::prepare(config, clock, "retentiond org set").await?;
+            let event = crate::events::Event {
+                line: 1,
+                event_id: None,
+                at: None,
+                body: crate::events::EventBody::OrgUpsert {
+                    org: id.clone(),
+                    plan,
+                },
+            };
+            let ctx = IngestContext {
+                policy: &policy,
+                now: clock.now(),
+                max_clock_skew: config.max_clock_skew,
+            };
+            match ingest::ingest_events(&ledger, &ctx, &[event]).await {
+                Ok(_) => {}
+                Err(IngestError::Invalid(e)) => {
+                    return Err(Failure::bad_input(
+                        e.iter()
+                            .map(|l| l.reason.clone())
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    ));
+                }
+                Err(IngestError::Store(e)) => return Err(e.into()),
+            }
+            let o = report::org(&ledger, &id)
+                .await?
+                .ok_or_else(|| Failure::runtime("org vanished"))?;
+            emit(json, &o, || {
+                format!("org {} plan={} zdr={}", o.id, o.plan, o.zdr)
+            });
+            Ok(())
+        }
+        OrgCommand::Show { id } => {
+            let ledger = open_read(config).await?;
+            let o = report::org(&ledger, &id)
+                .await?
+                .ok_or_else(|| Failure::bad_input(format!("unknown org `{id}`")))?;
+            emit(json, &o, || {
+                format!(
+                    "org {}\n  plan     {}\n  zdr      {}{}\n  covered resources waiting for purge: {}",
+                    o.id,
+                    o.plan,
+                    o.zdr,
+                    o.zdr_at
+                        .map(|t| format!(
+                            " (since {t} by {}; {})",
+                            opt(&o.zdr_by),
+                            opt(&o.zdr_reason)
+                        ))
+                        .unwrap_or_default(),
+                    o.zdr_waiting
+                )
+            });
+            Ok(())
+        }
+        OrgCommand::Zdr {
+            action,
+            id,
+            reason,
+            by,
+        } => {
+            let (ledger, policy) = daemon::prepare(config, clock, "retentiond org zdr").await?;
+            let action = match action {
+                ZdrVerb::Request => ZdrAction::Request,
+                ZdrVerb::Approve => ZdrAction::Approve,
+                ZdrVerb::Deny => ZdrAction::Deny,
+            };
+            let d = admin::zdr(
+                &ledger,
+                &policy,
+                &id,
+                action,
+                &by,
+                reason.as_deref(),
+                clock.now(),
+            )
+            .await?;
+            emit(json, &d, || {
+                format!(
+                    "org {}: ZDR {}{}",
+                    d.org,
+                    d.zdr,
+                    if d.rescheduled > 0 {
+                        format!(
+                            "; {} covered resource(s) due at the next sweep",
+                            d.rescheduled
+                        )
+                    } else {
+                        String::new()
+                    }
+                )
+            });
+            Ok(())
+        }
+    }
+}
+
+async fn audit_cmd(command: AuditCommand, config: &Config, json: bool) -> Outcome {
+    let ledger = open_read(config).await?;
+    match command {
+        AuditCommand::Verify => {
+            let v = audit::verify_ledger(&ledger).await?;
+            emit(json, &v, || match (&v.error, &v.head) {
+                (Some(e), _) => format!("audit chain BROKEN after {} good entries: {e}", v.entries),
+                (None, Some(h)) => format!(
+                    "audit chain intact: {} entries, head seq {} hash {}",
+                    v.entries, h.seq, h.hash
+                ),
+                (None, None) => "audit chain intact: no entries yet".into(),
+            });
+            if v.ok {
+                Ok(())
+            } else {
+                Err(Failure {
+                    code: 1,
+                    message: v.error.map(|e| e.to_string()).unwrap_or_default(),
+                    details: Vec::new(),
+                    json: None,
+                })
+            }
+        }
+        AuditCommand::Export { since, until } => {
+            let mut next = since;
+            let until = until.unwrap_or(i64::MAX);
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            loop {
+                let page = ledger.audit_range(next, until, 10_000).await?;
+                let Some(last) = page.last() else { break };
+                next = last.seq + 1;
+                for e in &page {
+                    writeln!(out, "{}", serde_json::to_string(e).unwrap_or_default())
+                        .map_err(|e| Failure::runtime(e.to_string()))?;
+                }
+            }
+            out.flush().map_err(|e| Failure::runtime(e.to_string()))?;
+            Ok(())
+        }
+        AuditCommand::Head => {
+            let head = ledger.audit_head().await?;
+            emit(
+                json,
+                &serde_json::json!({"seq": head.as_ref().map(|h| h.seq), "hash": head.as_ref().map(|h| &h.hash)}),
+                || match &head {
+                    Some(h) => format!("{} {}", h.seq, h.hash),
+                    None => "no entries yet".into(),
+                },
+            );
+            Ok(())
+        }
+        AuditCommand::Receipt { account } => {
+            let r = report::receipt(&ledger, &account)
+                .await?
+                .ok_or_else(|| Failure::bad_input(format!("unknown account `{account}`")))?;
+            emit(json, &r, || {
+                let mut s = format!(
+                    "Proof of deletion — account {} (org {})\n  state                {}\n  deletion requested   {}\n  grace                {}\n  purge after          {}\n  purged at            {}\n  resources purged     {}\n",
+                    r.account,
+                    r.org,
+                    r.state,
+                    opt(&r.deletion_requested_at),
+                    opt(&r.grace),
+                    opt(&r.purge_after),
+                    opt(&r.purged_at),
+                    if r.resources_purged.is_empty() {
+                        "none".to_string()
+                    } else {
+                        r.resources_purged
+                            .iter()
+                            .map(|(k, n)| format!("{k}={n}"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    }
+                );
+                if r.not_purged.is_empty() {
+                    s.push_str("  not purged           nothing\n");
+                } else {
+                    s.push_str(&format!("  not purged           {}:\n", r.not_purged.len()));
+                    for k in &r.not_purged {
+                        let cases: Vec<String> = k
+                            .holds
+                            .iter()
+                            .map(|h| format!("hold {} case {}", h.id, h.case))
+                            .collect();
+                        s.push_str(&format!(
+                            "    {} {} ({}): {}{}\n",
+                            k.kind,
+                            k.id,
+                            k.state,
+                            k.why,
+                            if cases.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" [{}]", cases.join(", "))
+                            }
+                        ));
+                    }
+                }
+                s.push_str(&format!(
+                    "  evidence             {} purge receipt(s), audit seq {}..{}; account purged at seq {}; head seq {} hash {}\n  verify with          {}",
+                    r.evidence.receipts,
+                    opt(&r.evidence.first_seq),
+                    opt(&r.evidence.last_seq),
+                    opt(&r.evidence.account_purged_seq),
+                    opt(&r.evidence.head_seq),
+                    opt(&r.evidence.head_hash),
+                    r.evidence.verify_with
+                ));
+                s
+            });
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,446 @@
+//! The daemon (`retentiond run`): migrations, R10 at start and on SIGHUP, the sweep on its cron
+//! — never overlapping, panics caught and logged — systemd readiness, watchdog and status, and a
+//! graceful stop that finishes the batch in flight.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_cron_scheduler::{Job, JobScheduler};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::model::{Span, Timestamp};
+use crate::policy;
+use crate::store::{Ledger, OpenOptions};
+use crate::sweep::{Sweeper, instance_id};
+use crate::targets::Targets;
+
+/// Liveness facts the watchdog and `/readyz` decide from. Times are epoch milliseconds.
+#[derive(Debug, Default)]
+pub struct Health {
+    pub started: AtomicI64,
+    /// Last cron firing (even a skipped one): the scheduler is alive.
+    pub last_tick: AtomicI64,
+    /// Start of the sweep in flight, 0 when none.
+    pub running_since: AtomicI64,
+    /// Last completed batch or sweep.
+    pub last_progress: Arc<AtomicI64>,
+    pub last_success: AtomicI64,
+    /// Expected gap between cron firings.
+    pub period_ms: AtomicI64,
+    pub stall_after_ms: AtomicI64,
+}
+
+impl Health {
+    /// The scheduler still fires, and a running sweep is not stuck: the watchdog may be pinged.
+    pub fn alive(&self, now: Timestamp) -> bool {
+        let now = now.millis();
+        let period = self.period_ms.load(Ordering::Relaxed);
+        let last_tick = self
+            .last_tick
+            .load(Ordering::Relaxed)
+            .max(self.started.load(Ordering::Relaxed));
+        let scheduler_alive = now - last_tick <= 2 * period + 60_000;
+        let running = self.running_since.load(Ordering::Relaxed);
+        let progress = self.last_progress.load(Ordering::Relaxed).max(running);
+        let stalled = running != 0 && now - progress > self.stall_after_ms.load(Ordering::Relaxed);
+        scheduler_alive && !stalled
+    }
+
+    /// Alive, and a sweep completed recently (or the daemon just started).
+    pub fn ready(&self, now: Timestamp) -> bool {
+        let period = self.period_ms.load(Ordering::Relaxed);
+        let grace = 2 * period + self.stall_after_ms.load(Ordering::Relaxed);
+        let last = self
+            .last_success
+            .load(Ordering::Relaxed)
+            .max(self.started.load(Ordering::Relaxed));
+        self.alive(now) && now.millis() - last <= grace
+    }
+}
+
+/// The expected gap between two firings of a cron expression (seconds field first).
+pub fn cron_period(expr: &str) -> Span {
+    let parsed = croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(expr);
+    let Ok(cron) = parsed else {
+        return Span::from_secs(60);
+    };
+    let mut it = cron.iter_after(chrono::Utc::now());
+    match (it.next(), it.next()) {
+        (Some(a), Some(b)) => Span((b - a).num_milliseconds().max(1000)),
+        _ => Span::from_secs(60),
+    }
+}
+
+/// What the daemon runs with; swapped whole on reload.
+struct Current {
+    config: Arc<Config>,
+    sweeper: Arc<Sweeper>,
+    job: uuid::Uuid,
+}
+
+struct Shared {
+    ledger: Ledger,
+    clock: Clock,
+    instance: String,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+    sweep_lock: Arc<tokio::sync::Mutex<()>>,
+    health: Arc<Health>,
+    current: RwLock<Option<Current>>,
+}
+
+impl Shared {
+    fn sweeper(&self) -> Option<Arc<Sweeper>> {
+        self.current
+            .read()
+            .expect("not poisoned")
+            .as_ref()
+            .map(|c| c.sweeper.clone())
+    }
+
+    /// One cron firing: start a sweep unless one is running.
+    fn tick(self: &Arc<Self>) {
+        self.health
+            .last_tick
+            .store(self.clock.now().millis(), Ordering::Relaxed);
+        if self.stop.is_cancelled() {
+            return;
+        }
+        let Ok(guard) = self.sweep_lock.clone().try_lock_owned() else {
+            debug!("previous sweep still running; tick skipped");
+            return;
+        };
+        let Some(sweeper) = self.sweeper() else {
+            return;
+        };
+        let me = self.clone();
+        self.tracker.spawn(async move {
+            let now = me.clock.now().millis();
+            me.health.running_since.store(now, Ordering::Relaxed);
+            let stop = me.stop.clone();
+            // A separate task, so a panic in the sweep is caught here and logged, not swallowed.
+            let outcome = tokio::spawn(async move { sweeper.sweep_once(&stop).await }).await;
+            let now = me.clock.now().millis();
+            match outcome {
+                Ok(Ok(_)) => {
+                    me.health.last_success.store(now, Ordering::Relaxed);
+                    me.health.last_progress.store(now, Ordering::Relaxed);
+                }
+                Ok(Err(e)) => error!(error = %e, "sweep failed; the next sweep retries"),
+                Err(e) => error!(error = %e, "sweep panicked; the next sweep retries"),
+            }
+            me.health.running_since.store(0, Ordering::Relaxed);
+            drop(guard);
+        });
+    }
+}
+
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        debug!(error = %e, "sd_notify failed");
+    }
+}
+
+/// Opens, migrates and brings the ledger's policy in line with `config` (R10).
+pub async fn prepare(
+    config: &Config,
+    clock: &Clock,
+    actor: &str,
+) -> anyhow::Result<(Ledger, crate::rules::SchedulePolicy)> {
+    let ledger = Ledger::open(
+        &config.database.url,
+        &OpenOptions {
+            max_connections: config.database.max_connections.unwrap_or(
+                if config.database.url.is_postgres() {
+                    8
+                } else {
+                    4
+                },
+            ),
+            create: true,
+        },
+    )
+    .await?;
+    ledger.migrate().await?;
+    let (in_force, _) = policy::sync(
+        &ledger,
+        &config.policy,
+        clock.now(),
+        config.max_newly_due,
+        false,
+        actor,
+    )
+    .await?;
+    Ok((ledger, in_force))
+}
+
+fn build_sweeper(
+    ledger: &Ledger,
+    config: &Arc<Config>,
+    clock: &Clock,
+    instance: &str,
+    health: &Health,
+) -> anyhow::Result<Sweeper> {
+    let targets = Targets::from_config(config).map_err(anyhow::Error::msg)?;
+    Ok(Sweeper::new(
+        ledger.clone(),
+        Arc::new(targets),
+        config.clone(),
+        clock.clone(),
+        instance.to_string(),
+    )
+    .with_progress(health.last_progress.clone()))
+}
+
+async fn add_job(
+    scheduler: &JobScheduler,
+    shared: &Arc<Shared>,
+    expr: &str,
+) -> anyhow::Result<uuid::Uuid> {
+    let s = shared.clone();
+    let job = Job::new_async(expr, move |_, _| {
+        let s = s.clone();
+        Box::pin(async move { s.tick() })
+    })
+    .with_context(|| format!("scheduler.sweep `{expr}`"))?;
+    Ok(scheduler.add(job).await?)
+}
+
+/// Runs until SIGTERM/SIGINT. `config_path` is re-read on SIGHUP.
+pub async fn run(config_path: PathBuf, config: Config, clock: Clock) -> anyhow::Result<()> {
+    let instance = instance_id();
+    let (ledger, _) = prepare(&config, &clock, "retentiond run").await?;
+    let config = Arc::new(config);
+    let health = Arc::new(Health::default());
+    let now = clock.now().millis();
+    health.started.store(now, Ordering::Relaxed);
+    health.period_ms.store(
+        cron_period(&config.scheduler.sweep).millis(),
+        Ordering::Relaxed,
+    );
+    health
+        .stall_after_ms
+        .store(config.scheduler.stall_after.millis(), Ordering::Relaxed);
+    let shared = Arc::new(Shared {
+        ledger: ledger.clone(),
+        clock: clock.clone(),
+        instance: instance.clone(),
+        stop: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+        sweep_lock: Arc::new(tokio::sync::Mutex::new(())),
+        health: health.clone(),
+        current: RwLock::new(None),
+    });
+    let sweeper = build_sweeper(&ledger, &config, &clock, &instance, &health)?;
+    let scheduler = JobScheduler::new().await?;
+    let job = add_job(&scheduler, &shared, &config.scheduler.sweep).await?;
+    *shared.current.write().expect("not poisoned") = Some(Current {
+        config: config.clone(),
+        sweeper: Arc::new(sweeper),
+        job,
+    });
+    scheduler.start().await?;
+
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+
+    info!(
+        instance = %instance, ledger = ledger.backend(), sweep = %config.scheduler.sweep,
+        batch_size = config.scheduler.batch_size, config = %config.file, "retentiond started"
+    );
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("running; first sweep starting"),
+    ]);
+    // Drain any backlog left while we were down without waiting for the first firing.
+    shared.tick();
+
+    let watchdog = sd_notify::watchdog_enabled();
+    let ping_every = watchdog
+        .map(|d| d / 2)
+        .unwrap_or(Duration::from_secs(30))
+        .max(Duration::from_millis(100));
+    let mut ticker = tokio::time::interval(ping_every);
+    let mut stalled_logged = false;
+    let mut last_status = String::new();
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => { info!(signal = "SIGTERM", "stopping: finishing the batch in flight"); break; }
+            _ = sigint.recv() => { info!(signal = "SIGINT", "stopping: finishing the batch in flight"); break; }
+            _ = sighup.recv() => reload(&shared, &scheduler, &config_path).await,
+            _ = ticker.tick() => {
+                let now = clock.now();
+                if health.alive(now) {
+                    stalled_logged = false;
+                    if watchdog.is_some() {
+                        notify(&[sd_notify::NotifyState::Watchdog]);
+                    }
+                } else if !stalled_logged {
+                    error!("no sweep progress (stalled sweep or silent scheduler): withholding the watchdog ping");
+                    stalled_logged = true;
+                }
+                let status = status_line(&shared).await;
+                if status != last_status {
+                    notify(&[sd_notify::NotifyState::Status(&status)]);
+                    last_status = status;
+                }
+            }
+        }
+    }
+
+    notify(&[sd_notify::NotifyState::Stopping]);
+    shared.stop.cancel();
+    let mut scheduler = scheduler;
+    let _ = scheduler.shutdown().await;
+    shared.tracker.close();
+    shared.tracker.wait().await;
+    match release_claims(&ledger, &instance).await {
+        Ok(n) if n > 0 => info!(released = n, "claims released for other instances"),
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "could not release claims; they expire with their lease"),
+    }
+    info!("stopped");
+    Ok(())
+}
+
+async fn release_claims(ledger: &Ledger, instance: &str) -> Result<u64, crate::store::StoreError> {
+    let mut tx = ledger.begin().await?;
+    let n = tx.release_owner_claims(instance).await?;
+    tx.commit_with_audit(&[]).await?;
+    Ok(n)
+}
+
+async fn status_line(shared: &Shared) -> String {
+    let last = shared.health.last_success.load(Ordering::Relaxed);
+    let last = if last == 0 {
+        "none yet".to_string()
+    } else {
+        Timestamp(last).to_string()
+    };
+    match shared.ledger.backlog(shared.clock.now()).await {
+        Ok(b) => format!("last sweep {last}; backlog {b}"),
+        Err(_) => format!("last sweep {last}; ledger unreachable"),
+    }
+}
+
+/// SIGHUP: validate the new config first; a bad one is logged and the old one stays in force.
+async fn reload(shared: &Arc<Shared>, scheduler: &JobScheduler, path: &std::path::Path) {
+    let new = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            error!(error = %e, "config reload failed; the old config stays in force");
+            return;
+        }
+    };
+    let old = shared
+        .current
+        .read()
+        .expect("not poisoned")
+        .as_ref()
+        .map(|c| (c.config.clone(), c.job));
+    let Some((old_config, old_job)) = old else {
+        return;
+    };
+    if new.database.url != old_config.database.url {
+        error!("config reload refused: database.url changed; restart the daemon to switch ledgers");
+        return;
+    }
+    let new = Arc::new(new);
+    if let Err(e) = policy::sync(
+        &shared.ledger,
+        &new.policy,
+        shared.clock.now(),
+        new.max_newly_due,
+        false,
+        "retentiond reload",
+    )
+    .await
+    {
+        error!(error = %e, "config reload failed while recomputing schedules; the old config stays in force");
+        return;
+    }
+    let sweeper = match build_sweeper(
+        &shared.ledger,
+        &new,
+        &shared.clock,
+        &shared.instance,
+        &shared.health,
+    ) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            error!(error = %e, "config reload failed; the old config stays in force");
+            return;
+        }
+    };
+    let mut job = old_job;
+    if new.scheduler.sweep != old_config.scheduler.sweep {
+        match add_job(scheduler, shared, &new.scheduler.sweep).await {
+            Ok(j) => {
+                let _ = scheduler.remove(&old_job).await;
+                job = j;
+                shared.health.period_ms.store(
+                    cron_period(&new.scheduler.sweep).millis(),
+                    Ordering::Relaxed,
+                );
+            }
+            Err(e) => {
+                error!(error = %e, "config reload failed; the old config stays in force");
+                return;
+            }
+        }
+    }
+    shared
+        .health
+        .stall_after_ms
+        .store(new.scheduler.stall_after.millis(), Ordering::Relaxed);
+    *shared.current.write().expect("not poisoned") = Some(Current {
+        config: new.clone(),
+        sweeper,
+        job,
+    });
+    info!(config = %new.file, fingerprint = %policy::fingerprint(&new.policy), "config reloaded");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watchdog_follows_sweep_progress() {
+        let h = Health::default();
+        h.started.store(0, Ordering::Relaxed);
+        h.period_ms.store(10_000, Ordering::Relaxed);
+        h.stall_after_ms.store(60_000, Ordering::Relaxed);
+        h.last_tick.store(100_000, Ordering::Relaxed);
+        assert!(h.alive(Timestamp(105_000)));
+        // A sweep running for long without a completed batch is stalled.
+        h.running_since.store(100_000, Ordering::Relaxed);
+        assert!(h.alive(Timestamp(150_000)));
+        h.last_tick.store(170_000, Ordering::Relaxed);
+        assert!(!h.alive(Timestamp(170_001)));
+        h.last_progress.store(170_000, Ordering::Relaxed);
+        assert!(h.alive(Timestamp(171_000)));
+        // A scheduler that stopped firing is not alive either.
+        h.running_since.store(0, Ordering::Relaxed);
+        assert!(!h.alive(Timestamp(170_000 + 2 * 10_000 + 60_001)));
+    }
+
+    #[test]
+    fn cron_period_of_every_ten_seconds() {
+        assert_eq!(cron_period("*/10 * * * * *"), Span::from_secs(10));
+        assert_eq!(cron_period("0 0 * * * *"), Span::from_secs(3600));
+    }
+}

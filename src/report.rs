@@ -1,0 +1,429 @@
+//! What the read commands show — status, resource/account/org views, forecasts and
+//! proof-of-deletion receipts — computed from the ledger. The CLI's `--json` output and the HTTP
+//! API's bodies are these same structures, so they cannot disagree.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::holds::HoldSet;
+use crate::model::{AccountState, Cause, Plan, ResourceState, Span, Timestamp, ZdrStatus};
+use crate::policy;
+use crate::store::{Ledger, ResourceRow, StoreError, SweepRun};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResourceView {
+    pub id: String,
+    pub kind: String,
+    pub account: String,
+    pub org: String,
+    pub state: ResourceState,
+    pub cause: Option<Cause>,
+    pub created_at: Timestamp,
+    pub deleted_at: Option<Timestamp>,
+    pub purge_after: Option<Timestamp>,
+    /// The rule that set `purge_after` (R1, R2, R5, R6).
+    pub rule: Option<String>,
+    pub rule_description: Option<String>,
+    /// Ids of active holds that block its purge.
+    pub holds: Vec<i64>,
+    pub endpoint: Option<String>,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub purged_at: Option<Timestamp>,
+}
+
+pub async fn resource(ledger: &Ledger, id: &str) -> Result<Option<ResourceView>, StoreError> {
+    let Some(r) = ledger.resource(id).await? else {
+        return Ok(None);
+    };
+    let holds = if r.state == ResourceState::Purged {
+        Vec::new()
+    } else {
+        HoldSet::new(ledger.active_holds().await?)
+            .matching(&r.hold_subject())
+            .iter()
+            .map(|h| h.id)
+            .collect()
+    };
+    Ok(Some(resource_view(r, holds)))
+}
+
+fn resource_view(r: ResourceRow, holds: Vec<i64>) -> ResourceView {
+    ResourceView {
+        rule: r.rule.map(|x| x.as_str().to_string()),
+        rule_description: r.rule.map(|x| x.describe().to_string()),
+        id: r.id,
+        kind: r.kind,
+        account: r.account,
+        org: r.org,
+        state: r.state,
+        cause: r.cause,
+        created_at: r.created_at,
+        deleted_at: r.deleted_at,
+        purge_after: r.purge_after,
+        holds,
+        endpoint: r.endpoint,
+        attempts: r.attempts,
+        last_error: r.last_error,
+        purged_at: r.purged_at,
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountView {
+    pub id: String,
+    pub org: String,
+    pub state: AccountState,
+    pub created_at: Timestamp,
+    pub deletion_requested_at: Option<Timestamp>,
+    pub purge_after: Option<Timestamp>,
+    pub purged_at: Option<Timestamp>,
+    /// Ids of active holds that block the account's purge (on it or its org).
+    pub holds: Vec<i64>,
+    /// Its resources by state.
+    pub resources: BTreeMap<String, i64>,
+}
+
+pub async fn account(ledger: &Ledger, id: &str) -> Result<Option<AccountView>, StoreError> {
+    let Some(a) = ledger.account(id).await? else {
+        return Ok(None);
+    };
+    let holds = if a.state == AccountState::Purged {
+        Vec::new()
+    } else {
+        HoldSet::new(ledger.active_holds().await?)
+            .blocking_account(&a.id, &a.org)
+            .iter()
+            .map(|h| h.id)
+            .collect()
+    };
+    let scope = crate::holds::HoldScope {
+        account: Some(id.to_string()),
+        ..Default::default()
+    };
+    let mut resources = BTreeMap::new();
+    for c in ledger.count_matching(&scope).await? {
+        *resources.entry(c.state).or_default() += c.count;
+    }
+    Ok(Some(AccountView {
+        id: a.id,
+        org: a.org,
+        state: a.state,
+        created_at: a.created_at,
+        deletion_requested_at: a.deletion_requested_at,
+        purge_after: a.purge_after,
+        purged_at: a.purged_at,
+        holds,
+        resources,
+    }))
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OrgView {
+    pub id: String,
+    pub plan: Plan,
+    pub zdr: ZdrStatus,
+    pub zdr_reason: Option<String>,
+    pub zdr_by: Option<String>,
+    pub zdr_at: Option<Timestamp>,
+    /// ZDR-covered resources not yet purged: ~0 for an approved org outside a sweep interval.
+    pub zdr_waiting: i64,
+}
+
+pub async fn org(ledger: &Ledger, id: &str) -> Result<Option<OrgView>, StoreError> {
+    let Some(o) = ledger.org(id).await? else {
+        return Ok(None);
+    };
+    Ok(Some(OrgView {
+        zdr_waiting: ledger.zdr_waiting(&o.id).await?,
+        id: o.id,
+        plan: o.plan,
+        zdr: o.zdr,
+        zdr_reason: o.zdr_reason,
+        zdr_by: o.zdr_by,
+        zdr_at: o.zdr_at,
+    }))
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedView {
+    pub id: String,
+    pub kind: String,
+    pub account: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// Resources by state (every state listed).
+    pub resources: BTreeMap<String, i64>,
+    /// Resources by kind, then state.
+    pub resources_by_kind: BTreeMap<String, BTreeMap<String, i64>>,
+    /// Accounts by state (every state listed).
+    pub accounts: BTreeMap<String, i64>,
+    /// Due now and not held: what the next sweep will purge.
+    pub backlog: i64,
+    /// Due but kept by a hold.
+    pub held_back: i64,
+    pub next_due: Option<Timestamp>,
+    pub holds_active: usize,
+    pub failed: Vec<FailedView>,
+    pub last_sweeps: Vec<SweepRun>,
+    pub policy_fingerprint: Option<String>,
+    /// Kinds (or `(accounts)`) whose new policy waits for `policy accept`.
+    pub policy_pending: bool,
+    /// Orgs with a ZDR status other than `off`.
+    pub zdr_orgs: Vec<OrgView>,
+}
+
+pub async fn status(ledger: &Ledger, now: Timestamp) -> Result<Status, StoreError> {
+    let mut resources: BTreeMap<String, i64> = ResourceState::ALL
+        .iter()
+        .map(|s| (s.to_string(), 0))
+        .collect();
+    let mut by_kind: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    for c in ledger.state_counts().await? {
+        *resources.entry(c.state.clone()).or_default() += c.count;
+        *by_kind
+            .entry(c.kind)
+            .or_default()
+            .entry(c.state)
+            .or_default() += c.count;
+    }
+    let mut accounts: BTreeMap<String, i64> = AccountState::ALL
+        .iter()
+        .map(|s| (s.to_string(), 0))
+        .collect();
+    for (s, n) in ledger.account_state_counts().await? {
+        *accounts.entry(s).or_default() += n;
+    }
+    let policy_state = ledger.policy_state().await?;
+    let mut zdr_orgs = Vec::new();
+    for o in ledger.orgs().await? {
+        if o.zdr != ZdrStatus::Off
+            && let Some(v) = org(ledger, &o.id).await?
+        {
+            zdr_orgs.push(v);
+        }
+    }
+    Ok(Status {
+        resources,
+        resources_by_kind: by_kind,
+        accounts,
+        backlog: ledger.backlog(now).await?,
+        held_back: ledger.held_back().await?,
+        next_due: ledger.next_due(now).await?,
+        holds_active: ledger.holds(true).await?.len(),
+        failed: ledger
+            .failed_resources(50)
+            .await?
+            .into_iter()
+            .map(|r| FailedView {
+                id: r.id,
+                kind: r.kind,
+                account: r.account,
+                attempts: r.attempts,
+                last_error: r.last_error,
+            })
+            .collect(),
+        last_sweeps: ledger.sweep_runs().await?,
+        policy_fingerprint: policy::in_force(ledger)
+            .await?
+            .map(|p| policy::fingerprint(&p)),
+        policy_pending: policy_state.is_some_and(|s| s.pending.is_some()),
+        zdr_orgs,
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanDay {
+    /// The UTC day (`overdue` for anything due before today).
+    pub day: String,
+    pub purges: BTreeMap<String, i64>,
+    /// Due that day but kept by holds.
+    pub held: BTreeMap<String, i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Forecast {
+    pub from: Timestamp,
+    pub until: Timestamp,
+    pub days: Vec<PlanDay>,
+    pub total: i64,
+    pub total_held: i64,
+    pub holds_active: usize,
+}
+
+/// `plan`: expected purges per day and kind until the horizon; read-only.
+pub async fn plan(ledger: &Ledger, now: Timestamp, horizon: Span) -> Result<Forecast, StoreError> {
+    let until = now.plus(horizon);
+    let today = now.millis().div_euclid(86_400_000);
+    let mut days: BTreeMap<i64, PlanDay> = BTreeMap::new();
+    let (mut total, mut total_held) = (0, 0);
+    for row in ledger.forecast(until).await? {
+        let key = row.day.max(today - 1);
+        let entry = days.entry(key).or_insert_with(|| PlanDay {
+            day: if key < today {
+                "overdue".into()
+            } else {
+                Timestamp(key * 86_400_000).rfc3339()[..10].to_string()
+            },
+            purges: BTreeMap::new(),
+            held: BTreeMap::new(),
+        });
+        if row.held {
+            *entry.held.entry(row.kind).or_default() += row.count;
+            total_held += row.count;
+        } else {
+            *entry.purges.entry(row.kind).or_default() += row.count;
+            total += row.count;
+        }
+    }
+    Ok(Forecast {
+        from: now,
+        until,
+        days: days.into_values().collect(),
+        total,
+        total_held,
+        holds_active: ledger.holds(true).await?.len(),
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KeptResource {
+    pub id: String,
+    pub kind: String,
+    pub state: ResourceState,
+    pub purge_after: Option<Timestamp>,
+    /// Active holds keeping it, with their case references.
+    pub holds: Vec<HoldRef>,
+    pub why: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HoldRef {
+    pub id: i64,
+    pub case: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Receipt {
+    pub account: String,
+    pub org: String,
+    pub state: AccountState,
+    pub deletion_requested_at: Option<Timestamp>,
+    pub grace: Option<String>,
+    pub purge_after: Option<Timestamp>,
+    pub purged_at: Option<Timestamp>,
+    /// Purged resources per kind, each backed by one `resource.purged` audit entry.
+    pub resources_purged: BTreeMap<String, i64>,
+    /// Everything of the account not purged, and why.
+    pub not_purged: Vec<KeptResource>,
+    /// Audit entries that prove the purges: their seq range, and the head to verify against.
+    pub evidence: Evidence,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Evidence {
+    pub receipts: usize,
+    pub first_seq: Option<i64>,
+    pub last_seq: Option<i64>,
+    pub account_purged_seq: Option<i64>,
+    pub head_seq: Option<i64>,
+    pub head_hash: Option<String>,
+    pub verify_with: String,
+}
+
+/// `audit receipt --account A`: proof of deletion for an account.
+pub async fn receipt(ledger: &Ledger, account: &str) -> Result<Option<Receipt>, StoreError> {
+    let Some(a) = ledger.account(account).await? else {
+        return Ok(None);
+    };
+    let rows = ledger.account_resources_all(account).await?;
+    let holds = HoldSet::new(ledger.active_holds().await?);
+    let mut purged_subjects = Vec::new();
+    let mut not_purged = Vec::new();
+    for r in &rows {
+        if r.state == ResourceState::Purged {
+            purged_subjects.push(format!("{}/{}", r.kind, r.id));
+        } else {
+            let matching: Vec<HoldRef> = holds
+                .matching(&r.hold_subject())
+                .iter()
+                .map(|h| HoldRef {
+                    id: h.id,
+                    case: h.case_ref.clone(),
+                })
+                .collect();
+            let why = if r.state == ResourceState::Live {
+                "live (not deleted)".to_string()
+            } else if !matching.is_empty() {
+                "kept by a legal hold".to_string()
+            } else {
+                match r.state {
+                    ResourceState::Live => "live (not deleted)".to_string(),
+                    ResourceState::Failed => {
+                        format!("purge failed: {}", r.last_error.as_deref().unwrap_or("?"))
+                    }
+                    ResourceState::Purging => "purge in progress".to_string(),
+                    _ => match r.purge_after {
+                        Some(p) => format!("in its grace period until {p}"),
+                        None => "not scheduled".to_string(),
+                    },
+                }
+            };
+            not_purged.push(KeptResource {
+                id: r.id.clone(),
+                kind: r.kind.clone(),
+                state: r.state,
+                purge_after: r.purge_after,
+                holds: matching,
+                why,
+            });
+        }
+    }
+    let entries = ledger
+        .audit_for_subjects(&purged_subjects, "resource.purged")
+        .await?;
+    let mut resources_purged: BTreeMap<String, i64> = BTreeMap::new();
+    for e in &entries {
+        let kind = e
+            .subject
+            .split_once('/')
+            .map(|(k, _)| k)
+            .unwrap_or(&e.subject);
+        *resources_purged.entry(kind.to_string()).or_default() += 1;
+    }
+    let account_entry = ledger
+        .audit_for_subjects(&[format!("account/{account}")], "account.purged")
+        .await?
+        .pop();
+    let head = ledger.audit_head().await?;
+    Ok(Some(Receipt {
+        account: a.id,
+        org: a.org,
+        state: a.state,
+        deletion_requested_at: a.deletion_requested_at,
+        grace: match (a.deletion_requested_at, a.purge_after) {
+            (Some(d), Some(p)) => Some(Span(p.millis() - d.millis()).to_string()),
+            _ => None,
+        },
+        purge_after: a.purge_after,
+        purged_at: a.purged_at,
+        resources_purged,
+        not_purged,
+        evidence: Evidence {
+            receipts: entries.len(),
+            first_seq: entries.iter().map(|e| e.seq).min(),
+            last_seq: entries.iter().map(|e| e.seq).max(),
+            account_purged_seq: account_entry.map(|e| e.seq),
+            head_seq: head.as_ref().map(|h| h.seq),
+            head_hash: head.map(|h| h.hash),
+            verify_with:
+                "retentiond audit verify (and compare head_hash with an externally kept checkpoint)"
+                    .into(),
+        },
+    }))
+}

@@ -1,0 +1,633 @@
+//! The sweep: claim due work → purge it in the targets → record it, batch by batch (§3 R7–R9,
+//! §7). Level-triggered: every sweep purges whatever is due *now*, so a missed or skipped sweep
+//! leaves a backlog, never a missed purge. `sweep_once` is the unit tests and the daemon drive.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::audit::AuditDraft;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::holds::HoldSet;
+use crate::model::{Cause, Span, Timestamp};
+use crate::store::{AccountRow, Ledger, PurgeFailure, ResourceRow, StoreError, SweepRun};
+use crate::targets::{PurgeItem, Removed, Targets};
+
+/// What one sweep did.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct SweepReport {
+    pub purged: u64,
+    /// Purge attempts that failed (will be retried).
+    pub failed: u64,
+    /// Resources that ran out of attempts and are now `failed`.
+    pub gave_up: u64,
+    /// Resources found under a hold and given back.
+    pub held: u64,
+    pub accounts_purged: u64,
+    pub batches: u64,
+    pub removed: Removed,
+    pub purged_by_kind: BTreeMap<String, u64>,
+    /// Failed purges per target, for metrics.
+    #[serde(skip)]
+    pub failures_by_target: BTreeMap<String, u64>,
+}
+
+impl SweepReport {
+    pub fn did_something(&self) -> bool {
+        self.purged + self.failed + self.held + self.accounts_purged > 0
+    }
+
+    fn add(&mut self, o: SweepReport) {
+        self.purged += o.purged;
+        self.failed += o.failed;
+        self.gave_up += o.gave_up;
+        self.held += o.held;
+        self.accounts_purged += o.accounts_purged;
+        self.batches += o.batches;
+        self.removed += o.removed;
+        for (k, v) in o.purged_by_kind {
+            *self.purged_by_kind.entry(k).or_default() += v;
+        }
+        for (k, v) in o.failures_by_target {
+            *self.failures_by_target.entry(k).or_default() += v;
+        }
+    }
+}
+
+/// What the targets did for one resource of a batch.
+#[derive(Debug, Clone, Default)]
+struct ItemOutcome {
+    removed: Vec<(String, Removed)>,
+    /// The first target error; the resource is then not recorded as purged.
+    error: Option<String>,
+}
+
+/// One line of a dry run: what would be purged, and why, or what holds keep it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DryRunItem {
+    pub id: String,
+    pub kind: String,
+    pub account: String,
+    pub cause: Option<Cause>,
+    pub rule: Option<String>,
+    pub deleted_at: Option<Timestamp>,
+    pub purge_after: Option<Timestamp>,
+    pub targets: Vec<String>,
+    /// Active holds that would keep it (then it is not purged).
+    pub held_by: Vec<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Failpoints for crash tests: `RETENTIOND_CRASH_AT=<name>` makes the process exit abruptly
+/// there. Compiled in only with the `failpoints` feature.
+#[cfg(feature = "failpoints")]
+pub fn failpoint(name: &str) {
+    if std::env::var("RETENTIOND_CRASH_AT").is_ok_and(|v| v == name) {
+        eprintln!("failpoint {name}: exiting");
+        std::process::exit(86);
+    }
+}
+
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn failpoint(_name: &str) {}
+
+/// Runs sweeps for one instance.
+pub struct Sweeper {
+    ledger: Ledger,
+    targets: Arc<Targets>,
+    config: Arc<Config>,
+    clock: Clock,
+    instance: String,
+    /// Account purges that failed, with the last error, so a persistent failure is logged when
+    /// it changes rather than every sweep.
+    account_failures: Mutex<HashMap<String, String>>,
+    /// Milliseconds of the last completed batch: the daemon's watchdog follows it.
+    progress: Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl Sweeper {
+    pub fn new(
+        ledger: Ledger,
+        targets: Arc<Targets>,
+        config: Arc<Config>,
+        clock: Clock,
+        instance: String,
+    ) -> Sweeper {
+        Sweeper {
+            ledger,
+            targets,
+            config,
+            clock,
+            instance,
+            account_failures: Mutex::new(HashMap::new()),
+            progress: Arc::new(std::sync::atomic::AtomicI64::new(0)),
+        }
+    }
+
+    /// Reports progress (after every batch) into `progress`.
+    pub fn with_progress(mut self, progress: Arc<std::sync::atomic::AtomicI64>) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    fn mark_progress(&self) {
+        self.progress.store(
+            self.clock.now().millis(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Now, for due checks. With the system clock on PostgreSQL, the earlier of this host's and
+    /// the database's clocks: a host whose clock runs ahead cannot purge early (R11).
+    pub async fn now(&self) -> Result<Timestamp, StoreError> {
+        let local = self.clock.now();
+        if self.clock.is_system()
+            && let Some(db) = self.ledger.db_now().await?
+        {
+            return Ok(local.min(db));
+        }
+        Ok(local)
+    }
+
+    /// One full sweep: every due batch, then due accounts. Stops between batches when `stop`
+    /// is cancelled (the batch in flight always finishes).
+    pub async fn sweep_once(&self, stop: &CancellationToken) -> Result<SweepReport, SweepError> {
+        let started = self.clock.now();
+        let result = self.sweep_inner(stop).await;
+        let finished = self.clock.now();
+        let (report, error) = match &result {
+            Ok(r) => (r.clone(), None),
+            Err(e) => (SweepReport::default(), Some(e.to_string())),
+        };
+        let run = SweepRun {
+            instance: self.instance.clone(),
+            started_at: started,
+            finished_at: Some(finished),
+            purged: report.purged as i64,
+            failed: report.failed as i64,
+            held: report.held as i64,
+            accounts_purged: report.accounts_purged as i64,
+            error,
+        };
+        if let Err(e) = self.ledger.record_sweep(&run).await {
+            warn!(error = %e, "could not record the sweep run");
+        }
+        if let Ok(r) = &result
+            && r.did_something()
+        {
+            info!(
+                purged = r.purged,
+                failed = r.failed,
+                gave_up = r.gave_up,
+                held = r.held,
+                accounts_purged = r.accounts_purged,
+                rows = r.removed.rows,
+                files = r.removed.files,
+                batches = r.batches,
+                duration_ms = finished.millis() - started.millis(),
+                "sweep finished"
+            );
+        }
+        result
+    }
+
+    async fn sweep_inner(&self, stop: &CancellationToken) -> Result<SweepReport, SweepError> {
+        let now = self.now().await?;
+        let batch = self.config.scheduler.batch_size as i64;
+        let mut report = SweepReport::default();
+        while !stop.is_cancelled() {
+            let lease_until = now.plus(self.config.scheduler.lease);
+            let claims = self
+                .ledger
+                .claim_due(now, batch, &self.instance, lease_until)
+                .await?;
+            if claims.is_empty() {
+                break;
+            }
+            failpoint("after_claim");
+            let n = claims.len() as i64;
+            report.add(self.purge_batch(claims, now).await?);
+            self.mark_progress();
+            if n < batch {
+                break;
+            }
+        }
+        if !stop.is_cancelled() {
+            report.add(self.purge_accounts(now, stop).await?);
+        }
+        Ok(report)
+    }
+
+    /// Purges one claimed batch inside a purge transaction (Invariant H: see `store`).
+    async fn purge_batch(
+        &self,
+        claims: Vec<ResourceRow>,
+        now: Timestamp,
+    ) -> Result<SweepReport, SweepError> {
+        let mut report = SweepReport {
+            batches: 1,
+            ..Default::default()
+        };
+        let mut tx = self.ledger.begin_purge().await?;
+        let holds = HoldSet::new(tx.active_holds().await?);
+
+        // Holds first: anything an active hold covers goes back untouched.
+        let mut free: Vec<ResourceRow> = Vec::with_capacity(claims.len());
+        let mut held_ids = Vec::new();
+        let mut blocks = Vec::new();
+        let mut cases: HashMap<i64, String> = HashMap::new();
+        for r in claims {
+            let matching = holds.matching(&r.hold_subject());
+            if matching.is_empty() {
+                free.push(r);
+            } else {
+                for h in matching {
+                    blocks.push((r.id.clone(), h.id));
+                    cases.insert(h.id, h.case_ref.clone());
+                }
+                held_ids.push(r.id.clone());
+            }
+        }
+        let mut new_blocks = Vec::new();
+        if !held_ids.is_empty() {
+            report.held = held_ids.len() as u64;
+            new_blocks = tx.add_blocks("resource", &blocks, now).await?;
+            tx.release_claims_held(&held_ids, &self.instance).await?;
+        }
+
+        // Targets, kind by kind; a resource is purged only if every one of its targets succeeded.
+        let mut by_kind: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, r) in free.iter().enumerate() {
+            by_kind.entry(r.kind.clone()).or_default().push(i);
+        }
+        let mut outcome: Vec<ItemOutcome> = vec![ItemOutcome::default(); free.len()];
+        for (kind, idx) in &by_kind {
+            let Some(kind_cfg) = self.config.kinds.get(kind) else {
+                for &i in idx {
+                    outcome[i].error = Some(format!("kind `{kind}` is not in the config"));
+                }
+                continue;
+            };
+            let items: Vec<PurgeItem> = idx
+                .iter()
+                .map(|&i| PurgeItem {
+                    id: free[i].id.clone(),
+                    kind: kind.clone(),
+                    account: free[i].account.clone(),
+                    org: free[i].org.clone(),
+                })
+                .collect();
+            for (ti, tname) in kind_cfg.targets.iter().enumerate() {
+                let Some(target) = self.targets.get(tname) else {
+                    for &i in idx {
+                        outcome[i]
+                            .error
+                            .get_or_insert_with(|| format!("target `{tname}` is not configured"));
+                    }
+                    continue;
+                };
+                let results = target.purge(kind, &items).await;
+                for (&i, r) in idx.iter().zip(results) {
+                    match r {
+                        Ok(removed) => outcome[i].removed.push((tname.clone(), removed)),
+                        Err(e) => {
+                            *report.failures_by_target.entry(tname.clone()).or_default() += 1;
+                            outcome[i].error.get_or_insert(e);
+                        }
+                    }
+                }
+                failpoint(&format!("after_target_{ti}"));
+            }
+        }
+
+        // Record: purged ones by cause (only while our lease holds), failures with backoff.
+        let mut ok_by_cause: BTreeMap<Cause, Vec<String>> = BTreeMap::new();
+        let mut failures = Vec::new();
+        for (r, o) in free.iter().zip(&outcome) {
+            match &o.error {
+                None => ok_by_cause
+                    .entry(
+                        r.rule
+                            .map(|x| x.cause())
+                            .or(r.cause)
+                            .unwrap_or(Cause::Manual),
+                    )
+                    .or_default()
+                    .push(r.id.clone()),
+                Some(e) => {
+                    let attempt = r.attempts + 1;
+                    let retry_at = (attempt < self.config.scheduler.max_attempts as i64)
+                        .then(|| now.plus(self.backoff(attempt)));
+                    failures.push(PurgeFailure {
+                        id: r.id.clone(),
+                        retry_at,
+                        error: e.clone(),
+                    });
+                }
+            }
+        }
+        let mut recorded = std::collections::HashSet::new();
+        for (cause, ids) in &ok_by_cause {
+            recorded.extend(tx.finish_purged(ids, *cause, &self.instance, now).await?);
+        }
+        let failed_recorded: std::collections::HashSet<String> = tx
+            .record_failures(&failures, &self.instance, now)
+            .await?
+            .into_iter()
+            .collect();
+
+        let mut drafts = Vec::with_capacity(free.len());
+        for (r, ItemOutcome { removed, error }) in free.iter().zip(&outcome) {
+            if error.is_none() && recorded.contains(&r.id) {
+                let total = removed.iter().fold(Removed::default(), |mut acc, (_, x)| {
+                    acc += *x;
+                    acc
+                });
+                let cause = r
+                    .rule
+                    .map(|x| x.cause())
+                    .or(r.cause)
+                    .unwrap_or(Cause::Manual);
+                drafts.push(AuditDraft::new(
+                    now,
+                    "resource.purged",
+                    format!("{}/{}", r.kind, r.id),
+                    json!({
+                        "account": r.account, "org": r.org, "cause": cause.as_str(), "rule": r.rule.map(|x| x.as_str()),
+                        "created_at": r.created_at, "deleted_at": r.deleted_at, "purge_after": r.purge_after,
+                        "purged_at": now, "attempts": r.attempts + 1,
+                        "targets": removed.iter().map(|(t, x)| json!({"target": t, "rows": x.rows, "files": x.files})).collect::<Vec<_>>(),
+                    }),
+                ));
+                report.purged += 1;
+                report.removed += total;
+                *report.purged_by_kind.entry(r.kind.clone()).or_default() += 1;
+            }
+        }
+        for f in &failures {
+            if failed_recorded.contains(&f.id) {
+                let r = free
+                    .iter()
+                    .find(|r| r.id == f.id)
+                    .expect("failure of a claimed resource");
+                drafts.push(AuditDraft::new(
+                    now,
+                    "resource.purge_failed",
+                    format!("{}/{}", r.kind, r.id),
+                    json!({"account": r.account, "attempt": r.attempts + 1, "error": f.error, "retry_at": f.retry_at, "gave_up": f.retry_at.is_none()}),
+                ));
+                report.failed += 1;
+                if f.retry_at.is_none() {
+                    report.gave_up += 1;
+                }
+            }
+        }
+        failpoint("before_commit");
+        tx.commit_with_audit(&drafts).await?;
+        failpoint("after_commit");
+
+        // Logs only after the facts are durable.
+        for (id, hold) in &new_blocks {
+            let case = cases.get(hold).map(String::as_str).unwrap_or_default();
+            info!(id = %id, hold = hold, case = %case, "purge blocked by hold");
+        }
+        for (r, ItemOutcome { removed, error }) in free.iter().zip(&outcome) {
+            if error.is_none() && recorded.contains(&r.id) {
+                let total = removed.iter().fold(Removed::default(), |mut acc, (_, x)| {
+                    acc += *x;
+                    acc
+                });
+                let grace = match (r.deleted_at, r.purge_after) {
+                    (Some(d), Some(p)) => Span((p.millis() - d.millis()).max(0)).to_string(),
+                    _ => "-".into(),
+                };
+                let targets: Vec<String> = removed
+                    .iter()
+                    .map(|(t, x)| format!("{t}:{}r/{}f", x.rows, x.files))
+                    .collect();
+                info!(
+                    kind = %r.kind, id = %r.id, account = %r.account,
+                    cause = %r.rule.map(|x| x.cause()).or(r.cause).unwrap_or(Cause::Manual),
+                    deleted_at = %r.deleted_at.map(|t| t.to_string()).unwrap_or_else(|| "-".into()),
+                    grace = %grace, targets = %targets.join(","), rows = total.rows, files = total.files,
+                    "purged"
+                );
+            }
+        }
+        for f in &failures {
+            if failed_recorded.contains(&f.id) {
+                match f.retry_at {
+                    Some(t) => {
+                        warn!(id = %f.id, error = %f.error, retry_at = %t, "purge failed; will retry")
+                    }
+                    None => {
+                        warn!(id = %f.id, error = %f.error, "purge failed too many times; resource is now `failed` (see `retentiond retry`)")
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Exponential backoff with ±25% jitter, capped.
+    fn backoff(&self, attempt: i64) -> Span {
+        let base = self.config.scheduler.retry_backoff.millis().max(1);
+        let cap = self.config.scheduler.retry_backoff_max.millis().max(base);
+        let exp = base
+            .saturating_mul(1i64 << (attempt - 1).clamp(0, 30))
+            .min(cap);
+        let jitter: f64 = rand::random_range(0.75..1.25);
+        Span(((exp as f64) * jitter) as i64)
+    }
+
+    /// R8: accounts whose grace passed, all of whose resources are purged, and that no hold
+    /// keeps, get their account-level targets run and are marked purged.
+    async fn purge_accounts(
+        &self,
+        now: Timestamp,
+        stop: &CancellationToken,
+    ) -> Result<SweepReport, SweepError> {
+        let mut report = SweepReport::default();
+        let mut cursor: (Timestamp, String) = (Timestamp(i64::MIN), String::new());
+        loop {
+            let page = self
+                .ledger
+                .due_accounts(
+                    now,
+                    (cursor.0, &cursor.1),
+                    self.config.scheduler.batch_size as i64,
+                )
+                .await?;
+            let Some(last) = page.last() else { break };
+            cursor = (
+                last.purge_after.unwrap_or(Timestamp(i64::MIN)),
+                last.id.clone(),
+            );
+            for a in &page {
+                if stop.is_cancelled() {
+                    return Ok(report);
+                }
+                if self.purge_account(a, now).await? {
+                    report.accounts_purged += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    async fn purge_account(&self, a: &AccountRow, now: Timestamp) -> Result<bool, SweepError> {
+        let mut tx = self.ledger.begin_purge().await?;
+        if tx.unpurged_count(&a.id).await? > 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let holds = HoldSet::new(tx.active_holds().await?);
+        let blocking = holds.blocking_account(&a.id, &a.org);
+        if !blocking.is_empty() {
+            let pairs: Vec<(String, i64)> = blocking.iter().map(|h| (a.id.clone(), h.id)).collect();
+            let cases: HashMap<i64, String> = blocking
+                .iter()
+                .map(|h| (h.id, h.case_ref.clone()))
+                .collect();
+            let new = tx.add_blocks("account", &pairs, now).await?;
+            tx.commit_with_audit(&[]).await?;
+            for (_, hold) in new {
+                info!(account = %a.id, hold = hold, case = %cases.get(&hold).cloned().unwrap_or_default(), "account purge blocked by hold");
+            }
+            return Ok(false);
+        }
+        let mut removed = Vec::new();
+        let mut error = None;
+        for tname in &self.config.account_targets {
+            match self.targets.get(tname) {
+                None => error = Some(format!("target `{tname}` is not configured")),
+                Some(t) => match t.purge_account(&a.id, &a.org).await {
+                    Ok(r) => removed.push((tname.clone(), r)),
+                    Err(e) => error = Some(e),
+                },
+            }
+            if error.is_some() {
+                break;
+            }
+        }
+        if let Some(e) = error {
+            tx.rollback().await?;
+            let mut failures = self.account_failures.lock().expect("not poisoned");
+            if failures.get(&a.id) != Some(&e) {
+                warn!(account = %a.id, error = %e, "account purge failed; retried every sweep");
+                failures.insert(a.id.clone(), e);
+            }
+            return Ok(false);
+        }
+        if !tx.finish_account_purged(&a.id, now).await? {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let counts = self.ledger_counts_for(&mut tx, &a.id).await?;
+        let draft = AuditDraft::new(
+            now,
+            "account.purged",
+            format!("account/{}", a.id),
+            json!({
+                "org": a.org, "deletion_requested_at": a.deletion_requested_at, "purge_after": a.purge_after,
+                "purged_at": now, "resources_purged": counts,
+                "targets": removed.iter().map(|(t, x)| json!({"target": t, "rows": x.rows, "files": x.files})).collect::<Vec<_>>(),
+            }),
+        );
+        tx.commit_with_audit(&[draft]).await?;
+        self.account_failures
+            .lock()
+            .expect("not poisoned")
+            .remove(&a.id);
+        let total = removed.iter().fold(Removed::default(), |mut acc, (_, x)| {
+            acc += *x;
+            acc
+        });
+        info!(
+            account = %a.id, org = %a.org,
+            deletion_requested_at = %a.deletion_requested_at.map(|t| t.to_string()).unwrap_or_default(),
+            targets = %removed.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>().join(","),
+            rows = total.rows, files = total.files, "account purged"
+        );
+        Ok(true)
+    }
+
+    async fn ledger_counts_for(
+        &self,
+        tx: &mut crate::store::LedgerTx,
+        account: &str,
+    ) -> Result<BTreeMap<String, i64>, StoreError> {
+        let scope = crate::holds::HoldScope {
+            account: Some(account.to_string()),
+            ..Default::default()
+        };
+        Ok(tx
+            .count_matching(&scope)
+            .await?
+            .into_iter()
+            .filter(|c| c.state == "purged")
+            .map(|c| (c.kind, c.count))
+            .collect())
+    }
+
+    /// What a sweep now would purge, and what holds would keep. Writes nothing.
+    pub async fn dry_run(&self, limit: i64) -> Result<Vec<DryRunItem>, SweepError> {
+        let now = self.now().await?;
+        let holds = HoldSet::new(self.ledger.active_holds().await?);
+        let due = self.ledger.peek_due(now, limit).await?;
+        Ok(due
+            .into_iter()
+            .map(|r| {
+                let held_by = holds
+                    .matching(&r.hold_subject())
+                    .iter()
+                    .map(|h| h.id)
+                    .collect();
+                DryRunItem {
+                    targets: self
+                        .config
+                        .kinds
+                        .get(&r.kind)
+                        .map(|k| k.targets.clone())
+                        .unwrap_or_default(),
+                    cause: r.rule.map(|x| x.cause()).or(r.cause),
+                    rule: r.rule.map(|x| x.as_str().to_string()),
+                    id: r.id,
+                    kind: r.kind,
+                    account: r.account,
+                    deleted_at: r.deleted_at,
+                    purge_after: r.purge_after,
+                    held_by,
+                }
+            })
+            .collect())
+    }
+}
+
+/// A stable id for this process: host, pid and a random suffix, so a restarted process never
+/// mistakes an old lease for its own.
+pub fn instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
+    format!(
+        "{host}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}

@@ -1,0 +1,117 @@
+//! Purge targets: where the application keeps its data, and how to delete it for real.
+//!
+//! Every target delete is idempotent (deleting missing rows or files is a no-op), so a purge can
+//! be executed more than once — after a crash, or by two instances whose leases crossed — while
+//! the ledger records it exactly once.
+
+mod files;
+mod sql;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::config::{Config, TargetConfig};
+
+pub use files::FilesTarget;
+pub use sql::SqlTarget;
+
+/// One resource to purge, with everything a statement or path may refer to.
+#[derive(Debug, Clone)]
+pub struct PurgeItem {
+    pub id: String,
+    pub kind: String,
+    pub account: String,
+    pub org: String,
+}
+
+impl PurgeItem {
+    pub fn param(&self, name: &str) -> &str {
+        match name {
+            "id" => &self.id,
+            "kind" => &self.kind,
+            "account" => &self.account,
+            "org" => &self.org,
+            _ => "",
+        }
+    }
+}
+
+/// What a purge removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Removed {
+    pub rows: u64,
+    pub files: u64,
+}
+
+impl std::ops::AddAssign for Removed {
+    fn add_assign(&mut self, o: Removed) {
+        self.rows += o.rows;
+        self.files += o.files;
+    }
+}
+
+/// A per-item outcome: what was removed, or why it could not be.
+pub type ItemResult = Result<Removed, String>;
+
+#[derive(Debug)]
+pub enum Target {
+    Sql(SqlTarget),
+    Files(FilesTarget),
+}
+
+impl Target {
+    /// Purges `items` (all of kind `kind`); one result per item, in order.
+    pub async fn purge(&self, kind: &str, items: &[PurgeItem]) -> Vec<ItemResult> {
+        match self {
+            Target::Sql(t) => t.purge(kind, items).await,
+            Target::Files(t) => t.purge(items).await,
+        }
+    }
+
+    /// The account-level purge (R8).
+    pub async fn purge_account(&self, account: &str, org: &str) -> ItemResult {
+        match self {
+            Target::Sql(t) => t.purge_account(account, org).await,
+            Target::Files(t) => t.purge_account(account, org).await,
+        }
+    }
+
+    /// The vacuum cron of a SQL target, if any.
+    pub fn vacuum_schedule(&self) -> Option<&str> {
+        match self {
+            Target::Sql(t) => t.vacuum_schedule(),
+            Target::Files(_) => None,
+        }
+    }
+}
+
+/// All configured targets, by name.
+#[derive(Debug, Default)]
+pub struct Targets {
+    by_name: BTreeMap<String, Target>,
+}
+
+impl Targets {
+    /// Prepares every target. Connections are opened lazily: a target database that is down
+    /// when the daemon starts makes its purges fail and retry, it does not stop the daemon.
+    pub fn from_config(config: &Config) -> Result<Targets, String> {
+        let mut by_name = BTreeMap::new();
+        for (name, t) in &config.targets {
+            let target = match t {
+                TargetConfig::Sql(s) => Target::Sql(SqlTarget::new(name, s)?),
+                TargetConfig::Files(f) => Target::Files(FilesTarget::new(name, f)),
+            };
+            by_name.insert(name.clone(), target);
+        }
+        Ok(Targets { by_name })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Target> {
+        self.by_name.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Target)> {
+        self.by_name.iter()
+    }
+}
