@@ -12,11 +12,20 @@ pub enum LogFormat {
 
 /// Installs the global subscriber. Safe to call more than once (later calls do nothing).
 pub fn init(format: LogFormat, level: Option<&str>) {
+    // sqlx reports server notices (e.g. "relation already exists, skipping") at info: keep
+    // those out of the operator's log unless asked for explicitly.
+    let with_quiet_sqlx = |l: &str| {
+        if l.contains("sqlx") {
+            l.to_string()
+        } else {
+            format!("{l},sqlx=warn")
+        }
+    };
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| EnvFilter::try_new(v).ok())
-        .or_else(|| level.and_then(|l| EnvFilter::try_new(l).ok()))
-        .unwrap_or_else(|| EnvFilter::new("info"));
+        .or_else(|| level.and_then(|l| EnvFilter::try_new(with_quiet_sqlx(l)).ok()))
+        .unwrap_or_else(|| EnvFilter::new("info,sqlx=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
