@@ -251,6 +251,7 @@ impl Sweeper {
         let mut held_ids = Vec::new();
         let mut blocks = Vec::new();
         let mut cases: HashMap<i64, String> = HashMap::new();
+        let mut held_info: HashMap<String, (String, String)> = HashMap::new();
         for r in claims {
             let matching = holds.matching(&r.hold_subject());
             if matching.is_empty() {
@@ -261,6 +262,7 @@ impl Sweeper {
                     cases.insert(h.id, h.case_ref.clone());
                 }
                 held_ids.push(r.id.clone());
+                held_info.insert(r.id.clone(), (r.kind, r.account));
             }
         }
         let mut new_blocks = Vec::new();
@@ -404,7 +406,8 @@ impl Sweeper {
         // Logs only after the facts are durable.
         for (id, hold) in &new_blocks {
             let case = cases.get(hold).map(String::as_str).unwrap_or_default();
-            info!(id = %id, hold = hold, case = %case, "purge blocked by hold");
+            let (kind, account) = held_info.get(id).cloned().unwrap_or_default();
+            info!(kind = %kind, id = %id, account = %account, hold = hold, case = %case, "purge blocked by hold");
         }
         for (r, ItemOutcome { removed, error }) in free.iter().zip(&outcome) {
             if error.is_none() && recorded.contains(&r.id) {
