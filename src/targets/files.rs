@@ -72,6 +72,67 @@ impl FilesTarget {
         .map_err(|e| format!("target `{}`: worker failed: {e}", self.name))?
     }
 
+    /// How many of `items`' files exist now: what a purge would remove (for `reapply --dry-run`).
+    pub async fn probe(&self, items: &[PurgeItem]) -> Vec<ItemResult> {
+        let me = self.clone();
+        let items = items.to_vec();
+        let n = items.len();
+        match tokio::task::spawn_blocking(move || {
+            let root = match me.checked_root() {
+                Ok(r) => r,
+                Err(e) => return items.iter().map(|_| Err(e.clone())).collect(),
+            };
+            items
+                .iter()
+                .map(|item| {
+                    let rel =
+                        render(&me.path, item).map_err(|e| format!("target `{}`: {e}", me.name))?;
+                    let files = match me.resolve(&root, &rel)? {
+                        Some(p) => std::fs::symlink_metadata(&p).is_ok_and(|m| !m.is_dir()) as u64,
+                        None => 0,
+                    };
+                    Ok(Removed { rows: 0, files })
+                })
+                .collect()
+        })
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => (0..n)
+                .map(|_| Err(format!("target `{}`: worker failed: {e}", self.name)))
+                .collect(),
+        }
+    }
+
+    /// [`FilesTarget::probe`] for the account folder.
+    pub async fn probe_account(&self, account: &str, org: &str) -> ItemResult {
+        let Some(template) = self.account_path.clone() else {
+            return Ok(Removed::default());
+        };
+        let me = self.clone();
+        let item = PurgeItem {
+            id: String::new(),
+            kind: "account".into(),
+            account: account.to_string(),
+            org: org.to_string(),
+        };
+        tokio::task::spawn_blocking(move || {
+            let root = me.checked_root()?;
+            let rel = render(&template, &item).map_err(|e| format!("target `{}`: {e}", me.name))?;
+            let files = match me.resolve(&root, &rel)? {
+                Some(p) => match std::fs::symlink_metadata(&p) {
+                    Ok(m) if m.is_dir() => count_files(&p),
+                    Ok(_) => 1,
+                    Err(_) => 0,
+                },
+                None => 0,
+            };
+            Ok(Removed { rows: 0, files })
+        })
+        .await
+        .map_err(|e| format!("target `{}`: worker failed: {e}", self.name))?
+    }
+
     /// The root, canonical. A missing root is an error, not "already removed": it usually
     /// means an unmounted volume, and reporting success then would be a lie.
     fn checked_root(&self) -> Result<PathBuf, String> {

@@ -77,6 +77,23 @@ impl Target {
         }
     }
 
+    /// What [`Target::purge`] would remove now, changing nothing (SQL: the statements run in a
+    /// transaction that is rolled back; files: the files that exist).
+    pub async fn probe(&self, kind: &str, items: &[PurgeItem]) -> Vec<ItemResult> {
+        match self {
+            Target::Sql(t) => t.probe(kind, items).await,
+            Target::Files(t) => t.probe(items).await,
+        }
+    }
+
+    /// What [`Target::purge_account`] would remove now, changing nothing.
+    pub async fn probe_account(&self, account: &str, org: &str) -> ItemResult {
+        match self {
+            Target::Sql(t) => t.probe_account(account, org).await,
+            Target::Files(t) => t.probe_account(account, org).await,
+        }
+    }
+
     /// The vacuum cron of a SQL target, if any.
     pub fn vacuum_schedule(&self) -> Option<&str> {
         match self {
@@ -113,5 +130,19 @@ impl Targets {
 
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Target)> {
         self.by_name.iter()
+    }
+
+    /// Retries WAL checkpoints that a purge could not complete (readers busy); the daemon calls
+    /// it periodically. Returns the targets still owing one.
+    pub async fn retry_checkpoints(&self) -> Vec<String> {
+        let mut owing = Vec::new();
+        for (name, t) in &self.by_name {
+            if let Target::Sql(s) = t
+                && !s.retry_checkpoint().await
+            {
+                owing.push(name.clone());
+            }
+        }
+        owing
     }
 }

@@ -8,12 +8,13 @@
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{AssertSqlSafe, Row};
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::{ItemResult, PurgeItem, Removed};
 use crate::config::{SqlTargetConfig, named_to_positional};
@@ -50,8 +51,18 @@ pub struct SqlTarget {
     purge: BTreeMap<String, Vec<Statement>>,
     verify: BTreeMap<String, Vec<Statement>>,
     checkpoint: bool,
+    /// A WAL checkpoint after a purge could not complete (a reader held an old snapshot): the
+    /// deleted content may still be in the `-wal` file until [`SqlTarget::retry_checkpoint`]
+    /// (the daemon's maintenance loop) or the next batch completes one.
+    checkpoint_pending: AtomicBool,
     vacuum: Option<String>,
 }
+
+/// How long a checkpoint after a purge waits for readers before giving up (it is retried): a
+/// long reader in the application must not stall every purge batch for the full busy timeout.
+const CHECKPOINT_WAIT_MS: u32 = 1000;
+/// The busy timeout of the target's connections otherwise.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs `$body` with `$p` bound to the pool of whichever backend `$db` is.
 macro_rules! with_pool {
@@ -89,7 +100,12 @@ macro_rules! run_item {
                 }
                 match q.fetch_one(&mut *$conn).await {
                     Ok(row) => {
-                        let left: i64 = row.try_get(0).unwrap_or(-1);
+                        // COUNT(*) is a 64-bit integer on both databases; accept a 32-bit one
+                        // too (e.g. `SELECT 1 …`) rather than misreading it as "rows left".
+                        let left: i64 = row
+                            .try_get::<i64, _>(0)
+                            .or_else(|_| row.try_get::<i32, _>(0).map(i64::from))
+                            .unwrap_or(-1);
                         if left != 0 {
                             failure = Some(format!(
                                 "verify `{}` found {} left after the delete",
@@ -128,7 +144,7 @@ impl SqlTarget {
             let mut opts = SqliteConnectOptions::from_str(url)
                 .map_err(err)?
                 .create_if_missing(false)
-                .busy_timeout(Duration::from_secs(5));
+                .busy_timeout(BUSY_TIMEOUT);
             if cfg.secure_delete {
                 opts = opts.pragma("secure_delete", "ON");
             }
@@ -147,6 +163,7 @@ impl SqlTarget {
         Ok(SqlTarget {
             name: name.to_string(),
             checkpoint: cfg.secure_delete && matches!(db, AppDb::Sqlite(_)),
+            checkpoint_pending: AtomicBool::new(false),
             db,
             purge: prep(&cfg.purge),
             verify: prep(&cfg.verify),
@@ -257,43 +274,137 @@ impl SqlTarget {
         if !self.checkpoint {
             return;
         }
-        if let AppDb::Sqlite(pool) = &self.db {
-            match sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                .fetch_optional(pool)
-                .await
-            {
-                Ok(Some(row)) if row.try_get::<i64, _>(0).unwrap_or(0) != 0 => {
-                    warn!(target_name = %self.name, "WAL checkpoint could not complete (readers busy); it will be retried after the next batch");
-                }
-                Ok(_) => {}
-                Err(e) => warn!(target_name = %self.name, error = %e, "WAL checkpoint failed"),
-            }
-        }
+        self.checkpoint_now(CHECKPOINT_WAIT_MS).await;
     }
 
-    /// Reclaims space so deleted rows leave the file (VACUUM on SQLite; VACUUM of the tables
-    /// the purge statements name on PostgreSQL).
+    /// `PRAGMA wal_checkpoint(TRUNCATE)`, waiting at most `wait_ms` for readers. Returns whether
+    /// it completed; if not, the checkpoint stays pending (see [`SqlTarget::retry_checkpoint`]).
+    async fn checkpoint_now(&self, wait_ms: u32) -> bool {
+        let AppDb::Sqlite(pool) = &self.db else {
+            return true;
+        };
+        let result: Result<bool, sqlx::Error> = async {
+            let mut conn = pool.acquire().await?;
+            sqlx::query(AssertSqlSafe(format!("PRAGMA busy_timeout = {wait_ms}")))
+                .execute(&mut *conn)
+                .await?;
+            let row = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_optional(&mut *conn)
+                .await;
+            sqlx::query(AssertSqlSafe(format!(
+                "PRAGMA busy_timeout = {}",
+                BUSY_TIMEOUT.as_millis()
+            )))
+            .execute(&mut *conn)
+            .await?;
+            // (busy, wal frames, checkpointed frames); busy = 1: a reader kept it from finishing.
+            Ok(row?.is_none_or(|r| r.try_get::<i64, _>(0).unwrap_or(0) == 0))
+        }
+        .await;
+        let done = match result {
+            Ok(done) => done,
+            Err(e) => {
+                warn!(target_name = %self.name, error = %e, "WAL checkpoint failed; it will be retried");
+                false
+            }
+        };
+        let was_pending = self.checkpoint_pending.swap(!done, Ordering::Relaxed);
+        if !done && !was_pending {
+            warn!(target_name = %self.name, "WAL checkpoint could not complete (a reader holds an old snapshot); deleted content may stay in the -wal file until it does; retrying");
+        } else if done && was_pending {
+            info!(target_name = %self.name, "pending WAL checkpoint completed");
+        }
+        done
+    }
+
+    /// Whether a checkpoint after a purge is still owed.
+    pub fn checkpoint_pending(&self) -> bool {
+        self.checkpoint_pending.load(Ordering::Relaxed)
+    }
+
+    /// Retries a pending checkpoint; `true` when nothing is owed any more.
+    pub async fn retry_checkpoint(&self) -> bool {
+        if !self.checkpoint || !self.checkpoint_pending() {
+            return true;
+        }
+        self.checkpoint_now(CHECKPOINT_WAIT_MS).await
+    }
+
+    /// Reclaims space so deleted rows leave the file (VACUUM on SQLite, followed by a WAL
+    /// checkpoint; VACUUM of the tables the purge statements name on PostgreSQL).
     pub async fn vacuum(&self) -> Result<String, String> {
         match &self.db {
             AppDb::Sqlite(pool) => {
-                sqlx::query("VACUUM")
+                sqlx::raw_sql("VACUUM")
                     .execute(pool)
                     .await
                     .map_err(|e| self.unavailable(&e))?;
-                Ok("VACUUM".into())
+                // VACUUM in WAL mode writes the rebuilt pages through the WAL: move them into
+                // the file and truncate the WAL, or the old content stays there.
+                let done = self.checkpoint_now(BUSY_TIMEOUT.as_millis() as u32).await;
+                Ok(if done {
+                    "VACUUM; wal_checkpoint(TRUNCATE)".into()
+                } else {
+                    "VACUUM; WAL checkpoint pending (readers busy)".into()
+                })
             }
             AppDb::Postgres(pool) => {
                 let tables = self.tables();
                 for t in &tables {
-                    let sql = format!("VACUUM {t}");
-                    sqlx::query(AssertSqlSafe(sql))
+                    // VACUUM cannot run in a transaction block: the simple protocol, one
+                    // statement at a time. `t` is a plain identifier (see `tables`).
+                    sqlx::raw_sql(AssertSqlSafe(format!("VACUUM {t}")))
                         .execute(pool)
                         .await
-                        .map_err(|e| self.unavailable(&e))?;
+                        .map_err(|e| format!("target `{}`: VACUUM {t}: {e}", self.name))?;
                 }
                 Ok(format!("VACUUM {}", tables.join(", ")))
             }
         }
+    }
+
+    /// What a purge of `items` would remove, without removing it: each item's statements and
+    /// verify queries run in a transaction that is rolled back (for `reapply --dry-run`).
+    pub async fn probe(&self, kind: &str, items: &[PurgeItem]) -> Vec<ItemResult> {
+        let empty = Vec::new();
+        let stmts = self.purge.get(kind).unwrap_or(&empty);
+        let verify = self.verify.get(kind).unwrap_or(&empty);
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            out.push(self.probe_one(stmts, verify, item).await);
+        }
+        out
+    }
+
+    /// [`SqlTarget::probe`] for the account-level statements.
+    pub async fn probe_account(&self, account: &str, org: &str) -> ItemResult {
+        let empty = Vec::new();
+        let stmts = self.purge.get("account").unwrap_or(&empty);
+        let verify = self.verify.get("account").unwrap_or(&empty);
+        let item = PurgeItem {
+            id: String::new(),
+            kind: "account".into(),
+            account: account.to_string(),
+            org: org.to_string(),
+        };
+        self.probe_one(stmts, verify, &item).await
+    }
+
+    async fn probe_one(
+        &self,
+        stmts: &[Statement],
+        verify: &[Statement],
+        item: &PurgeItem,
+    ) -> ItemResult {
+        with_pool!(&self.db, |pool| {
+            async {
+                let mut tx = pool.begin().await.map_err(|e| self.unavailable(&e))?;
+                let r = run_item!(tx, stmts, verify, item);
+                let _ = tx.rollback().await;
+                r.map_err(|e| format!("target `{}`: {e}", self.name))
+            }
+            .await
+        })
     }
 
     /// Table names after `DELETE FROM` in the purge statements (plain identifiers only).
