@@ -118,6 +118,21 @@ pub enum Command {
         #[arg(long, default_value = "cli")]
         by: String,
     },
+    /// After a backup restore: re-run the purges done since TIME, removing erased data that came back.
+    Reapply {
+        /// RFC 3339 time, or a duration meaning that long ago (e.g. `7d`).
+        #[arg(long)]
+        since: String,
+        /// Only this target.
+        #[arg(long)]
+        target: Option<String>,
+        /// Report what would be removed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Who runs it (recorded in the audit log).
+        #[arg(long, default_value = "cli")]
+        by: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -642,6 +657,12 @@ pub async fn run(cli: Cli) -> Outcome {
             print!("{events}");
             Ok(())
         }
+        Command::Reapply {
+            since,
+            target,
+            dry_run,
+            by,
+        } => crate::reapply::cli(&config, &clock, json, &since, target, dry_run, by).await,
         Command::Retry { ids, by } => {
             let (ledger, _) = daemon::prepare(&config, &clock, &actor("retry")).await?;
             let r = admin::retry(&ledger, &ids, &by, clock.now()).await?;

@@ -15,6 +15,7 @@ pub mod holds;
 pub mod ingest;
 pub mod model;
 pub mod policy;
+pub mod reapply;
 pub mod report;
 pub mod rules;
 pub mod store;

@@ -294,3 +294,164 @@ async fn a_checkpoint_blocked_by_a_reader_is_retried_until_the_wal_is_clean() {
     reader.close().await.unwrap();
     app.close().await;
 }
+
+/// `resource.purge_failed` / `resource.purged` entries for one subject, in order.
+async fn audit_actions(h: &H, subject: &str) -> Vec<(String, serde_json::Value)> {
+    h.ledger
+        .audit_range(1, i64::MAX, 100_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.subject == subject)
+        .map(|e| (e.action, serde_json::from_str(&e.details).unwrap()))
+        .collect()
+}
+
+both_backends! {
+    async fn a_verify_that_finds_rows_left_fails_the_purge_and_it_is_retried(b: Backend) {
+        let h = H::new(b, Knobs { verify: true, ..Default::default() }).await;
+        h.env.seed_conversation("c1", "a1", 3).await;
+        h.env.seed_conversation("c2", "a1", 2).await;
+        // The application re-inserts a message when one is deleted: a partial erasure.
+        h.env
+            .app_exec(
+                "CREATE TRIGGER resurrect AFTER DELETE ON messages WHEN old.conversation_id = 'c1' \
+                 AND old.body = 'message 0 of c1' BEGIN \
+                 INSERT INTO messages (conversation_id, body) VALUES (old.conversation_id, 'copy'); END",
+            )
+            .await;
+        h.ingest(&(org_account("o1", "free", "a1") + &created("c1", "conversation", "a1") + &created("c2", "conversation", "a1") + &deleted("c1") + &deleted("c2"))).await;
+        h.advance("31d");
+        let r = h.sweep().await;
+        assert_eq!((r.purged, r.failed), (1, 1), "{r:?}");
+        assert_eq!(h.state("c2").await, "purged");
+        assert_ne!(h.state("c1").await, "purged");
+        let row = h.ledger.resource("c1").await.unwrap().unwrap();
+        let err = row.last_error.clone().unwrap_or_default();
+        assert!(err.contains("verify") && err.contains("found 1 left"), "{err}");
+        assert!(row.purged_at.is_none());
+        // The whole purge of c1 rolled back: nothing half-deleted, nothing reported as removed.
+        assert_eq!(h.env.app_count("SELECT COUNT(*) FROM messages WHERE conversation_id = 'c1'").await, 3);
+        assert_eq!(h.env.app_count("SELECT COUNT(*) FROM conversations WHERE id = 'c1'").await, 1);
+        let audit = audit_actions(&h, "conversation/c1").await;
+        let failed: Vec<_> = audit.iter().filter(|(a, _)| a == "resource.purge_failed").collect();
+        assert_eq!(failed.len(), 1, "{audit:?}");
+        assert!(failed[0].1["error"].as_str().unwrap().contains("verify"));
+        assert!(failed[0].1["retry_at"].is_string());
+        assert!(!audit.iter().any(|(a, _)| a == "resource.purged"));
+        assert!(!h.receipts().await.contains_key("c1"));
+
+        // Before its retry time nothing happens; after it, it fails again while the trigger stays.
+        let r = h.sweep().await;
+        assert_eq!((r.purged, r.failed), (0, 0));
+        h.advance("2m");
+        let r = h.sweep().await;
+        assert_eq!((r.purged, r.failed), (0, 1));
+
+        // Once the cause is fixed, the retry purges it, with exactly one receipt.
+        h.env.app_exec("DROP TRIGGER resurrect").await;
+        h.advance("5m");
+        let r = h.sweep().await;
+        assert_eq!((r.purged, r.failed), (1, 0), "{r:?}");
+        assert_eq!(h.state("c1").await, "purged");
+        assert_eq!(h.env.app_count("SELECT COUNT(*) FROM messages WHERE conversation_id = 'c1'").await, 0);
+        assert_eq!(h.receipts().await.get("c1"), Some(&1));
+        h.audit_ok().await;
+    }
+}
+
+/// The sample application schema on PostgreSQL, in its own schema; `files.id` is numeric to show
+/// the `:id::bigint` cast (parameters are always bound as text).
+const PG_APP_SCHEMA: &str = "
+CREATE TABLE users (id TEXT PRIMARY KEY, name TEXT NOT NULL);
+CREATE TABLE conversations (id TEXT PRIMARY KEY, user_id TEXT NOT NULL, title TEXT);
+CREATE TABLE messages (id BIGSERIAL PRIMARY KEY, conversation_id TEXT NOT NULL, body TEXT NOT NULL);
+CREATE INDEX messages_conversation ON messages (conversation_id);
+CREATE TABLE embeddings (id BIGSERIAL PRIMARY KEY, conversation_id TEXT NOT NULL, vector BYTEA);
+CREATE INDEX embeddings_conversation ON embeddings (conversation_id);
+CREATE TABLE files (id BIGINT PRIMARY KEY, user_id TEXT NOT NULL, name TEXT);
+CREATE TABLE api_logs (id TEXT PRIMARY KEY, user_id TEXT NOT NULL, endpoint TEXT, request TEXT, response TEXT);
+CREATE TABLE agents (id TEXT PRIMARY KEY, user_id TEXT NOT NULL, spec TEXT);
+CREATE FUNCTION resurrect() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF old.body = 'keep me' THEN
+        INSERT INTO messages (conversation_id, body) VALUES (old.conversation_id, 'copy');
+    END IF;
+    RETURN old;
+END $$;
+CREATE TRIGGER resurrect AFTER DELETE ON messages FOR EACH ROW EXECUTE FUNCTION resurrect();
+";
+
+both_backends! {
+    async fn sql_targets_purge_verify_and_vacuum_a_postgresql_application_database(b: Backend) {
+        if pg_disabled() {
+            eprintln!("RETENTIOND_TEST_PG=off: the PostgreSQL application database is skipped on request");
+            return;
+        }
+        let env = Env::new(b).await;
+        let app_url = pg_schema().await;
+        let mut app = sqlx::PgConnection::connect(&app_url).await.unwrap();
+        sqlx::raw_sql(PG_APP_SCHEMA).execute(&mut app).await.unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO users VALUES ('a1', 'n'), ('a2', 'm');
+             INSERT INTO conversations VALUES ('c1', 'a1', 't'), ('c2', 'a1', 't');
+             INSERT INTO messages (conversation_id, body) VALUES ('c1', 'm1'), ('c1', 'm2'), ('c1', 'm3'), ('c2', 'keep me');
+             INSERT INTO embeddings (conversation_id, vector) VALUES ('c1', '\\x00ff'), ('c1', '\\x0102');
+             INSERT INTO files VALUES (42, 'a2', 'f');",
+        )
+        .execute(&mut app)
+        .await
+        .unwrap();
+        let upload = env.upload("a2", "42");
+        std::fs::create_dir_all(upload.parent().unwrap()).unwrap();
+        std::fs::write(&upload, b"x").unwrap();
+        let text = env
+            .config_text(&Knobs { verify: true, account_grace: "1d", ..Default::default() })
+            .replace(&format!("url = \"sqlite://{}\"", env.app_db.display()), &format!("url = \"{app_url}\"\nvacuum = \"0 0 3 * * *\""))
+            .replace(
+                "conversation = [\"DELETE FROM messages WHERE conversation_id = :id\", ",
+                "conversation = [\"DELETE FROM messages WHERE conversation_id = :id\", \"DELETE FROM embeddings WHERE conversation_id = :id\", ",
+            )
+            .replace("file = [\"DELETE FROM files WHERE id = :id\"]", "file = [\"DELETE FROM files WHERE id = :id::bigint\"]");
+        let h = H::with_config(env, &text).await;
+        h.ingest(&(org_account("o1", "free", "a1")
+            + "{\"type\":\"account.created\",\"account\":\"a2\",\"org\":\"o1\"}\n"
+            + &created("c1", "conversation", "a1") + &created("c2", "conversation", "a1") + &created("42", "file", "a2")
+            + &deleted("c1") + &deleted("c2") + &account_deleted("a2"))).await;
+        h.advance("31d");
+        let r = h.sweep().await;
+        assert_eq!((r.purged, r.failed, r.accounts_purged), (2, 1, 1), "{r:?}");
+        let count = |sql: &'static str| {
+            let url = app_url.clone();
+            async move {
+                let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+                sqlx::query_scalar::<_, i64>(sql).fetch_one(&mut c).await.unwrap()
+            }
+        };
+        assert_eq!(count("SELECT COUNT(*) FROM messages WHERE conversation_id = 'c1'").await, 0);
+        assert_eq!(count("SELECT COUNT(*) FROM embeddings").await, 0);
+        assert_eq!(count("SELECT COUNT(*) FROM conversations WHERE id = 'c1'").await, 0);
+        assert_eq!(count("SELECT COUNT(*) FROM files").await, 0);
+        assert_eq!(count("SELECT COUNT(*) FROM users WHERE id = 'a2'").await, 0);
+        assert!(!exists(&upload));
+        // The trigger re-inserted a message of c2: verify failed it and PostgreSQL rolled it back.
+        assert_ne!(h.state("c2").await, "purged");
+        assert_eq!(count("SELECT COUNT(*) FROM messages WHERE conversation_id = 'c2' AND body = 'keep me'").await, 1);
+        assert_eq!(count("SELECT COUNT(*) FROM conversations WHERE id = 'c2'").await, 1);
+        let receipt = audit_actions(&h, "conversation/c1").await;
+        let purged = receipt.iter().find(|(a, _)| a == "resource.purged").unwrap();
+        assert_eq!(purged.1["targets"][0]["rows"], 6, "3 messages, 2 embeddings, 1 conversation");
+
+        // VACUUM of the tables the purge statements touch.
+        let last_vacuum = "SELECT COUNT(*) FROM pg_stat_user_tables WHERE schemaname = current_schema() AND last_vacuum IS NOT NULL";
+        assert_eq!(count(last_vacuum).await, 0);
+        let targets = Targets::from_config(&h.config).unwrap();
+        let target = targets.get("app_db").unwrap();
+        assert_eq!(target.vacuum_schedule(), Some("0 0 3 * * *"));
+        let Target::Sql(sql) = target else { panic!("sql target") };
+        let done = sql.vacuum().await.unwrap();
+        assert_eq!(done, "VACUUM users, agents, api_logs, messages, embeddings, conversations, files");
+        assert_eq!(count(last_vacuum).await, 7);
+        h.audit_ok().await;
+    }
+}

@@ -437,6 +437,10 @@ forward! { ref Ledger;
     /// (`purge_after`, `id`), in that order.
     fn due_accounts(&self, now: Timestamp, after: (Timestamp, &str), limit: i64) -> Vec<AccountRow>;
     fn record_sweep(&self, run: &SweepRun) -> ();
+    /// Resources purged since `since`, after the cursor (`purged_at`, `id`) — `reapply`.
+    fn purged_since(&self, since: Timestamp, after: (Timestamp, &str), limit: i64) -> Vec<ResourceRow>;
+    /// Accounts purged since `since`, after the cursor (`purged_at`, `id`) — `reapply`.
+    fn purged_accounts_since(&self, since: Timestamp, after: (Timestamp, &str), limit: i64) -> Vec<AccountRow>;
 }
 
 forward! { mut LedgerTx;

@@ -1,0 +1,512 @@
+//! `retentiond reapply --since TIME [--target NAME] [--dry-run]`: after a backup of an
+//! application database or file store is restored, data that was erased is back. This re-runs the
+//! purge targets for every resource and account the ledger's tombstones say were purged since
+//! TIME, and reports per kind how many had come back and how many rows and files were removed
+//! again.
+//!
+//! It is idempotent (target deletes of missing rows and files are no-ops), changes no ledger
+//! state (tombstones stay tombstones, no second purge receipt), and audits what it removed:
+//! `resource.reapplied` / `account.reapplied` for each item that had come back, and one
+//! `purges.reapplied` summary. Anything an active legal hold now covers is skipped and listed:
+//! restored data under a hold is evidence, and a person decides about it. Each batch runs inside
+//! a purge transaction (the hold lock, shared), so a hold placed meanwhile is honoured exactly as
+//! by a sweep (Invariant H). A dry run executes each SQL purge in a transaction it rolls back and
+//! counts the files that exist: it reports what a real run would remove and changes nothing.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::audit::AuditDraft;
+use crate::config::Config;
+use crate::holds::HoldSet;
+use crate::model::Timestamp;
+use crate::store::{AccountRow, Ledger, LedgerTx, ResourceRow, StoreError};
+use crate::targets::{ItemResult, PurgeItem, Removed, Targets};
+
+#[derive(Debug, Clone)]
+pub struct ReapplyOptions {
+    pub since: Timestamp,
+    /// Only this target (must be configured).
+    pub target: Option<String>,
+    pub dry_run: bool,
+    /// Who runs it (audited).
+    pub by: String,
+}
+
+/// Per kind (and `account`): what was checked and what had come back.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct KindCounts {
+    /// Tombstones whose targets were re-run.
+    pub checked: u64,
+    /// Of those, how many had something back (rows or files).
+    pub came_back: u64,
+    pub rows: u64,
+    pub files: u64,
+}
+
+/// Something reapply did not touch, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    /// `kind/id` or `account/id`.
+    pub subject: String,
+    /// Active holds that cover it (empty when skipped for another reason).
+    pub holds: Vec<i64>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Failed {
+    pub subject: String,
+    pub error: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReapplyReport {
+    pub since: Timestamp,
+    pub dry_run: bool,
+    /// The targets re-run.
+    pub targets: Vec<String>,
+    /// Per kind, plus `account` for account-level targets.
+    pub kinds: BTreeMap<String, KindCounts>,
+    /// Rows and files removed again (or, in a dry run, that would be).
+    pub removed: Removed,
+    /// Items that had come back.
+    pub came_back: u64,
+    /// Kept by an active legal hold, or not re-run for another reason.
+    pub skipped: Vec<Skipped>,
+    /// Target failures: the data may still be there; run again.
+    pub failed: Vec<Failed>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReapplyError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What the targets did for one item.
+#[derive(Default)]
+struct Outcome {
+    removed: Vec<(String, Removed)>,
+    error: Option<String>,
+}
+
+impl Outcome {
+    fn total(&self) -> Removed {
+        let mut t = Removed::default();
+        for (_, r) in &self.removed {
+            t += *r;
+        }
+        t
+    }
+    fn record(&mut self, target: &str, r: ItemResult) {
+        match r {
+            Ok(x) => self.removed.push((target.to_string(), x)),
+            Err(e) => {
+                self.error.get_or_insert(e);
+            }
+        }
+    }
+}
+
+struct Run<'a> {
+    ledger: &'a Ledger,
+    config: &'a Config,
+    targets: &'a Targets,
+    opts: &'a ReapplyOptions,
+    now: Timestamp,
+    report: ReapplyReport,
+}
+
+/// Runs a reapply. `now` dates the audit entries.
+pub async fn reapply(
+    ledger: &Ledger,
+    config: &Config,
+    targets: &Targets,
+    opts: &ReapplyOptions,
+    now: Timestamp,
+) -> Result<ReapplyReport, ReapplyError> {
+    let mut used: Vec<String> = config.targets.keys().cloned().collect();
+    if let Some(t) = &opts.target {
+        if targets.get(t).is_none() {
+            return Err(ReapplyError::Invalid(format!(
+                "--target: unknown target `{t}` (configured: {})",
+                used.join(", ")
+            )));
+        }
+        used = vec![t.clone()];
+    }
+    if opts.since > now {
+        return Err(ReapplyError::Invalid(format!(
+            "--since {} is in the future",
+            opts.since
+        )));
+    }
+    let mut run = Run {
+        ledger,
+        config,
+        targets,
+        opts,
+        now,
+        report: ReapplyReport {
+            since: opts.since,
+            dry_run: opts.dry_run,
+            targets: used,
+            kinds: BTreeMap::new(),
+            removed: Removed::default(),
+            came_back: 0,
+            skipped: Vec::new(),
+            failed: Vec::new(),
+        },
+    };
+    let batch = config.scheduler.batch_size as i64;
+    let mut cursor = (Timestamp(i64::MIN), String::new());
+    loop {
+        let page = ledger
+            .purged_since(opts.since, (cursor.0, &cursor.1), batch)
+            .await?;
+        let Some(last) = page.last() else { break };
+        cursor = (last.purged_at.unwrap_or(opts.since), last.id.clone());
+        run.resources(page).await?;
+    }
+    let mut cursor = (Timestamp(i64::MIN), String::new());
+    loop {
+        let page = ledger
+            .purged_accounts_since(opts.since, (cursor.0, &cursor.1), batch)
+            .await?;
+        let Some(last) = page.last() else { break };
+        cursor = (last.purged_at.unwrap_or(opts.since), last.id.clone());
+        run.accounts(page).await?;
+    }
+    let report = run.report;
+    if !opts.dry_run {
+        let tx = ledger.begin().await?;
+        tx.commit_with_audit(&[AuditDraft::new(
+            now,
+            "purges.reapplied",
+            "reapply",
+            json!({
+                "since": report.since, "by": opts.by, "targets": report.targets,
+                "kinds": report.kinds, "rows": report.removed.rows, "files": report.removed.files,
+                "came_back": report.came_back, "skipped": report.skipped.len(), "failed": report.failed.len(),
+            }),
+        )])
+        .await?;
+    }
+    info!(
+        since = %report.since, dry_run = report.dry_run, targets = %report.targets.join(","),
+        came_back = report.came_back, rows = report.removed.rows, files = report.removed.files,
+        skipped = report.skipped.len(), failed = report.failed.len(),
+        "reapply finished"
+    );
+    Ok(report)
+}
+
+impl Run<'_> {
+    fn wanted(&self, target: &str) -> bool {
+        self.opts.target.as_deref().is_none_or(|t| t == target)
+    }
+
+    /// A purge transaction (hold lock shared) for a real run; none for a dry run.
+    async fn begin(&self) -> Result<(Option<LedgerTx>, HoldSet), StoreError> {
+        if self.opts.dry_run {
+            return Ok((None, HoldSet::new(self.ledger.active_holds().await?)));
+        }
+        let mut tx = self.ledger.begin_purge().await?;
+        let holds = HoldSet::new(tx.active_holds().await?);
+        Ok((Some(tx), holds))
+    }
+
+    async fn resources(&mut self, page: Vec<ResourceRow>) -> Result<(), StoreError> {
+        let (tx, holds) = self.begin().await?;
+        let mut by_kind: BTreeMap<String, Vec<ResourceRow>> = BTreeMap::new();
+        for r in page {
+            let blocking: Vec<i64> = holds
+                .matching(&r.hold_subject())
+                .iter()
+                .map(|h| h.id)
+                .collect();
+            if !blocking.is_empty() {
+                warn!(kind = %r.kind, id = %r.id, account = %r.account, holds = ?blocking, "reapply skipped: under an active legal hold");
+                self.report.skipped.push(Skipped {
+                    subject: format!("{}/{}", r.kind, r.id),
+                    holds: blocking,
+                    reason: "under an active legal hold".into(),
+                });
+                continue;
+            }
+            by_kind.entry(r.kind.clone()).or_default().push(r);
+        }
+        let mut drafts = Vec::new();
+        for (kind, rows) in by_kind {
+            let Some(kind_cfg) = self.config.kinds.get(&kind) else {
+                for r in &rows {
+                    self.report.skipped.push(Skipped {
+                        subject: format!("{kind}/{}", r.id),
+                        holds: Vec::new(),
+                        reason: format!("kind `{kind}` is no longer configured"),
+                    });
+                }
+                continue;
+            };
+            let names: Vec<&String> = kind_cfg.targets.iter().filter(|t| self.wanted(t)).collect();
+            if names.is_empty() {
+                continue;
+            }
+            let items: Vec<PurgeItem> = rows
+                .iter()
+                .map(|r| PurgeItem {
+                    id: r.id.clone(),
+                    kind: kind.clone(),
+                    account: r.account.clone(),
+                    org: r.org.clone(),
+                })
+                .collect();
+            let mut outcomes: Vec<Outcome> = items.iter().map(|_| Outcome::default()).collect();
+            for name in names {
+                let results = match self.targets.get(name) {
+                    None => items
+                        .iter()
+                        .map(|_| Err(format!("target `{name}` is not configured")))
+                        .collect(),
+                    Some(t) if self.opts.dry_run => t.probe(&kind, &items).await,
+                    Some(t) => t.purge(&kind, &items).await,
+                };
+                for (o, r) in outcomes.iter_mut().zip(results) {
+                    o.record(name, r);
+                }
+            }
+            for (r, o) in rows.iter().zip(&outcomes) {
+                let subject = format!("{kind}/{}", r.id);
+                if let Some(d) = self.tally(&kind, &subject, &r.account, o) {
+                    drafts.push(d);
+                }
+            }
+        }
+        if let Some(tx) = tx {
+            tx.commit_with_audit(&drafts).await?;
+        }
+        Ok(())
+    }
+
+    async fn accounts(&mut self, page: Vec<AccountRow>) -> Result<(), StoreError> {
+        let names: Vec<String> = self
+            .config
+            .account_targets
+            .iter()
+            .filter(|t| self.wanted(t))
+            .cloned()
+            .collect();
+        if names.is_empty() {
+            return Ok(());
+        }
+        let (tx, holds) = self.begin().await?;
+        let mut drafts = Vec::new();
+        for a in page {
+            let subject = format!("account/{}", a.id);
+            let blocking: Vec<i64> = holds
+                .blocking_account(&a.id, &a.org)
+                .iter()
+                .map(|h| h.id)
+                .collect();
+            if !blocking.is_empty() {
+                warn!(account = %a.id, holds = ?blocking, "reapply skipped: account under an active legal hold");
+                self.report.skipped.push(Skipped {
+                    subject,
+                    holds: blocking,
+                    reason: "under an active legal hold".into(),
+                });
+                continue;
+            }
+            let mut o = Outcome::default();
+            for name in &names {
+                let r = match self.targets.get(name) {
+                    None => Err(format!("target `{name}` is not configured")),
+                    Some(t) if self.opts.dry_run => t.probe_account(&a.id, &a.org).await,
+                    Some(t) => t.purge_account(&a.id, &a.org).await,
+                };
+                o.record(name, r);
+            }
+            if let Some(d) = self.tally("account", &subject, &a.id, &o) {
+                drafts.push(d);
+            }
+        }
+        if let Some(tx) = tx {
+            tx.commit_with_audit(&drafts).await?;
+        }
+        Ok(())
+    }
+
+    /// Counts one item's outcome; returns its audit entry if something had come back.
+    fn tally(
+        &mut self,
+        kind: &str,
+        subject: &str,
+        account: &str,
+        o: &Outcome,
+    ) -> Option<AuditDraft> {
+        let counts = self.report.kinds.entry(kind.to_string()).or_default();
+        counts.checked += 1;
+        let total = o.total();
+        counts.rows += total.rows;
+        counts.files += total.files;
+        self.report.removed += total;
+        if let Some(e) = &o.error {
+            warn!(subject = %subject, error = %e, "reapply failed for this item; run reapply again");
+            self.report.failed.push(Failed {
+                subject: subject.to_string(),
+                error: e.clone(),
+            });
+        }
+        if total.rows + total.files == 0 {
+            return None;
+        }
+        counts.came_back += 1;
+        self.report.came_back += 1;
+        let targets: Vec<String> = o
+            .removed
+            .iter()
+            .map(|(t, x)| format!("{t}:{}r/{}f", x.rows, x.files))
+            .collect();
+        if self.opts.dry_run {
+            info!(subject = %subject, account = %account, targets = %targets.join(","), "reapply (dry run): erased data is back and would be removed");
+            return None;
+        }
+        info!(subject = %subject, account = %account, targets = %targets.join(","), rows = total.rows, files = total.files, "reapply: erased data had come back; removed again");
+        Some(AuditDraft::new(
+            self.now,
+            if kind == "account" {
+                "account.reapplied"
+            } else {
+                "resource.reapplied"
+            },
+            subject.to_string(),
+            json!({
+                "account": account, "since": self.opts.since, "by": self.opts.by,
+                "targets": o.removed.iter().map(|(t, x)| json!({"target": t, "rows": x.rows, "files": x.files})).collect::<Vec<_>>(),
+                "error": o.error,
+            }),
+        ))
+    }
+}
+
+/// `--since`: an RFC 3339 time, or a duration meaning that long before `now`.
+pub fn parse_since(s: &str, now: Timestamp) -> Result<Timestamp, String> {
+    if let Ok(t) = Timestamp::parse_rfc3339(s) {
+        return Ok(t);
+    }
+    match crate::model::Span::parse(s) {
+        Ok(span) => Ok(now.minus(span)),
+        Err(_) => Err(format!(
+            "--since `{s}` is neither an RFC 3339 time (2026-11-27T00:00:00Z) nor a duration (7d)"
+        )),
+    }
+}
+
+/// The report as text.
+pub fn describe(r: &ReapplyReport) -> String {
+    let mut s = format!(
+        "reapply{} since {} (targets {}):\n",
+        if r.dry_run { " --dry-run" } else { "" },
+        r.since,
+        r.targets.join(", ")
+    );
+    for (kind, c) in &r.kinds {
+        s.push_str(&format!(
+            "  {kind:<14} {} checked, {} had come back: {} row(s), {} file(s) {}\n",
+            c.checked,
+            c.came_back,
+            c.rows,
+            c.files,
+            if r.dry_run {
+                "would be removed"
+            } else {
+                "removed again"
+            }
+        ));
+    }
+    if r.kinds.is_empty() {
+        s.push_str("  nothing was purged since then\n");
+    }
+    for k in &r.skipped {
+        s.push_str(&format!(
+            "  skipped {}: {}{}\n",
+            k.subject,
+            k.reason,
+            if k.holds.is_empty() {
+                String::new()
+            } else {
+                format!(" (holds {:?})", k.holds)
+            }
+        ));
+    }
+    for f in &r.failed {
+        s.push_str(&format!("  FAILED {}: {}\n", f.subject, f.error));
+    }
+    s.push_str(&if r.came_back == 0 {
+        "nothing had come back".to_string()
+    } else {
+        format!(
+            "{} item(s) had come back; {} row(s), {} file(s) {}",
+            r.came_back,
+            r.removed.rows,
+            r.removed.files,
+            if r.dry_run {
+                "would be removed (nothing was changed)"
+            } else {
+                "removed again"
+            }
+        )
+    });
+    s
+}
+
+/// `retentiond reapply`: exit 0 when done, 1 when a target failed for some item (after printing
+/// the report), 2 for bad arguments.
+pub async fn cli(
+    config: &Config,
+    clock: &crate::clock::Clock,
+    json: bool,
+    since: &str,
+    target: Option<String>,
+    dry_run: bool,
+    by: String,
+) -> Result<(), crate::cli::Failure> {
+    use crate::cli::Failure;
+    let now = clock.now();
+    let since = parse_since(since, now).map_err(Failure::bad_input)?;
+    let (ledger, _) = crate::daemon::prepare(config, clock, "retentiond reapply").await?;
+    let targets = Targets::from_config(config).map_err(Failure::bad_input)?;
+    let opts = ReapplyOptions {
+        since,
+        target,
+        dry_run,
+        by,
+    };
+    let report = match reapply(&ledger, config, &targets, &opts, now).await {
+        Ok(r) => r,
+        Err(ReapplyError::Invalid(m)) => return Err(Failure::bad_input(m)),
+        Err(ReapplyError::Store(e)) => return Err(e.into()),
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+        );
+    } else {
+        println!("{}", describe(&report));
+    }
+    if report.failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::runtime(format!(
+            "reapply failed for {} item(s); their data may still be there: fix the cause and run it again",
+            report.failed.len()
+        )))
+    }
+}
