@@ -89,6 +89,8 @@ pub async fn sync(
         }
     }
     let mut tx = ledger.begin().await?;
+    // One instance recomputes at a time; the others wait, then find nothing left to do.
+    tx.lock_singleton("policy").await?;
     let state = tx.policy_state().await?;
     let mut report = SyncReport::default();
     let mut audit = Vec::new();

@@ -25,7 +25,7 @@ pub fn init(format: LogFormat, level: Option<&str>) {
         .ok()
         .and_then(|v| EnvFilter::try_new(v).ok())
         .or_else(|| level.and_then(|l| EnvFilter::try_new(with_quiet_sqlx(l)).ok()))
-        .unwrap_or_else(|| EnvFilter::new("info,sqlx=warn"));
+        .unwrap_or_else(|| EnvFilter::new("info,sqlx=warn,tokio_cron_scheduler=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

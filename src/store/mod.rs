@@ -415,6 +415,10 @@ forward! { ref Ledger;
     fn backlog(&self, now: Timestamp) -> i64;
     fn held_back(&self) -> i64;
     fn next_due(&self, now: Timestamp) -> Option<Timestamp>;
+    /// The earliest `purge_after` of what is due now and not held (oldest overdue age).
+    fn oldest_due(&self, now: Timestamp) -> Option<Timestamp>;
+    /// A round trip to the ledger database (readiness).
+    fn ping(&self) -> ();
     /// Scheduled resources due up to `until`, counted per UTC day, kind and held flag.
     fn forecast(&self, until: Timestamp) -> Vec<ForecastRow>;
     fn failed_resources(&self, limit: i64) -> Vec<ResourceRow>;
@@ -429,6 +433,8 @@ forward! { ref Ledger;
     fn audit_range(&self, from_seq: i64, to_seq: i64, limit: i64) -> Vec<AuditEntry>;
     fn audit_for_subjects(&self, subjects: &[String], action: &str) -> Vec<AuditEntry>;
     fn audit_since_time(&self, since: Timestamp, action: &str, after_seq: i64, limit: i64) -> Vec<AuditEntry>;
+    /// Signed checkpoints of the audit chain after `after_seq`, in seq order.
+    fn audit_checkpoints(&self, after_seq: i64, limit: i64) -> Vec<crate::checkpoint::Checkpoint>;
     fn sweep_runs(&self) -> Vec<SweepRun>;
     fn policy_state(&self) -> Option<PolicyState>;
     /// Reclaims due work: stale claims first, then due resources, oldest first.
@@ -444,6 +450,13 @@ forward! { ref Ledger;
 }
 
 forward! { mut LedgerTx;
+    /// Waits for the per-ledger lock `name` (PostgreSQL advisory lock; SQLite writers are
+    /// exclusive anyway), held until this transaction ends: work that must run once at a time
+    /// across instances, such as schedule recomputation.
+    fn lock_singleton(&mut self, name: &str) -> ();
+    /// Like `lock_singleton` but returns false at once when another instance holds it: leader
+    /// election for periodic jobs that only one instance should run.
+    fn try_lock_singleton(&mut self, name: &str) -> bool;
     fn load_resources(&mut self, ids: &[String]) -> Vec<ResourceRow>;
     fn load_accounts(&mut self, ids: &[String]) -> Vec<AccountRow>;
     fn load_orgs(&mut self, ids: &[String]) -> Vec<OrgRow>;
@@ -484,6 +497,9 @@ forward! { mut LedgerTx;
     fn requeue_failed(&mut self, ids: &[String]) -> Vec<String>;
     /// Gives up every claim of `owner` (graceful shutdown).
     fn release_owner_claims(&mut self, owner: &str) -> u64;
+    /// The last audit entry, locking the chain until the transaction ends.
+    fn audit_last_locked(&mut self) -> Option<AuditEntry>;
+    fn insert_checkpoint(&mut self, cp: &crate::checkpoint::Checkpoint) -> ();
 }
 
 impl LedgerTx {
@@ -712,6 +728,28 @@ impl From<RawSweep> for SweepRun {
             held: s.held,
             accounts_purged: s.accounts_purged,
             error: s.error,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct RawCheckpoint {
+    seq: i64,
+    hash: String,
+    at: i64,
+    public_key: String,
+    signature: String,
+}
+
+impl From<RawCheckpoint> for crate::checkpoint::Checkpoint {
+    fn from(c: RawCheckpoint) -> Self {
+        crate::checkpoint::Checkpoint {
+            format: crate::checkpoint::FORMAT.to_string(),
+            seq: c.seq,
+            hash: c.hash,
+            at: Timestamp(c.at),
+            public_key: c.public_key,
+            signature: c.signature,
         }
     }
 }

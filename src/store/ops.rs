@@ -329,6 +329,23 @@ impl Store {
         Ok(v.map(Timestamp))
     }
 
+    /// The earliest `purge_after` among resources due now and not held (the oldest overdue).
+    pub async fn oldest_due(&self, now: Timestamp) -> Result<Option<Timestamp>> {
+        let v: Option<i64> = sqlx::query_scalar(concat!(
+            "SELECT MIN(r.purge_after) FROM resources r WHERE ", due_predicate!(), " AND r.purge_after <= $1"
+        ))
+        .bind(now.millis())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(v.map(Timestamp))
+    }
+
+    /// A round trip to the ledger database (readiness).
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     pub async fn forecast(&self, until: Timestamp) -> Result<Vec<ForecastRow>> {
         let rows = sqlx::query(concat!(
             "SELECT r.purge_after / 86400000 AS day, r.kind, r.held, COUNT(*) FROM resources r ",
@@ -428,6 +445,18 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         Ok(raw.into_iter().map(AuditEntry::from).collect())
+    }
+
+    /// Signed checkpoints of the audit chain with seq > `after_seq`, in seq order.
+    pub async fn audit_checkpoints(&self, after_seq: i64, limit: i64) -> Result<Vec<crate::checkpoint::Checkpoint>> {
+        let raw: Vec<super::RawCheckpoint> = sqlx::query_as(
+            "SELECT seq, hash, at, public_key, signature FROM audit_checkpoints WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(raw.into_iter().map(crate::checkpoint::Checkpoint::from).collect())
     }
 
     pub async fn sweep_runs(&self) -> Result<Vec<SweepRun>> {
@@ -556,6 +585,14 @@ impl Tx {
         }
         self.tx.commit().await?;
         Ok(head)
+    }
+
+    pub async fn lock_singleton(&mut self, name: &str) -> Result<()> {
+        singleton_lock(&mut self.tx, name, true).await.map(|_| ())
+    }
+
+    pub async fn try_lock_singleton(&mut self, name: &str) -> Result<bool> {
+        singleton_lock(&mut self.tx, name, false).await
     }
 
     pub async fn load_resources(&mut self, ids: &[String]) -> Result<Vec<ResourceRow>> {
@@ -926,5 +963,29 @@ impl Tx {
             .execute(&mut *self.tx)
             .await?
             .rows_affected())
+    }
+
+    /// The last audit entry, with the chain locked until this transaction ends, so nothing is
+    /// appended between reading it and this transaction's own appends (signed checkpoints).
+    pub async fn audit_last_locked(&mut self) -> Result<Option<AuditEntry>> {
+        lock_audit(&mut self.tx).await?;
+        let raw: Option<RawAudit> = sqlx::query_as(
+            "SELECT seq, at, action, subject, details, prev_hash, hash FROM audit ORDER BY seq DESC LIMIT 1",
+        )
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        Ok(raw.map(AuditEntry::from))
+    }
+
+    pub async fn insert_checkpoint(&mut self, cp: &crate::checkpoint::Checkpoint) -> Result<()> {
+        sqlx::query("INSERT INTO audit_checkpoints (seq, hash, at, public_key, signature) VALUES ($1, $2, $3, $4, $5)")
+            .bind(cp.seq)
+            .bind(&cp.hash)
+            .bind(cp.at.millis())
+            .bind(&cp.public_key)
+            .bind(&cp.signature)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
     }
 }

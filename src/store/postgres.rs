@@ -53,6 +53,31 @@ async fn lock_audit(tx: &mut sqlx::Transaction<'static, Db>) -> Result<()> {
     Ok(())
 }
 
+/// Leadership for work that must run once across instances: a transaction-level advisory lock,
+/// per schema, released at commit or rollback (never left behind by a dead connection).
+async fn singleton_lock(
+    tx: &mut sqlx::Transaction<'static, Db>,
+    name: &str,
+    wait: bool,
+) -> Result<bool> {
+    if wait {
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.retentiond.' || $1))",
+        )
+        .bind(name)
+        .execute(&mut **tx)
+        .await?;
+        Ok(true)
+    } else {
+        Ok(sqlx::query_scalar(
+            "SELECT pg_try_advisory_xact_lock(hashtext(current_schema() || '.retentiond.' || $1))",
+        )
+        .bind(name)
+        .fetch_one(&mut **tx)
+        .await?)
+    }
+}
+
 include!("ops.rs");
 
 impl Store {

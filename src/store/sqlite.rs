@@ -50,6 +50,15 @@ async fn lock_audit(_tx: &mut sqlx::Transaction<'static, Db>) -> Result<()> {
     Ok(())
 }
 
+/// Every SQLite write transaction is already exclusive: the singleton lock is always ours.
+async fn singleton_lock(
+    _tx: &mut sqlx::Transaction<'static, Db>,
+    _name: &str,
+    _wait: bool,
+) -> Result<bool> {
+    Ok(true)
+}
+
 include!("ops.rs");
 
 impl Store {

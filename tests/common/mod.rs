@@ -110,6 +110,10 @@ pub struct Knobs {
     pub extra: String,
     /// Verify statements for conversations.
     pub verify: bool,
+    /// The application database of the `app_db` target, when not the test's SQLite file.
+    pub app_db_url: Option<String>,
+    /// The sweep cron.
+    pub sweep: &'static str,
 }
 
 impl Default for Knobs {
@@ -127,6 +131,8 @@ impl Default for Knobs {
             retry_backoff: "1m",
             extra: String::new(),
             verify: false,
+            app_db_url: None,
+            sweep: "*/1 * * * * *",
         }
     }
 }
@@ -183,7 +189,7 @@ impl Env {
 url = "{ledger}"
 
 [scheduler]
-sweep = "*/1 * * * * *"
+sweep = "{sweep}"
 batch_size = {batch}
 lease = "{lease}"
 max_attempts = {attempts}
@@ -220,7 +226,7 @@ targets = ["app_db"]
 
 [targets.app_db]
 type = "sql"
-url = "sqlite://{app}"
+url = "{app}"
 [targets.app_db.purge]
 conversation = ["DELETE FROM messages WHERE conversation_id = :id", "DELETE FROM conversations WHERE id = :id"]
 api_log = ["DELETE FROM api_logs WHERE id = :id"]
@@ -247,7 +253,11 @@ max_newly_due = {max_newly_due}
             conv = k.conversation_grace,
             max_age = k.api_log_max_age,
             file = k.file_grace,
-            app = self.app_db.display(),
+            app = k
+                .app_db_url
+                .clone()
+                .unwrap_or_else(|| format!("sqlite://{}", self.app_db.display())),
+            sweep = k.sweep,
             uploads = self.uploads.display(),
             max_newly_due = k.max_newly_due,
             extra = k.extra,
