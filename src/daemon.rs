@@ -127,6 +127,7 @@ impl Shared {
         };
         let me = self.clone();
         self.tracker.spawn(async move {
+            let started = std::time::Instant::now();
             let now = me.clock.now().millis();
             me.health.running_since.store(now, Ordering::Relaxed);
             let stop = me.stop.clone();
@@ -134,12 +135,19 @@ impl Shared {
             let outcome = tokio::spawn(async move { sweeper.sweep_once(&stop).await }).await;
             let now = me.clock.now().millis();
             match outcome {
-                Ok(Ok(_)) => {
+                Ok(Ok(report)) => {
                     me.health.last_success.store(now, Ordering::Relaxed);
                     me.health.last_progress.store(now, Ordering::Relaxed);
+                    crate::metrics::record_sweep(&report, started.elapsed(), Timestamp(now));
                 }
-                Ok(Err(e)) => error!(error = %e, "sweep failed; the next sweep retries"),
-                Err(e) => error!(error = %e, "sweep panicked; the next sweep retries"),
+                Ok(Err(e)) => {
+                    error!(error = %e, "sweep failed; the next sweep retries");
+                    crate::metrics::record_sweep_failure("error", started.elapsed());
+                }
+                Err(e) => {
+                    error!(error = %e, "sweep panicked; the next sweep retries");
+                    crate::metrics::record_sweep_failure("panic", started.elapsed());
+                }
             }
             me.health.running_since.store(0, Ordering::Relaxed);
             drop(guard);
@@ -252,6 +260,22 @@ pub async fn run(config_path: PathBuf, config: Config, clock: Clock) -> anyhow::
         job,
     });
     scheduler.start().await?;
+    if config.http.is_some() {
+        // Handlers read the config in force, so a reload's policy and skew apply to HTTP ingest.
+        let weak = Arc::downgrade(&shared);
+        let fallback = config.clone();
+        let source: crate::http::ConfigSource = Arc::new(move || {
+            let current = weak.upgrade().and_then(|s| {
+                let c = s.current.read().expect("not poisoned");
+                c.as_ref().map(|c| c.config.clone())
+            });
+            current.unwrap_or_else(|| fallback.clone())
+        });
+        let state = crate::http::HttpState::new(ledger.clone(), clock.clone(), config.clone())?
+            .with_health(health.clone())
+            .with_config_source(source);
+        crate::http::start(state, &shared.tracker, shared.stop.clone()).await?;
+    }
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;

@@ -1,0 +1,768 @@
+//! The HTTP API (§6) on the optional `[http] listen` address: health, readiness, Prometheus
+//! metrics, event ingestion, the read views and legal holds, behind bearer tokens.
+//!
+//! Bodies are the CLI's `--json` structures ([`crate::report`], [`crate::admin`],
+//! [`crate::ingest::IngestReport`]), so the two interfaces cannot disagree.
+//!
+//! # Access
+//! - `/healthz`, `/readyz`, `/metrics`: open (no user content; meant for probes and scrapers on
+//!   a loopback or otherwise protected listener).
+//! - Reads (`GET /v1/…`): the write token, or the read token when one is configured. With no
+//!   token configured at all, `/v1` answers 403: the API is off, never open.
+//! - Writes (`POST /v1/events`, `POST /v1/holds`, `POST /v1/holds/{id}/release`): the write
+//!   token only. Holds placed or released over HTTP record `http.token_name` as who did it.
+//! - No or unknown token: 401 (with `WWW-Authenticate: Bearer`); the read token on a write: 403.
+//!
+//! Tokens are compared in constant time: both the configured and the presented token are
+//! hashed with SHA-256 and the digests compared with `subtle`, so neither the content nor the
+//! length of the configured token shows in the timing. Only the digests are kept in memory.
+//!
+//! # Limits
+//! Bodies over `http.max_body` get 413 (from `Content-Length` before reading, or while reading
+//! a chunked body). A request running longer than `http.timeout` gets 503; an ingest cut short
+//! so is rolled back (the future holding the ledger transaction is dropped) unless its commit
+//! was already under way — replay it: `event_id` makes that safe.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http_body_util::BodyExt;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+use serde::Serialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::admin::{self, AdminError, PlaceHold};
+use crate::clock::Clock;
+use crate::config::{Config, HttpConfig, TokenSource};
+use crate::daemon::Health;
+use crate::events::{self, Event, LineError};
+use crate::holds::HoldScope;
+use crate::ingest::{self, IngestContext, IngestError};
+use crate::model::Timestamp;
+use crate::policy;
+use crate::report;
+use crate::store::{Ledger, StoreError};
+
+/// Where handlers read the config in force (the daemon swaps it on SIGHUP).
+pub type ConfigSource = Arc<dyn Fn() -> Arc<Config> + Send + Sync>;
+
+#[derive(Debug, Error)]
+pub enum HttpError {
+    /// A bad `[http]` setting or an unreadable token.
+    #[error("{0}")]
+    Config(String),
+    #[error("http.listen `{addr}`: cannot listen: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// What the handlers share. Cheap to clone (axum clones it per request).
+#[derive(Clone)]
+pub struct HttpState {
+    ledger: Ledger,
+    clock: Clock,
+    config: ConfigSource,
+    health: Option<Arc<Health>>,
+    tokens: Arc<Tokens>,
+    max_body: usize,
+    timeout: Duration,
+    metrics: PrometheusHandle,
+    listen: String,
+}
+
+impl HttpState {
+    /// State for the API configured in `config.http`: reads the tokens (file or environment)
+    /// and installs the metrics recorder.
+    pub fn new(ledger: Ledger, clock: Clock, config: Arc<Config>) -> Result<HttpState, HttpError> {
+        let http = config
+            .http
+            .clone()
+            .ok_or_else(|| HttpError::Config("no [http] listen address configured".into()))?;
+        let tokens = Tokens::load(&http)?;
+        let fixed = config.clone();
+        Ok(HttpState {
+            ledger,
+            clock,
+            config: Arc::new(move || fixed.clone()),
+            health: None,
+            tokens: Arc::new(tokens),
+            max_body: http.max_body,
+            timeout: Duration::from_millis(http.timeout.millis().max(1) as u64),
+            metrics: crate::metrics::install(),
+            listen: http.listen,
+        })
+    }
+
+    /// `/readyz` also requires the daemon's sweeps to be healthy ([`Health::ready`]). Without
+    /// it (a server embedded without a sweep loop) only the ledger is checked.
+    pub fn with_health(mut self, health: Arc<Health>) -> Self {
+        self.health = Some(health);
+        self
+    }
+
+    /// Reads the config in force from `source` (policy and clock skew for ingest).
+    pub fn with_config_source(mut self, source: ConfigSource) -> Self {
+        self.config = source;
+        self
+    }
+
+    /// The configured listen address.
+    pub fn listen_addr(&self) -> &str {
+        &self.listen
+    }
+}
+
+/// The configured tokens, as SHA-256 digests.
+struct Tokens {
+    write: Option<[u8; 32]>,
+    read: Option<[u8; 32]>,
+    write_name: String,
+}
+
+fn digest(token: &[u8]) -> [u8; 32] {
+    Sha256::digest(token).into()
+}
+
+impl Tokens {
+    fn load(http: &HttpConfig) -> Result<Tokens, HttpError> {
+        let write = http
+            .write_token
+            .as_ref()
+            .map(|s| load_token("http.token", s))
+            .transpose()?;
+        let read = http
+            .read_token
+            .as_ref()
+            .map(|s| load_token("http.read_token", s))
+            .transpose()?;
+        if write.is_none() {
+            warn!(
+                "http: no write token (http.token_file or http.token_env): POST /v1/events and holds are refused"
+            );
+        }
+        Ok(Tokens {
+            write: write.map(|t| digest(t.as_bytes())),
+            read: read.map(|t| digest(t.as_bytes())),
+            write_name: http.token_name.clone(),
+        })
+    }
+}
+
+fn load_token(key: &str, source: &TokenSource) -> Result<String, HttpError> {
+    let token = match source {
+        TokenSource::File(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| HttpError::Config(format!("{key}_file `{}`: {e}", path.display())))?;
+            #[cfg(unix)]
+            if let Ok(meta) = std::fs::metadata(path) {
+                use std::os::unix::fs::PermissionsExt;
+                if meta.permissions().mode() & 0o004 != 0 {
+                    warn!(file = %path.display(), "{key}_file is readable by everyone; chmod o-r it");
+                }
+            }
+            text
+        }
+        TokenSource::Env(var) => std::env::var(var).map_err(|e| {
+            HttpError::Config(format!(
+                "{key}_env `{var}`: the variable is not usable ({e})"
+            ))
+        })?,
+    };
+    let token = token.trim().to_string();
+    if token.is_empty() {
+        return Err(HttpError::Config(format!("{key}: the token is empty")));
+    }
+    if token.len() < 16 {
+        warn!("{key}: the token is shorter than 16 characters; use a long random one");
+    }
+    Ok(token)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
+}
+
+/// An error answer: `{"error": message, …extra}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: Value,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            body: json!({ "error": message.into() }),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, axum::Json(self.body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"retentiond\""),
+            );
+        }
+        r
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        error!(error = %e, "http: ledger error");
+        if e.is_retryable() {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{e}; nothing was applied, retry"),
+            )
+        } else {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        }
+    }
+}
+
+impl From<AdminError> for ApiError {
+    fn from(e: AdminError) -> Self {
+        match e {
+            AdminError::Invalid(m) => ApiError::new(StatusCode::BAD_REQUEST, m),
+            AdminError::Store(s) => s.into(),
+        }
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// A 200 JSON answer.
+fn ok<T: Serialize>(value: &T) -> Response {
+    axum::Json(value).into_response()
+}
+
+impl HttpState {
+    fn authorize(&self, headers: &HeaderMap, need: Access) -> ApiResult<()> {
+        let t = &self.tokens;
+        if t.write.is_none() && (need == Access::Write || t.read.is_none()) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                match need {
+                    Access::Write => {
+                        "writes over HTTP are off: no write token is configured (http.token_file or http.token_env)"
+                    }
+                    Access::Read => {
+                        "the HTTP API is off: no token is configured (http.token_file or http.token_env)"
+                    }
+                },
+            ));
+        }
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let (scheme, token) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .filter(|t| !t.is_empty());
+        let Some(presented) = presented else {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing bearer token (Authorization: Bearer <token>)",
+            ));
+        };
+        let d = digest(presented.as_bytes());
+        // Both comparisons always run, in constant time.
+        let is_write: bool = t
+            .write
+            .map_or(subtle::Choice::from(0), |w| w.ct_eq(&d))
+            .into();
+        let is_read: bool = t
+            .read
+            .map_or(subtle::Choice::from(0), |r| r.ct_eq(&d))
+            .into();
+        match (is_write, is_read, need) {
+            (true, _, _) | (false, true, Access::Read) => Ok(()),
+            (false, true, Access::Write) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "this token may only read; writes need the write token",
+            )),
+            (false, false, _) => Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid token")),
+        }
+    }
+
+    async fn read_body(&self, headers: &HeaderMap, body: Body) -> ApiResult<Bytes> {
+        let too_large = || {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the request body is larger than http.max_body ({} bytes); send smaller batches",
+                    self.max_body
+                ),
+            )
+        };
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_body as u64) {
+            return Err(too_large());
+        }
+        match http_body_util::Limited::new(body, self.max_body)
+            .collect()
+            .await
+        {
+            Ok(c) => Ok(c.to_bytes()),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+            Err(e) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {e}"),
+            )),
+        }
+    }
+}
+
+/// The routes, with auth, limits and the request timeout.
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/events", post(post_events))
+        .route("/v1/status", get(get_status))
+        .route("/v1/resources/{id}", get(get_resource))
+        .route("/v1/accounts/{id}", get(get_account))
+        .route("/v1/holds", get(get_holds).post(post_hold))
+        .route("/v1/holds/{id}", get(get_hold))
+        .route("/v1/holds/{id}/release", post(post_release))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(middleware::from_fn_with_state(state.clone(), timeout))
+        .with_state(state)
+}
+
+async fn timeout(State(s): State<HttpState>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(s.timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => {
+            warn!(timeout = ?s.timeout, "http: request timed out");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the request took longer than http.timeout ({:?}); an ingest cut short is rolled back — replay it (event_id makes replays safe)",
+                    s.timeout
+                ),
+            )
+            .into_response()
+        }
+    }
+}
+
+/// Serves `router(state)` on `listener` until `stop` is cancelled, then lets requests in
+/// flight finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: HttpState,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+}
+
+/// Binds `http.listen` and runs the server and the metrics gauge refresher on `tracker` until
+/// `stop`. A bind failure is returned (the daemon does not start half-configured).
+pub async fn start(
+    state: HttpState,
+    tracker: &TaskTracker,
+    stop: CancellationToken,
+) -> Result<SocketAddr, HttpError> {
+    let listener = TcpListener::bind(&state.listen)
+        .await
+        .map_err(|source| HttpError::Bind {
+            addr: state.listen.clone(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| HttpError::Bind {
+        addr: state.listen.clone(),
+        source,
+    })?;
+    tracker.spawn(crate::metrics::refresh_loop(
+        state.ledger.clone(),
+        state.clock.clone(),
+        state.metrics.clone(),
+        stop.clone(),
+    ));
+    let reads = if state.tokens.read.is_some() {
+        "write or read token"
+    } else {
+        "write token"
+    };
+    info!(listen = %addr, reads, token_name = %state.tokens.write_name, "HTTP API listening");
+    tracker.spawn(async move {
+        if let Err(e) = serve(listener, state, stop).await {
+            error!(error = %e, "HTTP API stopped with an error");
+        }
+    });
+    Ok(addr)
+}
+
+async fn healthz() -> Response {
+    ok(&json!({ "ok": true }))
+}
+
+/// Ready when the ledger answers and (under the daemon) sweeps complete on schedule.
+async fn readyz(State(s): State<HttpState>) -> Response {
+    let ledger = s.ledger.ping().await;
+    let sweeps = s.health.as_ref().map(|h| h.ready(s.clock.now()));
+    let ready = ledger.is_ok() && sweeps != Some(false);
+    let body = json!({
+        "ready": ready,
+        "ledger": match &ledger { Ok(()) => "ok".to_string(), Err(e) => e.to_string() },
+        "sweeps": match sweeps {
+            Some(true) => "ok",
+            Some(false) => "no sweep completed recently (stalled sweep or silent scheduler)",
+            None => "not checked",
+        },
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(s): State<HttpState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+/// `POST /v1/events`: NDJSON, or a JSON array of events (a body whose first non-blank byte is
+/// `[`). All or nothing, exactly like `retentiond ingest`. In an array, an error's `line` is the
+/// element's position, counted from 1.
+async fn post_events(State(s): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
+    match events_inner(&s, &headers, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn events_inner(s: &HttpState, headers: &HeaderMap, body: Body) -> ApiResult<Response> {
+    s.authorize(headers, Access::Write)?;
+    let bytes = s.read_body(headers, body).await?;
+    let config = (s.config)();
+    let policy = policy::in_force(&s.ledger)
+        .await?
+        .unwrap_or_else(|| config.policy.clone());
+    let ctx = IngestContext {
+        policy: &policy,
+        now: s.clock.now(),
+        max_clock_skew: config.max_clock_skew,
+    };
+    let result = if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        match parse_array(&bytes) {
+            Ok(events) => ingest::ingest_events(&s.ledger, &ctx, &events).await,
+            Err(errors) => Err(IngestError::Invalid(errors)),
+        }
+    } else {
+        ingest::ingest_reader(&s.ledger, &ctx, &bytes[..]).await
+    };
+    match result {
+        Ok(report) => {
+            crate::metrics::record_ingest("http", &report);
+            Ok(ok(&report))
+        }
+        Err(IngestError::Invalid(errors)) => {
+            crate::metrics::record_rejected("http");
+            info!(
+                bad_lines = errors.len(),
+                "http: event batch rejected; nothing applied"
+            );
+            Err(ApiError {
+                status: StatusCode::BAD_REQUEST,
+                body: json!({
+                    "error": format!("{} invalid line(s); nothing was applied", errors.len()),
+                    "ok": false,
+                    "applied": 0,
+                    "errors": errors,
+                }),
+            })
+        }
+        Err(IngestError::Store(e)) => Err(e.into()),
+    }
+}
+
+/// A JSON array of events: each element gets the same validation as an NDJSON line.
+fn parse_array(bytes: &[u8]) -> Result<Vec<Event>, Vec<LineError>> {
+    let values: Vec<Value> = serde_json::from_slice(bytes).map_err(|e| {
+        vec![LineError {
+            line: e.line(),
+            reason: format!("malformed JSON array: {e}"),
+        }]
+    })?;
+    let mut out = Vec::with_capacity(values.len());
+    let mut errors = Vec::new();
+    for (i, v) in values.into_iter().enumerate() {
+        match events::parse_line(i + 1, &v.to_string()) {
+            Ok(e) => out.push(e),
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+async fn get_status(State(s): State<HttpState>, headers: HeaderMap) -> ApiResult<Response> {
+    s.authorize(&headers, Access::Read)?;
+    let st = report::status(&s.ledger, s.clock.now()).await?;
+    Ok(ok(&st))
+}
+
+async fn get_resource(
+    State(s): State<HttpState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    s.authorize(&headers, Access::Read)?;
+    let r = report::resource(&s.ledger, &id)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown resource `{id}`")))?;
+    Ok(ok(&r))
+}
+
+async fn get_account(
+    State(s): State<HttpState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    s.authorize(&headers, Access::Read)?;
+    let a = report::account(&s.ledger, &id)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown account `{id}`")))?;
+    Ok(ok(&a))
+}
+
+/// `GET /v1/holds[?active=true]`: `{"holds": […]}`, as `hold list --json`.
+async fn get_holds(
+    State(s): State<HttpState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Response> {
+    s.authorize(&headers, Access::Read)?;
+    let mut active = false;
+    for pair in query.as_deref().unwrap_or("").split('&') {
+        match pair.split_once('=').unwrap_or((pair, "true")) {
+            ("", _) => {}
+            ("active", "true" | "1" | "") => active = true,
+            ("active", "false" | "0") => active = false,
+            (k, v) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown query `{k}={v}` (only active=true|false)"),
+                ));
+            }
+        }
+    }
+    let holds = s.ledger.holds(active).await?;
+    Ok(ok(&json!({ "holds": holds })))
+}
+
+fn hold_id(raw: &str) -> ApiResult<i64> {
+    raw.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("unknown hold `{raw}` (hold ids are numbers)"),
+        )
+    })
+}
+
+/// `GET /v1/holds/{id}`: as `hold show --json`.
+async fn get_hold(
+    State(s): State<HttpState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> ApiResult<Response> {
+    s.authorize(&headers, Access::Read)?;
+    let id = hold_id(&raw)?;
+    if s.ledger.hold(id).await?.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("unknown hold {id}"),
+        ));
+    }
+    Ok(ok(&admin::hold_detail(&s.ledger, id).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HoldRequest {
+    case: String,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    scope: ScopeRequest,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScopeRequest {
+    org: Option<String>,
+    account: Option<String>,
+    resource: Option<String>,
+    kind: Option<String>,
+    /// RFC 3339, inclusive.
+    created_from: Option<String>,
+    /// RFC 3339, inclusive.
+    created_to: Option<String>,
+}
+
+fn time_field(name: &str, v: Option<String>) -> ApiResult<Option<Timestamp>> {
+    v.map(|t| {
+        Timestamp::parse_rfc3339(&t)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("`scope.{name}`: {e}")))
+    })
+    .transpose()
+}
+
+/// `POST /v1/holds` with `{"case", "reason"?, "scope": {org?, account?, resource?, kind?,
+/// created_from?, created_to?}}`: as `hold place --json`, answered with 201. `placed_by` is the
+/// write token's name (`http.token_name`).
+async fn post_hold(
+    State(s): State<HttpState>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    s.authorize(&headers, Access::Write)?;
+    let bytes = s.read_body(&headers, body).await?;
+    let req: HoldRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("bad hold request: {e} (expected {{\"case\", \"reason\", \"scope\": {{org, account, resource, kind, created_from, created_to}}}})"),
+        )
+    })?;
+    if req.case.trim().is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "`case` must not be empty",
+        ));
+    }
+    let sc = req.scope;
+    let scope = HoldScope {
+        created_from: time_field("created_from", sc.created_from)?,
+        created_to: time_field("created_to", sc.created_to)?,
+        org: sc.org,
+        account: sc.account,
+        resource: sc.resource,
+        kind: sc.kind,
+    };
+    if scope == HoldScope::default() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "a hold needs a scope: give at least one of scope.org, scope.account, scope.resource, scope.kind, scope.created_from, scope.created_to",
+        ));
+    }
+    let placed = admin::place_hold(
+        &s.ledger,
+        PlaceHold {
+            case: req.case,
+            by: s.tokens.write_name.clone(),
+            reason: req.reason,
+            scope,
+        },
+        s.clock.now(),
+    )
+    .await?;
+    let mut r = (StatusCode::CREATED, axum::Json(&placed)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("/v1/holds/{}", placed.id)) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(r)
+}
+
+/// `POST /v1/holds/{id}/release`: as `hold release ID --json`; `released_by` is the write
+/// token's name. 404 for an unknown hold, 409 for one already released.
+async fn post_release(
+    State(s): State<HttpState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> ApiResult<Response> {
+    s.authorize(&headers, Access::Write)?;
+    let id = hold_id(&raw)?;
+    match s.ledger.hold(id).await? {
+        None => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("unknown hold {id}"),
+            ));
+        }
+        Some(h) if !h.is_active() => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "hold {id} was already released at {} by {}",
+                    h.released_at.map(|t| t.to_string()).unwrap_or_default(),
+                    h.released_by.as_deref().unwrap_or("?")
+                ),
+            ));
+        }
+        Some(_) => {}
+    }
+    let released = admin::release_hold(&s.ledger, id, &s.tokens.write_name, s.clock.now()).await?;
+    Ok(ok(&released))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn array_elements_are_validated_like_lines() {
+        let body = br#"[{"type":"org.upsert","org":"o1","plan":"free"}, {"type":"nope"}, 3]"#;
+        let errs = parse_array(body).unwrap_err();
+        let lines: Vec<usize> = errs.iter().map(|e| e.line).collect();
+        assert_eq!(lines, vec![2, 3]);
+        assert!(errs[1].reason.contains("JSON object"));
+        let ok =
+            parse_array(br#"[{"type":"org.upsert","org":"o1","plan":"free","event_id":"e1"}]"#)
+                .unwrap();
+        assert_eq!(ok[0].event_id.as_deref(), Some("e1"));
+        assert!(
+            parse_array(b"[{").unwrap_err()[0]
+                .reason
+                .contains("malformed")
+        );
+    }
+}

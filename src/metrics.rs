@@ -1,0 +1,232 @@
+//! Prometheus metrics: the process-wide recorder, every metric's name, what the sweep and the
+//! ingest paths record, and the ledger gauges refreshed on a timer (served by `http` at /metrics).
+//!
+//! Counters and the sweep histogram are recorded where things happen (a sweep finishing, a batch
+//! of events applied). Gauges that need a ledger query (resources by state and kind, due backlog,
+//! held back, oldest overdue age) are refreshed every [`GAUGE_REFRESH`] by [`refresh_loop`], not
+//! on every scrape: a count over a large ledger is not free, and a scrape must stay cheap.
+//! Nothing here carries user content: labels are states, kinds, targets and event types.
+
+use std::collections::BTreeSet;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::clock::Clock;
+use crate::ingest::IngestReport;
+use crate::model::{AccountState, Timestamp};
+use crate::store::{Ledger, StoreError};
+use crate::sweep::SweepReport;
+
+/// How often the ledger gauges are recomputed.
+pub const GAUGE_REFRESH: Duration = Duration::from_secs(15);
+
+pub const RESOURCES: &str = "retentiond_resources";
+pub const ACCOUNTS: &str = "retentiond_accounts";
+pub const DUE_BACKLOG: &str = "retentiond_due_backlog";
+pub const HELD_BACK: &str = "retentiond_held_back";
+pub const OLDEST_OVERDUE: &str = "retentiond_oldest_overdue_seconds";
+pub const GAUGES_REFRESHED: &str = "retentiond_gauges_refreshed_timestamp_seconds";
+pub const PURGES: &str = "retentiond_purges_total";
+pub const PURGE_FAILURES: &str = "retentiond_purge_failures_total";
+pub const PURGES_GAVE_UP: &str = "retentiond_purges_gave_up_total";
+pub const PURGES_HELD: &str = "retentiond_purges_held_total";
+pub const ACCOUNTS_PURGED: &str = "retentiond_accounts_purged_total";
+pub const ROWS_REMOVED: &str = "retentiond_rows_removed_total";
+pub const FILES_REMOVED: &str = "retentiond_files_removed_total";
+pub const SWEEPS: &str = "retentiond_sweeps_total";
+pub const SWEEP_DURATION: &str = "retentiond_sweep_duration_seconds";
+pub const LAST_SUCCESS: &str = "retentiond_last_successful_sweep_timestamp_seconds";
+pub const EVENTS_INGESTED: &str = "retentiond_events_ingested_total";
+pub const EVENTS_DUPLICATE: &str = "retentiond_events_duplicate_total";
+pub const BATCHES_REJECTED: &str = "retentiond_event_batches_rejected_total";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the global Prometheus recorder once per process and returns its handle. If another
+/// recorder was installed first (by an embedding program), metrics are served empty.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(SWEEP_DURATION.into()),
+                    &[
+                        0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+                    ],
+                )
+                .expect("non-empty buckets");
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            if let Err(e) = metrics::set_global_recorder(recorder) {
+                warn!(error = %e, "a metrics recorder was already installed; /metrics stays empty");
+            }
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(RESOURCES, "Resources in the ledger by state and kind.");
+    describe_gauge!(ACCOUNTS, "Accounts in the ledger by state.");
+    describe_gauge!(
+        DUE_BACKLOG,
+        "Resources due now and not held: the next sweep's work."
+    );
+    describe_gauge!(HELD_BACK, "Resources kept by an active legal hold.");
+    describe_gauge!(
+        OLDEST_OVERDUE,
+        "Age of the oldest due, unheld resource past its purge time (0 when none)."
+    );
+    describe_gauge!(
+        GAUGES_REFRESHED,
+        "When the ledger gauges were last computed."
+    );
+    describe_counter!(PURGES, "Resources purged, by kind.");
+    describe_counter!(
+        PURGE_FAILURES,
+        "Failed purge attempts, by target (retried with backoff)."
+    );
+    describe_counter!(
+        PURGES_GAVE_UP,
+        "Resources that ran out of attempts and became `failed`."
+    );
+    describe_counter!(
+        PURGES_HELD,
+        "Due resources found under a hold and given back."
+    );
+    describe_counter!(ACCOUNTS_PURGED, "Accounts purged.");
+    describe_counter!(ROWS_REMOVED, "Rows removed from application databases.");
+    describe_counter!(FILES_REMOVED, "Files removed from file stores.");
+    describe_counter!(SWEEPS, "Sweeps run, by outcome (ok, error, panic).");
+    describe_histogram!(SWEEP_DURATION, "Duration of whole sweeps.");
+    describe_gauge!(LAST_SUCCESS, "When the last sweep completed without error.");
+    describe_counter!(
+        EVENTS_INGESTED,
+        "Lifecycle events applied, by source and type."
+    );
+    describe_counter!(
+        EVENTS_DUPLICATE,
+        "Replayed events skipped (known event_id), by source."
+    );
+    describe_counter!(
+        BATCHES_REJECTED,
+        "Event batches rejected whole because of invalid lines, by source."
+    );
+}
+
+/// Records a finished sweep: what it purged and what failed, per kind and target.
+pub fn record_sweep(report: &SweepReport, took: Duration, finished: Timestamp) {
+    for (kind, n) in &report.purged_by_kind {
+        counter!(PURGES, "kind" => kind.clone()).increment(*n);
+    }
+    for (target, n) in &report.failures_by_target {
+        counter!(PURGE_FAILURES, "target" => target.clone()).increment(*n);
+    }
+    counter!(PURGES_GAVE_UP).increment(report.gave_up);
+    counter!(PURGES_HELD).increment(report.held);
+    counter!(ACCOUNTS_PURGED).increment(report.accounts_purged);
+    counter!(ROWS_REMOVED).increment(report.removed.rows);
+    counter!(FILES_REMOVED).increment(report.removed.files);
+    counter!(SWEEPS, "outcome" => "ok").increment(1);
+    histogram!(SWEEP_DURATION).record(took.as_secs_f64());
+    gauge!(LAST_SUCCESS).set(finished.millis() as f64 / 1000.0);
+}
+
+/// Records a sweep that failed (`outcome` = `error`) or panicked (`panic`).
+pub fn record_sweep_failure(outcome: &'static str, took: Duration) {
+    counter!(SWEEPS, "outcome" => outcome).increment(1);
+    histogram!(SWEEP_DURATION).record(took.as_secs_f64());
+}
+
+/// Records an applied batch of events from `source` (`http`, an outbox name, …).
+pub fn record_ingest(source: &str, report: &IngestReport) {
+    for (kind, n) in &report.by_type {
+        counter!(EVENTS_INGESTED, "source" => source.to_string(), "type" => *kind).increment(*n);
+    }
+    if report.duplicates > 0 {
+        counter!(EVENTS_DUPLICATE, "source" => source.to_string()).increment(report.duplicates);
+    }
+}
+
+/// Records a batch rejected whole.
+pub fn record_rejected(source: &str) {
+    counter!(BATCHES_REJECTED, "source" => source.to_string()).increment(1);
+}
+
+/// Label sets of the resource gauges set last time, so a (state, kind) that vanished is zeroed
+/// rather than left at its old value.
+static SEEN: Mutex<BTreeSet<(String, String)>> = Mutex::new(BTreeSet::new());
+
+/// Recomputes the ledger gauges now.
+pub async fn refresh_gauges(ledger: &Ledger, now: Timestamp) -> Result<(), StoreError> {
+    let counts = ledger.state_counts().await?;
+    let accounts = ledger.account_state_counts().await?;
+    let backlog = ledger.backlog(now).await?;
+    let held = ledger.held_back().await?;
+    let oldest = ledger.oldest_due(now).await?;
+    {
+        let mut seen = SEEN.lock().expect("not poisoned");
+        let fresh: BTreeSet<(String, String)> = counts
+            .iter()
+            .map(|c| (c.state.clone(), c.kind.clone()))
+            .collect();
+        for (state, kind) in seen.difference(&fresh) {
+            gauge!(RESOURCES, "state" => state.clone(), "kind" => kind.clone()).set(0.0);
+        }
+        for c in &counts {
+            gauge!(RESOURCES, "state" => c.state.clone(), "kind" => c.kind.clone())
+                .set(c.count as f64);
+        }
+        seen.extend(fresh);
+    }
+    for s in AccountState::ALL {
+        let n = accounts
+            .iter()
+            .filter(|(state, _)| state == s.as_str())
+            .map(|(_, n)| *n)
+            .sum::<i64>();
+        gauge!(ACCOUNTS, "state" => s.as_str()).set(n as f64);
+    }
+    gauge!(DUE_BACKLOG).set(backlog as f64);
+    gauge!(HELD_BACK).set(held as f64);
+    let age = oldest.map_or(0, |t| (now.millis() - t.millis()).max(0));
+    gauge!(OLDEST_OVERDUE).set(age as f64 / 1000.0);
+    gauge!(GAUGES_REFRESHED).set(now.millis() as f64 / 1000.0);
+    Ok(())
+}
+
+/// Refreshes the ledger gauges and runs the recorder's upkeep every [`GAUGE_REFRESH`] until
+/// `stop` is cancelled.
+pub async fn refresh_loop(
+    ledger: Ledger,
+    clock: Clock,
+    handle: PrometheusHandle,
+    stop: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(GAUGE_REFRESH);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = ticker.tick() => {
+                match refresh_gauges(&ledger, clock.now()).await {
+                    Ok(()) => failing = false,
+                    Err(e) if !failing => {
+                        warn!(error = %e, "metrics: cannot refresh the ledger gauges; keeping the last values");
+                        failing = true;
+                    }
+                    Err(_) => {}
+                }
+                handle.run_upkeep();
+            }
+        }
+    }
+}
