@@ -256,14 +256,40 @@ pub struct Forecast {
     pub holds_active: usize,
 }
 
-/// `plan`: expected purges per day and kind until the horizon; read-only.
+/// `plan`: expected purges per day and kind until the horizon, and what the active holds keep
+/// back; read-only. Without active holds the counts come from one aggregate query; with holds,
+/// each scheduled resource is matched against them (paged through the ledger).
 pub async fn plan(ledger: &Ledger, now: Timestamp, horizon: Span) -> Result<Forecast, StoreError> {
     let until = now.plus(horizon);
     let today = now.millis().div_euclid(86_400_000);
+    let holds = HoldSet::new(ledger.active_holds().await?);
+    let mut rows: Vec<(i64, String, bool, i64)> = Vec::new();
+    if holds.is_empty() {
+        for r in ledger.forecast(until).await? {
+            rows.push((r.day, r.kind, false, r.count));
+        }
+    } else {
+        let mut after = String::new();
+        let mut counts: BTreeMap<(i64, String, bool), i64> = BTreeMap::new();
+        loop {
+            let page = ledger.scheduled_page(until, &after, 10_000).await?;
+            let Some(last) = page.last() else { break };
+            after = last.id.clone();
+            for r in &page {
+                let day = r
+                    .purge_after
+                    .map(|p| p.millis().div_euclid(86_400_000))
+                    .unwrap_or(today);
+                let held = r.held || !holds.matching(&r.hold_subject()).is_empty();
+                *counts.entry((day, r.kind.clone(), held)).or_default() += 1;
+            }
+        }
+        rows.extend(counts.into_iter().map(|((d, k, h), n)| (d, k, h, n)));
+    }
     let mut days: BTreeMap<i64, PlanDay> = BTreeMap::new();
     let (mut total, mut total_held) = (0, 0);
-    for row in ledger.forecast(until).await? {
-        let key = row.day.max(today - 1);
+    for (day, kind, held, count) in rows {
+        let key = day.max(today - 1);
         let entry = days.entry(key).or_insert_with(|| PlanDay {
             day: if key < today {
                 "overdue".into()
@@ -273,12 +299,12 @@ pub async fn plan(ledger: &Ledger, now: Timestamp, horizon: Span) -> Result<Fore
             purges: BTreeMap::new(),
             held: BTreeMap::new(),
         });
-        if row.held {
-            *entry.held.entry(row.kind).or_default() += row.count;
-            total_held += row.count;
+        if held {
+            *entry.held.entry(kind).or_default() += count;
+            total_held += count;
         } else {
-            *entry.purges.entry(row.kind).or_default() += row.count;
-            total += row.count;
+            *entry.purges.entry(kind).or_default() += count;
+            total += count;
         }
     }
     Ok(Forecast {
@@ -287,7 +313,7 @@ pub async fn plan(ledger: &Ledger, now: Timestamp, horizon: Span) -> Result<Fore
         days: days.into_values().collect(),
         total,
         total_held,
-        holds_active: ledger.holds(true).await?.len(),
+        holds_active: holds.len(),
     })
 }
 
@@ -333,6 +359,9 @@ pub struct Evidence {
     pub account_purged_seq: Option<i64>,
     pub head_seq: Option<i64>,
     pub head_hash: Option<String>,
+    /// The first signed checkpoint that covers these entries (its seq is at or after the last
+    /// of them), if one was taken yet: with the signer's public key it pins them.
+    pub checkpoint: Option<crate::checkpoint::Checkpoint>,
     pub verify_with: String,
 }
 
@@ -401,6 +430,15 @@ pub async fn receipt(ledger: &Ledger, account: &str) -> Result<Option<Receipt>, 
         .await?
         .pop();
     let head = ledger.audit_head().await?;
+    let last_evidence = entries
+        .iter()
+        .map(|e| e.seq)
+        .chain(account_entry.as_ref().map(|e| e.seq))
+        .max();
+    let checkpoint = match last_evidence {
+        Some(seq) => ledger.audit_checkpoints(seq - 1, 1).await?.pop(),
+        None => None,
+    };
     Ok(Some(Receipt {
         account: a.id,
         org: a.org,
@@ -421,9 +459,14 @@ pub async fn receipt(ledger: &Ledger, account: &str) -> Result<Option<Receipt>, 
             account_purged_seq: account_entry.map(|e| e.seq),
             head_seq: head.as_ref().map(|h| h.seq),
             head_hash: head.map(|h| h.hash),
-            verify_with:
-                "retentiond audit verify (and compare head_hash with an externally kept checkpoint)"
-                    .into(),
+            verify_with: match &checkpoint {
+                Some(c) => format!(
+                    "retentiond audit verify --checkpoint FILE, with the checkpoint file of seq {} (or a later one) kept outside the ledger, or --public-key {}",
+                    c.seq, c.public_key
+                ),
+                None => "retentiond audit verify; no signed checkpoint covers these entries yet: run `retentiond audit checkpoint` and keep the file elsewhere".into(),
+            },
+            checkpoint,
         },
     }))
 }

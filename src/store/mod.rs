@@ -422,6 +422,8 @@ forward! { ref Ledger;
     /// Scheduled resources due up to `until`, counted per UTC day, kind and held flag.
     fn forecast(&self, until: Timestamp) -> Vec<ForecastRow>;
     fn failed_resources(&self, limit: i64) -> Vec<ResourceRow>;
+    /// Live and deleted resources scheduled up to `until`, in id order after `after`.
+    fn scheduled_page(&self, until: Timestamp, after: &str, limit: i64) -> Vec<ResourceRow>;
     /// An org's ZDR-covered resources (rule R6) not yet purged.
     fn zdr_waiting(&self, org: &str) -> i64;
     fn holds(&self, active_only: bool) -> Vec<HoldRow>;

@@ -366,6 +366,20 @@ impl Store {
             .collect())
     }
 
+    pub async fn scheduled_page(&self, until: Timestamp, after: &str, limit: i64) -> Result<Vec<ResourceRow>> {
+        let raw: Vec<RawResource> = sqlx::query_as(concat!(
+            "SELECT ", resource_columns!(), " FROM resources r JOIN accounts a ON a.id = r.account ",
+            "WHERE r.id > $1 AND r.state IN ('live', 'deleted') AND r.purge_after IS NOT NULL AND r.purge_after <= $2 ",
+            "ORDER BY r.id LIMIT $3"
+        ))
+        .bind(after)
+        .bind(until.millis())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows(raw)
+    }
+
     pub async fn failed_resources(&self, limit: i64) -> Result<Vec<ResourceRow>> {
         let raw: Vec<RawResource> = sqlx::query_as(concat!(
             "SELECT ", resource_columns!(), " FROM resources r JOIN accounts a ON a.id = r.account WHERE r.state = 'failed' ORDER BY r.id LIMIT $1"
