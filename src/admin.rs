@@ -82,6 +82,7 @@ pub async fn place_hold(
     let matched: i64 = by_state.values().sum();
     let already_purged = by_state.get("purged").copied().unwrap_or(0);
     let in_flight = by_state.get("purging").copied().unwrap_or(0);
+    crate::sweep::failpoint("hold_before_insert");
     let id = tx
         .insert_hold(&NewHold {
             case: req.case.clone(),
@@ -101,6 +102,7 @@ pub async fn place_hold(
         }),
     )])
     .await?;
+    crate::sweep::failpoint("hold_after_commit");
     info!(
         hold = id, case = %req.case, by = %req.by, scope = %req.scope.describe(), matched, already_purged, in_flight,
         "hold placed"

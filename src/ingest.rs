@@ -152,7 +152,9 @@ impl<'a> Engine<'a> {
         self.tx
             .record_events(&self.new_event_ids, self.ctx.now)
             .await?;
+        crate::sweep::failpoint("ingest_before_commit");
         self.tx.commit_with_audit(&self.audit).await?;
+        crate::sweep::failpoint("ingest_after_commit");
         if self.report.applied > 0 || self.report.duplicates > 0 {
             let types: Vec<String> = self
                 .report
