@@ -163,9 +163,9 @@ async fn systemd_gets_ready_watchdog_and_stopping_notifications() {
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
 
-#[tokio::test]
-async fn sighup_keeps_a_bad_config_out_and_applies_a_good_one() {
-    let env = Env::new(Backend::Sqlite).await;
+both_backends! {
+    async fn sighup_keeps_a_bad_config_out_and_applies_a_good_one(b: Backend) {
+    let env = Env::new(b).await;
     let knobs = Knobs {
         conversation_grace: "30d",
         ..Default::default()
@@ -215,10 +215,11 @@ async fn sighup_keeps_a_bad_config_out_and_applies_a_good_one() {
     );
     assert_eq!(env.app_count("SELECT COUNT(*) FROM messages").await, 0);
 }
+}
 
-#[tokio::test]
-async fn shortening_a_grace_on_5000_deleted_resources_waits_for_policy_accept() {
-    let env = Env::new(Backend::Sqlite).await;
+both_backends! {
+    async fn shortening_a_grace_on_5000_deleted_resources_waits_for_policy_accept(b: Backend) {
+    let env = Env::new(b).await;
     let knobs = Knobs {
         conversation_grace: "30d",
         ..Default::default()
@@ -268,10 +269,11 @@ async fn shortening_a_grace_on_5000_deleted_resources_waits_for_policy_accept() 
     assert!(export.contains("\"action\":\"policy.pending\""));
     assert!(export.contains("\"action\":\"policy.accepted\"") && export.contains("ops-oncall"));
 }
+}
 
-#[tokio::test]
-async fn a_failing_target_retries_with_backoff_then_fails_visibly_and_retry_recovers() {
-    let env = Env::new(Backend::Sqlite).await;
+both_backends! {
+    async fn a_failing_target_retries_with_backoff_then_fails_visibly_and_retry_recovers(b: Backend) {
+    let env = Env::new(b).await;
     let knobs = Knobs {
         conversation_grace: "0s",
         file_grace: "0s",
@@ -343,10 +345,11 @@ async fn a_failing_target_retries_with_backoff_then_fails_visibly_and_retry_reco
     // `retry` of something that is not failed is bad input.
     assert_eq!(rd(&cfg, &["retry", "c1"]).status.code(), Some(2));
 }
+}
 
-#[tokio::test]
-async fn plan_forecasts_purges_per_day_and_what_holds_keep_back() {
-    let env = Env::new(Backend::Sqlite).await;
+both_backends! {
+    async fn plan_forecasts_purges_per_day_and_what_holds_keep_back(b: Backend) {
+    let env = Env::new(b).await;
     let cfg = env.write_config(&env.config_text(&Knobs {
         conversation_grace: "2d",
         file_grace: "5d",
@@ -394,4 +397,5 @@ async fn plan_forecasts_purges_per_day_and_what_holds_keep_back() {
     let o = rd(&cfg, &["hold", "release", "1", "--by", "legal"]);
     assert!(o.status.success());
     assert_eq!(rd_json(&cfg, &["plan", "--until", "3d"])["total"], 2);
+}
 }
