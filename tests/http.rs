@@ -388,6 +388,39 @@ async fn bodies_over_max_body_get_413_and_nothing_is_applied() {
     assert_eq!(s, StatusCode::OK, "{v}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_request_gets_503_after_the_timeout_and_nothing_is_applied() {
+    let env = Env::new(Backend::Sqlite).await;
+    let extra = http_toml(env.dir.path(), "127.0.0.1:0", 1 << 20, true)
+        .replace("timeout = \"10s\"", "timeout = \"1s\"");
+    let text = env.config_text(&Knobs {
+        extra,
+        ..Default::default()
+    });
+    let h = H::with_config(env, &text).await;
+    let api =
+        Api::start(HttpState::new(h.ledger.clone(), h.clock.clone(), h.config.clone()).unwrap())
+            .await;
+    // A client that sends half its events and then stalls: the server gives up, not hangs.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = api.base.strip_prefix("http://").unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let first = org_account("o1", "free", "a1");
+    let req = format!(
+        "POST /v1/events HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {WRITE}\r\ncontent-length: 100000\r\n\r\n{first}"
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(20), tcp.read(&mut answer))
+        .await
+        .expect("the server answers a stalled request")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("http.timeout"), "{answer}");
+    assert!(h.ledger.org("o1").await.unwrap().is_none());
+}
+
 both_backends! {
     async fn bodies_equal_the_cli_json_output(b: Backend) {
         // The system clock, as the CLI has: views that depend on "now" agree.
