@@ -6,6 +6,8 @@
 //! A chain can still be rewritten whole by someone with write access to the ledger; signed
 //! checkpoints kept elsewhere (see `checkpoint`) are what pin it down.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -110,13 +112,57 @@ pub struct ChainBreak {
     pub problem: String,
 }
 
+/// Records that a daemon started or reloaded with a config: the fingerprint of the config's
+/// schedule policy and of the policy in force (they differ while a change waits for `policy
+/// accept`), the file, kinds and targets. The `policy.*` entries hold the values themselves.
+pub async fn record_config_loaded(
+    ledger: &crate::store::Ledger,
+    config: &crate::config::Config,
+    now: Timestamp,
+    actor: &str,
+) -> Result<(), crate::store::StoreError> {
+    let in_force = crate::policy::in_force(ledger)
+        .await?
+        .map(|p| crate::policy::fingerprint(&p));
+    let tx = ledger.begin().await?;
+    tx.commit_with_audit(&[AuditDraft::new(
+        now,
+        "config.loaded",
+        "config",
+        serde_json::json!({
+            "file": config.file, "fingerprint": crate::policy::fingerprint(&config.policy),
+            "in_force": in_force, "kinds": config.kinds.keys().collect::<Vec<_>>(),
+            "targets": config.targets.keys().collect::<Vec<_>>(), "by": actor,
+        }),
+    )])
+    .await?;
+    Ok(())
+}
+
+/// A hash the chain must have at a seq: taken from a signed checkpoint whose signature was
+/// checked (see `checkpoint`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anchor {
+    pub seq: i64,
+    pub hash: String,
+    pub at: Timestamp,
+    /// Where it comes from, for messages ("checkpoint file …", "the checkpoint stored …").
+    pub source: String,
+    /// Signed by the key the verifier trusts (not merely by the key named in it).
+    pub trusted: bool,
+}
+
 /// Checks entries streamed in seq order. Feed them with [`Verifier::push`], then call
-/// [`Verifier::finish`].
+/// [`Verifier::finish`] (or [`Verifier::finish_anchored`] when anchors were given).
 #[derive(Debug)]
 pub struct Verifier {
     expected_seq: i64,
     prev_hash: String,
     count: u64,
+    anchors: BTreeMap<i64, Vec<Anchor>>,
+    matched: usize,
+    trusted: usize,
+    last_anchor: Option<Anchor>,
 }
 
 impl Default for Verifier {
@@ -125,11 +171,25 @@ impl Default for Verifier {
             expected_seq: 1,
             prev_hash: GENESIS.to_string(),
             count: 0,
+            anchors: BTreeMap::new(),
+            matched: 0,
+            trusted: 0,
+            last_anchor: None,
         }
     }
 }
 
 impl Verifier {
+    /// A verifier that also requires the chain to have each anchor's hash at its seq: a chain
+    /// rewritten whole, consistently, fails at the first checkpoint that was signed before.
+    pub fn with_anchors(anchors: impl IntoIterator<Item = Anchor>) -> Self {
+        let mut v = Verifier::default();
+        for a in anchors {
+            v.anchors.entry(a.seq).or_default().push(a);
+        }
+        v
+    }
+
     pub fn push(&mut self, e: &AuditEntry) -> Result<(), ChainBreak> {
         let fail = |problem: String| {
             Err(ChainBreak {
@@ -159,6 +219,24 @@ impl Verifier {
         if recomputed != e.hash {
             return fail("hash does not match the entry's contents: the entry was edited".into());
         }
+        for a in self.anchors.remove(&e.seq).unwrap_or_default() {
+            if a.hash != e.hash {
+                let after = match &self.last_anchor {
+                    Some(last) => format!(
+                        "after seq {} (the last checkpoint that matched) and ",
+                        last.seq
+                    ),
+                    None => String::new(),
+                };
+                return fail(format!(
+                    "hash differs from the one signed in {} at {} ({}): the chain was rewritten {after}at or before this seq",
+                    a.source, a.at, a.hash
+                ));
+            }
+            self.matched += 1;
+            self.trusted += a.trusted as usize;
+            self.last_anchor = Some(a);
+        }
         self.prev_hash = e.hash.clone();
         self.expected_seq += 1;
         self.count += 1;
@@ -169,6 +247,22 @@ impl Verifier {
     pub fn finish(self) -> (u64, i64, String) {
         (self.count, self.expected_seq - 1, self.prev_hash)
     }
+
+    /// Like [`Verifier::finish`], but an anchor beyond the head means entries were cut off the
+    /// end of the chain.
+    pub fn finish_anchored(self) -> Result<(u64, i64, String), ChainBreak> {
+        let head = self.expected_seq - 1;
+        if let Some(a) = self.anchors.values().flatten().next() {
+            return Err(ChainBreak {
+                seq: head + 1,
+                problem: format!(
+                    "entry is missing: {} signed seq {} at {} but the chain ends at seq {head}: entries were deleted from its end",
+                    a.source, a.seq, a.at
+                ),
+            });
+        }
+        Ok(self.finish())
+    }
 }
 
 /// The result of verifying the ledger's chain.
@@ -177,6 +271,12 @@ pub struct Verified {
     pub ok: bool,
     pub entries: u64,
     pub head: Option<HeadOut>,
+    /// Signed checkpoints the chain was found to match.
+    pub checkpoints_verified: usize,
+    /// Of those, how many were signed by the trusted key (`--public-key` or the configured one).
+    pub trusted_checkpoints: usize,
+    /// The latest checkpoint that matched: the chain up to its seq is the one that was signed.
+    pub last_checkpoint: Option<CheckpointOut>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ChainBreak>,
 }
@@ -187,14 +287,36 @@ pub struct HeadOut {
     pub hash: String,
 }
 
-/// Recomputes the whole chain, streaming it in pages.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckpointOut {
+    pub seq: i64,
+    pub hash: String,
+    pub at: Timestamp,
+    pub source: String,
+}
+
+/// Recomputes the whole chain and checks it against the checkpoints stored in the ledger.
 pub async fn verify_ledger(
     ledger: &crate::store::Ledger,
 ) -> Result<Verified, crate::store::StoreError> {
-    let mut v = Verifier::default();
+    let (anchors, problems) =
+        crate::checkpoint::anchors(ledger, &[], &crate::checkpoint::Trust::Embedded).await?;
+    verify_anchored(ledger, anchors, problems).await
+}
+
+/// Recomputes the whole chain, streaming it in pages, and checks it against `anchors`.
+/// `problems` are checkpoints that failed their own checks (seq, message): they fail the
+/// verification too, and the earliest seq of anything wrong is reported.
+pub async fn verify_anchored(
+    ledger: &crate::store::Ledger,
+    anchors: Vec<Anchor>,
+    problems: Vec<(i64, String)>,
+) -> Result<Verified, crate::store::StoreError> {
+    let mut v = Verifier::with_anchors(anchors);
     let mut next = 1i64;
     let mut first = true;
-    loop {
+    let mut broken = None;
+    'pages: loop {
         // Page by seq; a gap is found by the verifier, since the page simply skips it.
         let page = ledger
             .audit_range(if first { i64::MIN } else { next }, i64::MAX, 10_000)
@@ -204,21 +326,40 @@ pub async fn verify_ledger(
         next = last.seq + 1;
         for e in &page {
             if let Err(b) = v.push(e) {
-                return Ok(Verified {
-                    ok: false,
-                    entries: v.count,
-                    head: None,
-                    error: Some(b),
-                });
+                broken = Some(b);
+                break 'pages;
             }
         }
     }
-    let (entries, seq, hash) = v.finish();
+    let (matched, trusted, last) = (v.matched, v.trusted, v.last_anchor.clone());
+    let entries = v.count;
+    let (finished, error) = match broken {
+        Some(b) => (None, Some(b)),
+        None => match v.finish_anchored() {
+            Ok(f) => (Some(f), None),
+            Err(b) => (None, Some(b)),
+        },
+    };
+    let error = problems
+        .into_iter()
+        .map(|(seq, problem)| ChainBreak { seq, problem })
+        .chain(error)
+        .min_by_key(|b| b.seq);
     Ok(Verified {
-        ok: true,
+        ok: error.is_none(),
         entries,
-        head: (entries > 0).then_some(HeadOut { seq, hash }),
-        error: None,
+        head: finished
+            .filter(|(n, _, _)| *n > 0)
+            .map(|(_, seq, hash)| HeadOut { seq, hash }),
+        checkpoints_verified: matched,
+        trusted_checkpoints: trusted,
+        last_checkpoint: last.map(|a| CheckpointOut {
+            seq: a.seq,
+            hash: a.hash,
+            at: a.at,
+            source: a.source,
+        }),
+        error,
     })
 }
 
@@ -276,5 +417,43 @@ mod tests {
         swapped[1].seq = b;
         swapped[2].seq = a;
         assert_eq!(verify(&swapped).unwrap_err().seq, 2);
+    }
+
+    fn anchor(e: &AuditEntry) -> Anchor {
+        Anchor {
+            seq: e.seq,
+            hash: e.hash.clone(),
+            at: Timestamp(0),
+            source: "test".into(),
+            trusted: true,
+        }
+    }
+
+    fn verify_anchored(entries: &[AuditEntry], anchors: Vec<Anchor>) -> Result<i64, ChainBreak> {
+        let mut v = Verifier::with_anchors(anchors);
+        for e in entries {
+            v.push(e)?;
+        }
+        v.finish_anchored().map(|(_, seq, _)| seq)
+    }
+
+    #[test]
+    fn a_consistent_rewrite_passes_the_chain_but_not_an_earlier_anchor() {
+        let entries = chain(0, GENESIS, &drafts(6));
+        let anchors = vec![anchor(&entries[1]), anchor(&entries[3])];
+        assert_eq!(verify_anchored(&entries, anchors.clone()), Ok(6));
+        // Rewrite from seq 3 on, recomputing every hash.
+        let mut forged = entries[..2].to_vec();
+        let mut rest = drafts(6)[2..].to_vec();
+        rest[0].details = json!({"n": "forged"});
+        forged.extend(chain(2, &entries[1].hash, &rest));
+        assert!(verify(&forged).is_ok(), "the chain alone cannot tell");
+        let b = verify_anchored(&forged, anchors.clone()).unwrap_err();
+        assert_eq!(b.seq, 4);
+        assert!(b.problem.contains("after seq 2"), "{}", b.problem);
+        // Cutting entries off the end is caught by an anchor beyond the new head.
+        let b = verify_anchored(&entries[..3], anchors).unwrap_err();
+        assert_eq!(b.seq, 4);
+        assert!(b.problem.contains("deleted from its end"), "{}", b.problem);
     }
 }

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::admin::{self, AdminError, PlaceHold, ZdrAction};
 use crate::audit;
+use crate::checkpoint::{self, CheckpointError, Trust};
 use crate::clock::Clock;
 use crate::config::{self, Config, ConfigError};
 use crate::daemon;
@@ -218,8 +219,18 @@ pub enum ZdrVerb {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Recompute the hash chain; exit 1 naming the first bad entry.
-    Verify,
+    /// Recompute the hash chain and check it against signed checkpoints; exit 1 naming the
+    /// first bad entry.
+    Verify {
+        /// A checkpoint file kept elsewhere (or a folder of them): the chain up to its seq must
+        /// be the one that was signed. Repeatable.
+        #[arg(long)]
+        checkpoint: Vec<PathBuf>,
+        /// The Ed25519 public key checkpoints must be signed with: 64 hex digits, or a file.
+        /// Without --checkpoint, the checkpoints stored in the ledger are checked against it.
+        #[arg(long)]
+        public_key: Option<String>,
+    },
     /// Entries as NDJSON, for shipping to external storage.
     Export {
         #[arg(long, default_value_t = 1)]
@@ -233,6 +244,15 @@ pub enum AuditCommand {
     Receipt {
         #[arg(long)]
         account: String,
+    },
+    /// Sign the current head with `[audit] signing_key_file` now: stored, logged, and written
+    /// to `[audit] checkpoint_dir`. `--json` prints the checkpoint file.
+    Checkpoint,
+    /// Write a new Ed25519 signing key (mode 0600) and print its public key.
+    Keygen {
+        /// Where to write it; an existing file is never overwritten.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -356,6 +376,13 @@ async fn open_read(config: &Config) -> Result<Ledger, Failure> {
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Outcome {
     let clock = Clock::System;
+    if let Command::Audit {
+        command: AuditCommand::Keygen { out },
+    } = &cli.command
+    {
+        // Needs no config: the key is made before the config names it.
+        return keygen(out, cli.json);
+    }
     let config = Config::load(&cli.config)?;
     telemetry::init(cli.log_format, config.log_level.as_deref());
     let json = cli.json;
@@ -606,7 +633,7 @@ pub async fn run(cli: Cli) -> Outcome {
             });
             Ok(())
         }
-        Command::Audit { command } => audit_cmd(command, &config, json).await,
+        Command::Audit { command } => audit_cmd(command, &config, &clock, json).await,
         Command::Policy {
             command: PolicyCommand::Accept { by },
         } => {
@@ -970,31 +997,152 @@ async fn org(command: OrgCommand, config: &Config, clock: &Clock, json: bool) ->
     }
 }
 
-async fn audit_cmd(command: AuditCommand, config: &Config, json: bool) -> Outcome {
-    let ledger = open_read(config).await?;
+fn keygen(out: &std::path::Path, json: bool) -> Outcome {
+    let key = checkpoint::generate_key().map_err(Failure::runtime)?;
+    checkpoint::write_key(out, &key).map_err(Failure::bad_input)?;
+    let public_key = checkpoint::public_key_hex(&key.verifying_key());
+    emit(
+        json,
+        &serde_json::json!({"file": out, "public_key": public_key}),
+        || {
+            format!(
+                "wrote a new Ed25519 signing key to {} (mode 0600)\npublic key: {public_key}\n\
+                 Set `[audit] signing_key_file` to it, and keep the public key and the checkpoints \
+                 where whoever can write the ledger cannot reach them.",
+                out.display()
+            )
+        },
+    );
+    Ok(())
+}
+
+async fn audit_checkpoint(config: &Config, clock: &Clock, json: bool) -> Outcome {
+    let ledger = Ledger::open(&config.database.url, &OpenOptions::default()).await?;
+    ledger.migrate().await?;
+    let taken = checkpoint::take(
+        &ledger,
+        &config.audit,
+        clock.now(),
+        "retentiond audit checkpoint",
+        false,
+    )
+    .await
+    .map_err(|e| match e {
+        CheckpointError::Config(m) => Failure::bad_input(m),
+        e => Failure::runtime(e.to_string()),
+    })?
+    .ok_or_else(|| Failure::runtime("no checkpoint taken"))?;
+    let cp = &taken.checkpoint;
+    emit(json, &taken, || {
+        format!(
+            "checkpoint signed: seq {} hash {} at {}\n  public key  {}\n  signature   {}\n  recorded    audit seq {}\n  file        {}",
+            cp.seq,
+            cp.hash,
+            cp.at,
+            cp.public_key,
+            cp.signature,
+            taken.entry_seq,
+            taken
+                .file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(
+                    || "- (no audit.checkpoint_dir; keep this output elsewhere)".into()
+                )
+        )
+    });
+    Ok(())
+}
+
+async fn audit_cmd(command: AuditCommand, config: &Config, clock: &Clock, json: bool) -> Outcome {
     match command {
-        AuditCommand::Verify => {
-            let v = audit::verify_ledger(&ledger).await?;
-            emit(json, &v, || match (&v.error, &v.head) {
-                (Some(e), _) => format!("audit chain BROKEN after {} good entries: {e}", v.entries),
-                (None, Some(h)) => format!(
-                    "audit chain intact: {} entries, head seq {} hash {}",
-                    v.entries, h.seq, h.hash
-                ),
-                (None, None) => "audit chain intact: no entries yet".into(),
+        AuditCommand::Keygen { out } => keygen(&out, json),
+        AuditCommand::Checkpoint => audit_checkpoint(config, clock, json).await,
+        AuditCommand::Verify {
+            checkpoint: files,
+            public_key,
+        } => {
+            let ledger = open_read(config).await?;
+            let given = public_key
+                .as_deref()
+                .map(checkpoint::parse_public_key)
+                .transpose()
+                .map_err(Failure::bad_input)?;
+            let files = checkpoint::read_files(&files).map_err(Failure::bad_input)?;
+            let trust = match given {
+                Some(k) => Trust::Given(k),
+                None => match config.audit.signing_key_file.as_deref() {
+                    Some(p) if !files.is_empty() => checkpoint::load_key(p)
+                        .map(|k| Trust::Configured(k.verifying_key()))
+                        .unwrap_or(Trust::Embedded),
+                    _ => Trust::Embedded,
+                },
+            };
+            let (anchors, problems) = checkpoint::anchors(&ledger, &files, &trust).await?;
+            let mut v = audit::verify_anchored(&ledger, anchors, problems).await?;
+            if v.ok
+                && files.is_empty()
+                && matches!(trust, Trust::Given(_))
+                && v.trusted_checkpoints == 0
+            {
+                v.ok = false;
+                v.error = Some(audit::ChainBreak {
+                    seq: 0,
+                    problem: format!(
+                        "no checkpoint signed by {} is stored in the ledger, so nothing ties the chain to that key; verify against a checkpoint file (--checkpoint)",
+                        trust.describe()
+                    ),
+                });
+            }
+            emit(json, &v, || {
+                let mut s = match (&v.error, &v.head) {
+                    (Some(e), _) => {
+                        format!("audit chain BROKEN after {} good entries: {e}", v.entries)
+                    }
+                    (None, Some(h)) => format!(
+                        "audit chain intact: {} entries, head seq {} hash {}",
+                        v.entries, h.seq, h.hash
+                    ),
+                    (None, None) => "audit chain intact: no entries yet".into(),
+                };
+                if v.ok {
+                    match &v.last_checkpoint {
+                        Some(c) => s.push_str(&format!(
+                            "\nmatches {} signed checkpoint(s); up to seq {} it is the chain signed at {} ({})",
+                            v.checkpoints_verified, c.seq, c.at, c.source
+                        )),
+                        None => s.push_str(
+                            "\nno signed checkpoint checked: a chain rewritten whole would pass; verify against a checkpoint kept elsewhere (--checkpoint)",
+                        ),
+                    }
+                    if !files.is_empty() || matches!(trust, Trust::Given(_)) {
+                        s.push_str(&format!(
+                            "\nsignatures checked against {}",
+                            trust.describe()
+                        ));
+                    }
+                }
+                s
             });
             if v.ok {
                 Ok(())
             } else {
                 Err(Failure {
                     code: 1,
-                    message: v.error.map(|e| e.to_string()).unwrap_or_default(),
+                    message: match v.error {
+                        Some(e) if e.seq == 0 => {
+                            format!("audit verification failed: {}", e.problem)
+                        }
+                        Some(e) => e.to_string(),
+                        None => String::new(),
+                    },
                     details: Vec::new(),
                     json: None,
                 })
             }
         }
         AuditCommand::Export { since, until } => {
+            let ledger = open_read(config).await?;
             let mut next = since;
             let until = until.unwrap_or(i64::MAX);
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -1011,6 +1159,7 @@ async fn audit_cmd(command: AuditCommand, config: &Config, json: bool) -> Outcom
             Ok(())
         }
         AuditCommand::Head => {
+            let ledger = open_read(config).await?;
             let head = ledger.audit_head().await?;
             emit(
                 json,
@@ -1023,6 +1172,7 @@ async fn audit_cmd(command: AuditCommand, config: &Config, json: bool) -> Outcom
             Ok(())
         }
         AuditCommand::Receipt { account } => {
+            let ledger = open_read(config).await?;
             let r = report::receipt(&ledger, &account)
                 .await?
                 .ok_or_else(|| Failure::bad_input(format!("unknown account `{account}`")))?;
@@ -1071,13 +1221,20 @@ async fn audit_cmd(command: AuditCommand, config: &Config, json: bool) -> Outcom
                     }
                 }
                 s.push_str(&format!(
-                    "  evidence             {} purge receipt(s), audit seq {}..{}; account purged at seq {}; head seq {} hash {}\n  verify with          {}",
+                    "  evidence             {} purge receipt(s), audit seq {}..{}; account purged at seq {}; head seq {} hash {}\n  signed checkpoint    {}\n  verify with          {}",
                     r.evidence.receipts,
                     opt(&r.evidence.first_seq),
                     opt(&r.evidence.last_seq),
                     opt(&r.evidence.account_purged_seq),
                     opt(&r.evidence.head_seq),
                     opt(&r.evidence.head_hash),
+                    match &r.evidence.checkpoint {
+                        Some(c) => format!(
+                            "seq {} hash {} at {} by key {}",
+                            c.seq, c.hash, c.at, c.public_key
+                        ),
+                        None => "none yet covers these entries".into(),
+                    },
                     r.evidence.verify_with
                 ));
                 s

@@ -230,6 +230,7 @@ async fn add_job(
 pub async fn run(config_path: PathBuf, config: Config, clock: Clock) -> anyhow::Result<()> {
     let instance = instance_id();
     let (ledger, _) = prepare(&config, &clock, "retentiond run").await?;
+    crate::audit::record_config_loaded(&ledger, &config, clock.now(), "retentiond run").await?;
     let config = Arc::new(config);
     let health = Arc::new(Health::default());
     let now = clock.now().millis();
@@ -253,6 +254,8 @@ pub async fn run(config_path: PathBuf, config: Config, clock: Clock) -> anyhow::
     });
     let sweeper = build_sweeper(&ledger, &config, &clock, &instance, &health)?;
     let scheduler = JobScheduler::new().await?;
+    crate::checkpoint::schedule(&scheduler, &ledger, &config.audit, &clock, &shared.tracker)
+        .await?;
     let job = add_job(&scheduler, &shared, &config.scheduler.sweep).await?;
     *shared.current.write().expect("not poisoned") = Some(Current {
         config: config.clone(),
@@ -436,6 +439,19 @@ async fn reload(shared: &Arc<Shared>, scheduler: &JobScheduler, path: &std::path
         job,
     });
     info!(config = %new.file, fingerprint = %policy::fingerprint(&new.policy), "config reloaded");
+    if let Err(e) = crate::audit::record_config_loaded(
+        &shared.ledger,
+        &new,
+        shared.clock.now(),
+        "retentiond reload",
+    )
+    .await
+    {
+        error!(error = %e, "could not record the reloaded config in the audit log");
+    }
+    if format!("{:?}", new.audit) != format!("{:?}", old_config.audit) {
+        warn!("[audit] changes (signing key, checkpoint cron) take effect at the next restart");
+    }
 }
 
 #[cfg(test)]
