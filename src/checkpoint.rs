@@ -402,18 +402,6 @@ pub async fn anchors(
 ) -> Result<(Vec<Anchor>, Vec<(i64, String)>), StoreError> {
     let mut anchors = Vec::new();
     let mut problems = Vec::new();
-    for (name, cp) in files {
-        match cp.verify(trust.key()) {
-            Ok(()) => anchors.push(Anchor {
-                seq: cp.seq,
-                hash: cp.hash.clone(),
-                at: cp.at,
-                source: format!("checkpoint file {name}"),
-                trusted: true,
-            }),
-            Err(e) => problems.push((cp.seq, format!("checkpoint file {name}: {e}"))),
-        }
-    }
     let mut after = i64::MIN;
     loop {
         let page = ledger.audit_checkpoints(after, 10_000).await?;
@@ -438,6 +426,19 @@ pub async fn anchors(
                     ),
                 )),
             }
+        }
+    }
+    // Files last: where one matches at the same seq as a stored copy, it is the one reported.
+    for (name, cp) in files {
+        match cp.verify(trust.key()) {
+            Ok(()) => anchors.push(Anchor {
+                seq: cp.seq,
+                hash: cp.hash.clone(),
+                at: cp.at,
+                source: format!("checkpoint file {name}"),
+                trusted: trust.key().is_some(),
+            }),
+            Err(e) => problems.push((cp.seq, format!("checkpoint file {name}: {e}"))),
         }
     }
     Ok((anchors, problems))

@@ -1096,6 +1096,10 @@ async fn audit_cmd(command: AuditCommand, config: &Config, clock: &Clock, json: 
             }
             emit(json, &v, || {
                 let mut s = match (&v.error, &v.head) {
+                    (Some(e), _) if e.seq == 0 => format!(
+                        "audit chain NOT verified ({} entries link up): {}",
+                        v.entries, e.problem
+                    ),
                     (Some(e), _) => {
                         format!("audit chain BROKEN after {} good entries: {e}", v.entries)
                     }

@@ -477,6 +477,18 @@ both_backends! {
         assert_eq!(h.sweep().await.purged, 1);
         verify_passes(&cfg, &["--checkpoint", cp_file.to_str().unwrap(), "--public-key", &public_key]);
 
+        // Cutting entries off the end (from the checkpointed one on) leaves a chain that links
+        // up, but not to the checkpoint.
+        let tail: Vec<AuditEntry> = db.entries().await.into_iter().filter(|e| e.seq >= cp_seq).collect();
+        db.exec(&format!("DELETE FROM audit WHERE seq >= {cp_seq}")).await;
+        let (seq, problem) = verify_fails(&cfg, &["--checkpoint", cp_file.to_str().unwrap()]);
+        assert_eq!(seq, cp_seq);
+        assert!(problem.contains("deleted from its end"), "{problem}");
+        for e in &tail {
+            db.insert(e).await;
+        }
+        verify_passes(&cfg, &[]);
+
         // A forger rewrites the chain from the first purge receipt on, recomputing every hash.
         let rewrite_at = purge.seq;
         assert!(rewrite_at < cp_seq);
