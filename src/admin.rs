@@ -321,13 +321,20 @@ pub async fn retry(
         }
     }
     let requeued = tx.requeue_failed(ids).await?;
+    let kinds: std::collections::HashMap<String, String> = tx
+        .load_resources(&requeued)
+        .await?
+        .into_iter()
+        .map(|r| (r.id, r.kind))
+        .collect();
     let drafts: Vec<AuditDraft> = requeued
         .iter()
         .map(|id| {
+            let kind = kinds.get(id).map(String::as_str).unwrap_or("resource");
             AuditDraft::new(
                 now,
                 "resource.purge_retried",
-                format!("resource/{id}"),
+                format!("{kind}/{id}"),
                 json!({"by": by}),
             )
         })

@@ -362,15 +362,23 @@ fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// Opens an existing ledger for a read command. It is not created when missing (a typo in the
+/// URL must not show an empty ledger), but pending migrations are applied, so a ledger written
+/// by an older version stays readable; where that is not allowed (a read-only database user),
+/// the read goes on and names any missing table in its error.
 async fn open_read(config: &Config) -> Result<Ledger, Failure> {
-    Ok(Ledger::open(
+    let ledger = Ledger::open(
         &config.database.url,
         &OpenOptions {
             max_connections: 2,
             create: false,
         },
     )
-    .await?)
+    .await?;
+    if let Err(e) = ledger.migrate().await {
+        tracing::debug!(error = %e, "read command could not migrate the ledger");
+    }
+    Ok(ledger)
 }
 
 /// Runs a parsed command line.

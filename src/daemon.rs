@@ -303,6 +303,7 @@ pub async fn run(config_path: PathBuf, config: Config, clock: Clock) -> anyhow::
     let mut ticker = tokio::time::interval(ping_every);
     let mut stalled_logged = false;
     let mut last_status = String::new();
+    let mut last_head_log = i64::MIN / 2;
     loop {
         tokio::select! {
             _ = sigterm.recv() => { info!(signal = "SIGTERM", "stopping: finishing the batch in flight"); break; }
@@ -310,6 +311,16 @@ pub async fn run(config_path: PathBuf, config: Config, clock: Clock) -> anyhow::
             _ = sighup.recv() => reload(&shared, &scheduler, &config_path).await,
             _ = ticker.tick() => {
                 let now = clock.now();
+                // The audit head, daily, so an external log anchors the chain even without
+                // signed checkpoints.
+                if now.millis() - last_head_log >= 86_400_000 {
+                    last_head_log = now.millis();
+                    match ledger.audit_head().await {
+                        Ok(Some(h)) => info!(seq = h.seq, hash = %h.hash, "audit head"),
+                        Ok(None) => {}
+                        Err(e) => warn!(error = %e, "cannot read the audit head"),
+                    }
+                }
                 if health.alive(now) {
                     stalled_logged = false;
                     if watchdog.is_some() {
