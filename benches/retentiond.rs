@@ -1,0 +1,1565 @@
+//! retentiond benchmarks (issue 7): every figure of BENCHMARKS.md, measured side by side in one
+//! run, printed as one Markdown table on stdout (progress goes to stderr).
+//!
+//!     cargo bench --bench retentiond -- --quick                       # a minute or two
+//!     cargo bench --bench retentiond -- --scratch /work/bench-scratch # the full run
+//!
+//! Everything is built by the program itself, in `--scratch` (SQLite files) and in fresh schemas
+//! of the PostgreSQL server at `--pg-url` (dropped afterwards). What it measures:
+//!
+//! 1. Purge vs raw: N conversations × M messages in an application database, all due. (a) the
+//!    raw baseline: batched `DELETE … WHERE conversation_id IN (…)` + `DELETE FROM conversations
+//!    …`, one transaction per batch, no ledger; (b) `Sweeper::sweep_once` purging the same data
+//!    through the ledger, with audit receipts and one log line per purge (written to a file).
+//! 2. Sweep cost vs tracked size: ledgers of 10k, 1M and 10M tracked resources, each with the same
+//!    1,000 due (and then 0 due): the find-due step (`peek_due`), an empty claim, full sweeps.
+//!    Big ledgers are bulk-inserted with SQL (see `bulk_resources`); a self-check at startup
+//!    ingests a small ledger through the real ingest path and compares it row by row with the
+//!    bulk-built one, so the shortcut writes exactly what ingest writes.
+//! 3. Ingest: events/s for an NDJSON file of 1M lines (resource.created and .deleted, 3:1).
+//! 4. Memory: peak RSS (`/usr/bin/time -v`) of the real binary, `retentiond sweep --once`, over a
+//!    sweep of 1,000 due among the largest ledger.
+//! 5. Holds: the purge of (1) with 1,000 active holds of mixed scopes, against none.
+//! 6. (1)–(4) on PostgreSQL too.
+
+use std::io::{BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use retentiond::admin::{PlaceHold, place_hold};
+use retentiond::clock::Clock;
+use retentiond::config::Config;
+use retentiond::holds::HoldScope;
+use retentiond::ingest::{IngestContext, ingest_reader};
+use retentiond::model::Timestamp;
+use retentiond::store::Ledger;
+use retentiond::sweep::Sweeper;
+use retentiond::targets::Targets;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor, QueryBuilder, Row};
+use tokio_util::sync::CancellationToken;
+
+const MIN: i64 = 60_000;
+const HOUR: i64 = 60 * MIN;
+const DAY: i64 = 24 * HOUR;
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "retentiond benchmarks (issue 7); prints one Markdown table")]
+struct Args {
+    /// Scale everything down (N=2,000, sizes 1k/10k/100k, 20k ingest lines, 100 holds).
+    #[arg(long)]
+    quick: bool,
+    /// Conversations to purge in (1) and (5) [default 100,000; quick 2,000].
+    #[arg(long)]
+    n: Option<usize>,
+    /// Messages per conversation.
+    #[arg(long, default_value_t = 10)]
+    m: usize,
+    /// Batch size of the raw baseline and of the sweep (`scheduler.batch_size`).
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Tracked ledger sizes for (2), comma-separated; the first is the reference
+    /// [default 10000,1000000,10000000; quick 1000,10000,100000].
+    #[arg(long, value_delimiter = ',')]
+    sizes: Option<Vec<u64>>,
+    /// Due resources per sweep in (2).
+    #[arg(long, default_value_t = 1000)]
+    due: usize,
+    /// Sweeps of `due` measured per size in (2) (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Lines of the ingest file in (3) [default 1,000,000; quick 20,000].
+    #[arg(long)]
+    ingest_lines: Option<usize>,
+    /// Active holds in (5) [default 1,000; quick 100].
+    #[arg(long)]
+    holds: Option<usize>,
+    /// PostgreSQL server; each part runs in a fresh schema that is dropped afterwards.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    pg_url: String,
+    /// Skip PostgreSQL.
+    #[arg(long)]
+    no_pg: bool,
+    /// Where SQLite files, the ingest file and logs go [default: cargo's target tmp dir].
+    #[arg(long)]
+    scratch: Option<PathBuf>,
+    /// Keep the scratch files.
+    #[arg(long)]
+    keep: bool,
+    /// Only these parts: purge,holds,scale,ingest (memory runs with scale).
+    #[arg(long, value_delimiter = ',')]
+    only: Option<Vec<String>>,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Pg,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "SQLite",
+            Backend::Pg => "PostgreSQL",
+        }
+    }
+}
+
+struct Bench {
+    args: Args,
+    n: usize,
+    sizes: Vec<u64>,
+    ingest_lines: usize,
+    holds: usize,
+    dir: PathBuf,
+    /// Real time at start: everything is dated around it, so the real binary (system clock)
+    /// sees the same due work as the in-process sweeps (manual clock).
+    now0: i64,
+    schemas: Mutex<Vec<String>>,
+    seq: std::sync::atomic::AtomicUsize,
+    table: Mutex<Table>,
+}
+
+/// One figure per (row, backend).
+#[derive(Default)]
+struct Table {
+    rows: Vec<Line>,
+}
+
+struct Line {
+    key: String,
+    label: String,
+    sqlite: String,
+    pg: String,
+    target: String,
+    met: String,
+}
+
+impl Table {
+    fn set(&mut self, key: &str, label: &str, b: Backend, value: String) {
+        let row = match self.rows.iter_mut().position(|r| r.key == key) {
+            Some(i) => &mut self.rows[i],
+            None => {
+                self.rows.push(Line {
+                    key: key.to_string(),
+                    label: label.to_string(),
+                    sqlite: "–".into(),
+                    pg: "–".into(),
+                    target: String::new(),
+                    met: String::new(),
+                });
+                self.rows.last_mut().expect("just pushed")
+            }
+        };
+        match b {
+            Backend::Sqlite => row.sqlite = value,
+            Backend::Pg => row.pg = value,
+        }
+    }
+
+    fn target(&mut self, key: &str, target: &str, met: String) {
+        if let Some(r) = self.rows.iter_mut().find(|r| r.key == key) {
+            r.target = target.to_string();
+            r.met = met;
+        }
+    }
+
+    fn print(&self) -> String {
+        let mut s = String::from(
+            "| # | figure | SQLite | PostgreSQL | target | met |\n| --- | --- | ---: | ---: | --- | --- |\n",
+        );
+        let mut rows: Vec<&Line> = self.rows.iter().collect();
+        rows.sort_by(|a, b| a.key.cmp(&b.key));
+        for r in rows {
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} |\n",
+                &r.key[..1],
+                r.label,
+                r.sqlite,
+                r.pg,
+                r.target,
+                r.met
+            ));
+        }
+        s
+    }
+}
+
+fn log(msg: impl AsRef<str>) {
+    eprintln!("[bench] {}", msg.as_ref());
+}
+
+fn k(v: f64) -> String {
+    if v >= 1_000_000.0 {
+        format!("{:.2}M", v / 1_000_000.0)
+    } else if v >= 1_000.0 {
+        format!("{:.1}k", v / 1_000.0)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+fn ms(d: Duration) -> String {
+    let v = d.as_secs_f64() * 1000.0;
+    if v >= 100.0 {
+        format!("{v:.0} ms")
+    } else if v >= 10.0 {
+        format!("{v:.1} ms")
+    } else {
+        format!("{v:.2} ms")
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn yes(ok: bool) -> String {
+    if ok { "yes".into() } else { "**no**".into() }
+}
+
+// ----- application databases --------------------------------------------------------------
+
+const APP_SCHEMA_SQLITE: &str = include_str!("../config/app-schema.sql");
+const APP_SCHEMA_PG: &str = "
+CREATE TABLE users (id TEXT PRIMARY KEY, name TEXT NOT NULL);
+CREATE TABLE conversations (id TEXT PRIMARY KEY, user_id TEXT NOT NULL, title TEXT);
+CREATE TABLE messages (id BIGSERIAL PRIMARY KEY, conversation_id TEXT NOT NULL, body TEXT NOT NULL);
+CREATE INDEX messages_conversation ON messages (conversation_id);
+CREATE TABLE api_logs (id TEXT PRIMARY KEY, user_id TEXT NOT NULL, endpoint TEXT, request TEXT, response TEXT);
+";
+const BODY: &str = " lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et dolore";
+
+/// An application database (a SQLite file or a PostgreSQL schema).
+#[derive(Clone)]
+struct App {
+    backend: Backend,
+    url: String,
+}
+
+enum AppConn {
+    Sqlite(sqlx::SqliteConnection),
+    Pg(sqlx::PgConnection),
+}
+
+impl App {
+    async fn conn(&self) -> AppConn {
+        match self.backend {
+            Backend::Sqlite => AppConn::Sqlite(
+                SqliteConnectOptions::from_str(&self.url)
+                    .unwrap()
+                    .busy_timeout(Duration::from_secs(30))
+                    .connect()
+                    .await
+                    .unwrap(),
+            ),
+            Backend::Pg => AppConn::Pg(sqlx::PgConnection::connect(&self.url).await.unwrap()),
+        }
+    }
+
+    async fn exec(&self, sql: &str) {
+        match self.conn().await {
+            AppConn::Sqlite(mut c) => {
+                sqlx::raw_sql(AssertSqlSafe(sql.to_string()))
+                    .execute(&mut c)
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            }
+            AppConn::Pg(mut c) => {
+                sqlx::raw_sql(AssertSqlSafe(sql.to_string()))
+                    .execute(&mut c)
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            }
+        }
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        match self.conn().await {
+            AppConn::Sqlite(mut c) => sqlx::query_scalar(AssertSqlSafe(sql.to_string()))
+                .fetch_one(&mut c)
+                .await
+                .unwrap(),
+            AppConn::Pg(mut c) => sqlx::query_scalar(AssertSqlSafe(sql.to_string()))
+                .fetch_one(&mut c)
+                .await
+                .unwrap(),
+        }
+    }
+
+    /// `n` conversations `{prefix}%08d` with `m` messages each (messages of a conversation are
+    /// contiguous), and a user per 10 conversations.
+    async fn fill(&self, prefix: &str, n: usize, m: usize) {
+        let (n, nm) = (n as i64, (n * m) as i64);
+        let m = m as i64;
+        let sql = match self.backend {
+            Backend::Sqlite => {
+                let series = |hi: i64| {
+                    format!(
+                        "WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i + 1 < {hi}) "
+                    )
+                };
+                format!(
+                    "BEGIN;
+                     {s1} INSERT OR IGNORE INTO users (id, name) SELECT printf('u{prefix}%06d', i / 10), 'n' FROM s;
+                     {s1} INSERT INTO conversations (id, user_id, title) SELECT printf('{prefix}%08d', i), printf('u{prefix}%06d', i / 10), 'a conversation title' FROM s;
+                     {s2} INSERT INTO messages (conversation_id, body) SELECT printf('{prefix}%08d', i / {m}), 'message ' || i || '{BODY}' FROM s;
+                     COMMIT;",
+                    s1 = series(n),
+                    s2 = series(nm),
+                )
+            }
+            Backend::Pg => format!(
+                "INSERT INTO users (id, name) SELECT DISTINCT 'u{prefix}' || lpad((i / 10)::text, 6, '0'), 'n' FROM generate_series(0, {n} - 1) i ON CONFLICT DO NOTHING;
+                 INSERT INTO conversations (id, user_id, title) SELECT '{prefix}' || lpad(i::text, 8, '0'), 'u{prefix}' || lpad((i / 10)::text, 6, '0'), 'a conversation title' FROM generate_series(0, {n} - 1) i;
+                 INSERT INTO messages (conversation_id, body) SELECT '{prefix}' || lpad((i / {m})::text, 8, '0'), 'message ' || i || '{BODY}' FROM generate_series(0, {nm} - 1) i;
+                 ANALYZE users; ANALYZE conversations; ANALYZE messages;"
+            ),
+        };
+        self.exec(&sql).await;
+        if self.backend == Backend::Sqlite {
+            self.exec("PRAGMA wal_checkpoint(TRUNCATE)").await;
+        }
+    }
+
+    async fn rows_left(&self) -> i64 {
+        self.count("SELECT (SELECT COUNT(*) FROM messages) + (SELECT COUNT(*) FROM conversations)")
+            .await
+    }
+}
+
+impl Bench {
+    fn next(&self) -> usize {
+        self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A fresh PostgreSQL schema; returns the URL that selects it.
+    async fn pg_schema(&self, what: &str) -> String {
+        let name = format!("bench_{}_{}_{}", std::process::id(), what, self.next());
+        let mut c = sqlx::PgConnection::connect(&self.args.pg_url)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "PostgreSQL at {} unreachable ({e}); use --no-pg",
+                    self.args.pg_url
+                )
+            });
+        c.execute(AssertSqlSafe(format!("CREATE SCHEMA {name}")))
+            .await
+            .unwrap();
+        self.schemas.lock().unwrap().push(name.clone());
+        let sep = if self.args.pg_url.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        format!("{}{sep}options[search_path]={name}", self.args.pg_url)
+    }
+
+    async fn drop_schemas(&self) {
+        let names: Vec<String> = std::mem::take(&mut *self.schemas.lock().unwrap());
+        if names.is_empty() {
+            return;
+        }
+        let Ok(mut c) = sqlx::PgConnection::connect(&self.args.pg_url).await else {
+            return;
+        };
+        for n in names {
+            let _ = c
+                .execute(AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {n} CASCADE")))
+                .await;
+        }
+    }
+
+    async fn new_app(&self, b: Backend, what: &str) -> App {
+        match b {
+            Backend::Sqlite => {
+                let path = self.dir.join(format!("app-{what}-{}.db", self.next()));
+                let url = format!("sqlite://{}", path.display());
+                let mut c = SqliteConnectOptions::from_str(&url)
+                    .unwrap()
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .connect()
+                    .await
+                    .unwrap();
+                sqlx::raw_sql(APP_SCHEMA_SQLITE)
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+                App { backend: b, url }
+            }
+            Backend::Pg => {
+                let url = self.pg_schema(&format!("app_{what}")).await;
+                let app = App { backend: b, url };
+                app.exec(APP_SCHEMA_PG).await;
+                app
+            }
+        }
+    }
+
+    /// A copy of a filled SQLite app database (PostgreSQL: a new schema filled the same way).
+    async fn app_copy(&self, src: &App, what: &str, n: usize) -> App {
+        match src.backend {
+            Backend::Sqlite => {
+                let from = src.url.trim_start_matches("sqlite://");
+                let path = self.dir.join(format!("app-{what}-{}.db", self.next()));
+                std::fs::copy(from, &path).unwrap();
+                App {
+                    backend: Backend::Sqlite,
+                    url: format!("sqlite://{}", path.display()),
+                }
+            }
+            Backend::Pg => {
+                let app = self.new_app(Backend::Pg, what).await;
+                app.fill("c", n, self.args.m).await;
+                app
+            }
+        }
+    }
+
+    async fn ledger_url(&self, b: Backend, what: &str) -> String {
+        match b {
+            Backend::Sqlite => format!(
+                "sqlite://{}",
+                self.dir
+                    .join(format!("ledger-{what}-{}.db", self.next()))
+                    .display()
+            ),
+            Backend::Pg => self.pg_schema(&format!("ledger_{what}")).await,
+        }
+    }
+
+    fn config_text(&self, ledger: &str, app: &App, secure: bool) -> String {
+        format!(
+            r#"
+[database]
+url = "{ledger}"
+
+[scheduler]
+sweep = "0 0 * * * *"
+batch_size = {batch}
+lease = "10m"
+
+[ingest]
+max_clock_skew = "5m"
+
+[accounts]
+grace_after_delete = "30d"
+targets = ["app_db"]
+
+[zdr]
+endpoints = ["/v1/embeddings"]
+
+[kinds.conversation]
+grace_after_delete = "30d"
+targets = ["app_db"]
+
+[kinds.api_log]
+grace_after_delete = "0s"
+max_age = "30d"
+zdr = true
+targets = ["app_db"]
+
+[targets.app_db]
+type = "sql"
+url = "{app}"
+secure_delete = {secure}
+[targets.app_db.purge]
+conversation = ["DELETE FROM messages WHERE conversation_id = :id", "DELETE FROM conversations WHERE id = :id"]
+api_log = ["DELETE FROM api_logs WHERE id = :id"]
+account = ["DELETE FROM users WHERE id = :account"]
+
+[safety]
+max_newly_due = 1000000000
+"#,
+            batch = self.args.batch,
+            app = app.url,
+        )
+    }
+}
+
+struct Stack {
+    config: Arc<Config>,
+    config_text: String,
+    ledger: Ledger,
+    clock: Clock,
+    sweeper: Sweeper,
+}
+
+async fn stack(config_text: String, clock: Clock) -> Stack {
+    let config = Arc::new(Config::parse(&config_text, "bench.toml").expect("bench config"));
+    let (ledger, _) = retentiond::daemon::prepare(&config, &clock, "bench")
+        .await
+        .expect("prepare");
+    let sweeper = Sweeper::new(
+        ledger.clone(),
+        Arc::new(Targets::from_config(&config).unwrap()),
+        config.clone(),
+        clock.clone(),
+        format!("bench-{}", std::process::id()),
+    );
+    Stack {
+        config,
+        config_text,
+        ledger,
+        clock,
+        sweeper,
+    }
+}
+
+async fn ingest_text(s: &Stack, text: &str) -> retentiond::ingest::IngestReport {
+    let policy = retentiond::policy::in_force(&s.ledger)
+        .await
+        .unwrap()
+        .expect("policy");
+    let ctx = IngestContext {
+        policy: &policy,
+        now: s.clock.now(),
+        max_clock_skew: s.config.max_clock_skew,
+    };
+    ingest_reader(&s.ledger, &ctx, text.as_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("ingest: {e}"))
+}
+
+// ----- (1) and (5): purge vs raw ----------------------------------------------------------
+
+struct Purge {
+    rows: i64,
+    items: u64,
+    secs: f64,
+}
+
+impl Purge {
+    fn rows_per_s(&self) -> f64 {
+        self.rows as f64 / self.secs
+    }
+    fn items_per_s(&self) -> f64 {
+        self.items as f64 / self.secs
+    }
+}
+
+/// The raw baseline: what a cron job of batched DELETEs does, on the same database with the same
+/// connection settings as retentiond's SQL target (and, with `secure`, the same WAL truncation
+/// after each batch). The ids are handed to it: no ledger, no lookup.
+async fn raw_purge(app: &App, n: usize, batch: usize, secure: bool) -> Purge {
+    let before = app.rows_left().await;
+    let ids: Vec<String> = (0..n).map(|i| format!("c{i:08}")).collect();
+    let started = Instant::now();
+    match app.backend {
+        Backend::Sqlite => {
+            let mut opts = SqliteConnectOptions::from_str(&app.url)
+                .unwrap()
+                .create_if_missing(false)
+                .busy_timeout(Duration::from_secs(5));
+            if secure {
+                opts = opts.pragma("secure_delete", "ON");
+            }
+            let pool = SqlitePoolOptions::new()
+                .max_connections(2)
+                .connect_with(opts)
+                .await
+                .unwrap();
+            for chunk in ids.chunks(batch) {
+                let mut tx = pool.begin().await.unwrap();
+                for table_col in ["messages WHERE conversation_id", "conversations WHERE id"] {
+                    let mut q =
+                        QueryBuilder::<sqlx::Sqlite>::new(format!("DELETE FROM {table_col} IN ("));
+                    let mut sep = q.separated(", ");
+                    for id in chunk {
+                        sep.push_bind(id.as_str());
+                    }
+                    q.push(")");
+                    q.build().execute(&mut *tx).await.unwrap();
+                }
+                tx.commit().await.unwrap();
+                if secure {
+                    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                        .execute(&pool)
+                        .await
+                        .unwrap();
+                }
+            }
+            pool.close().await;
+        }
+        Backend::Pg => {
+            let pool = PgPoolOptions::new()
+                .max_connections(2)
+                .connect(&app.url)
+                .await
+                .unwrap();
+            for chunk in ids.chunks(batch) {
+                let mut tx = pool.begin().await.unwrap();
+                sqlx::query("DELETE FROM messages WHERE conversation_id = ANY($1)")
+                    .bind(chunk)
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                sqlx::query("DELETE FROM conversations WHERE id = ANY($1)")
+                    .bind(chunk)
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+            }
+            pool.close().await;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let left = app.rows_left().await;
+    assert_eq!(left, 0, "raw baseline left rows");
+    Purge {
+        rows: before - left,
+        items: n as u64,
+        secs,
+    }
+}
+
+/// Events for the purge set: one org, a user per 10 conversations, N conversations, all deleted.
+fn purge_events(n: usize) -> String {
+    let mut s = String::with_capacity(n * 200);
+    s.push_str("{\"type\":\"org.upsert\",\"org\":\"o1\",\"plan\":\"scale\"}\n");
+    for a in 0..n.div_ceil(10) {
+        s.push_str(&format!(
+            "{{\"type\":\"account.created\",\"account\":\"uc{a:06}\",\"org\":\"o1\"}}\n"
+        ));
+    }
+    for i in 0..n {
+        s.push_str(&format!(
+            "{{\"type\":\"resource.created\",\"id\":\"c{i:08}\",\"kind\":\"conversation\",\"account\":\"uc{:06}\"}}\n",
+            i / 10
+        ));
+    }
+    for i in 0..n {
+        s.push_str(&format!(
+            "{{\"type\":\"resource.deleted\",\"id\":\"c{i:08}\"}}\n"
+        ));
+    }
+    s
+}
+
+/// Bystanders the holds of (5) point at: 100 orgs × 5 accounts × 1 live conversation.
+fn bystander_events() -> String {
+    let mut s = String::new();
+    for o in 0..100 {
+        s.push_str(&format!(
+            "{{\"type\":\"org.upsert\",\"org\":\"hbo{o:03}\",\"plan\":\"free\"}}\n"
+        ));
+        for a in 0..5 {
+            let acct = format!("hba{o:03}{a}");
+            s.push_str(&format!(
+                "{{\"type\":\"account.created\",\"account\":\"{acct}\",\"org\":\"hbo{o:03}\"}}\n"
+            ));
+            s.push_str(&format!(
+                "{{\"type\":\"resource.created\",\"id\":\"hbr{o:03}{a}\",\"kind\":\"conversation\",\"account\":\"{acct}\"}}\n"
+            ));
+        }
+    }
+    s
+}
+
+/// `holds` holds, a fifth each scoped to a resource, an account, an org, a kind + creation
+/// range, a creation range. The first 10 resource holds cover conversations of the purge set (so
+/// 10 are held back); every other hold covers bystanders or nothing due.
+async fn place_holds(s: &Stack, holds: usize, now0: i64) -> u64 {
+    let mut held = 0;
+    for i in 0..holds {
+        let j = i / 5;
+        let far = Timestamp(now0 - 1000 * DAY + j as i64 * DAY);
+        let scope = match i % 5 {
+            0 if j < 10 => {
+                held += 1;
+                HoldScope {
+                    resource: Some(format!("c{:08}", j * 97)),
+                    ..Default::default()
+                }
+            }
+            0 => HoldScope {
+                resource: Some(format!("hbr{:03}{}", j % 100, j % 5)),
+                ..Default::default()
+            },
+            1 => HoldScope {
+                account: Some(format!("hba{:03}{}", j % 100, (j / 100) % 5)),
+                ..Default::default()
+            },
+            2 => HoldScope {
+                org: Some(format!("hbo{:03}", j % 100)),
+                ..Default::default()
+            },
+            3 => HoldScope {
+                kind: Some("conversation".into()),
+                created_from: Some(far),
+                created_to: Some(far.plus(retentiond::model::Span(HOUR))),
+                ..Default::default()
+            },
+            _ => HoldScope {
+                created_from: Some(far),
+                created_to: Some(far.plus(retentiond::model::Span(DAY / 2))),
+                ..Default::default()
+            },
+        };
+        place_hold(
+            &s.ledger,
+            PlaceHold {
+                case: format!("BENCH-{i}"),
+                by: "bench".into(),
+                reason: None,
+                scope,
+            },
+            s.clock.now(),
+        )
+        .await
+        .unwrap();
+    }
+    held
+}
+
+/// retentiond's sweep purging the N conversations of `app` through a fresh ledger.
+async fn pipeline_purge(bench: &Bench, app: &App, n: usize, secure: bool, holds: usize) -> Purge {
+    let url = bench.ledger_url(app.backend, "purge").await;
+    let clock = Clock::manual(Timestamp(bench.now0 - 40 * DAY));
+    let s = stack(bench.config_text(&url, app, secure), clock).await;
+    let r = ingest_text(&s, &purge_events(n)).await;
+    assert_eq!(r.applied as usize, 1 + n.div_ceil(10) + 2 * n);
+    let mut held = 0;
+    if holds > 0 {
+        ingest_text(&s, &bystander_events()).await;
+        held = place_holds(&s, holds, bench.now0).await;
+    }
+    s.clock.set(Timestamp(bench.now0));
+    let before = app.rows_left().await;
+    let started = Instant::now();
+    let report = s
+        .sweeper
+        .sweep_once(&CancellationToken::new())
+        .await
+        .expect("sweep");
+    let secs = started.elapsed().as_secs_f64();
+    let left = app.rows_left().await;
+    assert_eq!(report.purged, n as u64 - held, "pipeline purged {report:?}");
+    assert_eq!(report.held, held);
+    assert_eq!(left, (held * (bench.args.m as u64 + 1)) as i64);
+    Purge {
+        rows: before - left,
+        items: report.purged,
+        secs,
+    }
+}
+
+async fn part_purge(bench: &Bench, b: Backend, with_holds: bool) {
+    let (n, m, batch) = (bench.n, bench.args.m, bench.args.batch);
+    log(format!(
+        "{}: building the application data ({n} × {m})",
+        b.name()
+    ));
+    let master = bench.new_app(b, "master").await;
+    if b == Backend::Sqlite {
+        master.fill("c", n, m).await;
+    }
+
+    let variants: &[bool] = match b {
+        Backend::Sqlite => &[true, false],
+        Backend::Pg => &[true],
+    };
+    let mut none_items = 0.0;
+    for &secure in variants {
+        let tag = match (b, secure) {
+            (Backend::Pg, _) => "",
+            (_, true) => ", secure_delete on",
+            (_, false) => ", secure_delete off",
+        };
+        let keys = if secure {
+            ["1a", "1b", "1c"]
+        } else {
+            ["1d", "1e", "1f"]
+        };
+        let app = bench.app_copy(&master, "raw", n).await;
+        log(format!("{}: raw baseline{tag}", b.name()));
+        let raw = raw_purge(&app, n, batch, secure).await;
+        let app = bench.app_copy(&master, "pipe", n).await;
+        log(format!("{}: retentiond sweep{tag}", b.name()));
+        let pipe = pipeline_purge(bench, &app, n, secure, 0).await;
+        let ratio = pipe.rows_per_s() / raw.rows_per_s();
+        if secure {
+            none_items = pipe.items_per_s();
+        }
+        let mut t = bench.table.lock().unwrap();
+        t.set(
+            keys[0],
+            &format!("(a) raw batched DELETE{tag}: rows/s ({n} × {m}+1 rows, batch {batch})"),
+            b,
+            format!("{} ({:.2} s)", k(raw.rows_per_s()), raw.secs),
+        );
+        t.set(
+            keys[1],
+            &format!("(b) retentiond sweep{tag}: rows/s (items/s)"),
+            b,
+            format!(
+                "{} ({} items/s, {:.2} s)",
+                k(pipe.rows_per_s()),
+                k(pipe.items_per_s()),
+                pipe.secs
+            ),
+        );
+        t.set(keys[2], &format!("(b)/(a){tag}"), b, format!("{ratio:.2}"));
+        if b == Backend::Sqlite {
+            t.target(keys[2], "≥ 0.50 (SQLite)", yes(ratio >= 0.5));
+        }
+    }
+    if with_holds {
+        let app = bench.app_copy(&master, "holds", n).await;
+        log(format!("{}: sweep with {} holds", b.name(), bench.holds));
+        let held = pipeline_purge(bench, &app, n, true, bench.holds).await;
+        let ratio = held.items_per_s() / none_items;
+        let mut t = bench.table.lock().unwrap();
+        t.set(
+            "5a",
+            &format!(
+                "purge with {} active holds (mixed scopes): items/s",
+                bench.holds
+            ),
+            b,
+            format!("{} ({:.2} s)", k(held.items_per_s()), held.secs),
+        );
+        t.set(
+            "5b",
+            "with holds / without (items/s)",
+            b,
+            format!("{ratio:.2}"),
+        );
+    }
+}
+
+// ----- (2) and (4): sweep cost vs tracked size ----------------------------------------------
+
+/// SQL inserting background resources `lo..hi` exactly as ingest (and, for tombstones, the
+/// sweep) would have written them. By `i % 10`: 0 a purged tombstone, 1 a conversation deleted an
+/// hour ago (due in 30 days), 2 a live api_log (max_age 30d, rule R5), else a live conversation.
+/// Resource i belongs to account `a{i/10}`, of org `o{i/1000}`.
+fn bulk_resources(b: Backend, lo: u64, hi: u64, now0: i64) -> String {
+    let (series, rid, acct) = match b {
+        Backend::Sqlite => (
+            format!(
+                "WITH RECURSIVE s(i) AS (SELECT {lo} UNION ALL SELECT i + 1 FROM s WHERE i + 1 < {hi}) SELECT"
+            ),
+            "printf('r%09d', i)".to_string(),
+            "printf('a%08d', i / 10)".to_string(),
+        ),
+        Backend::Pg => (
+            "SELECT".to_string(),
+            "'r' || lpad(i::text, 9, '0')".to_string(),
+            "'a' || lpad((i / 10)::text, 8, '0')".to_string(),
+        ),
+    };
+    let from = match b {
+        Backend::Sqlite => " FROM s".to_string(),
+        Backend::Pg => format!(" FROM generate_series({lo}::bigint, {hi}::bigint - 1) AS g(i)"),
+    };
+    let api_created = format!("({now0} - {} + (i % 1000000000))", 20 * DAY);
+    let conv_created = format!("({now0} - {} + i)", 90 * DAY);
+    let pending_deleted = format!("({now0} - {HOUR} - (i % 1000))");
+    format!(
+        "INSERT INTO resources (id, kind, account, created_at, endpoint, state, deleted_at, cause, purge_after, rule, \
+         held, lease_owner, lease_until, attempts, last_error, purged_at) \
+         {series} {rid}, \
+         CASE WHEN i % 10 = 2 THEN 'api_log' ELSE 'conversation' END, \
+         {acct}, \
+         CASE WHEN i % 10 = 2 THEN {api_created} ELSE {conv_created} END, \
+         CASE WHEN i % 10 = 2 THEN '/v1/chat/completions' END, \
+         CASE i % 10 WHEN 0 THEN 'purged' WHEN 1 THEN 'deleted' ELSE 'live' END, \
+         CASE i % 10 WHEN 0 THEN {conv_created} + {DAY} WHEN 1 THEN {pending_deleted} END, \
+         CASE WHEN i % 10 IN (0, 1) THEN 'manual' END, \
+         CASE i % 10 WHEN 0 THEN {conv_created} + {d31} WHEN 1 THEN {pending_deleted} + {d30} WHEN 2 THEN {api_created} + {d30} END, \
+         CASE i % 10 WHEN 0 THEN 'R1' WHEN 1 THEN 'R1' WHEN 2 THEN 'R5' END, \
+         0, NULL, NULL, 0, NULL, \
+         CASE WHEN i % 10 = 0 THEN {conv_created} + {d31} + {MIN} END{from}",
+        d30 = 30 * DAY,
+        d31 = 31 * DAY,
+    )
+}
+
+/// Accounts `a{j}` for j in lo..hi (org `o{j/100}`) and their orgs.
+fn bulk_accounts(b: Backend, lo: u64, hi: u64, now0: i64) -> String {
+    let t = now0 - 100 * DAY;
+    match b {
+        Backend::Sqlite => format!(
+            "WITH RECURSIVE s(i) AS (SELECT {lo} UNION ALL SELECT i + 1 FROM s WHERE i + 1 < {hi}) \
+             INSERT INTO accounts (id, org, state, created_at, deletion_requested_at, purge_after, purged_at) \
+             SELECT printf('a%08d', i), printf('o%06d', i / 100), 'active', {t}, NULL, NULL, NULL FROM s; \
+             WITH RECURSIVE s(i) AS (SELECT {olo} UNION ALL SELECT i + 1 FROM s WHERE i + 1 < {ohi}) \
+             INSERT INTO orgs (id, plan, zdr, zdr_reason, zdr_by, zdr_at, created_at, updated_at) \
+             SELECT printf('o%06d', i), 'scale', 'off', NULL, NULL, NULL, {t}, {t} FROM s;",
+            olo = lo / 100,
+            ohi = hi.div_ceil(100),
+        ),
+        Backend::Pg => format!(
+            "INSERT INTO accounts (id, org, state, created_at, deletion_requested_at, purge_after, purged_at) \
+             SELECT 'a' || lpad(i::text, 8, '0'), 'o' || lpad((i / 100)::text, 6, '0'), 'active', {t}, NULL, NULL, NULL \
+             FROM generate_series({lo}::bigint, {hi}::bigint - 1) AS g(i); \
+             INSERT INTO orgs (id, plan, zdr, zdr_reason, zdr_by, zdr_at, created_at, updated_at) \
+             SELECT 'o' || lpad(i::text, 6, '0'), 'scale', 'off', NULL, NULL, NULL, {t}, {t} \
+             FROM generate_series({olo}::bigint, {ohi}::bigint - 1) AS g(i);",
+            olo = lo / 100,
+            ohi = hi.div_ceil(100),
+        ),
+    }
+}
+
+/// Purge time of due round `r`: round r becomes due at `now0 - 10d + r h`.
+fn round_due(now0: i64, r: usize) -> i64 {
+    now0 - 10 * DAY + r as i64 * HOUR
+}
+
+/// Events creating and deleting the `due` conversations of round `r` (`d{r}_%08d`, accounts
+/// `uc{r}_` per 10), deleted 30 days before `round_due`.
+fn due_events(now0: i64, r: usize, due: usize) -> String {
+    let mut s = String::new();
+    let deleted = Timestamp(round_due(now0, r) - 30 * DAY);
+    let created = Timestamp(deleted.0 - DAY);
+    if r == 0 {
+        s.push_str(&format!(
+            "{{\"type\":\"org.upsert\",\"org\":\"od\",\"plan\":\"scale\",\"at\":\"{created}\"}}\n"
+        ));
+    }
+    for a in 0..due.div_ceil(10) {
+        s.push_str(&format!(
+            "{{\"type\":\"account.created\",\"account\":\"ud{r}_{a:06}\",\"org\":\"od\",\"at\":\"{created}\"}}\n"
+        ));
+    }
+    for i in 0..due {
+        s.push_str(&format!(
+            "{{\"type\":\"resource.created\",\"id\":\"d{r}_{i:08}\",\"kind\":\"conversation\",\"account\":\"ud{r}_{:06}\",\"at\":\"{created}\"}}\n",
+            i / 10
+        ));
+        s.push_str(&format!(
+            "{{\"type\":\"resource.deleted\",\"id\":\"d{r}_{i:08}\",\"at\":\"{deleted}\"}}\n"
+        ));
+    }
+    s
+}
+
+/// The same background rows as `bulk_resources`/`bulk_accounts`, as ingest events (no
+/// tombstones: those only a sweep writes).
+fn background_events(size: u64, now0: i64) -> String {
+    let mut s = String::new();
+    let t = Timestamp(now0 - 100 * DAY);
+    let accounts = size.div_ceil(10);
+    for o in 0..accounts.div_ceil(100) {
+        s.push_str(&format!(
+            "{{\"type\":\"org.upsert\",\"org\":\"o{o:06}\",\"plan\":\"scale\",\"at\":\"{t}\"}}\n"
+        ));
+    }
+    for a in 0..accounts {
+        s.push_str(&format!(
+            "{{\"type\":\"account.created\",\"account\":\"a{a:08}\",\"org\":\"o{:06}\",\"at\":\"{t}\"}}\n",
+            a / 100
+        ));
+    }
+    for i in 0..size as i64 {
+        let acct = format!("a{:08}", i / 10);
+        let conv_created = Timestamp(now0 - 90 * DAY + i);
+        match i % 10 {
+            0 => {}
+            2 => s.push_str(&format!(
+                "{{\"type\":\"resource.created\",\"id\":\"r{i:09}\",\"kind\":\"api_log\",\"account\":\"{acct}\",\"attrs\":{{\"endpoint\":\"/v1/chat/completions\"}},\"at\":\"{}\"}}\n",
+                Timestamp(now0 - 20 * DAY + (i % 1_000_000_000))
+            )),
+            1 => {
+                s.push_str(&format!(
+                    "{{\"type\":\"resource.created\",\"id\":\"r{i:09}\",\"kind\":\"conversation\",\"account\":\"{acct}\",\"at\":\"{conv_created}\"}}\n"
+                ));
+                s.push_str(&format!(
+                    "{{\"type\":\"resource.deleted\",\"id\":\"r{i:09}\",\"at\":\"{}\"}}\n",
+                    Timestamp(now0 - HOUR - (i % 1000))
+                ));
+            }
+            _ => s.push_str(&format!(
+                "{{\"type\":\"resource.created\",\"id\":\"r{i:09}\",\"kind\":\"conversation\",\"account\":\"{acct}\",\"at\":\"{conv_created}\"}}\n"
+            )),
+        }
+    }
+    s
+}
+
+/// A direct connection to a ledger, for bulk setup and plans.
+enum LedgerConn {
+    Sqlite(sqlx::SqliteConnection),
+    Pg(sqlx::PgConnection),
+}
+
+async fn ledger_conn(url: &str) -> LedgerConn {
+    if url.starts_with("postgres") {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        c.execute("SET synchronous_commit = off").await.unwrap();
+        LedgerConn::Pg(c)
+    } else {
+        LedgerConn::Sqlite(
+            SqliteConnectOptions::from_str(url)
+                .unwrap()
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Off)
+                .busy_timeout(Duration::from_secs(30))
+                .pragma("cache_size", "-262144")
+                .connect()
+                .await
+                .unwrap(),
+        )
+    }
+}
+
+impl LedgerConn {
+    async fn exec(&mut self, sql: &str) {
+        match self {
+            LedgerConn::Sqlite(c) => {
+                sqlx::raw_sql(AssertSqlSafe(sql.to_string()))
+                    .execute(&mut *c)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}: {sql}"));
+            }
+            LedgerConn::Pg(c) => {
+                sqlx::raw_sql(AssertSqlSafe(sql.to_string()))
+                    .execute(&mut *c)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}: {sql}"));
+            }
+        }
+    }
+
+    async fn lines(&mut self, sql: &str) -> Vec<String> {
+        match self {
+            LedgerConn::Sqlite(c) => sqlx::query(AssertSqlSafe(sql.to_string()))
+                .fetch_all(&mut *c)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    (0..r.len())
+                        .map(|i| {
+                            r.try_get::<Option<String>, _>(i)
+                                .ok()
+                                .flatten()
+                                .or_else(|| {
+                                    r.try_get::<Option<i64>, _>(i)
+                                        .ok()
+                                        .flatten()
+                                        .map(|v| v.to_string())
+                                })
+                                .unwrap_or_else(|| "NULL".into())
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" | ")
+                })
+                .collect(),
+            LedgerConn::Pg(c) => sqlx::query(AssertSqlSafe(sql.to_string()))
+                .fetch_all(&mut *c)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    (0..r.len())
+                        .map(|i| {
+                            r.try_get::<Option<String>, _>(i)
+                                .ok()
+                                .flatten()
+                                .or_else(|| {
+                                    r.try_get::<Option<i64>, _>(i)
+                                        .ok()
+                                        .flatten()
+                                        .map(|v| v.to_string())
+                                })
+                                .unwrap_or_else(|| "NULL".into())
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" | ")
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Fills a prepared ledger with `size` background resources, in chunks.
+async fn bulk_fill(url: &str, b: Backend, size: u64, now0: i64) {
+    let mut c = ledger_conn(url).await;
+    let chunk = 1_000_000u64;
+    let accounts = size.div_ceil(10);
+    let mut lo = 0;
+    while lo < accounts {
+        let hi = (lo + chunk).min(accounts);
+        c.exec(&format!(
+            "BEGIN; {} COMMIT;",
+            bulk_accounts(b, lo, hi, now0)
+        ))
+        .await;
+        lo = hi;
+    }
+    let mut lo = 0;
+    while lo < size {
+        let hi = (lo + chunk).min(size);
+        c.exec(&format!(
+            "BEGIN; {}; COMMIT;",
+            bulk_resources(b, lo, hi, now0)
+        ))
+        .await;
+        lo = hi;
+        if size >= 1_000_000 {
+            log(format!("  {} tracked rows inserted", hi));
+        }
+    }
+    if b == Backend::Pg {
+        // What autovacuum would have done long before a ledger reached this size.
+        for t in ["resources", "accounts", "orgs"] {
+            c.exec(&format!("VACUUM ANALYZE {t}")).await;
+        }
+    }
+}
+
+const CHECK_RESOURCES: &str = "SELECT id, kind, account, created_at, endpoint, state, deleted_at, cause, purge_after, rule, held, \
+     lease_owner, lease_until, attempts, last_error, purged_at FROM resources WHERE state <> 'purged' ORDER BY id";
+const CHECK_ACCOUNTS: &str = "SELECT id, org, state, created_at, deletion_requested_at, purge_after, purged_at FROM accounts ORDER BY id";
+const CHECK_ORGS: &str = "SELECT id, plan, zdr, zdr_reason, zdr_by, zdr_at, created_at, updated_at FROM orgs ORDER BY id";
+
+/// The bulk shortcut must write what ingest writes: build a small ledger both ways, compare.
+async fn self_check(bench: &Bench, b: Backend) {
+    let size = 1000;
+    let app = bench.new_app(b, "check").await;
+    let url_i = bench.ledger_url(b, "check_ingest").await;
+    let url_b = bench.ledger_url(b, "check_bulk").await;
+    let clock = Clock::manual(Timestamp(bench.now0));
+    let si = stack(bench.config_text(&url_i, &app, true), clock.clone()).await;
+    ingest_text(&si, &background_events(size, bench.now0)).await;
+    let _sb = stack(bench.config_text(&url_b, &app, true), clock).await;
+    bulk_fill(&url_b, b, size, bench.now0).await;
+    let mut ci = ledger_conn(&url_i).await;
+    let mut cb = ledger_conn(&url_b).await;
+    for q in [CHECK_RESOURCES, CHECK_ACCOUNTS, CHECK_ORGS] {
+        let (a, z) = (ci.lines(q).await, cb.lines(q).await);
+        assert!(!a.is_empty());
+        for (x, y) in a.iter().zip(&z) {
+            assert_eq!(x, y, "bulk-built ledger differs from an ingested one");
+        }
+        assert_eq!(
+            a.len(),
+            z.len(),
+            "bulk-built ledger differs from an ingested one"
+        );
+    }
+    log(format!(
+        "{}: bulk ledger rows = ingested rows (self-check ok)",
+        b.name()
+    ));
+}
+
+async fn explain(url: &str, b: Backend, now: i64, batch: usize) -> Vec<String> {
+    let mut c = ledger_conn(url).await;
+    let due = format!(
+        "SELECT r.id FROM resources r WHERE r.state IN ('live', 'deleted') AND r.held = 0 AND r.purge_after IS NOT NULL \
+         AND r.purge_after <= {now} ORDER BY r.purge_after LIMIT {batch}"
+    );
+    match b {
+        Backend::Sqlite => c.lines(&format!("EXPLAIN QUERY PLAN {due}")).await,
+        Backend::Pg => {
+            c.lines(&format!(
+                "EXPLAIN UPDATE resources SET state = 'purging' WHERE id IN ({due} FOR UPDATE SKIP LOCKED) RETURNING id"
+            ))
+            .await
+        }
+    }
+}
+
+fn rss_kb(stderr: &str) -> Option<u64> {
+    stderr
+        .lines()
+        .find(|l| l.contains("Maximum resident set size"))
+        .and_then(|l| l.rsplit(':').next())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+async fn part_scale(bench: &Bench, b: Backend) {
+    let (due, rounds, batch) = (bench.args.due, bench.args.rounds, bench.args.batch);
+    let mut reference: Option<(Duration, Duration, Duration, Duration)> = None;
+    let largest = *bench.sizes.iter().max().unwrap();
+    for (si, &size) in bench.sizes.iter().enumerate() {
+        log(format!("{}: ledger with {size} tracked", b.name()));
+        let app = bench.new_app(b, "scale").await;
+        for r in 0..=rounds {
+            app.fill(&format!("d{r}_"), due, bench.args.m).await;
+        }
+        let url = bench.ledger_url(b, "scale").await;
+        let clock = Clock::manual(Timestamp(bench.now0));
+        let s = stack(bench.config_text(&url, &app, true), clock).await;
+        let t = Instant::now();
+        bulk_fill(&url, b, size, bench.now0).await;
+        for r in 0..=rounds {
+            s.clock.set(Timestamp(round_due(bench.now0, r) - 30 * DAY));
+            ingest_text(&s, &due_events(bench.now0, r, due)).await;
+        }
+        log(format!("  built in {:.1} s", t.elapsed().as_secs_f64()));
+        if size == largest {
+            for l in explain(&url, b, round_due(bench.now0, 0), batch).await {
+                log(format!("  plan: {l}"));
+            }
+        }
+
+        let mut find = Vec::new();
+        let mut full = Vec::new();
+        for r in 0..rounds {
+            let now = Timestamp(round_due(bench.now0, r) + MIN);
+            s.clock.set(now);
+            for _ in 0..3 {
+                let t = Instant::now();
+                let found = s.ledger.peek_due(now, batch as i64).await.unwrap();
+                find.push(t.elapsed());
+                assert_eq!(found.len(), due.min(batch));
+            }
+            let t = Instant::now();
+            let rep = s
+                .sweeper
+                .sweep_once(&CancellationToken::new())
+                .await
+                .unwrap();
+            full.push(t.elapsed());
+            assert_eq!(rep.purged, due as u64, "{rep:?}");
+        }
+        let now = s.clock.now();
+        let mut find0 = Vec::new();
+        let mut claim0 = Vec::new();
+        let mut full0 = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            assert!(
+                s.ledger
+                    .peek_due(now, batch as i64)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+            find0.push(t.elapsed());
+            let t = Instant::now();
+            let c = s
+                .ledger
+                .claim_due(
+                    now,
+                    batch as i64,
+                    "bench-claim",
+                    now.plus(retentiond::model::Span(MIN)),
+                )
+                .await
+                .unwrap();
+            claim0.push(t.elapsed());
+            assert!(c.is_empty());
+            let t = Instant::now();
+            let rep = s
+                .sweeper
+                .sweep_once(&CancellationToken::new())
+                .await
+                .unwrap();
+            full0.push(t.elapsed());
+            assert_eq!(rep.purged, 0);
+        }
+        let m = (median(find), median(full), median(find0), median(full0));
+        let claim0 = median(claim0);
+        let reference = *reference.get_or_insert(m);
+        let sz = k(size as f64);
+        let x = |a: Duration, r: Duration| a.as_secs_f64() / r.as_secs_f64();
+        {
+            let mut t = bench.table.lock().unwrap();
+            t.set(
+                &format!("2a{si}"),
+                &format!("find due ({due} due, `peek_due`), {sz} tracked"),
+                b,
+                format!("{} (×{:.2})", ms(m.0), x(m.0, reference.0)),
+            );
+            t.set(
+                &format!("2b{si}"),
+                &format!("full sweep of {due} due, {sz} tracked"),
+                b,
+                format!("{} (×{:.2})", ms(m.1), x(m.1, reference.1)),
+            );
+            if si > 0 {
+                t.target(
+                    &format!("2b{si}"),
+                    "≤ 2× the first size",
+                    yes(x(m.1, reference.1) <= 2.0),
+                );
+            }
+            t.set(
+                &format!("2c{si}"),
+                &format!("find due / empty claim / full sweep, 0 due, {sz} tracked"),
+                b,
+                format!(
+                    "{} / {} / {} (×{:.2})",
+                    ms(m.2),
+                    ms(claim0),
+                    ms(m.3),
+                    x(m.3, reference.3)
+                ),
+            );
+        }
+
+        if size == largest {
+            // (4) the real binary over a sweep of the last due round among the largest ledger.
+            let cfg = bench.dir.join(format!("memory-{}.toml", bench.next()));
+            std::fs::write(&cfg, &s.config_text).unwrap();
+            let logfile = bench.dir.join("memory-sweep.log");
+            log(format!(
+                "{}: peak RSS of `retentiond sweep --once` ({sz} tracked)",
+                b.name()
+            ));
+            let out = std::process::Command::new("/usr/bin/time")
+                .arg("-v")
+                .arg(env!("CARGO_BIN_EXE_retentiond"))
+                .arg("--config")
+                .arg(&cfg)
+                .args(["--json", "sweep", "--once"])
+                .env_remove("RUST_LOG")
+                .output()
+                .expect("/usr/bin/time");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            std::fs::write(&logfile, stderr.as_bytes()).unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "sweep --once failed: {stdout}\n(see {})",
+                logfile.display()
+            );
+            let rep: serde_json::Value = serde_json::from_str(&stdout).expect("sweep --json");
+            assert_eq!(rep["purged"].as_u64(), Some(due as u64), "{stdout}");
+            let kb = rss_kb(&stderr).expect("Maximum resident set size");
+            let mut t = bench.table.lock().unwrap();
+            t.set(
+                "4",
+                &format!("peak RSS, `retentiond sweep --once` ({due} due, {sz} tracked)"),
+                b,
+                format!("{:.1} MB", kb as f64 / 1024.0),
+            );
+            t.target("4", "< 100 MB", yes(kb < 100 * 1024));
+        }
+        drop(s);
+        if b == Backend::Sqlite && !bench.args.keep {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!(
+                    "{}{suffix}",
+                    url.trim_start_matches("sqlite://")
+                ));
+            }
+        }
+        bench.drop_schemas().await;
+    }
+}
+
+// ----- (3) ingest ------------------------------------------------------------------------------
+
+/// An NDJSON file of `lines` events: 100 orgs, 10,000 accounts, then resource.created and
+/// resource.deleted 3:1 (a resource is deleted 400 lines after its creation), all with event ids.
+fn ingest_file(path: &Path, lines: usize) -> usize {
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let accounts = 10_000.min(lines / 10).max(1);
+    let orgs = accounts.div_ceil(100);
+    let mut n = 0;
+    for o in 0..orgs {
+        writeln!(
+            w,
+            "{{\"type\":\"org.upsert\",\"org\":\"io{o}\",\"plan\":\"scale\",\"event_id\":\"e{n}\"}}"
+        )
+        .unwrap();
+        n += 1;
+    }
+    for a in 0..accounts {
+        writeln!(w, "{{\"type\":\"account.created\",\"account\":\"ia{a}\",\"org\":\"io{}\",\"event_id\":\"e{n}\"}}", a / 100).unwrap();
+        n += 1;
+    }
+    let mut created = 0usize;
+    let mut deleted = 0usize;
+    while n < lines {
+        if n % 4 == 3 && deleted + 100 < created {
+            writeln!(
+                w,
+                "{{\"type\":\"resource.deleted\",\"id\":\"ir{deleted}\",\"event_id\":\"e{n}\"}}"
+            )
+            .unwrap();
+            deleted += 1;
+        } else {
+            let (kind, attrs) = if created % 5 == 0 {
+                (
+                    "api_log",
+                    ",\"attrs\":{\"endpoint\":\"/v1/chat/completions\"}",
+                )
+            } else {
+                ("conversation", "")
+            };
+            writeln!(w, "{{\"type\":\"resource.created\",\"id\":\"ir{created}\",\"kind\":\"{kind}\",\"account\":\"ia{}\"{attrs},\"event_id\":\"e{n}\"}}", created % accounts).unwrap();
+            created += 1;
+        }
+        n += 1;
+    }
+    w.flush().unwrap();
+    n
+}
+
+async fn part_ingest(bench: &Bench, b: Backend, file: &Path, lines: usize) {
+    let app = bench.new_app(b, "ingest").await;
+    let url = bench.ledger_url(b, "ingest").await;
+    let s = stack(
+        bench.config_text(&url, &app, true),
+        Clock::manual(Timestamp(bench.now0)),
+    )
+    .await;
+    log(format!("{}: ingest of {lines} lines", b.name()));
+    let policy = retentiond::policy::in_force(&s.ledger)
+        .await
+        .unwrap()
+        .unwrap();
+    let ctx = IngestContext {
+        policy: &policy,
+        now: s.clock.now(),
+        max_clock_skew: s.config.max_clock_skew,
+    };
+    let t = Instant::now();
+    let input = BufReader::with_capacity(1 << 20, std::fs::File::open(file).unwrap());
+    let rep = ingest_reader(&s.ledger, &ctx, input).await.expect("ingest");
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(rep.applied as usize, lines);
+    let rate = lines as f64 / secs;
+    {
+        let mut t = bench.table.lock().unwrap();
+        t.set(
+            "3",
+            &format!(
+                "ingest, events/s ({} lines, created:deleted 3:1)",
+                k(lines as f64)
+            ),
+            b,
+            format!("{} ({:.1} s)", k(rate), secs),
+        );
+        t.target("3", "≥ 50k (SQLite)", yes(rate >= 50_000.0));
+    }
+    drop(s);
+    if b == Backend::Sqlite && !bench.args.keep {
+        let _ = std::fs::remove_file(url.trim_start_matches("sqlite://"));
+    }
+    bench.drop_schemas().await;
+}
+
+// ----- main -----------------------------------------------------------------------------------
+
+fn want(args: &Args, part: &str) -> bool {
+    args.only
+        .as_ref()
+        .is_none_or(|o| o.iter().any(|p| p == part))
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let q = args.quick;
+    let scratch = args
+        .scratch
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench"));
+    let dir = scratch.join(format!("run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let now0 = (chrono::Utc::now().timestamp_millis() / 1000) * 1000;
+    let bench = Bench {
+        n: args.n.unwrap_or(if q { 2_000 } else { 100_000 }),
+        sizes: args.sizes.clone().unwrap_or(if q {
+            vec![1_000, 10_000, 100_000]
+        } else {
+            vec![10_000, 1_000_000, 10_000_000]
+        }),
+        ingest_lines: args
+            .ingest_lines
+            .unwrap_or(if q { 20_000 } else { 1_000_000 }),
+        holds: args.holds.unwrap_or(if q { 100 } else { 1_000 }),
+        dir: dir.clone(),
+        now0,
+        schemas: Mutex::new(Vec::new()),
+        seq: Default::default(),
+        table: Mutex::new(Table::default()),
+        args,
+    };
+
+    // The daemon logs one line per purge and per deletion: so does the bench, to a file.
+    let logf = std::fs::File::create(dir.join("retentiond.log")).unwrap();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info,sqlx=warn"))
+        .with_writer(Mutex::new(logf))
+        .with_target(false)
+        .with_ansi(false)
+        .compact()
+        .try_init();
+
+    let started = Instant::now();
+    let mut backends = vec![Backend::Sqlite];
+    if !bench.args.no_pg {
+        backends.push(Backend::Pg);
+    }
+    let bench = Arc::new(bench);
+    let result = tokio::spawn({
+        let bench = bench.clone();
+        async move {
+            let ingest_path = bench.dir.join("events.ndjson");
+            for &b in &backends {
+                if want(&bench.args, "scale") {
+                    self_check(&bench, b).await;
+                }
+                if want(&bench.args, "purge") || want(&bench.args, "holds") {
+                    part_purge(
+                        &bench,
+                        b,
+                        b == Backend::Sqlite && want(&bench.args, "holds"),
+                    )
+                    .await;
+                    bench.drop_schemas().await;
+                }
+                if want(&bench.args, "ingest") {
+                    if !ingest_path.exists() {
+                        ingest_file(&ingest_path, bench.ingest_lines);
+                    }
+                    part_ingest(&bench, b, &ingest_path, bench.ingest_lines).await;
+                }
+                if want(&bench.args, "scale") {
+                    part_scale(&bench, b).await;
+                }
+            }
+        }
+    })
+    .await;
+    bench.drop_schemas().await;
+    if let Err(e) = result {
+        log(format!(
+            "benchmark failed: {e}; scratch left in {}",
+            dir.display()
+        ));
+        std::process::exit(1);
+    }
+    let table = bench.table.lock().unwrap().print();
+    println!(
+        "\nretentiond benchmarks — N={} × M={}, batch {}, sizes {:?}, {} holds, {} ingest lines; {} CPUs; {:.0} s\n",
+        bench.n,
+        bench.args.m,
+        bench.args.batch,
+        bench.sizes,
+        bench.holds,
+        bench.ingest_lines,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        started.elapsed().as_secs_f64()
+    );
+    println!("{table}");
+    if !bench.args.keep {
+        let _ = std::fs::remove_dir_all(&dir);
+    } else {
+        log(format!("scratch kept in {}", dir.display()));
+    }
+}
