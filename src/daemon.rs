@@ -99,6 +99,8 @@ struct Shared {
     sweep_lock: Arc<tokio::sync::Mutex<()>>,
     health: Arc<Health>,
     current: RwLock<Option<Current>>,
+    /// Vacuum crons, checkpoint retries, outbox pollers (see `background`).
+    background: tokio::sync::Mutex<Option<crate::background::Background>>,
 }
 
 impl Shared {
@@ -251,8 +253,16 @@ pub async fn run(config_path: PathBuf, config: Config, clock: Clock) -> anyhow::
         sweep_lock: Arc::new(tokio::sync::Mutex::new(())),
         health: health.clone(),
         current: RwLock::new(None),
+        background: tokio::sync::Mutex::new(None),
     });
     let sweeper = build_sweeper(&ledger, &config, &clock, &instance, &health)?;
+    *shared.background.lock().await = Some(crate::background::Background::start(
+        &config,
+        sweeper.targets(),
+        &ledger,
+        &clock,
+        &shared.stop,
+    ));
     let scheduler = JobScheduler::new().await?;
     crate::checkpoint::schedule(&scheduler, &ledger, &config.audit, &clock, &shared.tracker)
         .await?;
@@ -345,6 +355,9 @@ pub async fn run(config_path: PathBuf, config: Config, clock: Clock) -> anyhow::
     let _ = scheduler.shutdown().await;
     shared.tracker.close();
     shared.tracker.wait().await;
+    if let Some(b) = shared.background.lock().await.take() {
+        b.stop().await;
+    }
     match release_claims(&ledger, &instance).await {
         Ok(n) if n > 0 => info!(released = n, "claims released for other instances"),
         Ok(_) => {}
@@ -444,11 +457,25 @@ async fn reload(shared: &Arc<Shared>, scheduler: &JobScheduler, path: &std::path
         .health
         .stall_after_ms
         .store(new.scheduler.stall_after.millis(), Ordering::Relaxed);
+    let targets = sweeper.targets();
     *shared.current.write().expect("not poisoned") = Some(Current {
         config: new.clone(),
         sweeper,
         job,
     });
+    // Restart the background work with the new targets and sources (the batch in flight ends).
+    let mut background = shared.background.lock().await;
+    if let Some(b) = background.take() {
+        b.stop().await;
+    }
+    *background = Some(crate::background::Background::start(
+        &new,
+        targets,
+        &shared.ledger,
+        &shared.clock,
+        &shared.stop,
+    ));
+    drop(background);
     info!(config = %new.file, fingerprint = %policy::fingerprint(&new.policy), "config reloaded");
     if let Err(e) = crate::audit::record_config_loaded(
         &shared.ledger,

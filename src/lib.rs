@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod background;
 pub mod checkpoint;
 pub mod cli;
 pub mod clock;
@@ -17,6 +18,7 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod model;
+pub mod outbox;
 pub mod policy;
 pub mod reapply;
 pub mod report;

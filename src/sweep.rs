@@ -152,6 +152,11 @@ impl Sweeper {
         &self.instance
     }
 
+    /// The targets this sweeper purges with (the daemon's background work shares them).
+    pub fn targets(&self) -> Arc<Targets> {
+        self.targets.clone()
+    }
+
     /// Now, for due checks. With the system clock on PostgreSQL, the earlier of this host's and
     /// the database's clocks: a host whose clock runs ahead cannot purge early (R11).
     pub async fn now(&self) -> Result<Timestamp, StoreError> {

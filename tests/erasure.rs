@@ -455,3 +455,79 @@ both_backends! {
         h.audit_ok().await;
     }
 }
+
+/// A failing test must not leave a daemon running.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// The daemon runs each SQL target's `vacuum` cron: free pages left by the application's own
+/// deletes (no secure_delete) disappear from the file while `retentiond run` is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_runs_the_vacuum_cron() {
+    let env = Env::new(Backend::Sqlite).await;
+    let app = app_pool(&env.app_db, false).await;
+    seed_marked(&app).await;
+    // The application's own deletes, without secure_delete: free pages full of old content.
+    for sql in [
+        "DELETE FROM messages",
+        "DELETE FROM embeddings",
+        "DELETE FROM conversations WHERE id LIKE 'p%'",
+    ] {
+        sqlx::query(sql).execute(&app).await.unwrap();
+    }
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&app)
+        .await
+        .unwrap();
+    let freelist = || async {
+        let mut c = env.app().await;
+        sqlx::query_scalar::<_, i64>("PRAGMA freelist_count")
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+    };
+    assert!(freelist().await > 0);
+    assert!(!files_containing(&env.app_db, MARKER).is_empty());
+    let text = env.config_text(&Knobs::default()).replace(
+        "type = \"sql\"\n",
+        "type = \"sql\"\nvacuum = \"*/1 * * * * *\"\n",
+    );
+    let cfg = env.write_config(&text);
+    let log = env.dir.path().join("daemon.log");
+    let mut child = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_retentiond"))
+            .env_remove("RUST_LOG")
+            .arg("--config")
+            .arg(&cfg)
+            .arg("run")
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while freelist().await > 0 || !files_containing(&env.app_db, MARKER).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no vacuum:\n{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(child.0.wait().unwrap().code(), Some(0));
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert!(logs.contains("vacuum scheduled"), "{logs}");
+    assert!(logs.contains("target vacuumed"), "{logs}");
+    app.close().await;
+}
