@@ -6,7 +6,8 @@
 //! number of requests to 127.0.0.1 only, each run on a fresh ledger in a temporary folder or
 //! schema. Every batch is self-contained (its resources are created, and a tenth of them
 //! deleted, within it), so concurrent clients never depend on each other's batches; every event
-//! carries an `event_id`, as a careful application would send.
+//! carries an `event_id`, as a careful application would send. The `in-process` rows apply the
+//! same batches with `ingest_reader` directly, to show what HTTP itself costs.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -23,6 +24,7 @@ const ACCOUNTS: usize = 100;
 
 struct Row {
     backend: &'static str,
+    transport: &'static str,
     batch: usize,
     clients: usize,
     events: usize,
@@ -54,20 +56,25 @@ fn main() {
     }
     for backend in backends {
         for (batch, clients) in [(1_000, 1), (1_000, 4), (10_000, 1)] {
-            rows.push(rt.block_on(run(backend, total, batch, clients)));
+            rows.push(rt.block_on(run(backend, total, batch, clients, true)));
+        }
+        // The same batches applied in-process (no HTTP): what the transport costs.
+        for batch in [1_000, 10_000] {
+            rows.push(rt.block_on(run(backend, total, batch, 1, false)));
         }
     }
     println!(
         "\nHTTP ingest: {total} events over loopback (POST /v1/events, NDJSON, event_id on every line)\n"
     );
     println!(
-        "| backend | batch | clients | events | seconds | events/s | request p50 ms | request max ms |"
+        "| backend | via | batch | clients | events | seconds | events/s | batch p50 ms | batch max ms |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for r in &rows {
         println!(
-            "| {} | {} | {} | {} | {:.2} | {:.0} | {:.1} | {:.1} |",
+            "| {} | {} | {} | {} | {} | {:.2} | {:.0} | {:.1} | {:.1} |",
             r.backend,
+            r.transport,
             r.batch,
             r.clients,
             r.events,
@@ -94,8 +101,9 @@ async fn pg_reachable() -> bool {
     )
 }
 
-/// The events: one batch creating the org and accounts, then self-contained batches.
-fn batches(total: usize, batch: usize) -> Vec<String> {
+/// The events: one batch creating the org and accounts, then self-contained batches. Also
+/// returns how many resources they create.
+fn batches(total: usize, batch: usize) -> (Vec<String>, usize) {
     let mut out = Vec::new();
     let mut setup = String::from(
         "{\"type\":\"org.upsert\",\"org\":\"o1\",\"plan\":\"scale\",\"event_id\":\"org-o1\"}\n",
@@ -109,10 +117,12 @@ fn batches(total: usize, batch: usize) -> Vec<String> {
     let mut left = total - (ACCOUNTS + 1);
     let kinds = ["conversation", "file", "api_log"];
     let mut next = 0usize;
+    let mut created = 0;
     while left > 0 {
         let n = left.min(batch);
         let deletes = n / 10;
         let creates = n - deletes;
+        created += creates;
         let mut body = String::with_capacity(n * 140);
         let first = next;
         for _ in 0..creates {
@@ -137,10 +147,10 @@ fn batches(total: usize, batch: usize) -> Vec<String> {
         out.push(body);
         left -= n;
     }
-    out
+    (out, created)
 }
 
-async fn run(backend: Backend, total: usize, batch: usize, clients: usize) -> Row {
+async fn run(backend: Backend, total: usize, batch: usize, clients: usize, http: bool) -> Row {
     let env = Env::new(backend).await;
     std::fs::write(env.dir.path().join("token"), TOKEN).unwrap();
     let extra = format!(
@@ -158,7 +168,7 @@ async fn run(backend: Backend, total: usize, batch: usize, clients: usize) -> Ro
     let stop = CancellationToken::new();
     let server = tokio::spawn(serve(listener, state, stop.clone()));
     let client = reqwest::Client::new();
-    let mut bodies = batches(total, batch);
+    let (mut bodies, created) = batches(total, batch);
     let setup = bodies.remove(0);
     let queue = Arc::new(std::sync::Mutex::new(bodies));
 
@@ -179,7 +189,21 @@ async fn run(backend: Backend, total: usize, batch: usize, clients: usize) -> Ro
     };
 
     let start = Instant::now();
-    let mut latencies = vec![post(client.clone(), url.clone(), setup).await];
+    let mut latencies = Vec::new();
+    if !http {
+        // In-process: the same ingest the handler runs, without HTTP.
+        let mut bodies = queue.lock().unwrap().split_off(0);
+        bodies.push(setup);
+        while let Some(body) = bodies.pop() {
+            let t = Instant::now();
+            if let Err(e) = h.try_ingest(&body).await {
+                panic!("ingest: {e}");
+            }
+            latencies.push(t.elapsed());
+        }
+    } else {
+        latencies.push(post(client.clone(), url.clone(), setup).await);
+    }
     let mut tasks = Vec::new();
     for _ in 0..clients {
         let (client, url, queue) = (client.clone(), url.clone(), queue.clone());
@@ -204,10 +228,16 @@ async fn run(backend: Backend, total: usize, batch: usize, clients: usize) -> Ro
     // Sanity: everything arrived.
     let counts = h.ledger.state_counts().await.unwrap();
     let resources: i64 = counts.iter().map(|c| c.count).sum();
+    assert_eq!(resources as usize, created, "resources in the ledger");
+    let deleted: i64 = counts
+        .iter()
+        .filter(|c| c.state == "deleted")
+        .map(|c| c.count)
+        .sum();
     assert_eq!(
-        resources as usize,
-        total - (ACCOUNTS + 1),
-        "resources in the ledger"
+        deleted as usize,
+        total - (ACCOUNTS + 1) - created,
+        "deleted resources"
     );
     latencies.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -216,6 +246,7 @@ async fn run(backend: Backend, total: usize, batch: usize, clients: usize) -> Ro
             Backend::Sqlite => "sqlite",
             Backend::Postgres => "postgres",
         },
+        transport: if http { "http" } else { "in-process" },
         batch,
         clients,
         events: total,
