@@ -145,7 +145,7 @@ pub fn record_sweep_failure(outcome: &'static str, took: Duration) {
     histogram!(SWEEP_DURATION).record(took.as_secs_f64());
 }
 
-/// Records an applied batch of events from `source` (`http`, an outbox name, …).
+/// Records an applied batch of events from `source` (`http`, `outbox/NAME`).
 pub fn record_ingest(source: &str, report: &IngestReport) {
     for (kind, n) in &report.by_type {
         counter!(EVENTS_INGESTED, "source" => source.to_string(), "type" => *kind).increment(*n);

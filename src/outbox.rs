@@ -354,6 +354,7 @@ impl Poller {
                     .collect();
                 match ingest::ingest_events(&self.ledger, &ctx, &batch).await {
                     Ok(r) => {
+                        crate::metrics::record_ingest(&format!("outbox/{}", self.name), &r);
                         report.applied += r.applied;
                         report.duplicates += r.duplicates;
                         consumed.extend(rows[start..end].iter().map(|r| r.id));
