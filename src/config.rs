@@ -547,15 +547,28 @@ impl Config {
                 TargetConfig::Sql(s) => {
                     let _ = writeln!(
                         out,
-                        "  {name}: sql {} (secure_delete {})",
+                        "  {name}: sql {} (secure_delete {}{})",
                         s.url.redacted(),
-                        if s.secure_delete { "on" } else { "off" }
+                        if s.secure_delete { "on" } else { "off" },
+                        s.vacuum
+                            .as_ref()
+                            .map(|v| format!(", vacuum \"{v}\" UTC"))
+                            .unwrap_or_default()
                     );
                 }
                 TargetConfig::Files(f) => {
                     let _ = writeln!(out, "  {name}: files {}/{}", f.root.display(), f.path);
                 }
             }
+        }
+        for (name, src) in &self.sources {
+            let _ = writeln!(
+                out,
+                "source {name}: outbox {} table {} every {}",
+                src.url.redacted(),
+                src.table,
+                src.poll
+            );
         }
         let _ = writeln!(out, "safety: max_newly_due {}", self.max_newly_due);
         match &self.http {

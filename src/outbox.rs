@@ -400,6 +400,7 @@ impl Poller {
                     .iter()
                     .find(|r| r.id == *id)
                     .and_then(|r| r.event_id.clone());
+                crate::metrics::record_rejected(&format!("outbox/{}", self.name));
                 warn!(source = %self.name, table = %self.table, row = id, error = %error,
                     "outbox event rejected; dead-lettered (failed_at set), the queue goes on");
                 AuditDraft::new(
