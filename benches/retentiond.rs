@@ -1389,7 +1389,7 @@ fn ingest_file(path: &Path, lines: usize) -> usize {
             .unwrap();
             deleted += 1;
         } else {
-            let (kind, attrs) = if created % 5 == 0 {
+            let (kind, attrs) = if created.is_multiple_of(5) {
                 (
                     "api_log",
                     ",\"attrs\":{\"endpoint\":\"/v1/chat/completions\"}",
