@@ -9,7 +9,7 @@
 //! carries an `event_id`, as a careful application would send. The `in-process` rows apply the
 //! same batches with `ingest_reader` directly, to show what HTTP itself costs.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/suite/common/mod.rs"]
 mod common;
 
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! The policy in force (R10): the ledger schedules by the policy it has recorded, and a config
 //! change reaches it only through [`sync`], which recomputes the affected schedules and audits
-//! the counts. A change that would make more than `safety.max_newly_due` resources due at once
-//! (a grace or max_age got shorter) is held back as *pending* until `policy accept`; changes that
+//! the counts. A change that would make more than `safety.max_newly_due` resources due now or
+//! within the next day when they were not (a grace or max_age got shorter) is held back as *pending* until `policy accept`; changes that
 //! make nothing newly due (every lengthening) apply at once.
 
 use std::collections::{BTreeMap, HashMap};
@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use crate::audit::AuditDraft;
-use crate::model::{Timestamp, ZdrStatus};
+use crate::model::{Span, Timestamp, ZdrStatus};
 use crate::rules::{self, KindPolicy, SchedulePolicy};
 use crate::store::{AccountRow, Ledger, LedgerTx, OrgRow, PolicyState, ResourceRow, StoreError};
 
@@ -293,9 +293,17 @@ fn describe_item(item: &str, old: &SchedulePolicy, new: &SchedulePolicy) -> (Str
     (d(old.kinds.get(item)), d(new.kinds.get(item)))
 }
 
+/// How far ahead the guard looks: a change that brings a purge from beyond this horizon to
+/// inside it counts as "newly due". Counting only what is due this very instant would let
+/// `grace = "1s"` (meant: "1d") through whenever the deletions were a second old.
+pub const GUARD_HORIZON: Span = Span(24 * 60 * 60 * 1000);
+
+/// Whether a schedule change makes an item due now or within [`GUARD_HORIZON`] when it was
+/// not before. A lengthening never counts.
 fn newly_due(old: Option<Timestamp>, new: Option<Timestamp>, now: Timestamp) -> bool {
-    let was = old.is_some_and(|t| t <= now);
-    let is = new.is_some_and(|t| t <= now);
+    let horizon = now.plus(GUARD_HORIZON);
+    let was = old.is_some_and(|t| t <= horizon);
+    let is = new.is_some_and(|t| t <= horizon);
     is && !was
 }
 
@@ -362,4 +370,32 @@ async fn walk_kind(
         }
     }
     Ok((changed, due))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: i64 = GUARD_HORIZON.0;
+
+    fn t(ms: i64) -> Option<Timestamp> {
+        Some(Timestamp(ms))
+    }
+
+    #[test]
+    fn newly_due_counts_what_moves_into_the_horizon() {
+        let n = 1_000_000_000;
+        let now = Timestamp(n);
+        // Shortened from a month to a second: due in a moment, so it counts even though it is
+        // not due this instant.
+        assert!(newly_due(t(n + 30 * H), t(n + 1_000), now));
+        assert!(newly_due(t(n + 30 * H), t(n - 5), now));
+        assert!(newly_due(None, t(n + H), now));
+        // Already inside the horizon before: not newly due.
+        assert!(!newly_due(t(n + H / 2), t(n), now));
+        // Still beyond the horizon, or lengthened, or unscheduled: never counts.
+        assert!(!newly_due(t(n + 30 * H), t(n + 2 * H), now));
+        assert!(!newly_due(t(n + 1_000), t(n + 30 * H), now));
+        assert!(!newly_due(t(n), None, now));
+    }
 }

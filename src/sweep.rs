@@ -542,6 +542,7 @@ impl Sweeper {
             }
             return Ok(false);
         }
+        failpoint("account_after_targets");
         if !tx.finish_account_purged(&a.id, now).await? {
             tx.rollback().await?;
             return Ok(false);
@@ -558,6 +559,7 @@ impl Sweeper {
             }),
         );
         tx.commit_with_audit(&[draft]).await?;
+        failpoint("account_after_commit");
         self.account_failures
             .lock()
             .expect("not poisoned")

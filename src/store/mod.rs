@@ -68,7 +68,7 @@ use crate::model::{AccountState, Cause, Plan, ResourceState, Rule, Timestamp, Zd
 
 #[derive(Debug, Error)]
 pub enum StoreError {
-    #[error("ledger database error: {0}")]
+    #[error("ledger database error: {0}{hint}", hint = storage_hint(.0))]
     Database(#[from] sqlx::Error),
     #[error("ledger migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -76,6 +76,30 @@ pub enum StoreError {
     Corrupt(String),
     #[error("cannot open the ledger at {url}: {message}")]
     Open { url: String, message: String },
+}
+
+/// What an operator should check when SQLite could not write or read the ledger file: SQLite
+/// reports ENOSPC as "database or disk is full", but a write refused for another reason (a file
+/// size limit, EFBIG; a failing device) only as "disk I/O error".
+fn storage_hint(e: &sqlx::Error) -> &'static str {
+    let sqlx::Error::Database(d) = e else {
+        return "";
+    };
+    if d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_none() {
+        return "";
+    }
+    match d
+        .code()
+        .and_then(|c| c.parse::<i64>().ok())
+        .map(|c| c & 0xff)
+    {
+        Some(10) => {
+            " (the ledger file could not be read or written: is the disk full, the file size limited, or the device failing?)"
+        }
+        Some(13) => " (the disk is full: free space, then retry; nothing was applied)",
+        Some(8) => " (the ledger file or its folder is read-only)",
+        _ => "",
+    }
 }
 
 impl StoreError {

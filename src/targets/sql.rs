@@ -75,10 +75,11 @@ macro_rules! with_pool {
 }
 
 /// Runs the statements (and then the verify queries) for one item in `conn`'s transaction.
+/// A failure carries whether it concerns the whole database ([`database_wide`]).
 macro_rules! run_item {
     ($conn:expr, $stmts:expr, $verify:expr, $item:expr) => {{
         let mut removed = Removed::default();
-        let mut failure: Option<String> = None;
+        let mut failure: Option<(bool, String)> = None;
         for st in $stmts {
             let mut q = sqlx::query(AssertSqlSafe(st.sql.as_str()));
             for p in &st.params {
@@ -87,7 +88,7 @@ macro_rules! run_item {
             match q.execute(&mut *$conn).await {
                 Ok(r) => removed.rows += r.rows_affected(),
                 Err(e) => {
-                    failure = Some(format!("`{}`: {}", st.text, e));
+                    failure = Some((database_wide(&e), format!("`{}`: {}", st.text, e)));
                     break;
                 }
             }
@@ -107,15 +108,18 @@ macro_rules! run_item {
                             .or_else(|_| row.try_get::<i32, _>(0).map(i64::from))
                             .unwrap_or(-1);
                         if left != 0 {
-                            failure = Some(format!(
-                                "verify `{}` found {} left after the delete",
-                                st.text, left
+                            failure = Some((
+                                false,
+                                format!(
+                                    "verify `{}` found {} left after the delete",
+                                    st.text, left
+                                ),
                             ));
                             break;
                         }
                     }
                     Err(e) => {
-                        failure = Some(format!("verify `{}`: {}", st.text, e));
+                        failure = Some((database_wide(&e), format!("verify `{}`: {}", st.text, e)));
                         break;
                     }
                 }
@@ -126,6 +130,29 @@ macro_rules! run_item {
             Some(f) => Err(f),
         }
     }};
+}
+
+/// Whether a statement error concerns the database as a whole — busy or locked, read-only,
+/// out of space, unreachable — rather than one item. Such an error fails the whole batch at
+/// once: retrying item by item would wait out the busy timeout again for every item while the
+/// ledger's purge transaction stays open (on SQLite, locking every other ledger writer out).
+fn database_wide(e: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(d) = e else {
+        // I/O, pool timeout, TLS, protocol, a crashed worker: the connection, not the item.
+        return true;
+    };
+    let code = d.code().map(|c| c.into_owned()).unwrap_or_default();
+    if d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        // Primary result codes (an extended code keeps its primary one in the low byte): BUSY,
+        // LOCKED, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, NOTADB.
+        code.parse::<i64>()
+            .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 8 | 10 | 11 | 13 | 14 | 26))
+    } else {
+        // PostgreSQL: connection exception, insufficient resources, operator intervention,
+        // read-only transaction, lock not available.
+        ["08", "53", "57"].iter().any(|p| code.starts_with(p))
+            || matches!(code.as_str(), "25006" | "55P03")
+    }
 }
 
 impl SqlTarget {
@@ -196,7 +223,10 @@ impl SqlTarget {
                 for item in items {
                     match run_item!(tx, stmts, verify, item) {
                         Ok(r) => out.push(r),
-                        Err(e) => return Err((false, e)),
+                        Err((true, e)) => {
+                            return Err((true, format!("target `{}` unavailable: {e}", self.name)));
+                        }
+                        Err((false, e)) => return Err((false, e)),
                     }
                 }
                 tx.commit()
@@ -239,7 +269,7 @@ impl SqlTarget {
                         tx.commit().await.map_err(|e| self.unavailable(&e))?;
                         Ok(removed)
                     }
-                    Err(e) => {
+                    Err((_, e)) => {
                         let _ = tx.rollback().await;
                         Err(format!("target `{}`: {e}", self.name))
                     }
@@ -401,7 +431,7 @@ impl SqlTarget {
                 let mut tx = pool.begin().await.map_err(|e| self.unavailable(&e))?;
                 let r = run_item!(tx, stmts, verify, item);
                 let _ = tx.rollback().await;
-                r.map_err(|e| format!("target `{}`: {e}", self.name))
+                r.map_err(|(_, e)| format!("target `{}`: {e}", self.name))
             }
             .await
         })

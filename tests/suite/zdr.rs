@@ -1,10 +1,8 @@
 //! Organisations, plans, Zero Data Retention and retention limits (R5, R6, issue 4).
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use retentiond::admin::{self, AdminError, PlaceHold, ZdrAction};
 use retentiond::holds::HoldScope;
 

@@ -1,14 +1,12 @@
 //! Issue 11: the tamper-evident audit log and proof of deletion — on SQLite and PostgreSQL,
 //! through the built binary where the issue names a command.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use retentiond::admin::{self, PlaceHold};
 use retentiond::audit::{AuditEntry, entry_hash};
 use retentiond::holds::HoldScope;

@@ -1,9 +1,7 @@
 //! The lifecycle core against real ledgers (SQLite file and PostgreSQL schema) and a real
 //! application database and upload folder. Time moves by hand; nothing sleeps.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use retentiond::ingest::IngestError;
 
 both_backends! {

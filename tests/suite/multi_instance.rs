@@ -2,12 +2,10 @@
 //! is purged exactly once on record, and an instance killed mid-batch leaves leases the others
 //! take over. On PostgreSQL the application database is PostgreSQL too.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use retentiond::config::SecretUrl;
 use retentiond::store::{Ledger, OpenOptions};
 use sqlx::{Connection, Executor};

@@ -5,21 +5,19 @@
 //! exactly once in effect. SQLite application + SQLite ledger, PostgreSQL application +
 //! PostgreSQL ledger.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use retentiond::config::SecretUrl;
 use retentiond::store::{Ledger, OpenOptions};
 use sqlx::Connection;
 
-const OUTBOX_SQLITE: &str = include_str!("../config/outbox-sqlite.sql");
-const OUTBOX_POSTGRES: &str = include_str!("../config/outbox-postgres.sql");
+const OUTBOX_SQLITE: &str = include_str!("../../config/outbox-sqlite.sql");
+const OUTBOX_POSTGRES: &str = include_str!("../../config/outbox-postgres.sql");
 
 /// The application's database, driven through its command-line client (a separate process).
 struct App {
@@ -218,8 +216,17 @@ impl Daemon {
         )
     }
 
-    /// SIGTERM; returns the logs after a clean exit.
+    /// SIGTERM once the daemon is up (a SIGTERM during start-up kills it the default way,
+    /// which is safe but not the clean exit this checks); returns the logs after a clean exit.
     fn stop(mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .contains("retentiond started")
+        {
+            assert!(Instant::now() < deadline, "daemon did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         self.signal("TERM");
         let (code, logs) = self.wait(Duration::from_secs(20));
         assert_eq!(code, Some(0), "{logs}");

@@ -2,12 +2,10 @@
 //! restored after a purge; reapply removes what had come back, skips what a hold now covers, and
 //! a second run finds nothing. Through the built binary, on both ledger backends.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::*;
+use crate::common::*;
 
 fn rd(config: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_retentiond"))

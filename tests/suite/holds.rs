@@ -1,13 +1,11 @@
 //! Legal holds (§4, issue 3): scopes, release, Invariant H under concurrent sweeps (two sweeping
 //! instances on one ledger), and a model-checked property test.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::*;
+use crate::common::*;
 use proptest::prelude::*;
 use retentiond::admin::{self, PlaceHold};
 use retentiond::holds::HoldScope;

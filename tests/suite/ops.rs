@@ -1,14 +1,12 @@
 //! Operations (issue 6): systemd notifications, SIGHUP reloads, the mass-purge guard, failing
 //! targets with retry/backoff → `failed` → `retentiond retry`. The real binary throughout.
 
-mod common;
-
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_retentiond"));

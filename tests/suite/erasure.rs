@@ -2,13 +2,11 @@
 //! its WAL after a purge, `verify` statements that catch partial deletes, vacuum, and SQL
 //! targets on a PostgreSQL application database.
 
-mod common;
-
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use retentiond::sweep::Sweeper;
 use retentiond::targets::{Target, Targets};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};

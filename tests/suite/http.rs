@@ -1,15 +1,13 @@
 //! The HTTP API (§6, issues 10 and 6) with a real HTTP client: the server in-process on
 //! 127.0.0.1:0 (both ledger backends), and the built binary's `retentiond run` with `[http]`.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use reqwest::StatusCode;
 use retentiond::clock::Clock;
 use retentiond::daemon::Health;

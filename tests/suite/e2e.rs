@@ -1,13 +1,11 @@
 //! End-to-end: the built `retentiond` binary, real config files, real events, real sleeps where
 //! the issue asks for wall-clock behaviour (a 2 s grace), real files and databases.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_retentiond"));

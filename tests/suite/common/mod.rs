@@ -23,7 +23,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection, Executor, Row};
 use tokio_util::sync::CancellationToken;
 
-pub const APP_SCHEMA: &str = include_str!("../../config/app-schema.sql");
+pub const APP_SCHEMA: &str = include_str!("../../../config/app-schema.sql");
 pub const T0: &str = "2026-11-27T00:00:00Z";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,11 +1,9 @@
 //! The SQLite and PostgreSQL migrations must produce the same ledger: same tables, columns and
 //! indexes (one set of migrations per backend, kept in step by this test).
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::*;
+use crate::common::*;
 use retentiond::config::SecretUrl;
 use retentiond::store::{Ledger, OpenOptions};
 use sqlx::Connection;

@@ -1,0 +1,25 @@
+//! Every integration and end-to-end test, in one test binary: one compile and one link instead
+//! of one per file (on two cores, linking twenty release test binaries cost more than running
+//! them). `cargo test --release -- MODULE::` runs one file's tests, e.g. `-- holds::`.
+
+#[macro_use]
+mod common;
+mod rel;
+
+mod audit;
+mod e2e;
+mod erasure;
+mod holds;
+mod http;
+mod lifecycle;
+mod multi_instance;
+mod ops;
+mod outbox;
+mod reapply;
+mod reliability_clock;
+mod reliability_crash;
+mod reliability_faults;
+mod reliability_input;
+mod schema;
+mod systemd_unit;
+mod zdr;
