@@ -653,6 +653,16 @@ pub fn statement_params(sql: &str) -> Vec<String> {
 /// skipping string literals, quoted identifiers, comments and PostgreSQL `::` casts. Returns the
 /// new text and the parameter names in positional order.
 pub fn named_to_positional(sql: &str) -> (String, Vec<String>) {
+    rewrite_named(sql, |_, pos| format!("${pos}"))
+}
+
+/// Rewrites each `:name` parameter to what `param(name, position)` returns (positions count
+/// distinct names from 1, in order of first use), with the same lexical rules as
+/// [`named_to_positional`]. Returns the new text and the names in positional order.
+pub fn rewrite_named(
+    sql: &str,
+    mut param: impl FnMut(&str, usize) -> String,
+) -> (String, Vec<String>) {
     let b = sql.as_bytes();
     let mut names: Vec<String> = Vec::new();
     let mut out = String::with_capacity(sql.len());
@@ -689,7 +699,7 @@ pub fn named_to_positional(sql: &str) -> (String, Vec<String>) {
                         }
                     };
                     out.push_str(&sql[copied..i]);
-                    out.push_str(&format!("${pos}"));
+                    out.push_str(&param(name, pos));
                     copied = j;
                 }
                 i = j.max(i + 1);

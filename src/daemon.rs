@@ -231,8 +231,23 @@ async fn add_job(
 /// Runs until SIGTERM/SIGINT. `config_path` is re-read on SIGHUP.
 pub async fn run(config_path: PathBuf, config: Config, clock: Clock) -> anyhow::Result<()> {
     let instance = instance_id();
-    let (ledger, _) = prepare(&config, &clock, "retentiond run").await?;
-    crate::audit::record_config_loaded(&ledger, &config, clock.now(), "retentiond run").await?;
+    // Signals are caught from the first moment: a SIGTERM or SIGHUP during start-up (migrations
+    // and the R10 recompute can take a while on a big ledger) must not kill the process the
+    // default way. A stop request while starting abandons the start (its transaction rolls back)
+    // and exits 0; a SIGHUP waits for the main loop.
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let start = async {
+        let (ledger, _) = prepare(&config, &clock, "retentiond run").await?;
+        crate::audit::record_config_loaded(&ledger, &config, clock.now(), "retentiond run").await?;
+        anyhow::Ok(ledger)
+    };
+    let ledger = tokio::select! {
+        r = start => r?,
+        _ = sigterm.recv() => { info!(signal = "SIGTERM", "stopped during start-up"); return Ok(()); }
+        _ = sigint.recv() => { info!(signal = "SIGINT", "stopped during start-up"); return Ok(()); }
+    };
     let config = Arc::new(config);
     let health = Arc::new(Health::default());
     let now = clock.now().millis();
@@ -289,10 +304,6 @@ pub async fn run(config_path: PathBuf, config: Config, clock: Clock) -> anyhow::
             .with_config_source(source);
         crate::http::start(state, &shared.tracker, shared.stop.clone()).await?;
     }
-
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sighup = signal(SignalKind::hangup())?;
 
     info!(
         instance = %instance, ledger = ledger.backend(), sweep = %config.scheduler.sweep,

@@ -1,5 +1,15 @@
-//! The `sql` target: configured statements per kind, run with bound parameters against the
-//! application's SQLite or PostgreSQL database, one transaction per batch.
+//! The `sql` target: configured statements per kind, run against the application's SQLite or
+//! PostgreSQL database, one transaction per batch.
+//!
+//! A batch goes to the database as a few scripts (every statement for up to [`SCRIPT_ITEMS`]
+//! items, then every verify query), each one round trip: run one by one, two statements per
+//! item cost a round trip each (a thread hand-off on SQLite, a network one on PostgreSQL), which
+//! made a purge ten times slower than batched raw DELETEs. The values of `:id`, `:account` … are
+//! written into a script as constants spelled in hex (`CAST(X'6331' AS TEXT)` on SQLite,
+//! `U&'\0063\0031'` on PostgreSQL): only hex digits ever reach the SQL text, so no value can change
+//! a statement, and the comparison is the same as with a bound text parameter. When a script fails
+//! or its results do not line up, the batch is redone item by item with bound parameters, which
+//! also finds the item at fault.
 //!
 //! On SQLite the connection runs with `secure_delete` (on by default) and the WAL is
 //! checkpointed with TRUNCATE after each batch, so deleted content does not linger in free pages
@@ -16,8 +26,57 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{AssertSqlSafe, Row};
 use tracing::{info, warn};
 
+use futures_util::StreamExt;
+
 use super::{ItemResult, PurgeItem, Removed};
-use crate::config::{SqlTargetConfig, named_to_positional};
+use crate::config::{SqlTargetConfig, named_to_positional, rewrite_named};
+
+/// Items per script (see the module doc): large enough that round trips stop mattering, small
+/// enough to keep a script well under a megabyte.
+pub const SCRIPT_ITEMS: usize = 250;
+
+#[derive(Debug, Clone, Copy)]
+enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// `value` as an SQL text constant written with hex digits only: a blob literal cast to text on
+/// SQLite, a Unicode-escape string on PostgreSQL (a constant, so the planner uses the index as it
+/// does for a bound parameter; `convert_from(decode(…))` made PostgreSQL scan the table).
+fn text_literal(d: Dialect, value: &str) -> String {
+    match d {
+        Dialect::Sqlite => format!("CAST(X'{}' AS TEXT)", hex::encode(value.as_bytes())),
+        Dialect::Postgres => {
+            let mut out = String::with_capacity(value.len() * 5 + 4);
+            out.push_str("U&'");
+            for c in value.chars() {
+                let c = c as u32;
+                if c <= 0xFFFF {
+                    out.push_str(&format!("\\{c:04X}"));
+                } else {
+                    out.push_str(&format!("\\+{c:06X}"));
+                }
+            }
+            out.push('\'');
+            out
+        }
+    }
+}
+
+/// Every statement for every item, in that order, as one script.
+fn script(d: Dialect, stmts: &[Statement], items: &[PurgeItem]) -> String {
+    let mut out = String::new();
+    for item in items {
+        for st in stmts {
+            let (sql, _) = rewrite_named(&st.text, |name, _| text_literal(d, item.param(name)));
+            // A trailing `-- comment` must not swallow the separator.
+            out.push_str(sql.trim().trim_end_matches(';'));
+            out.push_str("\n;\n");
+        }
+    }
+    out
+}
 
 /// A statement rewritten to positional parameters.
 #[derive(Debug, Clone)]
@@ -155,6 +214,113 @@ fn database_wide(e: &sqlx::Error) -> bool {
     }
 }
 
+/// Runs `$items`' statements, then their verify queries, as scripts in `$conn`'s transaction.
+/// Returns what each item removed, or a failure as [`run_item!`] does; a failure of the script
+/// as a whole (not database-wide) is for the caller to redo item by item.
+macro_rules! run_scripts {
+    ($conn:expr, $dialect:expr, $stmts:expr, $verify:expr, $items:expr) => {{
+        let items: &[PurgeItem] = $items;
+        let (stmts, verify): (&[Statement], &[Statement]) = ($stmts, $verify);
+        let mut removed = vec![Removed::default(); items.len()];
+        let mut failure: Option<(bool, String)> = None;
+        // Statements: one result per statement, in order; rows a statement returns are ignored.
+        let mut done = 0usize;
+        {
+            let text = script($dialect, stmts, items);
+            let mut results = sqlx::raw_sql(AssertSqlSafe(text)).fetch_many(&mut *$conn);
+            while let Some(step) = results.next().await {
+                match step {
+                    Ok(sqlx::Either::Left(r)) => {
+                        if let Some(x) = removed.get_mut(done / stmts.len()) {
+                            x.rows += r.rows_affected();
+                        }
+                        done += 1;
+                    }
+                    Ok(sqlx::Either::Right(_)) => {}
+                    Err(e) => {
+                        failure =
+                            Some((database_wide(&e), format!("batch of {}: {e}", items.len())));
+                        break;
+                    }
+                }
+            }
+        }
+        if failure.is_none() && done != items.len() * stmts.len() {
+            failure = Some((
+                false,
+                format!(
+                    "a batch script gave {done} results for {} statements",
+                    items.len() * stmts.len()
+                ),
+            ));
+        }
+        // Verify: each query's first column of its first row must be 0.
+        if failure.is_none() && !verify.is_empty() {
+            let text = script($dialect, verify, items);
+            let mut results = sqlx::raw_sql(AssertSqlSafe(text)).fetch_many(&mut *$conn);
+            let (mut k, mut seen) = (0usize, false);
+            while let Some(step) = results.next().await {
+                match step {
+                    Ok(sqlx::Either::Right(row)) => {
+                        if !seen {
+                            seen = true;
+                            let left: i64 = row
+                                .try_get::<i64, _>(0)
+                                .or_else(|_| row.try_get::<i32, _>(0).map(i64::from))
+                                .unwrap_or(-1);
+                            if left != 0 {
+                                let st = &verify[k % verify.len()];
+                                failure = Some((
+                                    false,
+                                    format!(
+                                        "verify `{}` found {} left after the delete",
+                                        st.text, left
+                                    ),
+                                ));
+                                break;
+                            }
+                        }
+                    }
+                    Ok(sqlx::Either::Left(_)) => {
+                        if !seen {
+                            failure = Some((
+                                false,
+                                format!(
+                                    "verify `{}` returned no row",
+                                    verify[k % verify.len()].text
+                                ),
+                            ));
+                            break;
+                        }
+                        k += 1;
+                        seen = false;
+                    }
+                    Err(e) => {
+                        failure = Some((
+                            database_wide(&e),
+                            format!("verify, batch of {}: {e}", items.len()),
+                        ));
+                        break;
+                    }
+                }
+            }
+            if failure.is_none() && k != items.len() * verify.len() {
+                failure = Some((
+                    false,
+                    format!(
+                        "a verify script gave {k} results for {} queries",
+                        items.len() * verify.len()
+                    ),
+                ));
+            }
+        }
+        match failure {
+            None => Ok(removed),
+            Some(f) => Err(f),
+        }
+    }};
+}
+
 impl SqlTarget {
     pub fn new(name: &str, cfg: &SqlTargetConfig) -> Result<SqlTarget, String> {
         let url = cfg.url.expose();
@@ -220,9 +386,9 @@ impl SqlTarget {
                     .await
                     .map_err(|e| (true, self.unavailable(&e)))?;
                 let mut out = Vec::with_capacity(items.len());
-                for item in items {
-                    match run_item!(tx, stmts, verify, item) {
-                        Ok(r) => out.push(r),
+                for chunk in items.chunks(SCRIPT_ITEMS) {
+                    match run_scripts!(tx, self.dialect(), stmts, verify, chunk) {
+                        Ok(r) => out.extend(r),
                         Err((true, e)) => {
                             return Err((true, format!("target `{}` unavailable: {e}", self.name)));
                         }
@@ -292,6 +458,13 @@ impl SqlTarget {
         let r = self.purge_one(stmts, verify, &item).await;
         self.after_batch().await;
         r
+    }
+
+    fn dialect(&self) -> Dialect {
+        match self.db {
+            AppDb::Sqlite(_) => Dialect::Sqlite,
+            AppDb::Postgres(_) => Dialect::Postgres,
+        }
     }
 
     fn unavailable(&self, e: &sqlx::Error) -> String {
@@ -455,5 +628,40 @@ impl SqlTarget {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(id: &str) -> PurgeItem {
+        PurgeItem {
+            id: id.into(),
+            kind: "conversation".into(),
+            account: "a1".into(),
+            org: "o1".into(),
+        }
+    }
+
+    #[test]
+    fn values_reach_a_script_as_hex_digits_only() {
+        let hostile = "x'); DROP TABLE users; -- \u{1F600}";
+        let stmts = [Statement::new(
+            "DELETE FROM messages WHERE conversation_id = :id AND owner = :account -- note;",
+        )];
+        for d in [Dialect::Sqlite, Dialect::Postgres] {
+            let s = script(d, &stmts, &[item(hostile), item("c2")]);
+            assert!(!s.contains("DROP"), "{s}");
+            assert_eq!(s.matches("\n;\n").count(), 2, "{s}");
+        }
+        assert_eq!(
+            text_literal(Dialect::Sqlite, "c1'"),
+            "CAST(X'633127' AS TEXT)"
+        );
+        assert_eq!(
+            text_literal(Dialect::Postgres, "c1\u{1F600}"),
+            "U&'\\0063\\0031\\+01F600'"
+        );
     }
 }
