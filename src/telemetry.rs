@@ -12,14 +12,17 @@ pub enum LogFormat {
 
 /// Installs the global subscriber. Safe to call more than once (later calls do nothing).
 pub fn init(format: LogFormat, level: Option<&str>) {
-    // sqlx reports server notices (e.g. "relation already exists, skipping") at info: keep
-    // those out of the operator's log unless asked for explicitly.
+    // sqlx reports server notices (e.g. "relation already exists, skipping") and
+    // tokio-cron-scheduler its internals ("Uninited", "Job creator created") at info: keep those
+    // out of the operator's log unless a crate is asked for explicitly.
     let with_quiet_sqlx = |l: &str| {
-        if l.contains("sqlx") {
-            l.to_string()
-        } else {
-            format!("{l},sqlx=warn")
+        let mut f = l.to_string();
+        for noisy in ["sqlx", "tokio_cron_scheduler"] {
+            if !l.contains(noisy) {
+                f.push_str(&format!(",{noisy}=warn"));
+            }
         }
+        f
     };
     let filter = std::env::var("RUST_LOG")
         .ok()
