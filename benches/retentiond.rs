@@ -1458,6 +1458,11 @@ fn want(args: &Args, part: &str) -> bool {
         .is_none_or(|o| o.iter().any(|p| p == part))
 }
 
+/// mimalloc instead of glibc malloc: ingest and purge allocate per row and per event, and glibc's
+/// malloc/free took a third of ingest's cycles (BENCHMARKS.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();

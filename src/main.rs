@@ -5,6 +5,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use retentiond::cli::{Cli, run};
 
+/// mimalloc instead of glibc malloc: ingest and purge allocate per row and per event, and glibc's
+/// malloc/free took a third of ingest's cycles (BENCHMARKS.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
