@@ -78,21 +78,21 @@ pub enum StoreError {
     Open { url: String, message: String },
 }
 
+/// The primary result code of an SQLite error (an extended code keeps its primary one in the low
+/// byte: 778 IOERR_WRITE is 10 IOERR); `None` for anything that is not an SQLite error.
+pub(crate) fn sqlite_primary_code(e: &sqlx::Error) -> Option<i64> {
+    let sqlx::Error::Database(d) = e else {
+        return None;
+    };
+    d.try_downcast_ref::<sqlx::sqlite::SqliteError>()?;
+    d.code()?.parse::<i64>().ok().map(|c| c & 0xff)
+}
+
 /// What an operator should check when SQLite could not write or read the ledger file: SQLite
 /// reports ENOSPC as "database or disk is full", but a write refused for another reason (a file
 /// size limit, EFBIG; a failing device) only as "disk I/O error".
 fn storage_hint(e: &sqlx::Error) -> &'static str {
-    let sqlx::Error::Database(d) = e else {
-        return "";
-    };
-    if d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_none() {
-        return "";
-    }
-    match d
-        .code()
-        .and_then(|c| c.parse::<i64>().ok())
-        .map(|c| c & 0xff)
-    {
+    match sqlite_primary_code(e) {
         Some(10) => {
             " (the ledger file could not be read or written: is the disk full, the file size limited, or the device failing?)"
         }

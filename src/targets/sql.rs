@@ -30,6 +30,7 @@ use futures_util::StreamExt;
 
 use super::{ItemResult, PurgeItem, Removed};
 use crate::config::{SqlTargetConfig, named_to_positional, rewrite_named};
+use crate::store::sqlite_primary_code;
 
 /// Items per script (see the module doc): large enough that round trips stop mattering, small
 /// enough to keep a script well under a megabyte.
@@ -133,6 +134,19 @@ macro_rules! with_pool {
     };
 }
 
+/// What a verify query's row says is left: its first column as an integer (COUNT is BIGINT on
+/// PostgreSQL, INTEGER on SQLite); -1 when it is not one, so a malformed query fails the purge.
+fn rows_left<R: Row>(row: &R) -> i64
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    row.try_get::<i64, _>(0)
+        .or_else(|_| row.try_get::<i32, _>(0).map(i64::from))
+        .unwrap_or(-1)
+}
+
 /// Runs the statements (and then the verify queries) for one item in `conn`'s transaction.
 /// A failure carries whether it concerns the whole database ([`database_wide`]).
 macro_rules! run_item {
@@ -162,10 +176,7 @@ macro_rules! run_item {
                     Ok(row) => {
                         // COUNT(*) is a 64-bit integer on both databases; accept a 32-bit one
                         // too (e.g. `SELECT 1 …`) rather than misreading it as "rows left".
-                        let left: i64 = row
-                            .try_get::<i64, _>(0)
-                            .or_else(|_| row.try_get::<i32, _>(0).map(i64::from))
-                            .unwrap_or(-1);
+                        let left = rows_left(&row);
                         if left != 0 {
                             failure = Some((
                                 false,
@@ -200,13 +211,11 @@ fn database_wide(e: &sqlx::Error) -> bool {
         // I/O, pool timeout, TLS, protocol, a crashed worker: the connection, not the item.
         return true;
     };
-    let code = d.code().map(|c| c.into_owned()).unwrap_or_default();
     if d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-        // Primary result codes (an extended code keeps its primary one in the low byte): BUSY,
-        // LOCKED, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, NOTADB.
-        code.parse::<i64>()
-            .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 8 | 10 | 11 | 13 | 14 | 26))
+        // Primary result codes: BUSY, LOCKED, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, NOTADB.
+        sqlite_primary_code(e).is_some_and(|c| matches!(c, 5 | 6 | 8 | 10 | 11 | 13 | 14 | 26))
     } else {
+        let code = d.code().map(|c| c.into_owned()).unwrap_or_default();
         // PostgreSQL: connection exception, insufficient resources, operator intervention,
         // read-only transaction, lock not available.
         ["08", "53", "57"].iter().any(|p| code.starts_with(p))
@@ -264,10 +273,7 @@ macro_rules! run_scripts {
                     Ok(sqlx::Either::Right(row)) => {
                         if !seen {
                             seen = true;
-                            let left: i64 = row
-                                .try_get::<i64, _>(0)
-                                .or_else(|_| row.try_get::<i32, _>(0).map(i64::from))
-                                .unwrap_or(-1);
+                            let left = rows_left(&row);
                             if left != 0 {
                                 let st = &verify[k % verify.len()];
                                 failure = Some((
