@@ -3,68 +3,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
+use crate::rel::{bin, json, ok, rd, rd_stdin, text};
 use retentiond::admin::{self, PlaceHold};
 use retentiond::audit::{AuditEntry, entry_hash};
 use retentiond::holds::HoldScope;
 use retentiond::model::Timestamp;
 use sqlx::{Connection, Row};
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_retentiond"));
-    c.env_remove("RUST_LOG").env("NO_COLOR", "1");
-    c
-}
-
-fn rd(config: &Path, args: &[&str]) -> Output {
-    bin()
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .expect("run retentiond")
-}
-
-fn rd_stdin(config: &Path, args: &[&str], input: &str) -> Output {
-    use std::io::Write;
-    let mut child = bin()
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn ok(o: &Output) -> String {
-    assert!(o.status.success(), "{}", text(o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn json(o: &Output) -> serde_json::Value {
-    serde_json::from_str(&ok(o)).expect("json output")
-}
 
 /// `audit verify --json …` that must fail: exit 1, and the JSON names the first bad seq.
 fn verify_fails(cfg: &Path, extra: &[&str]) -> (i64, String) {

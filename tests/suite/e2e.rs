@@ -1,65 +1,11 @@
 //! End-to-end: the built `retentiond` binary, real config files, real events, real sleeps where
 //! the issue asks for wall-clock behaviour (a 2 s grace), real files and databases.
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_retentiond"));
-    c.env_remove("RUST_LOG").env("NO_COLOR", "1");
-    c
-}
-
-fn rd(config: &Path, args: &[&str]) -> Output {
-    bin()
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .expect("run retentiond")
-}
-
-fn rd_stdin(config: &Path, args: &[&str], input: &str) -> Output {
-    use std::io::Write;
-    let mut child = bin()
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn json(o: &Output) -> serde_json::Value {
-    serde_json::from_str(&ok(o)).expect("json output")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use crate::rel::{bin, json, ok, rd, rd_stdin, stderr};
 
 fn sleep_until(t: Instant) {
     let now = Instant::now();
