@@ -512,3 +512,25 @@ fn purged_iff_due_and_unheld_against_a_model_postgres() {
     }
     model_cases(Backend::Postgres, 8);
 }
+
+both_backends! {
+    async fn purge_blocked_by_hold_is_logged_once_per_resource_and_hold(b: Backend) {
+        use crate::rel::{hold_account, ok, rd, rd_stdin, stderr};
+        let env = Env::new(b).await;
+        let cfg = env.write_config(&env.config_text(&Knobs {
+            conversation_grace: "0s",
+            ..Default::default()
+        }));
+        let events = org_account("o1", "free", "a1") + &created("c1", "conversation", "a1") + &deleted("c1");
+        ok(&rd_stdin(&cfg, &["ingest", "-"], &events));
+        hold_account(&cfg, "a1");
+        let lines: Vec<usize> = (0..3)
+            .map(|_| {
+                let o = rd(&cfg, &["sweep", "--once"]);
+                ok(&o);
+                stderr(&o).matches("purge blocked by hold").count()
+            })
+            .collect();
+        assert_eq!(lines, vec![1, 0, 0], "once per resource and hold, not every sweep");
+    }
+}
