@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
+use crate::rel::bin;
 use reqwest::StatusCode;
 use retentiond::clock::Clock;
 use retentiond::daemon::Health;
@@ -508,12 +509,6 @@ fn without(v: &Value, keys: &[&str]) -> Value {
         v.as_object_mut().unwrap().remove(*k);
     }
     v
-}
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_retentiond"));
-    c.env_remove("RUST_LOG").env("NO_COLOR", "1");
-    c
 }
 
 fn cli_json(cfg: &Path, args: &[&str]) -> Value {

@@ -6,15 +6,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
+use crate::rel::bin;
 use retentiond::config::SecretUrl;
 use retentiond::store::{Ledger, OpenOptions};
 use sqlx::{Connection, Executor};
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_retentiond"));
-    c.env_remove("RUST_LOG").env("NO_COLOR", "1");
-    c
-}
 
 /// Starts `retentiond run`; its log goes to a file next to the config (an unread pipe would fill
 /// up and block the daemon).
