@@ -6,6 +6,7 @@
 
 mod files;
 mod sql;
+mod sqlite_direct;
 
 use std::collections::BTreeMap;
 

@@ -1,15 +1,14 @@
 //! The `sql` target: configured statements per kind, run against the application's SQLite or
 //! PostgreSQL database, one transaction per batch.
 //!
-//! A batch goes to the database as a few scripts (every statement for up to [`SCRIPT_ITEMS`]
-//! items, then every verify query), each one round trip: run one by one, two statements per
-//! item cost a round trip each (a thread hand-off on SQLite, a network one on PostgreSQL), which
-//! made a purge ten times slower than batched raw DELETEs. The values of `:id`, `:account` … are
-//! written into a script as constants spelled in hex (`CAST(X'6331' AS TEXT)` on SQLite,
-//! `U&'\0063\0031'` on PostgreSQL): only hex digits ever reach the SQL text, so no value can change
-//! a statement, and the comparison is the same as with a bound text parameter. When a script fails
-//! or its results do not line up, the batch is redone item by item with bound parameters, which
-//! also finds the item at fault.
+//! Each item's statements run separately, so its receipt records the rows *it* removed and its
+//! verify queries check *it*. On SQLite a batch runs as prepared statements on the connection's
+//! own handle ([`super::sqlite_direct`]). On PostgreSQL a batch goes to the server as a few
+//! scripts (every statement for up to [`SCRIPT_ITEMS`] items, then every verify query), one round
+//! trip each, with the values of `:id`, `:account` … written in as constants spelled in hex
+//! (`U&'\0063\0031'`): only hex digits ever reach the SQL text, so no value can change a
+//! statement. When a batch fails or its results do not line up, it is redone item by item with
+//! bound parameters, which also finds the item at fault.
 //!
 //! On SQLite the connection runs with `secure_delete` (on by default) and the WAL is
 //! checkpointed with TRUNCATE after each batch, so deleted content does not linger in free pages
@@ -28,7 +27,7 @@ use tracing::{info, warn};
 
 use futures_util::StreamExt;
 
-use super::{ItemResult, PurgeItem, Removed};
+use super::{ItemResult, PurgeItem, Removed, sqlite_direct};
 use crate::config::{SqlTargetConfig, named_to_positional, rewrite_named};
 use crate::store::sqlite_primary_code;
 
@@ -36,41 +35,30 @@ use crate::store::sqlite_primary_code;
 /// enough to keep a script well under a megabyte.
 pub const SCRIPT_ITEMS: usize = 250;
 
-#[derive(Debug, Clone, Copy)]
-enum Dialect {
-    Sqlite,
-    Postgres,
-}
-
-/// `value` as an SQL text constant written with hex digits only: a blob literal cast to text on
-/// SQLite, a Unicode-escape string on PostgreSQL (a constant, so the planner uses the index as it
-/// does for a bound parameter; `convert_from(decode(…))` made PostgreSQL scan the table).
-fn text_literal(d: Dialect, value: &str) -> String {
-    match d {
-        Dialect::Sqlite => format!("CAST(X'{}' AS TEXT)", hex::encode(value.as_bytes())),
-        Dialect::Postgres => {
-            let mut out = String::with_capacity(value.len() * 5 + 4);
-            out.push_str("U&'");
-            for c in value.chars() {
-                let c = c as u32;
-                if c <= 0xFFFF {
-                    out.push_str(&format!("\\{c:04X}"));
-                } else {
-                    out.push_str(&format!("\\+{c:06X}"));
-                }
-            }
-            out.push('\'');
-            out
+/// `value` as a PostgreSQL text constant written with hex digits only (a Unicode-escape string:
+/// a constant, so the planner uses the index as it does for a bound parameter;
+/// `convert_from(decode(…))` made PostgreSQL scan the table).
+fn text_literal(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() * 5 + 4);
+    out.push_str("U&'");
+    for c in value.chars() {
+        let c = c as u32;
+        if c <= 0xFFFF {
+            out.push_str(&format!("\\{c:04X}"));
+        } else {
+            out.push_str(&format!("\\+{c:06X}"));
         }
     }
+    out.push('\'');
+    out
 }
 
 /// Every statement for every item, in that order, as one script.
-fn script(d: Dialect, stmts: &[Statement], items: &[PurgeItem]) -> String {
+fn script(stmts: &[Statement], items: &[PurgeItem]) -> String {
     let mut out = String::new();
     for item in items {
         for st in stmts {
-            let (sql, _) = rewrite_named(&st.text, |name, _| text_literal(d, item.param(name)));
+            let (sql, _) = rewrite_named(&st.text, |name, _| text_literal(item.param(name)));
             // A trailing `-- comment` must not swallow the separator.
             out.push_str(sql.trim().trim_end_matches(';'));
             out.push_str("\n;\n");
@@ -79,10 +67,10 @@ fn script(d: Dialect, stmts: &[Statement], items: &[PurgeItem]) -> String {
     out
 }
 
-/// A statement rewritten to positional parameters.
+/// A configured statement, and the same rewritten to positional parameters.
 #[derive(Debug, Clone)]
-struct Statement {
-    text: String,
+pub(super) struct Statement {
+    pub(super) text: String,
     sql: String,
     params: Vec<String>,
 }
@@ -123,6 +111,15 @@ pub struct SqlTarget {
 const CHECKPOINT_WAIT_MS: u32 = 1000;
 /// The busy timeout of the target's connections otherwise.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs `f` where it may block: on a multi-threaded runtime (the daemon's) other tasks move to
+/// another worker meanwhile; elsewhere (a current-thread runtime) it just runs.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
 
 /// Runs `$body` with `$p` bound to the pool of whichever backend `$db` is.
 macro_rules! with_pool {
@@ -223,108 +220,105 @@ fn database_wide(e: &sqlx::Error) -> bool {
     }
 }
 
-/// Runs `$items`' statements, then their verify queries, as scripts in `$conn`'s transaction.
-/// Returns what each item removed, or a failure as [`run_item!`] does; a failure of the script
-/// as a whole (not database-wide) is for the caller to redo item by item.
-macro_rules! run_scripts {
-    ($conn:expr, $dialect:expr, $stmts:expr, $verify:expr, $items:expr) => {{
-        let items: &[PurgeItem] = $items;
-        let (stmts, verify): (&[Statement], &[Statement]) = ($stmts, $verify);
-        let mut removed = vec![Removed::default(); items.len()];
-        let mut failure: Option<(bool, String)> = None;
-        // Statements: one result per statement, in order; rows a statement returns are ignored.
-        let mut done = 0usize;
-        {
-            let text = script($dialect, stmts, items);
-            let mut results = sqlx::raw_sql(AssertSqlSafe(text)).fetch_many(&mut *$conn);
-            while let Some(step) = results.next().await {
-                match step {
-                    Ok(sqlx::Either::Left(r)) => {
-                        if let Some(x) = removed.get_mut(done / stmts.len()) {
-                            x.rows += r.rows_affected();
-                        }
-                        done += 1;
+/// PostgreSQL: runs `items`' statements, then their verify queries, as scripts in `conn`'s
+/// transaction. Returns what each item removed, or a failure as [`run_item!`] does; a failure of
+/// the script as a whole (not database-wide) is for the caller to redo item by item.
+async fn run_scripts(
+    conn: &mut sqlx::PgConnection,
+    stmts: &[Statement],
+    verify: &[Statement],
+    items: &[PurgeItem],
+) -> Result<Vec<Removed>, (bool, String)> {
+    let mut removed = vec![Removed::default(); items.len()];
+    let mut failure: Option<(bool, String)> = None;
+    // Statements: one result per statement, in order; rows a statement returns are ignored.
+    let mut done = 0usize;
+    {
+        let text = script(stmts, items);
+        let mut results = sqlx::raw_sql(AssertSqlSafe(text)).fetch_many(&mut *conn);
+        while let Some(step) = results.next().await {
+            match step {
+                Ok(sqlx::Either::Left(r)) => {
+                    if let Some(x) = removed.get_mut(done / stmts.len()) {
+                        x.rows += r.rows_affected();
                     }
-                    Ok(sqlx::Either::Right(_)) => {}
-                    Err(e) => {
-                        failure =
-                            Some((database_wide(&e), format!("batch of {}: {e}", items.len())));
-                        break;
-                    }
+                    done += 1;
+                }
+                Ok(sqlx::Either::Right(_)) => {}
+                Err(e) => {
+                    failure = Some((database_wide(&e), format!("batch of {}: {e}", items.len())));
+                    break;
                 }
             }
         }
-        if failure.is_none() && done != items.len() * stmts.len() {
-            failure = Some((
-                false,
-                format!(
-                    "a batch script gave {done} results for {} statements",
-                    items.len() * stmts.len()
-                ),
-            ));
-        }
-        // Verify: each query's first column of its first row must be 0.
-        if failure.is_none() && !verify.is_empty() {
-            let text = script($dialect, verify, items);
-            let mut results = sqlx::raw_sql(AssertSqlSafe(text)).fetch_many(&mut *$conn);
-            let (mut k, mut seen) = (0usize, false);
-            while let Some(step) = results.next().await {
-                match step {
-                    Ok(sqlx::Either::Right(row)) => {
-                        if !seen {
-                            seen = true;
-                            let left = rows_left(&row);
-                            if left != 0 {
-                                let st = &verify[k % verify.len()];
-                                failure = Some((
-                                    false,
-                                    format!(
-                                        "verify `{}` found {} left after the delete",
-                                        st.text, left
-                                    ),
-                                ));
-                                break;
-                            }
-                        }
-                    }
-                    Ok(sqlx::Either::Left(_)) => {
-                        if !seen {
+    }
+    if failure.is_none() && done != items.len() * stmts.len() {
+        failure = Some((
+            false,
+            format!(
+                "a batch script gave {done} results for {} statements",
+                items.len() * stmts.len()
+            ),
+        ));
+    }
+    // Verify: each query's first column of its first row must be 0.
+    if failure.is_none() && !verify.is_empty() {
+        let text = script(verify, items);
+        let mut results = sqlx::raw_sql(AssertSqlSafe(text)).fetch_many(&mut *conn);
+        let (mut k, mut seen) = (0usize, false);
+        while let Some(step) = results.next().await {
+            match step {
+                Ok(sqlx::Either::Right(row)) => {
+                    if !seen {
+                        seen = true;
+                        let left = rows_left(&row);
+                        if left != 0 {
+                            let st = &verify[k % verify.len()];
                             failure = Some((
                                 false,
                                 format!(
-                                    "verify `{}` returned no row",
-                                    verify[k % verify.len()].text
+                                    "verify `{}` found {} left after the delete",
+                                    st.text, left
                                 ),
                             ));
                             break;
                         }
-                        k += 1;
-                        seen = false;
                     }
-                    Err(e) => {
+                }
+                Ok(sqlx::Either::Left(_)) => {
+                    if !seen {
                         failure = Some((
-                            database_wide(&e),
-                            format!("verify, batch of {}: {e}", items.len()),
+                            false,
+                            format!("verify `{}` returned no row", verify[k % verify.len()].text),
                         ));
                         break;
                     }
+                    k += 1;
+                    seen = false;
+                }
+                Err(e) => {
+                    failure = Some((
+                        database_wide(&e),
+                        format!("verify, batch of {}: {e}", items.len()),
+                    ));
+                    break;
                 }
             }
-            if failure.is_none() && k != items.len() * verify.len() {
-                failure = Some((
-                    false,
-                    format!(
-                        "a verify script gave {k} results for {} queries",
-                        items.len() * verify.len()
-                    ),
-                ));
-            }
         }
-        match failure {
-            None => Ok(removed),
-            Some(f) => Err(f),
+        if failure.is_none() && k != items.len() * verify.len() {
+            failure = Some((
+                false,
+                format!(
+                    "a verify script gave {k} results for {} queries",
+                    items.len() * verify.len()
+                ),
+            ));
         }
-    }};
+    }
+    match failure {
+        None => Ok(removed),
+        Some(f) => Err(f),
+    }
 }
 
 impl SqlTarget {
@@ -385,29 +379,10 @@ impl SqlTarget {
             let e = format!("target `{}` has no statements for kind `{kind}`", self.name);
             return items.iter().map(|_| Err(e.clone())).collect();
         }
-        let batch: Result<Vec<Removed>, (bool, String)> = with_pool!(&self.db, |pool| {
-            async {
-                let mut tx = pool
-                    .begin()
-                    .await
-                    .map_err(|e| (true, self.unavailable(&e)))?;
-                let mut out = Vec::with_capacity(items.len());
-                for chunk in items.chunks(SCRIPT_ITEMS) {
-                    match run_scripts!(tx, self.dialect(), stmts, verify, chunk) {
-                        Ok(r) => out.extend(r),
-                        Err((true, e)) => {
-                            return Err((true, format!("target `{}` unavailable: {e}", self.name)));
-                        }
-                        Err((false, e)) => return Err((false, e)),
-                    }
-                }
-                tx.commit()
-                    .await
-                    .map_err(|e| (true, self.unavailable(&e)))?;
-                Ok(out)
-            }
-            .await
-        });
+        let batch = match &self.db {
+            AppDb::Sqlite(pool) => self.sqlite_batch(pool, stmts, verify, items).await,
+            AppDb::Postgres(pool) => self.postgres_batch(pool, stmts, verify, items).await,
+        };
         let results = match batch {
             Ok(removed) => removed.into_iter().map(Ok).collect(),
             Err((true, e)) => items.iter().map(|_| Err(e.clone())).collect(),
@@ -424,6 +399,55 @@ impl SqlTarget {
         };
         self.after_batch().await;
         results
+    }
+
+    /// SQLite: one transaction, the batch run by [`sqlite_direct::run`] on the connection's handle.
+    async fn sqlite_batch(
+        &self,
+        pool: &sqlx::SqlitePool,
+        stmts: &[Statement],
+        verify: &[Statement],
+        items: &[PurgeItem],
+    ) -> Result<Vec<Removed>, (bool, String)> {
+        let unavailable = |e: sqlx::Error| (true, self.unavailable(&e));
+        let mut tx = pool.begin().await.map_err(unavailable)?;
+        let result = {
+            let mut handle = tx.lock_handle().await.map_err(unavailable)?;
+            let db = handle.as_raw_handle();
+            blocking(|| sqlite_direct::run(db, stmts, verify, items))
+        };
+        match result {
+            Ok(removed) => {
+                tx.commit().await.map_err(unavailable)?;
+                Ok(removed)
+            }
+            Err((true, e)) => Err((true, format!("target `{}` unavailable: {e}", self.name))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// PostgreSQL: one transaction, the batch sent as scripts of [`SCRIPT_ITEMS`] items.
+    async fn postgres_batch(
+        &self,
+        pool: &sqlx::PgPool,
+        stmts: &[Statement],
+        verify: &[Statement],
+        items: &[PurgeItem],
+    ) -> Result<Vec<Removed>, (bool, String)> {
+        let unavailable = |e: sqlx::Error| (true, self.unavailable(&e));
+        let mut tx = pool.begin().await.map_err(unavailable)?;
+        let mut out = Vec::with_capacity(items.len());
+        for chunk in items.chunks(SCRIPT_ITEMS) {
+            match run_scripts(&mut tx, stmts, verify, chunk).await {
+                Ok(r) => out.extend(r),
+                Err((true, e)) => {
+                    return Err((true, format!("target `{}` unavailable: {e}", self.name)));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(out)
     }
 
     async fn purge_one(
@@ -464,13 +488,6 @@ impl SqlTarget {
         let r = self.purge_one(stmts, verify, &item).await;
         self.after_batch().await;
         r
-    }
-
-    fn dialect(&self) -> Dialect {
-        match self.db {
-            AppDb::Sqlite(_) => Dialect::Sqlite,
-            AppDb::Postgres(_) => Dialect::Postgres,
-        }
     }
 
     fn unavailable(&self, e: &sqlx::Error) -> String {
@@ -656,18 +673,83 @@ mod tests {
         let stmts = [Statement::new(
             "DELETE FROM messages WHERE conversation_id = :id AND owner = :account -- note;",
         )];
-        for d in [Dialect::Sqlite, Dialect::Postgres] {
-            let s = script(d, &stmts, &[item(hostile), item("c2")]);
-            assert!(!s.contains("DROP"), "{s}");
-            assert_eq!(s.matches("\n;\n").count(), 2, "{s}");
-        }
-        assert_eq!(
-            text_literal(Dialect::Sqlite, "c1'"),
-            "CAST(X'633127' AS TEXT)"
-        );
-        assert_eq!(
-            text_literal(Dialect::Postgres, "c1\u{1F600}"),
-            "U&'\\0063\\0031\\+01F600'"
-        );
+        let s = script(&stmts, &[item(hostile), item("c2")]);
+        assert!(!s.contains("DROP"), "{s}");
+        assert_eq!(s.matches("\n;\n").count(), 2, "{s}");
+        assert_eq!(text_literal("c1\u{1F600}"), "U&'\\0063\\0031\\+01F600'");
+    }
+
+    /// The SQLite batch path: a configured string holding two statements, a `RETURNING`
+    /// statement, `:account` next to `:id`, and a verify query, each counted per item.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sqlite_batch_counts_each_items_rows_and_verifies_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.db");
+        let url = format!("sqlite://{}", path.display());
+        let setup = SqliteConnectOptions::from_str(&url)
+            .unwrap()
+            .create_if_missing(true);
+        let pool = SqlitePoolOptions::new().connect_with(setup).await.unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE m (c TEXT, owner TEXT); CREATE TABLE c (id TEXT); CREATE TABLE t (c TEXT);
+             INSERT INTO m VALUES ('c1','a1'),('c1','a1'),('c1','other'),('c2','a1');
+             INSERT INTO c VALUES ('c1'),('c2'),('c3'); INSERT INTO t VALUES ('c1'),('c2'),('c2');",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let cfg = |verify: Vec<String>| SqlTargetConfig {
+            url: crate::config::SecretUrl::new(url.clone()),
+            purge: [(
+                "conversation".to_string(),
+                vec![
+                    "DELETE FROM m WHERE c = :id AND owner = :account; DELETE FROM c WHERE id = :id"
+                        .to_string(),
+                    "DELETE FROM t WHERE c = :id RETURNING c".to_string(),
+                ],
+            )]
+            .into(),
+            verify: [("conversation".to_string(), verify)].into(),
+            secure_delete: true,
+            vacuum: None,
+        };
+        let target = SqlTarget::new(
+            "app",
+            &cfg(vec!["SELECT COUNT(*) FROM c WHERE id = :id".into()]),
+        )
+        .unwrap();
+        let got = target
+            .purge("conversation", &[item("c1"), item("c2"), item("c9")])
+            .await;
+        let rows: Vec<u64> = got.iter().map(|r| r.as_ref().unwrap().rows).collect();
+        assert_eq!(rows, vec![4, 4, 0]);
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM m")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(left, 1, "only the row of another account stays");
+
+        // A verify query that finds rows fails that item only (the batch is redone item by
+        // item), and its statements are rolled back.
+        let target = SqlTarget::new(
+            "app",
+            &cfg(vec!["SELECT COUNT(*) FROM m WHERE c = :id".into()]),
+        )
+        .unwrap();
+        sqlx::raw_sql("INSERT INTO c VALUES ('c3'); INSERT INTO m VALUES ('c4','zz')")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let got = target
+            .purge("conversation", &[item("c3"), item("c4")])
+            .await;
+        assert_eq!(got[0].as_ref().unwrap().rows, 2);
+        let e = got[1].as_ref().unwrap_err();
+        assert!(e.contains("found 1 left"), "{e}");
+        let c3: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM c WHERE id = 'c3'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(c3, 0);
     }
 }

@@ -1,0 +1,139 @@
+//! A SQL target's batch on SQLite, run as prepared statements on the pooled connection's own
+//! handle: each configured statement is prepared once per batch and stepped once per item, with
+//! `:id`, `:kind`, `:account`, `:org` bound as parameters by SQLite itself.
+//!
+//! Through sqlx every statement is a message to the connection's worker thread and back; two
+//! statements per item made those hand-offs (or, sent as scripts, re-parsing every statement
+//! for every item) most of a purge's cost. Here the batch runs in one go on the calling thread,
+//! through rusqlite over the handle sqlx opened (the two share libsqlite3-sys), while sqlx's
+//! worker is parked by [`sqlx::sqlite::LockedSqliteHandle`]. Transactions stay sqlx's.
+
+use std::ptr::NonNull;
+
+use rusqlite::fallible_iterator::FallibleIterator;
+use rusqlite::types::ValueRef;
+use rusqlite::{Batch, Connection, ffi};
+
+use super::sql::Statement;
+use super::{PurgeItem, Removed};
+
+/// A failure: whether it concerns the whole database (busy, read-only, I/O, full …) rather than
+/// one item, and what happened.
+pub(super) type Failure = (bool, String);
+
+/// One configured statement, prepared: a configured string may hold several SQL statements.
+struct Prepared<'c> {
+    text: &'c str,
+    parts: Vec<(rusqlite::Statement<'c>, Vec<String>)>,
+}
+
+/// Runs every item's statements, then its verify queries, on the connection whose handle is
+/// `db`, inside the transaction the caller opened. Returns what each item removed.
+///
+/// `db` must be the handle of a connection the caller holds locked for the whole call (a
+/// `LockedSqliteHandle`): nothing else may use it meanwhile.
+pub(super) fn run(
+    db: NonNull<ffi::sqlite3>,
+    stmts: &[Statement],
+    verify: &[Statement],
+    items: &[PurgeItem],
+) -> Result<Vec<Removed>, Failure> {
+    // SAFETY: the caller holds the connection locked for this call, so this thread is the only
+    // user of the handle; `from_handle` does not take ownership (the handle is not closed when
+    // `conn` drops), and every statement prepared below borrows `conn`, so all are finalized
+    // before this function returns and the handle goes back to sqlx clean.
+    let conn = unsafe { Connection::from_handle(db.as_ptr()) }
+        .map_err(|e| (true, format!("opening the handle: {e}")))?;
+    let mut stmts = prepare(&conn, stmts)?;
+    let mut verify = prepare(&conn, verify)?;
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let mut removed = Removed::default();
+        for st in &mut stmts {
+            for (s, names) in &mut st.parts {
+                bind(s, names, item).map_err(|e| failure(st.text, &e))?;
+                let mut rows = s.raw_query();
+                // Rows a statement returns (`RETURNING …`) are read and ignored.
+                while rows.next().map_err(|e| failure(st.text, &e))?.is_some() {}
+                drop(rows);
+                if !s.readonly() {
+                    removed.rows += conn.changes();
+                }
+            }
+        }
+        for st in &mut verify {
+            for (s, names) in &mut st.parts {
+                bind(s, names, item).map_err(|e| failure(st.text, &e))?;
+                let mut rows = s.raw_query();
+                let left = match rows.next().map_err(|e| failure(st.text, &e))? {
+                    // COUNT(*) is an integer; anything else is not a count, so the purge fails.
+                    Some(row) => match row.get_ref(0) {
+                        Ok(ValueRef::Integer(n)) => n,
+                        _ => -1,
+                    },
+                    None => {
+                        return Err((false, format!("verify `{}` returned no row", st.text)));
+                    }
+                };
+                if left != 0 {
+                    return Err((
+                        false,
+                        format!("verify `{}` found {left} left after the delete", st.text),
+                    ));
+                }
+            }
+        }
+        out.push(removed);
+    }
+    Ok(out)
+}
+
+fn prepare<'c>(conn: &'c Connection, stmts: &'c [Statement]) -> Result<Vec<Prepared<'c>>, Failure> {
+    let mut out = Vec::with_capacity(stmts.len());
+    for st in stmts {
+        let mut parts = Vec::new();
+        let mut batch = Batch::new(conn, &st.text);
+        while let Some(s) = batch.next().map_err(|e| failure(&st.text, &e))? {
+            let names = (1..=s.parameter_count())
+                .map(|i| {
+                    s.parameter_name(i)
+                        .map(|n| n.get(1..).unwrap_or_default().to_string())
+                        .unwrap_or_default()
+                })
+                .collect();
+            parts.push((s, names));
+        }
+        out.push(Prepared {
+            text: &st.text,
+            parts,
+        });
+    }
+    Ok(out)
+}
+
+/// Binds `item`'s values to the statement's parameters, by name (`:id` → `id`).
+fn bind(
+    s: &mut rusqlite::Statement<'_>,
+    names: &[String],
+    item: &PurgeItem,
+) -> rusqlite::Result<()> {
+    for (i, name) in names.iter().enumerate() {
+        s.raw_bind_parameter(i + 1, item.param(name))?;
+    }
+    Ok(())
+}
+
+fn failure(text: &str, e: &rusqlite::Error) -> Failure {
+    (database_wide(e), format!("`{text}`: {e}"))
+}
+
+/// Primary result codes that concern the database, not an item: BUSY, LOCKED, READONLY, IOERR,
+/// CORRUPT, FULL, CANTOPEN, NOTADB (as [`super::sql`] decides for errors that come via sqlx).
+fn database_wide(e: &rusqlite::Error) -> bool {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) => {
+            matches!(f.extended_code & 0xff, 5 | 6 | 8 | 10 | 11 | 13 | 14 | 26)
+        }
+        _ => false,
+    }
+}
