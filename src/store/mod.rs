@@ -31,6 +31,12 @@ macro_rules! resource_columns {
         "r.id, r.kind, r.account, a.org, r.created_at, r.endpoint, r.state, r.deleted_at, r.cause, r.purge_after, r.rule, r.held, r.lease_owner, r.lease_until, r.attempts, r.last_error, r.purged_at"
     };
 }
+/// The names of [`resource_columns!`] in a derived table, in the same order.
+macro_rules! resource_names {
+    () => {
+        "id, kind, account, org, created_at, endpoint, state, deleted_at, cause, purge_after, rule, held, lease_owner, lease_until, attempts, last_error, purged_at"
+    };
+}
 macro_rules! account_columns {
     () => {
         "id, org, state, created_at, deletion_requested_at, purge_after, purged_at"
@@ -557,7 +563,8 @@ fn ts(v: Option<i64>) -> Option<Timestamp> {
     v.map(Timestamp)
 }
 
-#[derive(sqlx::FromRow)]
+/// A resource row as the ledger stores it; also read from a JSON array in column order.
+#[derive(sqlx::FromRow, serde::Deserialize)]
 struct RawResource {
     id: String,
     kind: String,

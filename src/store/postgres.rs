@@ -19,6 +19,16 @@ macro_rules! in_ids {
         concat!("= ANY($", $n, ")")
     };
 }
+/// The rows of a derived table `x` as one JSON array of arrays, as text.
+macro_rules! json_rows {
+    ($cols:expr) => {
+        concat!(
+            "COALESCE(json_agg(json_build_array(",
+            $cols,
+            ")), '[]')::text"
+        )
+    };
+}
 macro_rules! for_update {
     () => {
         " FOR UPDATE"

@@ -19,6 +19,13 @@ macro_rules! in_ids {
         concat!("IN (SELECT value FROM json_each($", $n, "))")
     };
 }
+/// The rows of a derived table `x` as one JSON array of arrays (one value to fetch, not one
+/// message per row from sqlx's worker thread).
+macro_rules! json_rows {
+    ($cols:expr) => {
+        concat!("json_group_array(json_array(", $cols, "))")
+    };
+}
 macro_rules! for_update {
     () => {
         ""
