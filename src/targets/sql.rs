@@ -456,6 +456,17 @@ impl SqlTarget {
         verify: &[Statement],
         item: &PurgeItem,
     ) -> ItemResult {
+        if let AppDb::Sqlite(pool) = &self.db {
+            // The same runner as a batch, so an item is bound and checked the same way alone.
+            return match self
+                .sqlite_batch(pool, stmts, verify, std::slice::from_ref(item))
+                .await
+            {
+                Ok(mut removed) => Ok(removed.pop().unwrap_or_default()),
+                Err((true, e)) => Err(e),
+                Err((false, e)) => Err(format!("target `{}`: {e}", self.name)),
+            };
+        }
         with_pool!(&self.db, |pool| {
             async {
                 let mut tx = pool.begin().await.map_err(|e| self.unavailable(&e))?;
@@ -751,5 +762,17 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(c3, 0);
+
+        // A positional parameter is not bound to anything silently: the purge fails, naming it.
+        let mut positional = cfg(vec![]);
+        positional.purge = [(
+            "conversation".to_string(),
+            vec!["DELETE FROM c WHERE id = ?".to_string()],
+        )]
+        .into();
+        let target = SqlTarget::new("app", &positional).unwrap();
+        let got = target.purge("conversation", &[item("c2")]).await;
+        let e = got[0].as_ref().unwrap_err();
+        assert!(e.contains("parameter #1 is not one of :id"), "{e}");
     }
 }

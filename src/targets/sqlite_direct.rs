@@ -16,6 +16,7 @@ use rusqlite::{Batch, Connection, ffi};
 
 use super::sql::Statement;
 use super::{PurgeItem, Removed};
+use crate::config::STATEMENT_PARAMS;
 
 /// A failure: whether it concerns the whole database (busy, read-only, I/O, full …) rather than
 /// one item, and what happened.
@@ -94,13 +95,24 @@ fn prepare<'c>(conn: &'c Connection, stmts: &'c [Statement]) -> Result<Vec<Prepa
         let mut parts = Vec::new();
         let mut batch = Batch::new(conn, &st.text);
         while let Some(s) = batch.next().map_err(|e| failure(&st.text, &e))? {
-            let names = (1..=s.parameter_count())
-                .map(|i| {
-                    s.parameter_name(i)
-                        .map(|n| n.get(1..).unwrap_or_default().to_string())
-                        .unwrap_or_default()
-                })
-                .collect();
+            let mut names = Vec::with_capacity(s.parameter_count());
+            for i in 1..=s.parameter_count() {
+                // Only the named parameters the config allows: a `?` or `$1` SQLite would accept
+                // must not be bound silently to an empty string.
+                match s.parameter_name(i).and_then(|n| n.strip_prefix(':')) {
+                    Some(n) if STATEMENT_PARAMS.contains(&n) => names.push(n.to_string()),
+                    other => {
+                        return Err((
+                            false,
+                            format!(
+                                "`{}`: parameter {} is not one of :id, :kind, :account, :org",
+                                st.text,
+                                other.map_or_else(|| format!("#{i}"), |n| format!("`{n}`"))
+                            ),
+                        ));
+                    }
+                }
+            }
             parts.push((s, names));
         }
         out.push(Prepared {
