@@ -183,65 +183,39 @@ async fn q_hold_epoch(c: &mut Conn) -> Result<i64> {
 }
 
 async fn q_claim(c: &mut Conn, now: Timestamp, limit: i64, owner: &str, lease_until: Timestamp) -> Result<Vec<String>> {
-    // Each step selects (and on PostgreSQL locks, skipping rows another instance holds) the ids
-    // as one JSON value, then updates them: `UPDATE … RETURNING id` would hand every id over
-    // from sqlx's SQLite worker one row at a time.
     // Stale claims first: leases that ran out (a crashed or slow instance) and failed purges
     // whose retry time has come.
-    let json: String = sqlx::query_scalar(concat!(
-        "SELECT ", json_rows!("id"), " FROM (",
-        "SELECT id FROM resources WHERE state = 'purging' AND lease_until <= $1 ORDER BY lease_until LIMIT $2",
+    let mut ids: Vec<String> = sqlx::query_scalar(concat!(
+        "UPDATE resources SET lease_owner = $1, lease_until = $2 WHERE id IN (",
+        "SELECT id FROM resources WHERE state = 'purging' AND lease_until <= $3 ORDER BY lease_until LIMIT $4",
         skip_locked!(),
-        ") x"
+        ") RETURNING id"
     ))
+    .bind(owner)
+    .bind(lease_until.millis())
     .bind(now.millis())
     .bind(limit)
-    .fetch_one(&mut *c)
+    .fetch_all(&mut *c)
     .await?;
-    let mut ids = json_ids(&json)?;
-    if !ids.is_empty() {
-        sqlx::query(concat!("UPDATE resources SET lease_owner = $1, lease_until = $2 WHERE id ", in_ids!(3)))
-            .bind(owner)
-            .bind(lease_until.millis())
-            .bind(ids_arg(&ids))
-            .execute(&mut *c)
-            .await?;
-    }
     let left = limit - ids.len() as i64;
     if left > 0 {
-        let json: String = sqlx::query_scalar(concat!(
-            "SELECT ", json_rows!("id"), " FROM (",
+        let due: Vec<String> = sqlx::query_scalar(concat!(
+            "UPDATE resources SET state = 'purging', lease_owner = $1, lease_until = $2 WHERE id IN (",
             "SELECT r.id FROM resources r WHERE ",
             due_predicate!(),
-            " AND r.purge_after <= $1 ORDER BY r.purge_after LIMIT $2",
+            " AND r.purge_after <= $3 ORDER BY r.purge_after LIMIT $4",
             skip_locked!(),
-            ") x"
+            ") RETURNING id"
         ))
+        .bind(owner)
+        .bind(lease_until.millis())
         .bind(now.millis())
         .bind(left)
-        .fetch_one(&mut *c)
+        .fetch_all(&mut *c)
         .await?;
-        let due = json_ids(&json)?;
-        if !due.is_empty() {
-            sqlx::query(concat!(
-                "UPDATE resources SET state = 'purging', lease_owner = $1, lease_until = $2 WHERE id ",
-                in_ids!(3)
-            ))
-            .bind(owner)
-            .bind(lease_until.millis())
-            .bind(ids_arg(&due))
-            .execute(&mut *c)
-            .await?;
-        }
         ids.extend(due);
     }
     Ok(ids)
-}
-
-/// The ids of a `json_rows!("id")` value.
-fn json_ids(json: &str) -> Result<Vec<String>> {
-    let rows: Vec<(String,)> = serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("ids as JSON: {e}")))?;
-    Ok(rows.into_iter().map(|(id,)| id).collect())
 }
 
 // ----- the pool: reads and short transactions ------------------------------------------
@@ -941,29 +915,16 @@ impl Tx {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        // Only those still claimed by us (a lease that ran out may have been taken over); read as
-        // one JSON value and locked, then updated (see `q_claim`).
-        let json: String = sqlx::query_scalar(concat!(
-            "SELECT ", json_rows!("id"), " FROM (SELECT id FROM resources WHERE id ", in_ids!(1),
-            " AND state = 'purging' AND lease_owner = $2 ORDER BY id", for_update!(), ") x"
+        Ok(sqlx::query_scalar(concat!(
+            "UPDATE resources SET state = 'purged', cause = $2, purged_at = $3, lease_owner = NULL, lease_until = NULL, ",
+            "last_error = NULL WHERE id ", in_ids!(1), " AND state = 'purging' AND lease_owner = $4 RETURNING id"
         ))
         .bind(ids_arg(ids))
+        .bind(cause.as_str())
+        .bind(at.millis())
         .bind(owner)
-        .fetch_one(&mut *self.tx)
-        .await?;
-        let mine = json_ids(&json)?;
-        if !mine.is_empty() {
-            sqlx::query(concat!(
-                "UPDATE resources SET state = 'purged', cause = $2, purged_at = $3, lease_owner = NULL, lease_until = NULL, ",
-                "last_error = NULL WHERE id ", in_ids!(1)
-            ))
-            .bind(ids_arg(&mine))
-            .bind(cause.as_str())
-            .bind(at.millis())
-            .execute(&mut *self.tx)
-            .await?;
-        }
-        Ok(mine)
+        .fetch_all(&mut *self.tx)
+        .await?)
     }
 
     pub async fn record_failures(&mut self, failures: &[PurgeFailure], owner: &str, _at: Timestamp) -> Result<Vec<String>> {
