@@ -199,6 +199,12 @@ macro_rules! run_item {
     }};
 }
 
+/// SQLite primary result codes that concern the database, not an item: BUSY, LOCKED, READONLY,
+/// IOERR, CORRUPT, FULL, CANTOPEN, NOTADB.
+pub(super) fn sqlite_database_wide(primary_code: i64) -> bool {
+    matches!(primary_code, 5 | 6 | 8 | 10 | 11 | 13 | 14 | 26)
+}
+
 /// Whether a statement error concerns the database as a whole — busy or locked, read-only,
 /// out of space, unreachable — rather than one item. Such an error fails the whole batch at
 /// once: retrying item by item would wait out the busy timeout again for every item while the
@@ -209,8 +215,7 @@ fn database_wide(e: &sqlx::Error) -> bool {
         return true;
     };
     if d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-        // Primary result codes: BUSY, LOCKED, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, NOTADB.
-        sqlite_primary_code(e).is_some_and(|c| matches!(c, 5 | 6 | 8 | 10 | 11 | 13 | 14 | 26))
+        sqlite_primary_code(e).is_some_and(sqlite_database_wide)
     } else {
         let code = d.code().map(|c| c.into_owned()).unwrap_or_default();
         // PostgreSQL: connection exception, insufficient resources, operator intervention,
@@ -230,95 +235,71 @@ async fn run_scripts(
     items: &[PurgeItem],
 ) -> Result<Vec<Removed>, (bool, String)> {
     let mut removed = vec![Removed::default(); items.len()];
-    let mut failure: Option<(bool, String)> = None;
     // Statements: one result per statement, in order; rows a statement returns are ignored.
     let mut done = 0usize;
     {
-        let text = script(stmts, items);
-        let mut results = sqlx::raw_sql(AssertSqlSafe(text)).fetch_many(&mut *conn);
+        let mut results = sqlx::raw_sql(AssertSqlSafe(script(stmts, items))).fetch_many(&mut *conn);
         while let Some(step) = results.next().await {
-            match step {
-                Ok(sqlx::Either::Left(r)) => {
+            match step.map_err(|e| (database_wide(&e), format!("batch of {}: {e}", items.len())))? {
+                sqlx::Either::Left(r) => {
                     if let Some(x) = removed.get_mut(done / stmts.len()) {
                         x.rows += r.rows_affected();
                     }
                     done += 1;
                 }
-                Ok(sqlx::Either::Right(_)) => {}
-                Err(e) => {
-                    failure = Some((database_wide(&e), format!("batch of {}: {e}", items.len())));
-                    break;
-                }
+                sqlx::Either::Right(_) => {}
             }
         }
     }
-    if failure.is_none() && done != items.len() * stmts.len() {
-        failure = Some((
+    if done != items.len() * stmts.len() {
+        let expected = items.len() * stmts.len();
+        return Err((
             false,
-            format!(
-                "a batch script gave {done} results for {} statements",
-                items.len() * stmts.len()
-            ),
+            format!("a batch script gave {done} results for {expected} statements"),
         ));
     }
+    if verify.is_empty() {
+        return Ok(removed);
+    }
     // Verify: each query's first column of its first row must be 0.
-    if failure.is_none() && !verify.is_empty() {
-        let text = script(verify, items);
-        let mut results = sqlx::raw_sql(AssertSqlSafe(text)).fetch_many(&mut *conn);
-        let (mut k, mut seen) = (0usize, false);
-        while let Some(step) = results.next().await {
-            match step {
-                Ok(sqlx::Either::Right(row)) => {
-                    if !seen {
-                        seen = true;
-                        let left = rows_left(&row);
-                        if left != 0 {
-                            let st = &verify[k % verify.len()];
-                            failure = Some((
-                                false,
-                                format!(
-                                    "verify `{}` found {} left after the delete",
-                                    st.text, left
-                                ),
-                            ));
-                            break;
-                        }
-                    }
-                }
-                Ok(sqlx::Either::Left(_)) => {
-                    if !seen {
-                        failure = Some((
-                            false,
-                            format!("verify `{}` returned no row", verify[k % verify.len()].text),
-                        ));
-                        break;
-                    }
-                    k += 1;
-                    seen = false;
-                }
-                Err(e) => {
-                    failure = Some((
-                        database_wide(&e),
-                        format!("verify, batch of {}: {e}", items.len()),
+    let mut results = sqlx::raw_sql(AssertSqlSafe(script(verify, items))).fetch_many(&mut *conn);
+    let (mut k, mut seen) = (0usize, false);
+    while let Some(step) = results.next().await {
+        let st = &verify[k % verify.len()];
+        match step.map_err(|e| {
+            (
+                database_wide(&e),
+                format!("verify, batch of {}: {e}", items.len()),
+            )
+        })? {
+            sqlx::Either::Right(row) if !seen => {
+                seen = true;
+                let left = rows_left(&row);
+                if left != 0 {
+                    return Err((
+                        false,
+                        format!("verify `{}` found {left} left after the delete", st.text),
                     ));
-                    break;
                 }
             }
-        }
-        if failure.is_none() && k != items.len() * verify.len() {
-            failure = Some((
-                false,
-                format!(
-                    "a verify script gave {k} results for {} queries",
-                    items.len() * verify.len()
-                ),
-            ));
+            sqlx::Either::Right(_) => {}
+            sqlx::Either::Left(_) if !seen => {
+                return Err((false, format!("verify `{}` returned no row", st.text)));
+            }
+            sqlx::Either::Left(_) => {
+                k += 1;
+                seen = false;
+            }
         }
     }
-    match failure {
-        None => Ok(removed),
-        Some(f) => Err(f),
+    if k != items.len() * verify.len() {
+        let expected = items.len() * verify.len();
+        return Err((
+            false,
+            format!("a verify script gave {k} results for {expected} queries"),
+        ));
     }
+    Ok(removed)
 }
 
 impl SqlTarget {
@@ -421,7 +402,7 @@ impl SqlTarget {
                 tx.commit().await.map_err(unavailable)?;
                 Ok(removed)
             }
-            Err((true, e)) => Err((true, format!("target `{}` unavailable: {e}", self.name))),
+            Err((true, e)) => Err((true, self.unavailable(&e))),
             Err(e) => Err(e),
         }
     }
@@ -440,9 +421,7 @@ impl SqlTarget {
         for chunk in items.chunks(SCRIPT_ITEMS) {
             match run_scripts(&mut tx, stmts, verify, chunk).await {
                 Ok(r) => out.extend(r),
-                Err((true, e)) => {
-                    return Err((true, format!("target `{}` unavailable: {e}", self.name)));
-                }
+                Err((true, e)) => return Err((true, self.unavailable(&e))),
                 Err(e) => return Err(e),
             }
         }
@@ -456,34 +435,31 @@ impl SqlTarget {
         verify: &[Statement],
         item: &PurgeItem,
     ) -> ItemResult {
-        if let AppDb::Sqlite(pool) = &self.db {
+        let pool = match &self.db {
             // The same runner as a batch, so an item is bound and checked the same way alone.
-            return match self
-                .sqlite_batch(pool, stmts, verify, std::slice::from_ref(item))
-                .await
-            {
-                Ok(mut removed) => Ok(removed.pop().unwrap_or_default()),
-                Err((true, e)) => Err(e),
-                Err((false, e)) => Err(format!("target `{}`: {e}", self.name)),
-            };
-        }
-        with_pool!(&self.db, |pool| {
-            async {
-                let mut tx = pool.begin().await.map_err(|e| self.unavailable(&e))?;
-                let r = run_item!(tx, stmts, verify, item);
-                match r {
-                    Ok(removed) => {
-                        tx.commit().await.map_err(|e| self.unavailable(&e))?;
-                        Ok(removed)
-                    }
-                    Err((_, e)) => {
-                        let _ = tx.rollback().await;
-                        Err(format!("target `{}`: {e}", self.name))
-                    }
-                }
+            AppDb::Sqlite(pool) => {
+                return match self
+                    .sqlite_batch(pool, stmts, verify, std::slice::from_ref(item))
+                    .await
+                {
+                    Ok(mut removed) => Ok(removed.pop().unwrap_or_default()),
+                    Err((true, e)) => Err(e),
+                    Err((false, e)) => Err(format!("target `{}`: {e}", self.name)),
+                };
             }
-            .await
-        })
+            AppDb::Postgres(pool) => pool,
+        };
+        let mut tx = pool.begin().await.map_err(|e| self.unavailable(&e))?;
+        match run_item!(tx, stmts, verify, item) {
+            Ok(removed) => {
+                tx.commit().await.map_err(|e| self.unavailable(&e))?;
+                Ok(removed)
+            }
+            Err((_, e)) => {
+                let _ = tx.rollback().await;
+                Err(format!("target `{}`: {e}", self.name))
+            }
+        }
     }
 
     pub async fn purge_account(&self, account: &str, org: &str) -> ItemResult {
@@ -501,7 +477,7 @@ impl SqlTarget {
         r
     }
 
-    fn unavailable(&self, e: &sqlx::Error) -> String {
+    fn unavailable(&self, e: &dyn std::fmt::Display) -> String {
         format!("target `{}` unavailable: {e}", self.name)
     }
 

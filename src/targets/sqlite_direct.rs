@@ -139,12 +139,11 @@ fn failure(text: &str, e: &rusqlite::Error) -> Failure {
     (database_wide(e), format!("`{text}`: {e}"))
 }
 
-/// Primary result codes that concern the database, not an item: BUSY, LOCKED, READONLY, IOERR,
-/// CORRUPT, FULL, CANTOPEN, NOTADB (as [`super::sql`] decides for errors that come via sqlx).
+/// Whether `e` concerns the whole database ([`super::sql::sqlite_database_wide`]).
 fn database_wide(e: &rusqlite::Error) -> bool {
     match e {
         rusqlite::Error::SqliteFailure(f, _) => {
-            matches!(f.extended_code & 0xff, 5 | 6 | 8 | 10 | 11 | 13 | 14 | 26)
+            super::sql::sqlite_database_wide(i64::from(f.extended_code & 0xff))
         }
         _ => false,
     }
