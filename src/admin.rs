@@ -43,7 +43,8 @@ pub struct HoldPlaced {
     /// Matching resources purged before the hold took effect.
     pub already_purged: i64,
     /// Matching resources whose purge had started but not been recorded (a crashed sweep):
-    /// the hold stops it from completing, but their data may already be partly gone.
+    /// the hold stops it from completing, but their data may already be partly gone. A batch
+    /// a running sweep has claimed but not started is not counted (its purge sees the hold).
     pub in_flight: i64,
     pub by_state: BTreeMap<String, i64>,
 }
@@ -81,7 +82,9 @@ pub async fn place_hold(
     let by_state = by_state(&counts);
     let matched: i64 = by_state.values().sum();
     let already_purged = by_state.get("purged").copied().unwrap_or(0);
-    let in_flight = by_state.get("purging").copied().unwrap_or(0);
+    // A sweep's next batch, claimed but not started, is not in flight: its purge transaction
+    // waits for this one and then sees the hold.
+    let in_flight = by_state.get("purging").copied().unwrap_or(0) - tx.count_not_started(s).await?;
     crate::sweep::failpoint("hold_before_insert");
     let id = tx
         .insert_hold(&NewHold {

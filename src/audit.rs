@@ -22,8 +22,9 @@ pub struct AuditDraft {
     pub at: Timestamp,
     pub action: &'static str,
     pub subject: String,
-    /// Never user content: ids, kinds, causes, timestamps, policy values, counts, actors.
-    pub details: serde_json::Value,
+    /// The JSON text that will be stored and hashed. Never user content: ids, kinds, causes,
+    /// timestamps, policy values, counts, actors.
+    pub details: String,
 }
 
 impl AuditDraft {
@@ -33,11 +34,23 @@ impl AuditDraft {
         subject: impl Into<String>,
         details: serde_json::Value,
     ) -> Self {
+        Self::with_details(at, action, subject, &details)
+    }
+
+    /// Details from any serializable value. A struct whose fields are declared in name order
+    /// gives the same text as the equivalent `json!` object (whose keys serialize sorted),
+    /// without building the intermediate map: the sweep writes one receipt per resource.
+    pub fn with_details(
+        at: Timestamp,
+        action: &'static str,
+        subject: impl Into<String>,
+        details: &impl Serialize,
+    ) -> Self {
         AuditDraft {
             at,
             action,
             subject: subject.into(),
-            details,
+            details: serde_json::to_string(details).unwrap_or_else(|_| "{}".into()),
         }
     }
 }
@@ -89,7 +102,7 @@ pub fn chain(head_seq: i64, head_hash: &str, drafts: &[AuditDraft]) -> Vec<Audit
     let mut out = Vec::with_capacity(drafts.len());
     for (i, d) in drafts.iter().enumerate() {
         let seq = head_seq + 1 + i as i64;
-        let details = serde_json::to_string(&d.details).unwrap_or_else(|_| "{}".into());
+        let details = d.details.clone();
         let hash = entry_hash(seq, d.at, d.action, &d.subject, &details, &prev);
         out.push(AuditEntry {
             seq,
@@ -445,7 +458,7 @@ mod tests {
         // Rewrite from seq 3 on, recomputing every hash.
         let mut forged = entries[..2].to_vec();
         let mut rest = drafts(6)[2..].to_vec();
-        rest[0].details = json!({"n": "forged"});
+        rest[0].details = json!({"n": "forged"}).to_string();
         forged.extend(chain(2, &entries[1].hash, &rest));
         assert!(verify(&forged).is_ok(), "the chain alone cannot tell");
         let b = verify_anchored(&forged, anchors.clone()).unwrap_err();

@@ -2,7 +2,7 @@
 //! §7). Level-triggered: every sweep purges whatever is due *now*, so a missed or skipped sweep
 //! leaves a backlog, never a missed purge. `sweep_once` is the unit tests and the daemon drive.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -15,7 +15,9 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::holds::HoldSet;
 use crate::model::{Cause, Span, Timestamp};
-use crate::store::{AccountRow, Ledger, PurgeFailure, ResourceRow, StoreError, SweepRun};
+use crate::store::{
+    AccountRow, ClaimedBatch, Ledger, PurgeFailure, ResourceRow, StoreError, SweepRun,
+};
 use crate::targets::{PurgeItem, Removed, Targets};
 
 /// What one sweep did.
@@ -86,6 +88,10 @@ pub struct DryRunItem {
 pub enum SweepError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The runtime dropped the task running a batch's targets (shutting down); the batch's
+    /// claims stay on record and are purged after their lease.
+    #[error("the task running the targets was stopped: {0}")]
+    TargetTask(String),
 }
 
 /// Failpoints for crash tests: `RETENTIOND_CRASH_AT=<name>` makes the process exit abruptly
@@ -101,6 +107,186 @@ pub fn failpoint(name: &str) {
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
 pub fn failpoint(_name: &str) {}
+
+/// A recorded batch: what it did, the batch its transaction claimed next, and its log lines.
+struct BatchDone {
+    report: SweepReport,
+    next: ClaimedBatch,
+    log: BatchLog,
+}
+
+/// The purge receipt's details (audit action `resource.purged`). Fields in name order: the
+/// text equals that of the same `json!` object (see `AuditDraft::with_details`).
+#[derive(Serialize)]
+struct PurgeReceipt<'a> {
+    account: &'a str,
+    attempts: i64,
+    cause: &'static str,
+    created_at: Timestamp,
+    deleted_at: Option<Timestamp>,
+    org: &'a str,
+    purge_after: Option<Timestamp>,
+    purged_at: Timestamp,
+    rule: Option<&'static str>,
+    targets: Vec<TargetRemoved<'a>>,
+}
+
+#[derive(Serialize)]
+struct TargetRemoved<'a> {
+    files: u64,
+    rows: u64,
+    target: &'a str,
+}
+
+fn cause_of(r: &ResourceRow) -> Cause {
+    r.rule
+        .map(|x| x.cause())
+        .or(r.cause)
+        .unwrap_or(Cause::Manual)
+}
+
+impl<'a> PurgeReceipt<'a> {
+    fn new(r: &'a ResourceRow, removed: &'a [(String, Removed)], now: Timestamp) -> Self {
+        PurgeReceipt {
+            account: &r.account,
+            attempts: r.attempts + 1,
+            cause: cause_of(r).as_str(),
+            created_at: r.created_at,
+            deleted_at: r.deleted_at,
+            org: &r.org,
+            purge_after: r.purge_after,
+            purged_at: now,
+            rule: r.rule.map(|x| x.as_str()),
+            targets: removed
+                .iter()
+                .map(|(t, x)| TargetRemoved {
+                    files: x.files,
+                    rows: x.rows,
+                    target: t,
+                })
+                .collect(),
+        }
+    }
+
+    fn total(&self) -> Removed {
+        let mut total = Removed::default();
+        for t in &self.targets {
+            total += Removed {
+                rows: t.rows,
+                files: t.files,
+            };
+        }
+        total
+    }
+}
+
+/// What a committed batch logs: one line per decision (blocked by a hold, purged, failed).
+struct BatchLog {
+    new_blocks: Vec<(String, i64)>,
+    cases: HashMap<i64, String>,
+    held_info: HashMap<String, (String, String)>,
+    free: Vec<ResourceRow>,
+    outcome: Vec<ItemOutcome>,
+    recorded: HashSet<String>,
+    failures: Vec<PurgeFailure>,
+    failed_recorded: HashSet<String>,
+}
+
+impl BatchLog {
+    /// Writes the lines; called only after the batch committed (logs follow durable facts).
+    fn emit(self) {
+        for (id, hold) in &self.new_blocks {
+            let case = self.cases.get(hold).map(String::as_str).unwrap_or_default();
+            let (kind, account) = self.held_info.get(id).cloned().unwrap_or_default();
+            info!(kind = %kind, id = %id, account = %account, hold = hold, case = %case, "purge blocked by hold");
+        }
+        for (r, ItemOutcome { removed, error }) in self.free.iter().zip(&self.outcome) {
+            if error.is_none() && self.recorded.contains(&r.id) {
+                let total = removed.iter().fold(Removed::default(), |mut acc, (_, x)| {
+                    acc += *x;
+                    acc
+                });
+                let grace = match (r.deleted_at, r.purge_after) {
+                    (Some(d), Some(p)) => Span((p.millis() - d.millis()).max(0)).to_string(),
+                    _ => "-".into(),
+                };
+                let targets: Vec<String> = removed
+                    .iter()
+                    .map(|(t, x)| format!("{t}:{}r/{}f", x.rows, x.files))
+                    .collect();
+                info!(
+                    kind = %r.kind, id = %r.id, account = %r.account,
+                    cause = %cause_of(r),
+                    deleted_at = %r.deleted_at.map(|t| t.to_string()).unwrap_or_else(|| "-".into()),
+                    grace = %grace, targets = %targets.join(","), rows = total.rows, files = total.files,
+                    "purged"
+                );
+            }
+        }
+        for f in &self.failures {
+            if self.failed_recorded.contains(&f.id) {
+                match f.retry_at {
+                    Some(t) => {
+                        warn!(id = %f.id, error = %f.error, retry_at = %t, "purge failed; will retry")
+                    }
+                    None => {
+                        warn!(id = %f.id, error = %f.error, "purge failed too many times; resource is now `failed` (see `retentiond retry`)")
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The resources of one kind in a batch, for its targets.
+struct KindWork {
+    kind: String,
+    /// Positions in the batch.
+    idx: Vec<usize>,
+    items: Vec<PurgeItem>,
+}
+
+/// Runs every target of every kind in a batch; a resource's outcome is the rows and files each
+/// of its targets removed, or the first error. Also returns failures per target.
+async fn run_targets(
+    config: Arc<Config>,
+    targets: Arc<Targets>,
+    work: Vec<KindWork>,
+    n: usize,
+) -> (Vec<ItemOutcome>, BTreeMap<String, u64>) {
+    let mut outcome: Vec<ItemOutcome> = vec![ItemOutcome::default(); n];
+    let mut failures: BTreeMap<String, u64> = BTreeMap::new();
+    for KindWork { kind, idx, items } in &work {
+        let Some(kind_cfg) = config.kinds.get(kind) else {
+            for &i in idx {
+                outcome[i].error = Some(format!("kind `{kind}` is not in the config"));
+            }
+            continue;
+        };
+        for (ti, tname) in kind_cfg.targets.iter().enumerate() {
+            let Some(target) = targets.get(tname) else {
+                for &i in idx {
+                    outcome[i]
+                        .error
+                        .get_or_insert_with(|| format!("target `{tname}` is not configured"));
+                }
+                continue;
+            };
+            let results = target.purge(kind, items).await;
+            for (&i, r) in idx.iter().zip(results) {
+                match r {
+                    Ok(removed) => outcome[i].removed.push((tname.clone(), removed)),
+                    Err(e) => {
+                        *failures.entry(tname.clone()).or_default() += 1;
+                        outcome[i].error.get_or_insert(e);
+                    }
+                }
+            }
+            failpoint(&format!("after_target_{ti}"));
+        }
+    }
+    (outcome, failures)
+}
 
 /// Runs sweeps for one instance.
 pub struct Sweeper {
@@ -215,22 +401,36 @@ impl Sweeper {
         let now = self.now().await?;
         let batch = self.config.scheduler.batch_size as i64;
         let mut report = SweepReport::default();
-        while !stop.is_cancelled() {
+        let mut claims = ClaimedBatch::default();
+        if !stop.is_cancelled() {
             let lease_until = now.plus(self.config.scheduler.lease);
-            let claims = self
+            claims.resources = self
                 .ledger
                 .claim_due(now, batch, &self.instance, lease_until)
                 .await?;
-            if claims.is_empty() {
-                break;
-            }
+        }
+        let mut lines: Option<tokio::task::JoinHandle<()>> = None;
+        // Each purge transaction claims the next batch while its targets run, so claims cost
+        // no extra time. A batch that was claimed is always purged, even when `stop` comes.
+        while !claims.resources.is_empty() {
             failpoint("after_claim");
-            let n = claims.len() as i64;
-            report.add(self.purge_batch(claims, now).await?);
-            self.mark_progress();
-            if n < batch {
-                break;
+            let full = claims.resources.len() as i64 == batch;
+            let next = (full && !stop.is_cancelled()).then_some(batch);
+            if let Some(b) = claims.batch {
+                self.ledger.start_claimed_batch(b, now).await?;
             }
+            let done = self.purge_batch(claims, now, next).await?;
+            report.add(done.report);
+            self.mark_progress();
+            claims = done.next;
+            // The batch's log lines are written while the next batch runs, in batch order.
+            if let Some(previous) = lines.take() {
+                let _ = previous.await;
+            }
+            lines = Some(tokio::task::spawn_blocking(move || done.log.emit()));
+        }
+        if let Some(previous) = lines.take() {
+            let _ = previous.await;
         }
         if !stop.is_cancelled() {
             report.add(self.purge_accounts(now, stop).await?);
@@ -238,12 +438,15 @@ impl Sweeper {
         Ok(report)
     }
 
-    /// Purges one claimed batch inside a purge transaction (Invariant H: see `store`).
+    /// Purges one claimed batch inside a purge transaction (Invariant H: see `store`). With
+    /// `claim_next`, the same transaction claims up to that many due resources while the
+    /// targets run, and returns them: they are claimed durably when this batch is recorded.
     async fn purge_batch(
         &self,
-        claims: Vec<ResourceRow>,
+        claims: ClaimedBatch,
         now: Timestamp,
-    ) -> Result<SweepReport, SweepError> {
+        claim_next: Option<i64>,
+    ) -> Result<BatchDone, SweepError> {
         let mut report = SweepReport {
             batches: 1,
             ..Default::default()
@@ -252,12 +455,12 @@ impl Sweeper {
         let holds = HoldSet::new(tx.active_holds().await?);
 
         // Holds first: anything an active hold covers goes back untouched.
-        let mut free: Vec<ResourceRow> = Vec::with_capacity(claims.len());
+        let mut free: Vec<ResourceRow> = Vec::with_capacity(claims.resources.len());
         let mut held_ids = Vec::new();
         let mut blocks = Vec::new();
         let mut cases: HashMap<i64, String> = HashMap::new();
         let mut held_info: HashMap<String, (String, String)> = HashMap::new();
-        for r in claims {
+        for r in claims.resources {
             let matching = holds.matching(&r.hold_subject());
             if matching.is_empty() {
                 free.push(r);
@@ -277,50 +480,52 @@ impl Sweeper {
             tx.release_claims_held(&held_ids, &self.instance).await?;
         }
 
-        // Targets, kind by kind; a resource is purged only if every one of its targets succeeded.
+        // The targets run in their own task (another core) while this transaction claims the
+        // next batch; both finish before anything is recorded.
         let mut by_kind: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for (i, r) in free.iter().enumerate() {
             by_kind.entry(r.kind.clone()).or_default().push(i);
         }
-        let mut outcome: Vec<ItemOutcome> = vec![ItemOutcome::default(); free.len()];
-        for (kind, idx) in &by_kind {
-            let Some(kind_cfg) = self.config.kinds.get(kind) else {
-                for &i in idx {
-                    outcome[i].error = Some(format!("kind `{kind}` is not in the config"));
+        let work: Vec<KindWork> = by_kind
+            .into_iter()
+            .map(|(kind, idx)| KindWork {
+                items: idx
+                    .iter()
+                    .map(|&i| PurgeItem {
+                        id: free[i].id.clone(),
+                        kind: kind.clone(),
+                        account: free[i].account.clone(),
+                        org: free[i].org.clone(),
+                    })
+                    .collect(),
+                kind,
+                idx,
+            })
+            .collect();
+        let targets = tokio::spawn(run_targets(
+            self.config.clone(),
+            self.targets.clone(),
+            work,
+            free.len(),
+        ));
+        let next = async {
+            match claim_next {
+                Some(limit) => {
+                    let lease_until = now.plus(self.config.scheduler.lease);
+                    tx.claim_next_batch(now, limit, &self.instance, lease_until)
+                        .await
                 }
-                continue;
-            };
-            let items: Vec<PurgeItem> = idx
-                .iter()
-                .map(|&i| PurgeItem {
-                    id: free[i].id.clone(),
-                    kind: kind.clone(),
-                    account: free[i].account.clone(),
-                    org: free[i].org.clone(),
-                })
-                .collect();
-            for (ti, tname) in kind_cfg.targets.iter().enumerate() {
-                let Some(target) = self.targets.get(tname) else {
-                    for &i in idx {
-                        outcome[i]
-                            .error
-                            .get_or_insert_with(|| format!("target `{tname}` is not configured"));
-                    }
-                    continue;
-                };
-                let results = target.purge(kind, &items).await;
-                for (&i, r) in idx.iter().zip(results) {
-                    match r {
-                        Ok(removed) => outcome[i].removed.push((tname.clone(), removed)),
-                        Err(e) => {
-                            *report.failures_by_target.entry(tname.clone()).or_default() += 1;
-                            outcome[i].error.get_or_insert(e);
-                        }
-                    }
-                }
-                failpoint(&format!("after_target_{ti}"));
+                None => Ok(ClaimedBatch::default()),
             }
-        }
+        };
+        let (next, targets) = tokio::join!(next, targets);
+        let (outcome, failures_by_target) = match targets {
+            Ok(done) => done,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => return Err(SweepError::TargetTask(e.to_string())),
+        };
+        let next = next?;
+        report.failures_by_target = failures_by_target;
 
         // Record: purged ones by cause (only while our lease holds), failures with backoff.
         let mut ok_by_cause: BTreeMap<Cause, Vec<String>> = BTreeMap::new();
@@ -328,12 +533,7 @@ impl Sweeper {
         for (r, o) in free.iter().zip(&outcome) {
             match &o.error {
                 None => ok_by_cause
-                    .entry(
-                        r.rule
-                            .map(|x| x.cause())
-                            .or(r.cause)
-                            .unwrap_or(Cause::Manual),
-                    )
+                    .entry(cause_of(r))
                     .or_default()
                     .push(r.id.clone()),
                 Some(e) => {
@@ -348,11 +548,11 @@ impl Sweeper {
                 }
             }
         }
-        let mut recorded = std::collections::HashSet::new();
+        let mut recorded = HashSet::new();
         for (cause, ids) in &ok_by_cause {
             recorded.extend(tx.finish_purged(ids, *cause, &self.instance, now).await?);
         }
-        let failed_recorded: std::collections::HashSet<String> = tx
+        let failed_recorded: HashSet<String> = tx
             .record_failures(&failures, &self.instance, now)
             .await?
             .into_iter()
@@ -361,28 +561,15 @@ impl Sweeper {
         let mut drafts = Vec::with_capacity(free.len());
         for (r, ItemOutcome { removed, error }) in free.iter().zip(&outcome) {
             if error.is_none() && recorded.contains(&r.id) {
-                let total = removed.iter().fold(Removed::default(), |mut acc, (_, x)| {
-                    acc += *x;
-                    acc
-                });
-                let cause = r
-                    .rule
-                    .map(|x| x.cause())
-                    .or(r.cause)
-                    .unwrap_or(Cause::Manual);
-                drafts.push(AuditDraft::new(
+                let receipt = PurgeReceipt::new(r, removed, now);
+                drafts.push(AuditDraft::with_details(
                     now,
                     "resource.purged",
                     format!("{}/{}", r.kind, r.id),
-                    json!({
-                        "account": r.account, "org": r.org, "cause": cause.as_str(), "rule": r.rule.map(|x| x.as_str()),
-                        "created_at": r.created_at, "deleted_at": r.deleted_at, "purge_after": r.purge_after,
-                        "purged_at": now, "attempts": r.attempts + 1,
-                        "targets": removed.iter().map(|(t, x)| json!({"target": t, "rows": x.rows, "files": x.files})).collect::<Vec<_>>(),
-                    }),
+                    &receipt,
                 ));
                 report.purged += 1;
-                report.removed += total;
+                report.removed += receipt.total();
                 *report.purged_by_kind.entry(r.kind.clone()).or_default() += 1;
             }
         }
@@ -404,52 +591,26 @@ impl Sweeper {
                 }
             }
         }
+        if let Some(b) = claims.batch {
+            tx.end_claimed_batch(b).await?;
+        }
         failpoint("before_commit");
         tx.commit_with_audit(&drafts).await?;
         failpoint("after_commit");
-
-        // Logs only after the facts are durable.
-        for (id, hold) in &new_blocks {
-            let case = cases.get(hold).map(String::as_str).unwrap_or_default();
-            let (kind, account) = held_info.get(id).cloned().unwrap_or_default();
-            info!(kind = %kind, id = %id, account = %account, hold = hold, case = %case, "purge blocked by hold");
-        }
-        for (r, ItemOutcome { removed, error }) in free.iter().zip(&outcome) {
-            if error.is_none() && recorded.contains(&r.id) {
-                let total = removed.iter().fold(Removed::default(), |mut acc, (_, x)| {
-                    acc += *x;
-                    acc
-                });
-                let grace = match (r.deleted_at, r.purge_after) {
-                    (Some(d), Some(p)) => Span((p.millis() - d.millis()).max(0)).to_string(),
-                    _ => "-".into(),
-                };
-                let targets: Vec<String> = removed
-                    .iter()
-                    .map(|(t, x)| format!("{t}:{}r/{}f", x.rows, x.files))
-                    .collect();
-                info!(
-                    kind = %r.kind, id = %r.id, account = %r.account,
-                    cause = %r.rule.map(|x| x.cause()).or(r.cause).unwrap_or(Cause::Manual),
-                    deleted_at = %r.deleted_at.map(|t| t.to_string()).unwrap_or_else(|| "-".into()),
-                    grace = %grace, targets = %targets.join(","), rows = total.rows, files = total.files,
-                    "purged"
-                );
-            }
-        }
-        for f in &failures {
-            if failed_recorded.contains(&f.id) {
-                match f.retry_at {
-                    Some(t) => {
-                        warn!(id = %f.id, error = %f.error, retry_at = %t, "purge failed; will retry")
-                    }
-                    None => {
-                        warn!(id = %f.id, error = %f.error, "purge failed too many times; resource is now `failed` (see `retentiond retry`)")
-                    }
-                }
-            }
-        }
-        Ok(report)
+        Ok(BatchDone {
+            report,
+            next,
+            log: BatchLog {
+                new_blocks,
+                cases,
+                held_info,
+                free,
+                outcome,
+                recorded,
+                failures,
+                failed_recorded,
+            },
+        })
     }
 
     /// Exponential backoff with ±25% jitter, capped.
@@ -640,4 +801,72 @@ pub fn instance_id() -> String {
         std::process::id(),
         rand::random::<u32>()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ResourceState, Rule};
+
+    fn row(rule: Option<Rule>, deleted: bool) -> ResourceRow {
+        ResourceRow {
+            id: "c1".into(),
+            kind: "conversation".into(),
+            account: "acct \"1\"".into(),
+            org: "org-1".into(),
+            created_at: Timestamp(1_700_000_000_123),
+            endpoint: None,
+            state: ResourceState::Purging,
+            deleted_at: deleted.then_some(Timestamp(1_700_000_100_000)),
+            cause: None,
+            purge_after: deleted.then_some(Timestamp(1_702_592_100_000)),
+            rule,
+            held: false,
+            lease_owner: Some("i".into()),
+            lease_until: Some(Timestamp(1_702_592_200_000)),
+            attempts: 2,
+            last_error: None,
+            purged_at: None,
+        }
+    }
+
+    /// The receipt's text is what the `json!` object it replaced gave (same keys, same order),
+    /// so chains written before and after verify the same way.
+    #[test]
+    fn a_purge_receipt_serializes_like_the_json_object() {
+        let now = Timestamp(1_702_592_150_001);
+        let removed = vec![
+            ("app_db".to_string(), Removed { rows: 11, files: 0 }),
+            ("uploads".to_string(), Removed { rows: 0, files: 3 }),
+        ];
+        for r in [row(Some(Rule::ManualDelete), true), row(None, false)] {
+            let typed = AuditDraft::with_details(
+                now,
+                "resource.purged",
+                "x",
+                &PurgeReceipt::new(&r, &removed, now),
+            );
+            let cause = r
+                .rule
+                .map(|x| x.cause())
+                .or(r.cause)
+                .unwrap_or(Cause::Manual);
+            let object = AuditDraft::new(
+                now,
+                "resource.purged",
+                "x",
+                json!({
+                    "account": r.account, "org": r.org, "cause": cause.as_str(), "rule": r.rule.map(|x| x.as_str()),
+                    "created_at": r.created_at, "deleted_at": r.deleted_at, "purge_after": r.purge_after,
+                    "purged_at": now, "attempts": r.attempts + 1,
+                    "targets": removed.iter().map(|(t, x)| json!({"target": t, "rows": x.rows, "files": x.files})).collect::<Vec<_>>(),
+                }),
+            );
+            assert_eq!(typed.details, object.details);
+            assert_eq!(
+                PurgeReceipt::new(&r, &removed, now).total(),
+                Removed { rows: 11, files: 3 }
+            );
+        }
+    }
 }

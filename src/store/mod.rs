@@ -17,6 +17,11 @@
 //! keeps the data) or waits until that purge has committed (and counts it as already purged).
 //! A purge that crashed after its target deletes leaves its resources `purging` on record: a
 //! hold placed then reports them as `in_flight`, because their data may already be gone.
+//! A sweep claims its next batch inside the purge transaction of the batch before, while that
+//! batch's targets run (§7 speed, issue 7); such a batch is marked started (`claimed_batches`,
+//! committed) just before its own purge transaction begins. Until then no target has touched
+//! it, and its purge transaction, which re-reads the holds, cannot begin before a hold change
+//! that holds the lock commits, so a hold placed then does not count it as `in_flight`.
 //!
 //! # Audit appends
 //! Audit entries are appended by [`LedgerTx::commit_with_audit`], the last step of every write
@@ -302,6 +307,14 @@ pub struct StateCount {
     pub count: i64,
 }
 
+/// A sweep's next batch, claimed inside the purge transaction of the batch before it.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimedBatch {
+    pub resources: Vec<ResourceRow>,
+    /// Its row in `claimed_batches`; `None` when nothing was due.
+    pub batch: Option<i64>,
+}
+
 /// Scheduled purges of one UTC day (days since the epoch) and kind.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ForecastRow {
@@ -471,6 +484,9 @@ forward! { ref Ledger;
     fn policy_state(&self) -> Option<PolicyState>;
     /// Reclaims due work: stale claims first, then due resources, oldest first.
     fn claim_due(&self, now: Timestamp, limit: i64, owner: &str, lease_until: Timestamp) -> Vec<ResourceRow>;
+    /// Marks a claimed batch as started, durably, just before its purge transaction begins:
+    /// from then on a crash leaves its resources counted as `in_flight`.
+    fn start_claimed_batch(&self, batch: i64, at: Timestamp) -> ();
     /// Accounts whose grace has passed (R8 checks the rest), after the cursor
     /// (`purge_after`, `id`), in that order.
     fn due_accounts(&self, now: Timestamp, after: (Timestamp, &str), limit: i64) -> Vec<AccountRow>;
@@ -489,6 +505,12 @@ forward! { mut LedgerTx;
     /// Like `lock_singleton` but returns false at once when another instance holds it: leader
     /// election for periodic jobs that only one instance should run.
     fn try_lock_singleton(&mut self, name: &str) -> bool;
+    /// Like [`Ledger::claim_due`], inside this transaction, as a batch whose purge has not
+    /// started (see [`Ledger::start_claimed_batch`]): a purge transaction claims the sweep's
+    /// next batch while its targets run, durably when it commits.
+    fn claim_next_batch(&mut self, now: Timestamp, limit: i64, owner: &str, lease_until: Timestamp) -> ClaimedBatch;
+    /// Forgets a claimed batch once its purge transaction records it.
+    fn end_claimed_batch(&mut self, batch: i64) -> ();
     fn load_resources(&mut self, ids: &[String]) -> Vec<ResourceRow>;
     fn load_accounts(&mut self, ids: &[String]) -> Vec<AccountRow>;
     fn load_orgs(&mut self, ids: &[String]) -> Vec<OrgRow>;
@@ -510,6 +532,9 @@ forward! { mut LedgerTx;
     fn active_holds(&mut self) -> Vec<ActiveHold>;
     fn hold(&mut self, id: i64) -> Option<HoldRow>;
     fn count_matching(&mut self, scope: &HoldScope) -> Vec<StateCount>;
+    /// Resources in scope claimed as a sweep's next batch whose purge has not started: no
+    /// target has touched them, and their purge transaction will see a hold placed now.
+    fn count_not_started(&mut self, scope: &HoldScope) -> i64;
     fn insert_hold(&mut self, hold: &NewHold) -> i64;
     fn release_hold(&mut self, id: i64, by: &str, at: Timestamp) -> bool;
     /// Forgets the blocks of a released hold and clears `held` where no active hold remains;

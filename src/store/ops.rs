@@ -10,6 +10,7 @@ use crate::audit::{self, AuditDraft, AuditEntry};
 use crate::holds::{ActiveHold, HoldScope};
 use crate::model::{Cause, Timestamp};
 use super::{
+    ClaimedBatch,
     AccountRow, AuditHead, HoldRow, MAX_BINDS, NewHold, OrgRow, PolicyState, PurgeFailure, RawAccount, RawAudit,
     RawHold, RawOrg, RawResource, RawSweep, ResourceRow, Result, StateCount, StoreError, SweepRun, ForecastRow,
 };
@@ -136,6 +137,30 @@ async fn q_count_matching(c: &mut Conn, scope: &HoldScope) -> Result<Vec<StateCo
     let mut q = QueryBuilder::<Db>::new(
         "SELECT r.state, r.kind, COUNT(*) FROM resources r JOIN accounts a ON a.id = r.account WHERE 1 = 1",
     );
+    push_scope(&mut q, scope);
+    q.push(" GROUP BY r.state, r.kind ORDER BY r.state, r.kind");
+    let rows = q.build().fetch_all(&mut *c).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| StateCount {
+            state: r.get(0),
+            kind: r.get(1),
+            count: r.get(2),
+        })
+        .collect())
+}
+
+/// Resources in scope that a sweep claimed as its next batch and has not started purging.
+async fn q_count_not_started(c: &mut Conn, scope: &HoldScope) -> Result<i64> {
+    let mut q = QueryBuilder::<Db>::new(concat!(
+        "SELECT COUNT(*) FROM resources r JOIN accounts a ON a.id = r.account WHERE r.state = 'purging' ",
+        "AND r.claim_batch IN (SELECT id FROM claimed_batches WHERE started_at IS NULL)"
+    ));
+    push_scope(&mut q, scope);
+    Ok(q.build().fetch_one(&mut *c).await?.get(0))
+}
+
+fn push_scope(q: &mut QueryBuilder<Db>, scope: &HoldScope) {
     if let Some(v) = &scope.org {
         q.push(" AND a.org = ").push_bind(v.clone());
     }
@@ -154,16 +179,6 @@ async fn q_count_matching(c: &mut Conn, scope: &HoldScope) -> Result<Vec<StateCo
     if let Some(v) = scope.created_to {
         q.push(" AND r.created_at <= ").push_bind(v.millis());
     }
-    q.push(" GROUP BY r.state, r.kind ORDER BY r.state, r.kind");
-    let rows = q.build().fetch_all(&mut *c).await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| StateCount {
-            state: r.get(0),
-            kind: r.get(1),
-            count: r.get(2),
-        })
-        .collect())
 }
 
 async fn q_audit_head(c: &mut Conn) -> Result<Option<AuditHead>> {
@@ -182,11 +197,12 @@ async fn q_hold_epoch(c: &mut Conn) -> Result<i64> {
         .await?)
 }
 
-async fn q_claim(c: &mut Conn, now: Timestamp, limit: i64, owner: &str, lease_until: Timestamp) -> Result<Vec<String>> {
+async fn q_claim(c: &mut Conn, now: Timestamp, limit: i64, owner: &str, lease_until: Timestamp, batch: Option<i64>) -> Result<Vec<String>> {
     // Stale claims first: leases that ran out (a crashed or slow instance) and failed purges
-    // whose retry time has come.
+    // whose retry time has come. A target may have touched them already, so they never join
+    // a not-started batch (`claim_batch` NULL: a hold counts them `in_flight`).
     let mut ids: Vec<String> = sqlx::query_scalar(concat!(
-        "UPDATE resources SET lease_owner = $1, lease_until = $2 WHERE id IN (",
+        "UPDATE resources SET lease_owner = $1, lease_until = $2, claim_batch = NULL WHERE id IN (",
         "SELECT id FROM resources WHERE state = 'purging' AND lease_until <= $3 ORDER BY lease_until LIMIT $4",
         skip_locked!(),
         ") RETURNING id"
@@ -200,7 +216,7 @@ async fn q_claim(c: &mut Conn, now: Timestamp, limit: i64, owner: &str, lease_un
     let left = limit - ids.len() as i64;
     if left > 0 {
         let due: Vec<String> = sqlx::query_scalar(concat!(
-            "UPDATE resources SET state = 'purging', lease_owner = $1, lease_until = $2 WHERE id IN (",
+            "UPDATE resources SET state = 'purging', lease_owner = $1, lease_until = $2, claim_batch = $5 WHERE id IN (",
             "SELECT r.id FROM resources r WHERE ",
             due_predicate!(),
             " AND r.purge_after <= $3 ORDER BY r.purge_after LIMIT $4",
@@ -211,6 +227,7 @@ async fn q_claim(c: &mut Conn, now: Timestamp, limit: i64, owner: &str, lease_un
         .bind(lease_until.millis())
         .bind(now.millis())
         .bind(left)
+        .bind(batch)
         .fetch_all(&mut *c)
         .await?;
         ids.extend(due);
@@ -520,10 +537,21 @@ impl Store {
 
     pub async fn claim_due(&self, now: Timestamp, limit: i64, owner: &str, lease_until: Timestamp) -> Result<Vec<ResourceRow>> {
         let mut t = self.begin().await?;
-        let ids = q_claim(&mut t.tx, now, limit, owner, lease_until).await?;
+        let ids = q_claim(&mut t.tx, now, limit, owner, lease_until, None).await?;
         let claimed = q_resources(&mut t.tx, &ids, false).await?;
         t.tx.commit().await?;
         Ok(claimed)
+    }
+
+    pub async fn start_claimed_batch(&self, batch: i64, at: Timestamp) -> Result<()> {
+        let mut t = self.begin().await?;
+        sqlx::query("UPDATE claimed_batches SET started_at = $2 WHERE id = $1")
+            .bind(batch)
+            .bind(at.millis())
+            .execute(&mut *t.tx)
+            .await?;
+        t.tx.commit().await?;
+        Ok(())
     }
 
     pub async fn due_accounts(&self, now: Timestamp, after: (Timestamp, &str), limit: i64) -> Result<Vec<AccountRow>> {
@@ -619,6 +647,32 @@ impl Tx {
 
     pub async fn try_lock_singleton(&mut self, name: &str) -> Result<bool> {
         singleton_lock(&mut self.tx, name, false).await
+    }
+
+    pub async fn claim_next_batch(&mut self, now: Timestamp, limit: i64, owner: &str, lease_until: Timestamp) -> Result<ClaimedBatch> {
+        let id = rand::random::<i64>().abs();
+        let ids = q_claim(&mut self.tx, now, limit, owner, lease_until, Some(id)).await?;
+        if ids.is_empty() {
+            return Ok(ClaimedBatch::default());
+        }
+        sqlx::query("INSERT INTO claimed_batches (id, owner, claimed_at) VALUES ($1, $2, $3)")
+            .bind(id)
+            .bind(owner)
+            .bind(now.millis())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(ClaimedBatch {
+            resources: q_resources(&mut self.tx, &ids, false).await?,
+            batch: Some(id),
+        })
+    }
+
+    pub async fn end_claimed_batch(&mut self, batch: i64) -> Result<()> {
+        sqlx::query("DELETE FROM claimed_batches WHERE id = $1")
+            .bind(batch)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
     }
 
     pub async fn load_resources(&mut self, ids: &[String]) -> Result<Vec<ResourceRow>> {
@@ -817,6 +871,10 @@ impl Tx {
 
     pub async fn count_matching(&mut self, scope: &HoldScope) -> Result<Vec<StateCount>> {
         q_count_matching(&mut self.tx, scope).await
+    }
+
+    pub async fn count_not_started(&mut self, scope: &HoldScope) -> Result<i64> {
+        q_count_not_started(&mut self.tx, scope).await
     }
 
     pub async fn insert_hold(&mut self, h: &NewHold) -> Result<i64> {

@@ -25,6 +25,45 @@ fn hold_on(account: &str) -> PlaceHold {
 }
 
 both_backends! {
+    /// A sweep claims its next batch inside the transaction of the batch before (issue 7). A
+    /// hold placed before that batch starts does not call it `in_flight` (no target touched it,
+    /// and its purge will see the hold); once it has started, a crash leaves it counted.
+    async fn a_claimed_batch_counts_in_flight_only_once_started(b: Backend) {
+        let h = H::new(b, Knobs { conversation_grace: "1s", lease: "30s", ..Default::default() }).await;
+        let mut text = org_account("o1", "free", "a1");
+        for i in 0..3 {
+            h.env.seed_conversation(&format!("c{i}"), "a1", 2).await;
+            text.push_str(&created(&format!("c{i}"), "conversation", "a1"));
+            text.push_str(&deleted(&format!("c{i}")));
+        }
+        h.ingest(&text).await;
+        h.advance("2s");
+        let lease_until = h.now().plus(retentiond::model::Span::parse("30s").unwrap());
+        let mut tx = h.ledger.begin_purge().await.unwrap();
+        let next = tx.claim_next_batch(h.now(), 100, "other-instance", lease_until).await.unwrap();
+        tx.commit_with_audit(&[]).await.unwrap();
+        assert_eq!(next.resources.len(), 3);
+        let batch = next.batch.expect("a batch row for what was claimed");
+
+        let first = admin::place_hold(&h.ledger, hold_on("a1"), h.now()).await.unwrap();
+        assert_eq!((first.matched, first.already_purged, first.in_flight), (3, 0, 0));
+        assert_eq!(first.by_state.get("purging"), Some(&3));
+
+        // The batch starts, then its instance dies before recording anything.
+        h.ledger.start_claimed_batch(batch, h.now()).await.unwrap();
+        let second = admin::place_hold(&h.ledger, PlaceHold { case: "CASE-2".into(), ..hold_on("a1") }, h.now()).await.unwrap();
+        assert_eq!((second.matched, second.in_flight), (3, 3));
+
+        // After the lease, this instance reclaims them, and the holds keep them.
+        h.advance("31s");
+        let r = h.sweep().await;
+        assert_eq!((r.purged, r.held), (0, 3));
+        assert_eq!(h.env.app_count("SELECT COUNT(*) FROM messages").await, 6);
+        h.audit_ok().await;
+    }
+}
+
+both_backends! {
     async fn an_account_hold_keeps_everything_until_released(b: Backend) {
         let h = H::new(b, Knobs { conversation_grace: "1h", file_grace: "1h", account_grace: "2h", ..Default::default() }).await;
         h.env.seed_user("a1").await;
