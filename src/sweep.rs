@@ -409,7 +409,6 @@ impl Sweeper {
                 .claim_due(now, batch, &self.instance, lease_until)
                 .await?;
         }
-        let mut lines: Option<tokio::task::JoinHandle<()>> = None;
         // Each purge transaction claims the next batch while its targets run, so claims cost
         // no extra time. A batch that was claimed is always purged, even when `stop` comes.
         while !claims.resources.is_empty() {
@@ -423,14 +422,7 @@ impl Sweeper {
             report.add(done.report);
             self.mark_progress();
             claims = done.next;
-            // The batch's log lines are written while the next batch runs, in batch order.
-            if let Some(previous) = lines.take() {
-                let _ = previous.await;
-            }
-            lines = Some(tokio::task::spawn_blocking(move || done.log.emit()));
-        }
-        if let Some(previous) = lines.take() {
-            let _ = previous.await;
+            done.log.emit();
         }
         if !stop.is_cancelled() {
             report.add(self.purge_accounts(now, stop).await?);
@@ -661,7 +653,7 @@ impl Sweeper {
 
     async fn purge_account(&self, a: &AccountRow, now: Timestamp) -> Result<bool, SweepError> {
         let mut tx = self.ledger.begin_purge().await?;
-        if tx.unpurged_count(&a.id).await? > 0 {
+        if tx.has_unpurged(&a.id).await? {
             tx.rollback().await?;
             return Ok(false);
         }

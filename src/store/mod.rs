@@ -547,8 +547,8 @@ forward! { mut LedgerTx;
     /// Records purges whose lease is still ours; returns the ids recorded.
     fn finish_purged(&mut self, ids: &[String], cause: Cause, owner: &str, at: Timestamp) -> Vec<String>;
     fn record_failures(&mut self, failures: &[PurgeFailure], owner: &str, at: Timestamp) -> Vec<String>;
-    /// Resources of the account not yet purged.
-    fn unpurged_count(&mut self, account: &str) -> i64;
+    /// Whether any resource of the account is not yet purged.
+    fn has_unpurged(&mut self, account: &str) -> bool;
     fn finish_account_purged(&mut self, account: &str, at: Timestamp) -> bool;
     /// Puts `failed` resources (all when `ids` is empty) back in the due queue.
     fn requeue_failed(&mut self, ids: &[String]) -> Vec<String>;

@@ -1005,8 +1005,10 @@ impl Tx {
         Ok(recorded)
     }
 
-    pub async fn unpurged_count(&mut self, account: &str) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM resources WHERE account = $1 AND state <> 'purged'")
+    pub async fn has_unpurged(&mut self, account: &str) -> Result<bool> {
+        // Stops at the first one: a held or failing account answers at once, a fully purged
+        // one reads its rows once (`resources_account` has no state).
+        Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM resources WHERE account = $1 AND state <> 'purged')")
             .bind(account)
             .fetch_one(&mut *self.tx)
             .await?)
