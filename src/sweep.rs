@@ -409,6 +409,9 @@ impl Sweeper {
                 .claim_due(now, batch, &self.instance, lease_until)
                 .await?;
         }
+        // A batch's log lines, written while the next batch is being recorded (after this
+        // one's commit, in batch order), or at the end.
+        let mut lines: Option<BatchLog> = None;
         // Each purge transaction claims the next batch while its targets run, so claims cost
         // no extra time. A batch that was claimed is always purged, even when `stop` comes.
         while !claims.resources.is_empty() {
@@ -418,11 +421,22 @@ impl Sweeper {
             if let Some(b) = claims.batch {
                 self.ledger.start_claimed_batch(b, now).await?;
             }
-            let done = self.purge_batch(claims, now, next).await?;
+            let done = match self.purge_batch(claims, now, next, &mut lines).await {
+                Ok(done) => done,
+                Err(e) => {
+                    if let Some(lines) = lines.take() {
+                        lines.emit();
+                    }
+                    return Err(e);
+                }
+            };
             report.add(done.report);
             self.mark_progress();
             claims = done.next;
-            done.log.emit();
+            lines = Some(done.log);
+        }
+        if let Some(lines) = lines.take() {
+            lines.emit();
         }
         if !stop.is_cancelled() {
             report.add(self.purge_accounts(now, stop).await?);
@@ -438,6 +452,7 @@ impl Sweeper {
         claims: ClaimedBatch,
         now: Timestamp,
         claim_next: Option<i64>,
+        previous: &mut Option<BatchLog>,
     ) -> Result<BatchDone, SweepError> {
         let mut report = SweepReport {
             batches: 1,
@@ -540,28 +555,49 @@ impl Sweeper {
                 }
             }
         }
-        let mut recorded = HashSet::new();
-        for (cause, ids) in &ok_by_cause {
-            recorded.extend(tx.finish_purged(ids, *cause, &self.instance, now).await?);
-        }
-        let failed_recorded: HashSet<String> = tx
-            .record_failures(&failures, &self.instance, now)
-            .await?
-            .into_iter()
-            .collect();
+        // While the ledger records them (its own thread), this one writes the receipts, as if
+        // every purge will be recorded, and the previous batch's log lines.
+        let record = async {
+            let mut recorded = HashSet::new();
+            for (cause, ids) in &ok_by_cause {
+                recorded.extend(tx.finish_purged(ids, *cause, &self.instance, now).await?);
+            }
+            let failed: HashSet<String> = tx
+                .record_failures(&failures, &self.instance, now)
+                .await?
+                .into_iter()
+                .collect();
+            Ok::<_, StoreError>((recorded, failed))
+        };
+        let receipts = async {
+            if let Some(lines) = previous.take() {
+                lines.emit();
+            }
+            free.iter()
+                .zip(&outcome)
+                .filter(|(_, o)| o.error.is_none())
+                .map(|(r, o)| {
+                    let receipt = PurgeReceipt::new(r, &o.removed, now);
+                    let draft = AuditDraft::with_details(
+                        now,
+                        "resource.purged",
+                        format!("{}/{}", r.kind, r.id),
+                        &receipt,
+                    );
+                    (r, draft, receipt.total())
+                })
+                .collect::<Vec<_>>()
+        };
+        let (recorded, receipts) = futures_util::future::join(record, receipts).await;
+        let (recorded, failed_recorded) = recorded?;
 
         let mut drafts = Vec::with_capacity(free.len());
-        for (r, ItemOutcome { removed, error }) in free.iter().zip(&outcome) {
-            if error.is_none() && recorded.contains(&r.id) {
-                let receipt = PurgeReceipt::new(r, removed, now);
-                drafts.push(AuditDraft::with_details(
-                    now,
-                    "resource.purged",
-                    format!("{}/{}", r.kind, r.id),
-                    &receipt,
-                ));
+        for (r, draft, total) in receipts {
+            // Only purges recorded under our lease get a receipt.
+            if recorded.contains(&r.id) {
+                drafts.push(draft);
                 report.purged += 1;
-                report.removed += receipt.total();
+                report.removed += total;
                 *report.purged_by_kind.entry(r.kind.clone()).or_default() += 1;
             }
         }
