@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn};
 
 use crate::audit::AuditDraft;
@@ -111,7 +112,8 @@ pub fn failpoint(_name: &str) {}
 /// A recorded batch: what it did, the batch its transaction claimed next, and its log lines.
 struct BatchDone {
     report: SweepReport,
-    next: ClaimedBatch,
+    /// The next batch, claimed beside the targets; `None` if not asked for or if that failed.
+    next: Option<ClaimedBatch>,
     log: BatchLog,
 }
 
@@ -177,6 +179,17 @@ impl<'a> PurgeReceipt<'a> {
             };
         }
         total
+    }
+}
+
+/// A committed batch's lines not written yet; written when dropped.
+struct PendingLines(Option<BatchLog>);
+
+impl Drop for PendingLines {
+    fn drop(&mut self) {
+        if let Some(lines) = self.0.take() {
+            lines.emit();
+        }
     }
 }
 
@@ -409,35 +422,43 @@ impl Sweeper {
                 .claim_due(now, batch, &self.instance, lease_until)
                 .await?;
         }
-        // A batch's log lines, written while the next batch is being recorded (after this
-        // one's commit, in batch order), or at the end.
-        let mut lines: Option<BatchLog> = None;
+        // A committed batch's log lines, written while the next batch is being recorded, in
+        // batch order; on any way out of here (an error, a panic) they are written at once.
+        let mut lines = PendingLines(None);
         // Each purge transaction claims the next batch while its targets run, so claims cost
         // no extra time. A batch that was claimed is always purged, even when `stop` comes.
         while !claims.resources.is_empty() {
             failpoint("after_claim");
             let full = claims.resources.len() as i64 == batch;
-            let next = (full && !stop.is_cancelled()).then_some(batch);
+            let want_next = full && !stop.is_cancelled();
             if let Some(b) = claims.batch {
                 self.ledger.start_claimed_batch(b, now).await?;
             }
-            let done = match self.purge_batch(claims, now, next, &mut lines).await {
-                Ok(done) => done,
-                Err(e) => {
-                    if let Some(lines) = lines.take() {
-                        lines.emit();
-                    }
-                    return Err(e);
-                }
-            };
+            let done = self
+                .purge_batch(claims, now, want_next.then_some(batch), &mut lines.0)
+                .await?;
             report.add(done.report);
             self.mark_progress();
-            claims = done.next;
-            lines = Some(done.log);
+            lines.0 = Some(done.log);
+            claims = match done.next {
+                Some(next) => next,
+                // The claim beside the targets failed (it was logged): claim on its own.
+                None if want_next && !stop.is_cancelled() => ClaimedBatch {
+                    resources: self
+                        .ledger
+                        .claim_due(
+                            now,
+                            batch,
+                            &self.instance,
+                            now.plus(self.config.scheduler.lease),
+                        )
+                        .await?,
+                    batch: None,
+                },
+                None => ClaimedBatch::default(),
+            };
         }
-        if let Some(lines) = lines.take() {
-            lines.emit();
-        }
+        drop(lines);
         if !stop.is_cancelled() {
             report.add(self.purge_accounts(now, stop).await?);
         }
@@ -445,8 +466,8 @@ impl Sweeper {
     }
 
     /// Purges one claimed batch inside a purge transaction (Invariant H: see `store`). With
-    /// `claim_next`, the same transaction claims up to that many due resources while the
-    /// targets run, and returns them: they are claimed durably when this batch is recorded.
+    /// `claim_next`, up to that many due resources are claimed while the targets run and
+    /// returned (see `Ledger::claim_next_batch`); `None` comes back if that claim failed.
     async fn purge_batch(
         &self,
         claims: ClaimedBatch,
@@ -509,20 +530,26 @@ impl Sweeper {
                 idx,
             })
             .collect();
-        let targets = tokio::spawn(run_targets(
+        // Aborted if this future is dropped: targets never outlive their purge transaction.
+        let targets = AbortOnDropHandle::new(tokio::spawn(run_targets(
             self.config.clone(),
             self.targets.clone(),
             work,
             free.len(),
-        ));
+        )));
         let next = async {
-            match claim_next {
-                Some(limit) => {
-                    let lease_until = now.plus(self.config.scheduler.lease);
-                    tx.claim_next_batch(now, limit, &self.instance, lease_until)
-                        .await
+            let limit = claim_next?;
+            let lease_until = now.plus(self.config.scheduler.lease);
+            match self
+                .ledger
+                .claim_next_batch(&mut tx, now, limit, &self.instance, lease_until)
+                .await
+            {
+                Ok(next) => Some(next),
+                Err(e) => {
+                    warn!(error = %e, "could not claim the next batch beside this one's targets; claiming it after");
+                    None
                 }
-                None => Ok(ClaimedBatch::default()),
             }
         };
         let (next, targets) = tokio::join!(next, targets);
@@ -531,7 +558,6 @@ impl Sweeper {
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(e) => return Err(SweepError::TargetTask(e.to_string())),
         };
-        let next = next?;
         report.failures_by_target = failures_by_target;
 
         // Record: purged ones by cause (only while our lease holds), failures with backoff.

@@ -431,6 +431,25 @@ impl Ledger {
         })
     }
 
+    /// Claims the sweep's next batch while the purge transaction `purge` runs its targets. On
+    /// SQLite inside `purge` (the one writer there), durable when it commits. On PostgreSQL in
+    /// a transaction of its own, committed at once: `purge` then holds no row locks of the next
+    /// batch, which another writer taking resource locks in its own order (ingest, another
+    /// instance) could otherwise wait on while `purge` waits on it.
+    pub async fn claim_next_batch(
+        &self,
+        purge: &mut LedgerTx,
+        now: Timestamp,
+        limit: i64,
+        owner: &str,
+        lease_until: Timestamp,
+    ) -> Result<ClaimedBatch> {
+        match self {
+            Ledger::Sqlite(_) => purge.claim_next_batch(now, limit, owner, lease_until).await,
+            Ledger::Postgres(s) => s.claim_next_batch(now, limit, owner, lease_until).await,
+        }
+    }
+
     /// Starts a hold change: a write transaction holding the hold lock exclusively.
     pub async fn begin_hold_change(&self) -> Result<LedgerTx> {
         Ok(match self {

@@ -537,8 +537,23 @@ impl Store {
 
     pub async fn claim_due(&self, now: Timestamp, limit: i64, owner: &str, lease_until: Timestamp) -> Result<Vec<ResourceRow>> {
         let mut t = self.begin().await?;
+        // A sweep starts here, and an instance runs one sweep at a time: a batch row of ours
+        // still on record is from a sweep that crashed or failed. Without it, what that batch
+        // claimed counts as `in_flight` (the safe side) until it is reclaimed.
+        sqlx::query("DELETE FROM claimed_batches WHERE owner = $1")
+            .bind(owner)
+            .execute(&mut *t.tx)
+            .await?;
         let ids = q_claim(&mut t.tx, now, limit, owner, lease_until, None).await?;
         let claimed = q_resources(&mut t.tx, &ids, false).await?;
+        t.tx.commit().await?;
+        Ok(claimed)
+    }
+
+    /// `Tx::claim_next_batch` in a transaction of its own, committed at once.
+    pub async fn claim_next_batch(&self, now: Timestamp, limit: i64, owner: &str, lease_until: Timestamp) -> Result<ClaimedBatch> {
+        let mut t = self.begin().await?;
+        let claimed = t.claim_next_batch(now, limit, owner, lease_until).await?;
         t.tx.commit().await?;
         Ok(claimed)
     }
@@ -649,22 +664,34 @@ impl Tx {
         singleton_lock(&mut self.tx, name, false).await
     }
 
+    /// Claims a batch whose purge has not started, under a savepoint: if it fails, this
+    /// transaction is left as it was (and stays usable, so the purge it belongs to can still be
+    /// recorded).
     pub async fn claim_next_batch(&mut self, now: Timestamp, limit: i64, owner: &str, lease_until: Timestamp) -> Result<ClaimedBatch> {
-        let id = rand::random::<i64>().abs();
-        let ids = q_claim(&mut self.tx, now, limit, owner, lease_until, Some(id)).await?;
-        if ids.is_empty() {
-            return Ok(ClaimedBatch::default());
+        sqlx::query("SAVEPOINT claim_next").execute(&mut *self.tx).await?;
+        let claimed = async {
+            let id = rand::random_range(1..i64::MAX);
+            let ids = q_claim(&mut self.tx, now, limit, owner, lease_until, Some(id)).await?;
+            if ids.is_empty() {
+                return Ok(ClaimedBatch::default());
+            }
+            sqlx::query("INSERT INTO claimed_batches (id, owner, claimed_at) VALUES ($1, $2, $3)")
+                .bind(id)
+                .bind(owner)
+                .bind(now.millis())
+                .execute(&mut *self.tx)
+                .await?;
+            Ok(ClaimedBatch {
+                resources: q_resources(&mut self.tx, &ids, false).await?,
+                batch: Some(id),
+            })
         }
-        sqlx::query("INSERT INTO claimed_batches (id, owner, claimed_at) VALUES ($1, $2, $3)")
-            .bind(id)
-            .bind(owner)
-            .bind(now.millis())
-            .execute(&mut *self.tx)
-            .await?;
-        Ok(ClaimedBatch {
-            resources: q_resources(&mut self.tx, &ids, false).await?,
-            batch: Some(id),
-        })
+        .await;
+        if claimed.is_err() {
+            sqlx::query("ROLLBACK TO SAVEPOINT claim_next").execute(&mut *self.tx).await?;
+        }
+        sqlx::query("RELEASE SAVEPOINT claim_next").execute(&mut *self.tx).await?;
+        claimed
     }
 
     pub async fn end_claimed_batch(&mut self, batch: i64) -> Result<()> {

@@ -64,6 +64,45 @@ both_backends! {
 }
 
 both_backends! {
+    /// The next batch's claim runs inside a purge transaction on SQLite; when it fails, it must
+    /// leave that transaction as it was and usable, so the batch being purged is still recorded.
+    async fn a_failed_next_claim_leaves_the_purge_transaction_usable(b: Backend) {
+        use sqlx::Connection;
+        let h = H::new(b, Knobs { conversation_grace: "1s", ..Default::default() }).await;
+        let mut text = org_account("o1", "free", "a1");
+        for i in 0..3 {
+            h.env.seed_conversation(&format!("c{i}"), "a1", 1).await;
+            text.push_str(&created(&format!("c{i}"), "conversation", "a1"));
+            text.push_str(&deleted(&format!("c{i}")));
+        }
+        h.ingest(&text).await;
+        h.advance("2s");
+        // The claim's last write (its batch row) fails: the table is gone.
+        let rename = "ALTER TABLE claimed_batches RENAME TO claimed_batches_gone";
+        match b {
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&h.env.ledger_url).await.unwrap();
+                sqlx::query(rename).execute(&mut c).await.unwrap();
+            }
+            Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&h.env.ledger_url).await.unwrap();
+                sqlx::query(rename).execute(&mut c).await.unwrap();
+            }
+        }
+        let lease_until = h.now().plus(retentiond::model::Span::parse("30s").unwrap());
+        let mut tx = h.ledger.begin_purge().await.unwrap();
+        assert!(tx.claim_next_batch(h.now(), 100, "me", lease_until).await.is_err());
+        // Still usable, and the claim's UPDATE was undone with it.
+        tx.commit_with_audit(&[retentiond::audit::AuditDraft::new(h.now(), "test.after_failed_claim", "x", serde_json::json!({}))]).await.unwrap();
+        for i in 0..3 {
+            let r = h.ledger.resource(&format!("c{i}")).await.unwrap().unwrap();
+            assert_eq!((r.state.to_string(), r.lease_owner), ("deleted".to_string(), None));
+        }
+        h.audit_ok().await;
+    }
+}
+
+both_backends! {
     async fn an_account_hold_keeps_everything_until_released(b: Backend) {
         let h = H::new(b, Knobs { conversation_grace: "1h", file_grace: "1h", account_grace: "2h", ..Default::default() }).await;
         h.env.seed_user("a1").await;
