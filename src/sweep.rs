@@ -140,6 +140,14 @@ struct TargetRemoved<'a> {
     target: &'a str,
 }
 
+/// What all of a resource's targets removed.
+fn removed_total(removed: &[(String, Removed)]) -> Removed {
+    removed.iter().fold(Removed::default(), |mut acc, (_, x)| {
+        acc += *x;
+        acc
+    })
+}
+
 fn cause_of(r: &ResourceRow) -> Cause {
     r.rule
         .map(|x| x.cause())
@@ -168,17 +176,6 @@ impl<'a> PurgeReceipt<'a> {
                 })
                 .collect(),
         }
-    }
-
-    fn total(&self) -> Removed {
-        let mut total = Removed::default();
-        for t in &self.targets {
-            total += Removed {
-                rows: t.rows,
-                files: t.files,
-            };
-        }
-        total
     }
 }
 
@@ -215,10 +212,7 @@ impl BatchLog {
         }
         for (r, ItemOutcome { removed, error }) in self.free.iter().zip(&self.outcome) {
             if error.is_none() && self.recorded.contains(&r.id) {
-                let total = removed.iter().fold(Removed::default(), |mut acc, (_, x)| {
-                    acc += *x;
-                    acc
-                });
+                let total = removed_total(removed);
                 let grace = match (r.deleted_at, r.purge_after) {
                     (Some(d), Some(p)) => Span((p.millis() - d.millis()).max(0)).to_string(),
                     _ => "-".into(),
@@ -416,11 +410,7 @@ impl Sweeper {
         let mut report = SweepReport::default();
         let mut claims = ClaimedBatch::default();
         if !stop.is_cancelled() {
-            let lease_until = now.plus(self.config.scheduler.lease);
-            claims.resources = self
-                .ledger
-                .claim_due(now, batch, &self.instance, lease_until)
-                .await?;
+            claims = self.claim_alone(now, batch).await?;
         }
         // A committed batch's log lines, written while the next batch is being recorded, in
         // batch order; on any way out of here (an error, a panic) they are written at once.
@@ -443,18 +433,7 @@ impl Sweeper {
             claims = match done.next {
                 Some(next) => next,
                 // The claim beside the targets failed (it was logged): claim on its own.
-                None if want_next && !stop.is_cancelled() => ClaimedBatch {
-                    resources: self
-                        .ledger
-                        .claim_due(
-                            now,
-                            batch,
-                            &self.instance,
-                            now.plus(self.config.scheduler.lease),
-                        )
-                        .await?,
-                    batch: None,
-                },
+                None if want_next && !stop.is_cancelled() => self.claim_alone(now, batch).await?,
                 None => ClaimedBatch::default(),
             };
         }
@@ -463,6 +442,19 @@ impl Sweeper {
             report.add(self.purge_accounts(now, stop).await?);
         }
         Ok(report)
+    }
+
+    /// Claims due work in a transaction of its own (a sweep's first batch, or when the claim
+    /// beside a batch's targets failed).
+    async fn claim_alone(&self, now: Timestamp, limit: i64) -> Result<ClaimedBatch, SweepError> {
+        let lease_until = now.plus(self.config.scheduler.lease);
+        Ok(ClaimedBatch {
+            resources: self
+                .ledger
+                .claim_due(now, limit, &self.instance, lease_until)
+                .await?,
+            batch: None,
+        })
     }
 
     /// Purges one claimed batch inside a purge transaction (Invariant H: see `store`). With
@@ -610,7 +602,7 @@ impl Sweeper {
                         format!("{}/{}", r.kind, r.id),
                         &receipt,
                     );
-                    (r, draft, receipt.total())
+                    (r, draft, removed_total(&o.removed))
                 })
                 .collect::<Vec<_>>()
         };
@@ -917,10 +909,7 @@ mod tests {
                 }),
             );
             assert_eq!(typed.details, object.details);
-            assert_eq!(
-                PurgeReceipt::new(&r, &removed, now).total(),
-                Removed { rows: 11, files: 3 }
-            );
+            assert_eq!(removed_total(&removed), Removed { rows: 11, files: 3 });
         }
     }
 }

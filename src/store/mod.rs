@@ -17,8 +17,8 @@
 //! keeps the data) or waits until that purge has committed (and counts it as already purged).
 //! A purge that crashed after its target deletes leaves its resources `purging` on record: a
 //! hold placed then reports them as `in_flight`, because their data may already be gone.
-//! A sweep claims its next batch inside the purge transaction of the batch before, while that
-//! batch's targets run (§7 speed, issue 7); such a batch is marked started (`claimed_batches`,
+//! A sweep claims its next batch while the batch before runs its targets (§7 speed, issue 7;
+//! see [`Ledger::claim_next_batch`]); such a batch is marked started (`claimed_batches`,
 //! committed) just before its own purge transaction begins. Until then no target has touched
 //! it, and its purge transaction, which re-reads the holds, cannot begin before a hold change
 //! that holds the lock commits, so a hold placed then does not count it as `in_flight`.
@@ -307,7 +307,7 @@ pub struct StateCount {
     pub count: i64,
 }
 
-/// A sweep's next batch, claimed inside the purge transaction of the batch before it.
+/// A sweep's batch of claims; the next one is claimed while the batch before runs its targets.
 #[derive(Debug, Clone, Default)]
 pub struct ClaimedBatch {
     pub resources: Vec<ResourceRow>,

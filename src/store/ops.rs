@@ -140,14 +140,18 @@ async fn q_count_matching(c: &mut Conn, scope: &HoldScope) -> Result<Vec<StateCo
     push_scope(&mut q, scope);
     q.push(" GROUP BY r.state, r.kind ORDER BY r.state, r.kind");
     let rows = q.build().fetch_all(&mut *c).await?;
-    Ok(rows
-        .into_iter()
+    Ok(state_counts(rows))
+}
+
+/// Rows of (state, kind, count).
+fn state_counts(rows: Vec<<Db as Database>::Row>) -> Vec<StateCount> {
+    rows.into_iter()
         .map(|r| StateCount {
             state: r.get(0),
             kind: r.get(1),
             count: r.get(2),
         })
-        .collect())
+        .collect()
 }
 
 /// Resources in scope that a sweep claimed as its next batch and has not started purging.
@@ -287,14 +291,7 @@ impl Store {
         let rows = sqlx::query("SELECT state, kind, COUNT(*) FROM resources GROUP BY state, kind ORDER BY state, kind")
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| StateCount {
-                state: r.get(0),
-                kind: r.get(1),
-                count: r.get(2),
-            })
-            .collect())
+        Ok(state_counts(rows))
     }
 
     pub async fn account_state_counts(&self) -> Result<Vec<(String, i64)>> {

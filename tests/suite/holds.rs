@@ -30,13 +30,7 @@ both_backends! {
     /// and its purge will see the hold); once it has started, a crash leaves it counted.
     async fn a_claimed_batch_counts_in_flight_only_once_started(b: Backend) {
         let h = H::new(b, Knobs { conversation_grace: "1s", lease: "30s", ..Default::default() }).await;
-        let mut text = org_account("o1", "free", "a1");
-        for i in 0..3 {
-            h.env.seed_conversation(&format!("c{i}"), "a1", 2).await;
-            text.push_str(&created(&format!("c{i}"), "conversation", "a1"));
-            text.push_str(&deleted(&format!("c{i}")));
-        }
-        h.ingest(&text).await;
+        h.ingest_deleted_conversations(3, 2).await;
         h.advance("2s");
         let lease_until = h.now().plus(retentiond::model::Span::parse("30s").unwrap());
         let mut tx = h.ledger.begin_purge().await.unwrap();
@@ -69,13 +63,7 @@ both_backends! {
     async fn a_failed_next_claim_leaves_the_purge_transaction_usable(b: Backend) {
         use sqlx::Connection;
         let h = H::new(b, Knobs { conversation_grace: "1s", ..Default::default() }).await;
-        let mut text = org_account("o1", "free", "a1");
-        for i in 0..3 {
-            h.env.seed_conversation(&format!("c{i}"), "a1", 1).await;
-            text.push_str(&created(&format!("c{i}"), "conversation", "a1"));
-            text.push_str(&deleted(&format!("c{i}")));
-        }
-        h.ingest(&text).await;
+        h.ingest_deleted_conversations(3, 1).await;
         h.advance("2s");
         // The claim's last write (its batch row) fails: the table is gone.
         let rename = "ALTER TABLE claimed_batches RENAME TO claimed_batches_gone";

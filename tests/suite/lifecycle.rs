@@ -187,13 +187,7 @@ both_backends! {
 both_backends! {
     async fn a_crash_after_claim_is_finished_once_after_the_lease(b: Backend) {
         let h = H::new(b, Knobs { conversation_grace: "1s", lease: "30s", ..Default::default() }).await;
-        let mut text = org_account("o1", "free", "a1");
-        for i in 0..20 {
-            h.env.seed_conversation(&format!("c{i}"), "a1", 2).await;
-            text.push_str(&created(&format!("c{i}"), "conversation", "a1"));
-            text.push_str(&deleted(&format!("c{i}")));
-        }
-        h.ingest(&text).await;
+        h.ingest_deleted_conversations(20, 2).await;
         h.advance("2s");
         // A "crashed" instance claimed everything and never came back.
         let lease_until = h.now().plus(retentiond::model::Span::parse("30s").unwrap());

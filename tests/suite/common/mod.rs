@@ -443,6 +443,20 @@ impl H {
         }
     }
 
+    /// Org `o1`, account `a1` and conversations `c0`… of `messages` messages each, created
+    /// and deleted (in the app database and the ledger).
+    pub async fn ingest_deleted_conversations(&self, n: usize, messages: usize) {
+        let mut text = org_account("o1", "free", "a1");
+        for i in 0..n {
+            self.env
+                .seed_conversation(&format!("c{i}"), "a1", messages)
+                .await;
+            text.push_str(&created(&format!("c{i}"), "conversation", "a1"));
+            text.push_str(&deleted(&format!("c{i}")));
+        }
+        self.ingest(&text).await;
+    }
+
     pub async fn sweep(&self) -> SweepReport {
         self.sweeper
             .sweep_once(&CancellationToken::new())
