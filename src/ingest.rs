@@ -100,6 +100,28 @@ pub async fn ingest_events(
     engine.finish(Vec::new()).await
 }
 
+/// The details of a `resource.created` entry. Fields in name order: the text equals that of
+/// the same `json!` object (see `AuditDraft::with_details`); one is written per event.
+#[derive(Serialize)]
+struct CreatedDetails<'a> {
+    account: &'a str,
+    created_at: Timestamp,
+    endpoint: Option<&'a str>,
+    purge_after: Option<Timestamp>,
+    rule: Option<&'static str>,
+}
+
+/// The details of a `resource.deleted` entry (by the service), as [`CreatedDetails`].
+#[derive(Serialize)]
+struct DeletedDetails<'a> {
+    account: &'a str,
+    cause: &'static str,
+    deleted_at: Timestamp,
+    grace: Span,
+    purge_after: Option<Timestamp>,
+    rule: Option<&'static str>,
+}
+
 struct Engine<'a> {
     tx: LedgerTx,
     ctx: &'a IngestContext<'a>,
@@ -436,14 +458,17 @@ impl<'a> Engine<'a> {
             purged_at: None,
         };
         row.reschedule(&acct_facts, self.zdr_approved(&org), kp);
-        self.audit.push(AuditDraft::new(
+        self.audit.push(AuditDraft::with_details(
             at,
             "resource.created",
             format!("{kind}/{id}"),
-            json!({
-                "account": account, "created_at": at, "endpoint": endpoint,
-                "purge_after": row.purge_after, "rule": row.rule.map(|r| r.as_str()),
-            }),
+            &CreatedDetails {
+                account,
+                created_at: at,
+                endpoint,
+                purge_after: row.purge_after,
+                rule: row.rule.map(|r| r.as_str()),
+            },
         ));
         if let (Some(p), Some(rule)) = (row.purge_after, row.rule) {
             debug!(kind = %kind, id = %id, account = %account, purge_after = %p, rule = %rule, "purge scheduled");
@@ -485,14 +510,18 @@ impl<'a> Engine<'a> {
             grace = %kp.grace_after_delete, purge_after = %opt(r.purge_after), rule = %opt(r.rule),
             "resource deleted; purge scheduled"
         );
-        self.audit.push(AuditDraft::new(
+        self.audit.push(AuditDraft::with_details(
             at,
             "resource.deleted",
             format!("{}/{id}", r.kind),
-            json!({
-                "account": r.account, "cause": Cause::Manual.as_str(), "deleted_at": at,
-                "grace": kp.grace_after_delete, "purge_after": r.purge_after, "rule": r.rule.map(|r| r.as_str()),
-            }),
+            &DeletedDetails {
+                account: &r.account,
+                cause: Cause::Manual.as_str(),
+                deleted_at: at,
+                grace: kp.grace_after_delete,
+                purge_after: r.purge_after,
+                rule: r.rule.map(|r| r.as_str()),
+            },
         ));
         self.put_resource(r);
         Ok(())
@@ -675,4 +704,55 @@ fn dedup(v: &mut Vec<String>) {
 
 fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map(|t| t.to_string()).unwrap_or_else(|| "none".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The typed details read exactly as the `json!` objects they replaced, so the audit chain's
+    /// entries keep their text.
+    #[test]
+    fn typed_details_serialize_like_the_json_objects() {
+        let at = Timestamp(1_764_000_000_123);
+        for (endpoint, purge_after, rule) in [
+            (None, None, None),
+            (
+                Some("/v1/embeddings"),
+                Some(Timestamp(1_766_000_000_000)),
+                Some(crate::model::Rule::RetentionLimit),
+            ),
+        ] {
+            let rule = rule.map(|r| r.as_str());
+            let created = serde_json::to_string(&CreatedDetails {
+                account: "acct \"1\"",
+                created_at: at,
+                endpoint,
+                purge_after,
+                rule,
+            })
+            .unwrap();
+            let expected = json!({
+                "account": "acct \"1\"", "created_at": at, "endpoint": endpoint,
+                "purge_after": purge_after, "rule": rule,
+            });
+            assert_eq!(created, expected.to_string());
+
+            let grace = Span(30 * 86_400_000);
+            let deleted = serde_json::to_string(&DeletedDetails {
+                account: "a1",
+                cause: Cause::Manual.as_str(),
+                deleted_at: at,
+                grace,
+                purge_after,
+                rule,
+            })
+            .unwrap();
+            let expected = json!({
+                "account": "a1", "cause": Cause::Manual.as_str(), "deleted_at": at,
+                "grace": grace, "purge_after": purge_after, "rule": rule,
+            });
+            assert_eq!(deleted, expected.to_string());
+        }
+    }
 }

@@ -654,7 +654,8 @@ impl TryFrom<RawResource> for ResourceRow {
     }
 }
 
-#[derive(sqlx::FromRow)]
+/// An account row as the ledger stores it; also read from a JSON array in column order.
+#[derive(sqlx::FromRow, serde::Deserialize)]
 struct RawAccount {
     id: String,
     org: String,
