@@ -62,6 +62,10 @@ struct Args {
     /// Batch size of the raw baseline and of the sweep (`scheduler.batch_size`).
     #[arg(long, default_value_t = 1000)]
     batch: usize,
+    /// Rounds of (1) and (5): the purge set falls due round by round, and the raw baseline and
+    /// the sweep take turns, a round each.
+    #[arg(long, default_value_t = 10)]
+    purge_rounds: usize,
     /// Tracked ledger sizes for (2), comma-separated; the first is the reference
     /// [default 10000,1000000,10000000; quick 1000,10000,100000].
     #[arg(long, value_delimiter = ',')]
@@ -552,98 +556,132 @@ impl Purge {
 /// The raw baseline: what a cron job of batched DELETEs does, on the same database with the same
 /// connection settings as retentiond's SQL target (and, with `secure`, the same WAL truncation
 /// after each batch). The ids are handed to it: no ledger, no lookup.
-async fn raw_purge(app: &App, n: usize, batch: usize, secure: bool) -> Purge {
-    let before = app.rows_left().await;
-    let ids: Vec<String> = (0..n).map(|i| format!("c{i:08}")).collect();
-    let started = Instant::now();
-    match app.backend {
-        Backend::Sqlite => {
-            let mut opts = SqliteConnectOptions::from_str(&app.url)
-                .unwrap()
-                .create_if_missing(false)
-                .busy_timeout(Duration::from_secs(5));
-            if secure {
-                opts = opts.pragma("secure_delete", "ON");
-            }
-            let pool = SqlitePoolOptions::new()
-                .max_connections(2)
-                .connect_with(opts)
-                .await
-                .unwrap();
-            for chunk in ids.chunks(batch) {
-                let mut tx = pool.begin().await.unwrap();
-                for table_col in ["messages WHERE conversation_id", "conversations WHERE id"] {
-                    let mut q =
-                        QueryBuilder::<sqlx::Sqlite>::new(format!("DELETE FROM {table_col} IN ("));
-                    let mut sep = q.separated(", ");
-                    for id in chunk {
-                        sep.push_bind(id.as_str());
-                    }
-                    q.push(")");
-                    q.build().execute(&mut *tx).await.unwrap();
-                }
-                tx.commit().await.unwrap();
+enum RawBaseline {
+    Sqlite(sqlx::SqlitePool, bool),
+    Pg(sqlx::PgPool),
+}
+
+impl RawBaseline {
+    async fn open(app: &App, secure: bool) -> RawBaseline {
+        match app.backend {
+            Backend::Sqlite => {
+                let mut opts = SqliteConnectOptions::from_str(&app.url)
+                    .unwrap()
+                    .create_if_missing(false)
+                    .busy_timeout(Duration::from_secs(5));
                 if secure {
-                    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                        .execute(&pool)
-                        .await
-                        .unwrap();
+                    opts = opts.pragma("secure_delete", "ON");
                 }
-            }
-            pool.close().await;
-        }
-        Backend::Pg => {
-            let pool = PgPoolOptions::new()
-                .max_connections(2)
-                .connect(&app.url)
-                .await
-                .unwrap();
-            for chunk in ids.chunks(batch) {
-                let mut tx = pool.begin().await.unwrap();
-                sqlx::query("DELETE FROM messages WHERE conversation_id = ANY($1)")
-                    .bind(chunk)
-                    .execute(&mut *tx)
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(2)
+                    .connect_with(opts)
                     .await
                     .unwrap();
-                sqlx::query("DELETE FROM conversations WHERE id = ANY($1)")
-                    .bind(chunk)
-                    .execute(&mut *tx)
-                    .await
-                    .unwrap();
-                tx.commit().await.unwrap();
+                RawBaseline::Sqlite(pool, secure)
             }
-            pool.close().await;
+            Backend::Pg => RawBaseline::Pg(
+                PgPoolOptions::new()
+                    .max_connections(2)
+                    .connect(&app.url)
+                    .await
+                    .unwrap(),
+            ),
         }
     }
-    let secs = started.elapsed().as_secs_f64();
-    let left = app.rows_left().await;
-    assert_eq!(left, 0, "raw baseline left rows");
-    Purge {
-        rows: before - left,
-        items: n as u64,
-        secs,
+
+    /// Deletes the conversations `ids` and their messages, `batch` per transaction; returns the
+    /// seconds it took.
+    async fn delete(&self, ids: &[String], batch: usize) -> f64 {
+        let started = Instant::now();
+        match self {
+            RawBaseline::Sqlite(pool, secure) => {
+                for chunk in ids.chunks(batch) {
+                    let mut tx = pool.begin().await.unwrap();
+                    for table_col in ["messages WHERE conversation_id", "conversations WHERE id"] {
+                        let mut q = QueryBuilder::<sqlx::Sqlite>::new(format!(
+                            "DELETE FROM {table_col} IN ("
+                        ));
+                        let mut sep = q.separated(", ");
+                        for id in chunk {
+                            sep.push_bind(id.as_str());
+                        }
+                        q.push(")");
+                        q.build().execute(&mut *tx).await.unwrap();
+                    }
+                    tx.commit().await.unwrap();
+                    if *secure {
+                        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                            .execute(pool)
+                            .await
+                            .unwrap();
+                    }
+                }
+            }
+            RawBaseline::Pg(pool) => {
+                for chunk in ids.chunks(batch) {
+                    let mut tx = pool.begin().await.unwrap();
+                    sqlx::query("DELETE FROM messages WHERE conversation_id = ANY($1)")
+                        .bind(chunk)
+                        .execute(&mut *tx)
+                        .await
+                        .unwrap();
+                    sqlx::query("DELETE FROM conversations WHERE id = ANY($1)")
+                        .bind(chunk)
+                        .execute(&mut *tx)
+                        .await
+                        .unwrap();
+                    tx.commit().await.unwrap();
+                }
+            }
+        }
+        started.elapsed().as_secs_f64()
     }
 }
 
-/// Events for the purge set: one org, a user per 10 conversations, N conversations, all deleted.
-fn purge_events(n: usize) -> String {
+/// The purge set is purged in `rounds` rounds, the raw baseline's and the sweep's alternating,
+/// so that a slow spell of this shared machine falls on both sides alike. Round `r` holds the
+/// conversations `round_range(n, rounds, r)`.
+fn round_range(n: usize, rounds: usize, r: usize) -> std::ops::Range<usize> {
+    (r * n).div_ceil(rounds)..((r + 1) * n).div_ceil(rounds)
+}
+
+/// When the purge set's round `r` was deleted: a minute apart, so each round falls due on its
+/// own (`round_purge_after`).
+fn round_deleted_at(now0: i64, rounds: usize, r: usize) -> Timestamp {
+    Timestamp(now0 - 40 * DAY - (rounds - r) as i64 * MIN)
+}
+
+/// A clock at which round `r` of the purge set is due and round `r + 1` is not yet.
+fn round_sweep_at(now0: i64, rounds: usize, r: usize) -> Timestamp {
+    Timestamp(round_deleted_at(now0, rounds, r).0 + 30 * DAY + 1000)
+}
+
+/// Events for the purge set: one org, a user per 10 conversations, N conversations, all deleted,
+/// round by round (`round_deleted_at`).
+fn purge_events(n: usize, rounds: usize, now0: i64) -> String {
     let mut s = String::with_capacity(n * 200);
-    s.push_str("{\"type\":\"org.upsert\",\"org\":\"o1\",\"plan\":\"scale\"}\n");
+    let created = Timestamp(now0 - 41 * DAY);
+    s.push_str(&format!(
+        "{{\"type\":\"org.upsert\",\"org\":\"o1\",\"plan\":\"scale\",\"at\":\"{created}\"}}\n"
+    ));
     for a in 0..n.div_ceil(10) {
         s.push_str(&format!(
-            "{{\"type\":\"account.created\",\"account\":\"uc{a:06}\",\"org\":\"o1\"}}\n"
+            "{{\"type\":\"account.created\",\"account\":\"uc{a:06}\",\"org\":\"o1\",\"at\":\"{created}\"}}\n"
         ));
     }
     for i in 0..n {
         s.push_str(&format!(
-            "{{\"type\":\"resource.created\",\"id\":\"c{i:08}\",\"kind\":\"conversation\",\"account\":\"uc{:06}\"}}\n",
+            "{{\"type\":\"resource.created\",\"id\":\"c{i:08}\",\"kind\":\"conversation\",\"account\":\"uc{:06}\",\"at\":\"{created}\"}}\n",
             i / 10
         ));
     }
-    for i in 0..n {
-        s.push_str(&format!(
-            "{{\"type\":\"resource.deleted\",\"id\":\"c{i:08}\"}}\n"
-        ));
+    for r in 0..rounds {
+        let at = round_deleted_at(now0, rounds, r);
+        for i in round_range(n, rounds, r) {
+            s.push_str(&format!(
+                "{{\"type\":\"resource.deleted\",\"id\":\"c{i:08}\",\"at\":\"{at}\"}}\n"
+            ));
+        }
     }
     s
 }
@@ -724,60 +762,164 @@ async fn place_holds(s: &Stack, holds: usize, now0: i64) -> u64 {
     held
 }
 
-/// retentiond's sweep purging the N conversations of `app` through a fresh ledger. With
-/// `ledger_only`, the conversation's statement deletes nothing (`… AND 1 = 0`): what is left is the
-/// ledger's own work per item (claim, holds, receipt, audit entry, log line).
-async fn pipeline_purge(
-    bench: &Bench,
-    app: &App,
-    n: usize,
+/// retentiond purging the N conversations of `app` through a fresh ledger, one round per
+/// sweep. With `ledger_only`, the conversation's statement deletes nothing (`… AND 1 = 0`): what
+/// is left is the ledger's own work per item (claim, holds, receipt, audit entry, log line).
+struct Pipeline {
+    s: Stack,
+    now0: i64,
+    rounds: usize,
     secure: bool,
-    holds: usize,
     ledger_only: bool,
-) -> Purge {
-    let url = bench.ledger_url(app.backend, "purge").await;
-    let clock = Clock::manual(Timestamp(bench.now0 - 40 * DAY));
-    let mut config = bench.config_text(&url, app, secure);
-    if ledger_only {
-        config = config.replace(
-            r#"conversation = ["DELETE FROM messages WHERE conversation_id = :id", "DELETE FROM conversations WHERE id = :id"]"#,
-            r#"conversation = ["DELETE FROM conversations WHERE id = :id AND 1 = 0"]"#,
-        );
+    purged: u64,
+    held: u64,
+}
+
+impl Pipeline {
+    async fn setup(
+        bench: &Bench,
+        app: &App,
+        secure: bool,
+        holds: usize,
+        ledger_only: bool,
+    ) -> Pipeline {
+        let n = bench.n;
+        let url = bench.ledger_url(app.backend, "purge").await;
+        let clock = Clock::manual(Timestamp(bench.now0 - 40 * DAY));
+        let mut config = bench.config_text(&url, app, secure);
+        if ledger_only {
+            config = config.replace(
+                r#"conversation = ["DELETE FROM messages WHERE conversation_id = :id", "DELETE FROM conversations WHERE id = :id"]"#,
+                r#"conversation = ["DELETE FROM conversations WHERE id = :id AND 1 = 0"]"#,
+            );
+        }
+        let s = stack(config, clock).await;
+        let r = ingest_text(&s, &purge_events(n, bench.args.purge_rounds, bench.now0)).await;
+        assert_eq!(r.applied as usize, 1 + n.div_ceil(10) + 2 * n);
+        if holds > 0 {
+            ingest_text(&s, &bystander_events()).await;
+            place_holds(&s, holds, bench.now0).await;
+        }
+        Pipeline {
+            s,
+            now0: bench.now0,
+            rounds: bench.args.purge_rounds,
+            secure,
+            ledger_only,
+            purged: 0,
+            held: 0,
+        }
     }
-    let s = stack(config, clock).await;
-    let r = ingest_text(&s, &purge_events(n)).await;
-    assert_eq!(r.applied as usize, 1 + n.div_ceil(10) + 2 * n);
-    let mut held = 0;
-    if holds > 0 {
-        ingest_text(&s, &bystander_events()).await;
-        held = place_holds(&s, holds, bench.now0).await;
-    }
-    s.clock.set(Timestamp(bench.now0));
-    let before = app.rows_left().await;
-    let started = Instant::now();
-    let report = s
-        .sweeper
-        .sweep_once(&CancellationToken::new())
-        .await
-        .expect("sweep");
-    let secs = started.elapsed().as_secs_f64();
-    let left = app.rows_left().await;
-    assert_eq!(report.purged, n as u64 - held, "pipeline purged {report:?}");
-    assert_eq!(report.held, held);
-    if ledger_only {
-        assert_eq!(left, before, "the ledger-only statement deleted rows");
-    } else {
-        assert_eq!(left, (held * (bench.args.m as u64 + 1)) as i64);
-    }
-    Purge {
-        rows: before - left,
-        items: report.purged,
-        secs,
+
+    /// One sweep, at a time when round `r` is due; returns the seconds it took.
+    async fn round(&mut self, r: usize) -> f64 {
+        self.s.clock.set(round_sweep_at(self.now0, self.rounds, r));
+        let started = Instant::now();
+        let report = self
+            .s
+            .sweeper
+            .sweep_once(&CancellationToken::new())
+            .await
+            .expect("sweep");
+        let secs = started.elapsed().as_secs_f64();
+        self.purged += report.purged;
+        self.held += report.held;
+        secs
     }
 }
 
+/// Both sides of (1) over the same rounds, alternating: (raw, sweep) per round.
+struct Rounds {
+    raw: Vec<f64>,
+    pipe: Vec<f64>,
+}
+
+impl Rounds {
+    /// (b)/(a) of each round, lowest and highest: how much the machine moved during the run.
+    fn spread(&self, raw_rows: i64, pipe_rows: i64) -> (f64, f64) {
+        let n = self.raw.len() as f64;
+        let ratios = self
+            .raw
+            .iter()
+            .zip(&self.pipe)
+            .map(|(a, b)| (pipe_rows as f64 / n / b) / (raw_rows as f64 / n / a));
+        ratios.fold((f64::MAX, 0.0_f64), |(lo, hi), x| (lo.min(x), hi.max(x)))
+    }
+}
+
+/// Purges the purge set with `pipe`, and with the raw baseline on `raw` if given, round by
+/// round, alternating; checks what each left.
+async fn purge_in_rounds(
+    bench: &Bench,
+    raw: Option<&App>,
+    pipe_app: &App,
+    pipe: &mut Pipeline,
+) -> (Option<Purge>, Purge, Rounds) {
+    let (n, rounds) = (bench.n, bench.args.purge_rounds);
+    let raw_side = match raw {
+        Some(app) => Some((
+            app,
+            RawBaseline::open(app, pipe.secure).await,
+            app.rows_left().await,
+        )),
+        None => None,
+    };
+    let before = pipe_app.rows_left().await;
+    let mut times = Rounds {
+        raw: Vec::new(),
+        pipe: Vec::new(),
+    };
+    for r in 0..rounds {
+        if let Some((_, baseline, _)) = &raw_side {
+            let ids: Vec<String> = round_range(n, rounds, r)
+                .map(|i| format!("c{i:08}"))
+                .collect();
+            times
+                .raw
+                .push(baseline.delete(&ids, bench.args.batch).await);
+        }
+        times.pipe.push(pipe.round(r).await);
+    }
+    let left = pipe_app.rows_left().await;
+    assert_eq!(
+        pipe.purged,
+        n as u64 - pipe.held,
+        "pipeline purged {} of {n}",
+        pipe.purged
+    );
+    if pipe.ledger_only {
+        assert_eq!(left, before, "the ledger-only statement deleted rows");
+    } else {
+        assert_eq!(left, (pipe.held * (bench.args.m as u64 + 1)) as i64);
+    }
+    let pipe_result = Purge {
+        rows: before - left,
+        items: pipe.purged,
+        secs: times.pipe.iter().sum(),
+    };
+    let raw_result = match raw_side {
+        Some((app, baseline, raw_before)) => {
+            drop(baseline);
+            let raw_left = app.rows_left().await;
+            assert_eq!(raw_left, 0, "raw baseline left rows");
+            Some(Purge {
+                rows: raw_before - raw_left,
+                items: n as u64,
+                secs: times.raw.iter().sum(),
+            })
+        }
+        None => None,
+    };
+    (raw_result, pipe_result, times)
+}
+
 async fn part_purge(bench: &Bench, b: Backend, with_holds: bool) {
-    let (n, m, batch) = (bench.n, bench.args.m, bench.args.batch);
+    let (n, m, batch, rounds) = (
+        bench.n,
+        bench.args.m,
+        bench.args.batch,
+        bench.args.purge_rounds,
+    );
     log(format!(
         "{}: building the application data ({n} × {m})",
         b.name()
@@ -803,13 +945,17 @@ async fn part_purge(bench: &Bench, b: Backend, with_holds: bool) {
         } else {
             ["1d", "1e", "1f"]
         };
-        let app = bench.app_copy(&master, "raw", n).await;
-        log(format!("{}: raw baseline{tag}", b.name()));
-        let raw = raw_purge(&app, n, batch, secure).await;
-        let app = bench.app_copy(&master, "pipe", n).await;
-        log(format!("{}: retentiond sweep{tag}", b.name()));
-        let pipe = pipeline_purge(bench, &app, n, secure, 0, false).await;
+        let raw_app = bench.app_copy(&master, "raw", n).await;
+        let pipe_app = bench.app_copy(&master, "pipe", n).await;
+        let mut pipe = Pipeline::setup(bench, &pipe_app, secure, 0, false).await;
+        log(format!(
+            "{}: raw baseline and retentiond sweep{tag}, {rounds} rounds each, alternating",
+            b.name()
+        ));
+        let (raw, pipe, times) = purge_in_rounds(bench, Some(&raw_app), &pipe_app, &mut pipe).await;
+        let raw = raw.expect("raw side");
         let ratio = pipe.rows_per_s() / raw.rows_per_s();
+        let (lo, hi) = times.spread(raw.rows, pipe.rows);
         if secure {
             none_items = pipe.items_per_s();
         }
@@ -832,7 +978,12 @@ async fn part_purge(bench: &Bench, b: Backend, with_holds: bool) {
                     pipe.secs
                 ),
             );
-            t.set(keys[2], &format!("(b)/(a){tag}"), b, format!("{ratio:.2}"));
+            t.set(
+                keys[2],
+                &format!("(b)/(a){tag} (lowest–highest of the {rounds} rounds)"),
+                b,
+                format!("{ratio:.2} ({lo:.2}–{hi:.2})"),
+            );
             if b == Backend::Sqlite {
                 t.target(keys[2], "≥ 0.50 (SQLite)", yes(ratio >= 0.5));
             }
@@ -842,8 +993,9 @@ async fn part_purge(bench: &Bench, b: Backend, with_holds: bool) {
             // nothing overlapped, (b)/(a) would be raw / (raw + ledger); the claim of the next
             // batch runs beside the targets, so (b)/(a) can exceed it.
             let app = bench.app_copy(&master, "ledger", n).await;
+            let mut pipe = Pipeline::setup(bench, &app, secure, 0, true).await;
             log(format!("{}: retentiond sweep, ledger only", b.name()));
-            let ledger = pipeline_purge(bench, &app, n, secure, 0, true).await;
+            let (_, ledger, _) = purge_in_rounds(bench, None, &app, &mut pipe).await;
             let serial = raw.secs / (raw.secs + ledger.secs);
             let mut t = bench.table.lock().unwrap();
             t.set(
@@ -860,8 +1012,9 @@ async fn part_purge(bench: &Bench, b: Backend, with_holds: bool) {
     }
     if with_holds {
         let app = bench.app_copy(&master, "holds", n).await;
+        let mut pipe = Pipeline::setup(bench, &app, true, bench.holds, false).await;
         log(format!("{}: sweep with {} holds", b.name(), bench.holds));
-        let held = pipeline_purge(bench, &app, n, true, bench.holds, false).await;
+        let (_, held, _) = purge_in_rounds(bench, None, &app, &mut pipe).await;
         let ratio = held.items_per_s() / none_items;
         let mut t = bench.table.lock().unwrap();
         t.set(
