@@ -7,10 +7,12 @@
 //! Everything is built by the program itself, in `--scratch` (SQLite files) and in fresh schemas
 //! of the PostgreSQL server at `--pg-url` (dropped afterwards). What it measures:
 //!
-//! 1. Purge vs raw: N conversations × M messages in an application database, all due. (a) the
+//! 1. Purge vs raw: N conversations × M messages in an application database, all deleted. (a) the
 //!    raw baseline: batched `DELETE … WHERE conversation_id IN (…)` + `DELETE FROM conversations
 //!    …`, one transaction per batch, no ledger; (b) `Sweeper::sweep_once` purging the same data
-//!    through the ledger, with audit receipts and one log line per purge (written to a file).
+//!    through the ledger, with audit receipts and one log line per purge (written to a file). The
+//!    conversations fall due in `--purge-rounds` rounds, and (a) and (b) take turns, a round
+//!    each, so that a slow spell of the machine falls on both.
 //! 2. Sweep cost vs tracked size: ledgers of 10k, 1M and 10M tracked resources, each with the same
 //!    1,000 due (and then 0 due): the find-due step (`peek_due`), an empty claim, full sweeps.
 //!    Big ledgers are bulk-inserted with SQL (see `bulk_resources`); a self-check at startup
@@ -64,7 +66,7 @@ struct Args {
     batch: usize,
     /// Rounds of (1) and (5): the purge set falls due round by round, and the raw baseline and
     /// the sweep take turns, a round each.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     purge_rounds: usize,
     /// Tracked ledger sizes for (2), comma-separated; the first is the reference
     /// [default 10000,1000000,10000000; quick 1000,10000,100000].
@@ -771,6 +773,9 @@ struct Pipeline {
     rounds: usize,
     secure: bool,
     ledger_only: bool,
+    n: usize,
+    /// Conversations of the purge set that the holds cover (`place_holds`).
+    expected_held: u64,
     purged: u64,
     held: u64,
 }
@@ -795,10 +800,11 @@ impl Pipeline {
         }
         let s = stack(config, clock).await;
         let r = ingest_text(&s, &purge_events(n, bench.args.purge_rounds, bench.now0)).await;
+        let mut expected_held = 0;
         assert_eq!(r.applied as usize, 1 + n.div_ceil(10) + 2 * n);
         if holds > 0 {
             ingest_text(&s, &bystander_events()).await;
-            place_holds(&s, holds, bench.now0).await;
+            expected_held = place_holds(&s, holds, bench.now0).await;
         }
         Pipeline {
             s,
@@ -806,6 +812,8 @@ impl Pipeline {
             rounds: bench.args.purge_rounds,
             secure,
             ledger_only,
+            n,
+            expected_held,
             purged: 0,
             held: 0,
         }
@@ -822,6 +830,11 @@ impl Pipeline {
             .await
             .expect("sweep");
         let secs = started.elapsed().as_secs_f64();
+        assert_eq!(
+            report.purged + report.held,
+            round_range(self.n, self.rounds, r).len() as u64,
+            "round {r} of the purge set: {report:?}"
+        );
         self.purged += report.purged;
         self.held += report.held;
         secs
@@ -856,12 +869,17 @@ async fn purge_in_rounds(
     pipe: &mut Pipeline,
 ) -> (Option<Purge>, Purge, Rounds) {
     let (n, rounds) = (bench.n, bench.args.purge_rounds);
+    // The baseline's connections are opened inside its timing, as the sweep's target connects
+    // lazily inside its first round.
+    let mut open_secs = 0.0;
     let raw_side = match raw {
-        Some(app) => Some((
-            app,
-            RawBaseline::open(app, pipe.secure).await,
-            app.rows_left().await,
-        )),
+        Some(app) => {
+            let before = app.rows_left().await;
+            let started = Instant::now();
+            let baseline = RawBaseline::open(app, pipe.secure).await;
+            open_secs = started.elapsed().as_secs_f64();
+            Some((app, baseline, before))
+        }
         None => None,
     };
     let before = pipe_app.rows_left().await;
@@ -874,13 +892,15 @@ async fn purge_in_rounds(
             let ids: Vec<String> = round_range(n, rounds, r)
                 .map(|i| format!("c{i:08}"))
                 .collect();
+            let open = std::mem::take(&mut open_secs);
             times
                 .raw
-                .push(baseline.delete(&ids, bench.args.batch).await);
+                .push(open + baseline.delete(&ids, bench.args.batch).await);
         }
         times.pipe.push(pipe.round(r).await);
     }
     let left = pipe_app.rows_left().await;
+    assert_eq!(pipe.held, pipe.expected_held, "held by the sweep");
     assert_eq!(
         pipe.purged,
         n as u64 - pipe.held,
