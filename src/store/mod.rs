@@ -85,6 +85,10 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("ledger holds an unexpected value: {0}")]
     Corrupt(String),
+    /// An SQLite error met on the connection's own handle (bulk writes); `code` is SQLite's
+    /// extended result code.
+    #[error("ledger database error: {message}{hint}", hint = code_hint(code.map(|c| c & 0xff)))]
+    Sqlite { code: Option<i64>, message: String },
     #[error("cannot open the ledger at {url}: {message}")]
     Open { url: String, message: String },
 }
@@ -103,7 +107,12 @@ pub(crate) fn sqlite_primary_code(e: &sqlx::Error) -> Option<i64> {
 /// reports ENOSPC as "database or disk is full", but a write refused for another reason (a file
 /// size limit, EFBIG; a failing device) only as "disk I/O error".
 fn storage_hint(e: &sqlx::Error) -> &'static str {
-    match sqlite_primary_code(e) {
+    code_hint(sqlite_primary_code(e))
+}
+
+/// [`storage_hint`] by SQLite's primary result code.
+fn code_hint(primary: Option<i64>) -> &'static str {
+    match primary {
         Some(10) => {
             " (the ledger file could not be read or written: is the disk full, the file size limited, or the device failing?)"
         }
@@ -124,6 +133,7 @@ impl StoreError {
                     Some("40P01" | "40001" | "5" | "6" | "517")
                 )
             }
+            StoreError::Sqlite { code, .. } => matches!(code, Some(5 | 6 | 517)),
             _ => false,
         }
     }

@@ -1,6 +1,8 @@
 // The ledger's SQL, written once and compiled per backend: `sqlite.rs` and `postgres.rs`
-// `include!` this file after defining `Db`, `BEGIN`, `ids_arg`, `lock_audit` and the dialect
-// macros `in_ids!`, `for_update!`, `for_update_of_r!`, `for_share!`, `skip_locked!`.
+// `include!` this file after defining `Db`, `BEGIN`, `ids_arg`, `lock_audit`, the bulk-write
+// hooks `direct_save_resources`, `direct_record_events`, `direct_insert_audit` (`None`: use the
+// statements here) and the dialect macros `in_ids!`, `for_update!`, `for_update_of_r!`,
+// `for_share!`, `skip_locked!`.
 
 use std::collections::HashSet;
 
@@ -641,18 +643,22 @@ impl Tx {
                 None => (0, audit::GENESIS.to_string()),
             };
             let entries = audit::chain(seq, &hash, drafts);
-            for chunk in entries.chunks(MAX_BINDS / 7) {
-                let mut q = QueryBuilder::<Db>::new("INSERT INTO audit (seq, at, action, subject, details, prev_hash, hash) ");
-                q.push_values(chunk, |mut b, e| {
-                    b.push_bind(e.seq)
-                        .push_bind(e.at.millis())
-                        .push_bind(e.action.clone())
-                        .push_bind(e.subject.clone())
-                        .push_bind(e.details.clone())
-                        .push_bind(e.prev_hash.clone())
-                        .push_bind(e.hash.clone());
-                });
-                q.build().execute(&mut *self.tx).await?;
+            if let Some(r) = direct_insert_audit(&mut self.tx, &entries).await {
+                r?;
+            } else {
+                for chunk in entries.chunks(MAX_BINDS / 7) {
+                    let mut q = QueryBuilder::<Db>::new("INSERT INTO audit (seq, at, action, subject, details, prev_hash, hash) ");
+                    q.push_values(chunk, |mut b, e| {
+                        b.push_bind(e.seq)
+                            .push_bind(e.at.millis())
+                            .push_bind(e.action.clone())
+                            .push_bind(e.subject.clone())
+                            .push_bind(e.details.clone())
+                            .push_bind(e.prev_hash.clone())
+                            .push_bind(e.hash.clone());
+                    });
+                    q.build().execute(&mut *self.tx).await?;
+                }
             }
             let last = entries.last().expect("drafts is not empty");
             head = Some(AuditHead {
@@ -782,6 +788,9 @@ impl Tx {
     }
 
     pub async fn save_resources(&mut self, rows: &[ResourceRow]) -> Result<()> {
+        if let Some(r) = direct_save_resources(&mut self.tx, rows).await {
+            return r;
+        }
         for chunk in rows.chunks(MAX_BINDS / 16) {
             let mut q = QueryBuilder::<Db>::new(
                 "INSERT INTO resources (id, kind, account, created_at, endpoint, state, deleted_at, cause, purge_after, rule, \
@@ -864,6 +873,9 @@ impl Tx {
     }
 
     pub async fn record_events(&mut self, ids: &[String], at: Timestamp) -> Result<()> {
+        if let Some(r) = direct_record_events(&mut self.tx, ids, at).await {
+            return r;
+        }
         for chunk in ids.chunks(MAX_BINDS / 2) {
             let mut q = QueryBuilder::<Db>::new("INSERT INTO applied_events (event_id, applied_at) ");
             q.push_values(chunk, |mut b, id| {

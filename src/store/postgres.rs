@@ -90,6 +90,27 @@ async fn singleton_lock(
 
 include!("ops.rs");
 
+// PostgreSQL has no connection handle to write through: bulk writes use the shared statements.
+async fn direct_save_resources(
+    _tx: &mut sqlx::Transaction<'static, Db>,
+    _rows: &[ResourceRow],
+) -> Option<Result<()>> {
+    None
+}
+async fn direct_insert_audit(
+    _tx: &mut sqlx::Transaction<'static, Db>,
+    _entries: &[AuditEntry],
+) -> Option<Result<()>> {
+    None
+}
+async fn direct_record_events(
+    _tx: &mut sqlx::Transaction<'static, Db>,
+    _ids: &[String],
+    _at: Timestamp,
+) -> Option<Result<()>> {
+    None
+}
+
 impl Store {
     pub async fn open(url: &SecretUrl, opts: &OpenOptions) -> Result<Store> {
         let open_err = |message: String| StoreError::Open {

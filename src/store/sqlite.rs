@@ -68,6 +68,105 @@ async fn singleton_lock(
 
 include!("ops.rs");
 
+/// Runs `f` on the transaction's connection handle through rusqlite: bulk writes prepare one
+/// statement and step it once per row (as the SQL target runs its statements:
+/// `targets::sqlite_direct`), instead of multi-row VALUES statements of thousands of binds, each
+/// value encoded by sqlx and the statement handed to its worker thread.
+async fn on_handle(
+    tx: &mut sqlx::Transaction<'static, Db>,
+    f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<()>,
+) -> Result<()> {
+    let mut handle = tx.lock_handle().await?;
+    let db = handle.as_raw_handle();
+    crate::targets::blocking(|| {
+        // SAFETY: `handle` keeps the connection locked for this call, so this thread is its only
+        // user; `from_handle` does not take ownership (the handle is not closed when `conn`
+        // drops), and every statement `f` prepares borrows `conn`, so all are finalized before
+        // the handle goes back to sqlx.
+        let conn = unsafe { rusqlite::Connection::from_handle(db.as_ptr()) }?;
+        f(&conn)
+    })
+    .map_err(|e| StoreError::Sqlite {
+        code: match &e {
+            rusqlite::Error::SqliteFailure(f, _) => Some(i64::from(f.extended_code)),
+            _ => None,
+        },
+        message: e.to_string(),
+    })
+}
+
+async fn direct_save_resources(
+    tx: &mut sqlx::Transaction<'static, Db>,
+    rows: &[ResourceRow],
+) -> Option<Result<()>> {
+    Some(on_handle(tx, |conn| {
+        let mut st = conn.prepare(concat!(
+            "INSERT INTO resources (id, kind, account, created_at, endpoint, state, deleted_at, cause, purge_after, rule, ",
+            "held, lease_owner, lease_until, attempts, last_error, purged_at) ",
+            "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) ",
+            "ON CONFLICT (id) DO UPDATE SET state = excluded.state, deleted_at = excluded.deleted_at, ",
+            "cause = excluded.cause, purge_after = excluded.purge_after, rule = excluded.rule, held = excluded.held, ",
+            "lease_owner = excluded.lease_owner, lease_until = excluded.lease_until, attempts = excluded.attempts, ",
+            "last_error = excluded.last_error, purged_at = excluded.purged_at"
+        ))?;
+        for r in rows {
+            st.execute(rusqlite::params![
+                r.id,
+                r.kind,
+                r.account,
+                r.created_at.millis(),
+                r.endpoint,
+                r.state.as_str(),
+                r.deleted_at.map(|t| t.millis()),
+                r.cause.map(|c| c.as_str()),
+                r.purge_after.map(|t| t.millis()),
+                r.rule.map(|c| c.as_str()),
+                r.held as i64,
+                r.lease_owner,
+                r.lease_until.map(|t| t.millis()),
+                r.attempts,
+                r.last_error,
+                r.purged_at.map(|t| t.millis()),
+            ])?;
+        }
+        Ok(())
+    })
+    .await)
+}
+
+async fn direct_insert_audit(
+    tx: &mut sqlx::Transaction<'static, Db>,
+    entries: &[AuditEntry],
+) -> Option<Result<()>> {
+    Some(on_handle(tx, |conn| {
+        let mut st = conn.prepare(
+            "INSERT INTO audit (seq, at, action, subject, details, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for e in entries {
+            st.execute(rusqlite::params![e.seq, e.at.millis(), e.action, e.subject, e.details, e.prev_hash, e.hash])?;
+        }
+        Ok(())
+    })
+    .await)
+}
+
+async fn direct_record_events(
+    tx: &mut sqlx::Transaction<'static, Db>,
+    ids: &[String],
+    at: Timestamp,
+) -> Option<Result<()>> {
+    Some(on_handle(tx, |conn| {
+        let mut st = conn.prepare(
+            "INSERT INTO applied_events (event_id, applied_at) VALUES (?1, ?2) ON CONFLICT (event_id) DO NOTHING",
+        )?;
+        for id in ids {
+            st.execute(rusqlite::params![id, at.millis()])?;
+        }
+        Ok(())
+    })
+    .await)
+}
+
 impl Store {
     pub async fn open(url: &SecretUrl, opts: &OpenOptions) -> Result<Store> {
         let open_err = |message: String| StoreError::Open {

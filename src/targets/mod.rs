@@ -16,6 +16,7 @@ use crate::config::{Config, TargetConfig};
 
 pub use files::FilesTarget;
 pub use sql::SqlTarget;
+pub(crate) use sql::blocking;
 
 /// One resource to purge, with everything a statement or path may refer to.
 #[derive(Debug, Clone)]

@@ -114,7 +114,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs `f` where it may block: on a multi-threaded runtime (the daemon's) other tasks move to
 /// another worker meanwhile; elsewhere (a current-thread runtime) it just runs.
-fn blocking<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
         _ => f(),
