@@ -71,7 +71,9 @@ include!("ops.rs");
 /// Runs `f` on the transaction's connection handle through rusqlite: bulk writes prepare one
 /// statement and step it once per row (as the SQL target runs its statements:
 /// `targets::sqlite_direct`), instead of multi-row VALUES statements of thousands of binds, each
-/// value encoded by sqlx and the statement handed to its worker thread.
+/// value encoded by sqlx and the statement handed to its worker thread. The call runs to its end
+/// once started (a million audit entries at the end of a large ingest included): a timeout or a
+/// shutdown takes effect after it, and the transaction then rolls back.
 async fn on_handle(
     tx: &mut sqlx::Transaction<'static, Db>,
     f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<()>,
@@ -99,6 +101,9 @@ async fn direct_save_resources(
     tx: &mut sqlx::Transaction<'static, Db>,
     rows: &[ResourceRow],
 ) -> Option<Result<()>> {
+    if rows.is_empty() {
+        return Some(Ok(()));
+    }
     Some(on_handle(tx, |conn| {
         let mut st = conn.prepare(concat!(
             "INSERT INTO resources (id, kind, account, created_at, endpoint, state, deleted_at, cause, purge_after, rule, ",
@@ -138,6 +143,9 @@ async fn direct_insert_audit(
     tx: &mut sqlx::Transaction<'static, Db>,
     entries: &[AuditEntry],
 ) -> Option<Result<()>> {
+    if entries.is_empty() {
+        return Some(Ok(()));
+    }
     Some(on_handle(tx, |conn| {
         let mut st = conn.prepare(
             "INSERT INTO audit (seq, at, action, subject, details, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -155,6 +163,9 @@ async fn direct_record_events(
     ids: &[String],
     at: Timestamp,
 ) -> Option<Result<()>> {
+    if ids.is_empty() {
+        return Some(Ok(()));
+    }
     Some(on_handle(tx, |conn| {
         let mut st = conn.prepare(
             "INSERT INTO applied_events (event_id, applied_at) VALUES (?1, ?2) ON CONFLICT (event_id) DO NOTHING",
