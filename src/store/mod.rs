@@ -42,6 +42,22 @@ macro_rules! resource_names {
         "id, kind, account, org, created_at, endpoint, state, deleted_at, cause, purge_after, rule, held, lease_owner, lease_until, attempts, last_error, purged_at"
     };
 }
+/// The columns `save_resources` writes, in bind order.
+macro_rules! resource_upsert_columns {
+    () => {
+        "INSERT INTO resources (id, kind, account, created_at, endpoint, state, deleted_at, cause, purge_after, rule, \
+         held, lease_owner, lease_until, attempts, last_error, purged_at) "
+    };
+}
+/// What `save_resources` changes on a resource the ledger already has (both backends).
+macro_rules! resource_upsert_conflict {
+    () => {
+        " ON CONFLICT (id) DO UPDATE SET state = excluded.state, deleted_at = excluded.deleted_at, \
+         cause = excluded.cause, purge_after = excluded.purge_after, rule = excluded.rule, held = excluded.held, \
+         lease_owner = excluded.lease_owner, lease_until = excluded.lease_until, attempts = excluded.attempts, \
+         last_error = excluded.last_error, purged_at = excluded.purged_at"
+    };
+}
 macro_rules! account_columns {
     () => {
         "id, org, state, created_at, deletion_requested_at, purge_after, purged_at"

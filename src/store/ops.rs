@@ -40,6 +40,22 @@ where
 
 // ----- queries shared by pool reads and transactions -------------------------------------
 
+/// Runs `sql`, a query of `ids` that returns its rows as one JSON array of arrays
+/// (`json_rows!`), and decodes them in id order.
+async fn q_json_rows<R: serde::de::DeserializeOwned>(
+    c: &mut Conn,
+    sql: &'static str,
+    ids: &[String],
+    what: &str,
+    id: fn(&R) -> &String,
+) -> Result<Vec<R>> {
+    let json: String = sqlx::query_scalar(sql).bind(ids_arg(ids)).fetch_one(&mut *c).await?;
+    let mut raw: Vec<R> = serde_json::from_str(&json)
+        .map_err(|e| StoreError::Corrupt(format!("{what} rows as JSON: {e}")))?;
+    raw.sort_unstable_by(|a, b| id(a).cmp(id(b)));
+    Ok(raw)
+}
+
 // On SQLite the dialect macros expand to nothing, so both arms are equal there.
 #[allow(clippy::if_same_then_else)]
 async fn q_resources(c: &mut Conn, ids: &[String], lock: bool) -> Result<Vec<ResourceRow>> {
@@ -60,10 +76,7 @@ async fn q_resources(c: &mut Conn, ids: &[String], lock: bool) -> Result<Vec<Res
             " FROM resources r JOIN accounts a ON a.id = r.account WHERE r.id ", in_ids!(1), " ORDER BY r.id) x"
         )
     };
-    let json: String = sqlx::query_scalar(sql).bind(ids_arg(ids)).fetch_one(&mut *c).await?;
-    let mut raw: Vec<RawResource> = serde_json::from_str(&json)
-        .map_err(|e| StoreError::Corrupt(format!("resource rows as JSON: {e}")))?;
-    raw.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+    let raw: Vec<RawResource> = q_json_rows(c, sql, ids, "resource", |r: &RawResource| &r.id).await?;
     rows(raw)
 }
 
@@ -86,10 +99,7 @@ async fn q_accounts(c: &mut Conn, ids: &[String], lock: bool) -> Result<Vec<Acco
             " FROM accounts WHERE id ", in_ids!(1), " ORDER BY id) x"
         )
     };
-    let json: String = sqlx::query_scalar(sql).bind(ids_arg(ids)).fetch_one(&mut *c).await?;
-    let mut raw: Vec<RawAccount> = serde_json::from_str(&json)
-        .map_err(|e| StoreError::Corrupt(format!("account rows as JSON: {e}")))?;
-    raw.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+    let raw: Vec<RawAccount> = q_json_rows(c, sql, ids, "account", |a: &RawAccount| &a.id).await?;
     rows(raw)
 }
 
@@ -792,10 +802,7 @@ impl Tx {
             return r;
         }
         for chunk in rows.chunks(MAX_BINDS / 16) {
-            let mut q = QueryBuilder::<Db>::new(
-                "INSERT INTO resources (id, kind, account, created_at, endpoint, state, deleted_at, cause, purge_after, rule, \
-                 held, lease_owner, lease_until, attempts, last_error, purged_at) ",
-            );
+            let mut q = QueryBuilder::<Db>::new(resource_upsert_columns!());
             q.push_values(chunk, |mut b, r| {
                 b.push_bind(r.id.clone())
                     .push_bind(r.kind.clone())
@@ -814,12 +821,7 @@ impl Tx {
                     .push_bind(r.last_error.clone())
                     .push_bind(r.purged_at.map(|t| t.millis()));
             });
-            q.push(
-                " ON CONFLICT (id) DO UPDATE SET state = excluded.state, deleted_at = excluded.deleted_at, \
-                 cause = excluded.cause, purge_after = excluded.purge_after, rule = excluded.rule, held = excluded.held, \
-                 lease_owner = excluded.lease_owner, lease_until = excluded.lease_until, attempts = excluded.attempts, \
-                 last_error = excluded.last_error, purged_at = excluded.purged_at",
-            );
+            q.push(resource_upsert_conflict!());
             q.build().execute(&mut *self.tx).await?;
         }
         Ok(())

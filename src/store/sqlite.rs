@@ -97,65 +97,78 @@ async fn on_handle(
     })
 }
 
-async fn direct_save_resources(
+/// Steps `sql`, prepared once, for each of `rows` ([`on_handle`]); `bind_and_run` binds a row
+/// and executes the statement.
+async fn step_each<T>(
     tx: &mut sqlx::Transaction<'static, Db>,
-    rows: &[ResourceRow],
+    sql: &'static str,
+    rows: &[T],
+    bind_and_run: impl Fn(&mut rusqlite::Statement<'_>, &T) -> rusqlite::Result<usize>,
 ) -> Option<Result<()>> {
     if rows.is_empty() {
         return Some(Ok(()));
     }
-    Some(on_handle(tx, |conn| {
-        let mut st = conn.prepare(concat!(
-            "INSERT INTO resources (id, kind, account, created_at, endpoint, state, deleted_at, cause, purge_after, rule, ",
-            "held, lease_owner, lease_until, attempts, last_error, purged_at) ",
-            "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) ",
-            "ON CONFLICT (id) DO UPDATE SET state = excluded.state, deleted_at = excluded.deleted_at, ",
-            "cause = excluded.cause, purge_after = excluded.purge_after, rule = excluded.rule, held = excluded.held, ",
-            "lease_owner = excluded.lease_owner, lease_until = excluded.lease_until, attempts = excluded.attempts, ",
-            "last_error = excluded.last_error, purged_at = excluded.purged_at"
-        ))?;
-        for r in rows {
-            st.execute(rusqlite::params![
-                r.id,
-                r.kind,
-                r.account,
-                r.created_at.millis(),
-                r.endpoint,
-                r.state.as_str(),
-                r.deleted_at.map(|t| t.millis()),
-                r.cause.map(|c| c.as_str()),
-                r.purge_after.map(|t| t.millis()),
-                r.rule.map(|c| c.as_str()),
-                r.held as i64,
-                r.lease_owner,
-                r.lease_until.map(|t| t.millis()),
-                r.attempts,
-                r.last_error,
-                r.purged_at.map(|t| t.millis()),
-            ])?;
-        }
-        Ok(())
+    Some(
+        on_handle(tx, |conn| {
+            let mut st = conn.prepare(sql)?;
+            for row in rows {
+                bind_and_run(&mut st, row)?;
+            }
+            Ok(())
+        })
+        .await,
+    )
+}
+
+async fn direct_save_resources(
+    tx: &mut sqlx::Transaction<'static, Db>,
+    rows: &[ResourceRow],
+) -> Option<Result<()>> {
+    let sql = concat!(
+        resource_upsert_columns!(),
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        resource_upsert_conflict!()
+    );
+    step_each(tx, sql, rows, |st, r| {
+        st.execute(rusqlite::params![
+            r.id,
+            r.kind,
+            r.account,
+            r.created_at.millis(),
+            r.endpoint,
+            r.state.as_str(),
+            r.deleted_at.map(|t| t.millis()),
+            r.cause.map(|c| c.as_str()),
+            r.purge_after.map(|t| t.millis()),
+            r.rule.map(|c| c.as_str()),
+            r.held as i64,
+            r.lease_owner,
+            r.lease_until.map(|t| t.millis()),
+            r.attempts,
+            r.last_error,
+            r.purged_at.map(|t| t.millis()),
+        ])
     })
-    .await)
+    .await
 }
 
 async fn direct_insert_audit(
     tx: &mut sqlx::Transaction<'static, Db>,
     entries: &[AuditEntry],
 ) -> Option<Result<()>> {
-    if entries.is_empty() {
-        return Some(Ok(()));
-    }
-    Some(on_handle(tx, |conn| {
-        let mut st = conn.prepare(
-            "INSERT INTO audit (seq, at, action, subject, details, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?;
-        for e in entries {
-            st.execute(rusqlite::params![e.seq, e.at.millis(), e.action, e.subject, e.details, e.prev_hash, e.hash])?;
-        }
-        Ok(())
+    let sql = "INSERT INTO audit (seq, at, action, subject, details, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+    step_each(tx, sql, entries, |st, e| {
+        st.execute(rusqlite::params![
+            e.seq,
+            e.at.millis(),
+            e.action,
+            e.subject,
+            e.details,
+            e.prev_hash,
+            e.hash
+        ])
     })
-    .await)
+    .await
 }
 
 async fn direct_record_events(
@@ -163,19 +176,11 @@ async fn direct_record_events(
     ids: &[String],
     at: Timestamp,
 ) -> Option<Result<()>> {
-    if ids.is_empty() {
-        return Some(Ok(()));
-    }
-    Some(on_handle(tx, |conn| {
-        let mut st = conn.prepare(
-            "INSERT INTO applied_events (event_id, applied_at) VALUES (?1, ?2) ON CONFLICT (event_id) DO NOTHING",
-        )?;
-        for id in ids {
-            st.execute(rusqlite::params![id, at.millis()])?;
-        }
-        Ok(())
+    let sql = "INSERT INTO applied_events (event_id, applied_at) VALUES (?1, ?2) ON CONFLICT (event_id) DO NOTHING";
+    step_each(tx, sql, ids, |st, id| {
+        st.execute(rusqlite::params![id, at.millis()])
     })
-    .await)
+    .await
 }
 
 impl Store {
