@@ -2,9 +2,13 @@
 //!
 //! Events are validated against the ledger *as the earlier lines leave it*, inside one write
 //! transaction: if any line is bad, nothing is applied and every bad line is reported. Lines are
-//! processed in chunks — the ids a chunk mentions are fetched with one query per table, changed
-//! rows are written back with multi-row upserts — so a million-line file takes seconds. Audit
-//! entries are appended last, just before the commit (see `store`).
+//! processed in chunks: the ids a chunk mentions are fetched with one query per table, the
+//! events change the cached rows, and the chunk's changed rows, event ids and audit entries are
+//! written while the next chunk is read and applied, so a million-line file takes seconds.
+//! Events that rewrite rows the chunk never named (an account's deletion or restore, a plan
+//! change that revokes ZDR) go through the ledger in line order. Audit entries are appended
+//! with each chunk on SQLite, whose write lock is already ours, and at the commit on PostgreSQL
+//! (see `store`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::BufRead;
@@ -16,9 +20,9 @@ use tracing::{debug, info};
 
 use crate::audit::AuditDraft;
 use crate::events::{self, Event, EventBody, LineError};
-use crate::model::{AccountState, Cause, ResourceState, Span, Timestamp, ZdrStatus};
+use crate::model::{AccountState, Cause, Plan, ResourceState, Span, Timestamp, ZdrStatus};
 use crate::rules::{self, SchedulePolicy};
-use crate::store::{AccountRow, Ledger, LedgerTx, OrgRow, ResourceRow, StoreError};
+use crate::store::{AccountRow, IngestWrite, Ledger, LedgerTx, OrgRow, ResourceRow, StoreError};
 
 /// Events processed per round trip.
 const CHUNK: usize = 5_000;
@@ -53,38 +57,30 @@ pub async fn ingest_reader(
     ctx: &IngestContext<'_>,
     input: impl BufRead,
 ) -> Result<IngestReport, IngestError> {
-    let mut engine = Engine::new(ledger.begin().await?, ctx);
     let mut lines = events::Lines::new(input);
     let mut parse_errors: Vec<LineError> = Vec::new();
-    let mut chunk: Vec<Event> = Vec::with_capacity(CHUNK);
-    loop {
-        // The input is a file, stdin or a request body already in memory: reading it
-        // synchronously between chunks is fine.
-        let next = match lines.next_event() {
-            Ok(n) => n,
-            Err(e) => {
-                parse_errors.push(LineError {
-                    line: lines.line() + 1,
-                    reason: format!("cannot read input: {e}"),
-                });
-                None
+    let mut ended = false;
+    // The input is a file, stdin or a request body already in memory: it is read synchronously,
+    // one chunk at a time, beside the writes of the chunk before.
+    let mut next = |chunk: &mut Vec<Event>| {
+        while !ended && chunk.len() < CHUNK {
+            match lines.next_event() {
+                Ok(Some(Ok(e))) => chunk.push(e),
+                Ok(Some(Err(e))) => parse_errors.push(e),
+                Ok(None) => ended = true,
+                Err(e) => {
+                    parse_errors.push(LineError {
+                        line: lines.line() + 1,
+                        reason: format!("cannot read input: {e}"),
+                    });
+                    ended = true;
+                }
             }
-        };
-        let end = next.is_none();
-        match next {
-            Some(Ok(e)) => chunk.push(e),
-            Some(Err(e)) => parse_errors.push(e),
-            None => {}
         }
-        if chunk.len() >= CHUNK || (end && !chunk.is_empty()) {
-            engine.apply_chunk(&chunk).await?;
-            chunk.clear();
-        }
-        if end {
-            break;
-        }
-    }
-    engine.finish(parse_errors).await
+    };
+    let mut engine = Engine::new(ledger.begin().await?, ctx);
+    let last = engine.run(&mut next).await?;
+    engine.finish(last, parse_errors).await
 }
 
 /// Applies already parsed events (the HTTP API parses a JSON array itself).
@@ -93,11 +89,15 @@ pub async fn ingest_events(
     ctx: &IngestContext<'_>,
     events: &[Event],
 ) -> Result<IngestReport, IngestError> {
+    let mut rest = events;
+    let mut next = |chunk: &mut Vec<Event>| {
+        let (now, later) = rest.split_at(rest.len().min(CHUNK));
+        chunk.extend_from_slice(now);
+        rest = later;
+    };
     let mut engine = Engine::new(ledger.begin().await?, ctx);
-    for chunk in events.chunks(CHUNK) {
-        engine.apply_chunk(chunk).await?;
-    }
-    engine.finish(Vec::new()).await
+    let last = engine.run(&mut next).await?;
+    engine.finish(last, Vec::new()).await
 }
 
 /// The details of a `resource.created` entry. Fields in name order: the text equals that of
@@ -122,18 +122,44 @@ struct DeletedDetails<'a> {
     rule: Option<&'static str>,
 }
 
+/// An event that needs the ledger itself, not only the rows cached for its chunk: it reads and
+/// rewrites rows the chunk never named.
+enum LedgerStep<'e> {
+    /// A plan change that revokes the org's ZDR: its covered resources are rescheduled.
+    RevokeZdr {
+        org: &'e str,
+        plan: Plan,
+    },
+    DeleteAccount(&'e str),
+    RestoreAccount(&'e str),
+}
+
+/// Applies chunks of events in one transaction. Each chunk's rows are fetched with one query per
+/// table and cached; the events change the cached rows; the changed rows, the applied event ids
+/// and the audit entries of a chunk are written while the next chunk is read and applied
+/// ([`LedgerTx::write_ingest`]). Rows still waiting to be written stay cached, so the next
+/// chunk never reads them from the ledger.
 struct Engine<'a> {
     tx: LedgerTx,
+    st: State<'a>,
+}
+
+/// The ingest's view of the ledger and what it has done so far.
+struct State<'a> {
     ctx: &'a IngestContext<'a>,
+    /// Rows the current chunk names (`None`: not in the ledger), and rows changed by the chunk
+    /// before whose write may still be running.
     resources: HashMap<String, Option<ResourceRow>>,
     accounts: HashMap<String, Option<AccountRow>>,
     orgs: HashMap<String, Option<OrgRow>>,
+    /// Rows changed and not yet handed to a write.
     dirty_resources: HashSet<String>,
     dirty_accounts: HashSet<String>,
     dirty_orgs: HashSet<String>,
     /// Event ids applied by this ingest (a repeat later in the same input is a replay too).
-    new_event_ids: Vec<String>,
     new_event_set: HashSet<String>,
+    /// Event ids applied in the current chunk, in order.
+    chunk_event_ids: Vec<String>,
     seen_in_ledger: HashSet<String>,
     audit: Vec<AuditDraft>,
     errors: Vec<LineError>,
@@ -144,80 +170,244 @@ impl<'a> Engine<'a> {
     fn new(tx: LedgerTx, ctx: &'a IngestContext<'a>) -> Self {
         Engine {
             tx,
-            ctx,
-            resources: HashMap::new(),
-            accounts: HashMap::new(),
-            orgs: HashMap::new(),
-            dirty_resources: HashSet::new(),
-            dirty_accounts: HashSet::new(),
-            dirty_orgs: HashSet::new(),
-            new_event_ids: Vec::new(),
-            new_event_set: HashSet::new(),
-            seen_in_ledger: HashSet::new(),
-            audit: Vec::new(),
-            errors: Vec::new(),
-            report: IngestReport::default(),
+            st: State {
+                ctx,
+                resources: HashMap::new(),
+                accounts: HashMap::new(),
+                orgs: HashMap::new(),
+                dirty_resources: HashSet::new(),
+                dirty_accounts: HashSet::new(),
+                dirty_orgs: HashSet::new(),
+                new_event_set: HashSet::new(),
+                chunk_event_ids: Vec::new(),
+                seen_in_ledger: HashSet::new(),
+                audit: Vec::new(),
+                errors: Vec::new(),
+                report: IngestReport::default(),
+            },
         }
+    }
+
+    /// Applies every chunk `next` fills (an empty chunk ends the input). Returns the last
+    /// chunk's write, not yet done.
+    async fn run<F: FnMut(&mut Vec<Event>)>(
+        &mut self,
+        next: &mut F,
+    ) -> Result<IngestWrite, StoreError> {
+        let mut chunk: Vec<Event> = Vec::with_capacity(CHUNK);
+        let mut upcoming: Vec<Event> = Vec::with_capacity(CHUNK);
+        next(&mut chunk);
+        let mut pending = IngestWrite::new(self.st.ctx.now);
+        while !chunk.is_empty() {
+            self.st.load(&mut self.tx, &chunk).await?;
+            // The chunk before is written while this one is applied as far as the cache allows
+            // and the next one is read.
+            let st = &mut self.st;
+            let done = self
+                .tx
+                .write_ingest(pending, || {
+                    let done = st.apply_cached(&chunk);
+                    next(&mut upcoming);
+                    done
+                })
+                .await?;
+            for e in &chunk[done..] {
+                self.apply(e).await?;
+            }
+            pending = self.st.take_write();
+            std::mem::swap(&mut chunk, &mut upcoming);
+            upcoming.clear();
+        }
+        Ok(pending)
     }
 
     async fn finish(
         mut self,
+        last: IngestWrite,
         mut parse_errors: Vec<LineError>,
     ) -> Result<IngestReport, IngestError> {
-        parse_errors.append(&mut self.errors);
+        parse_errors.append(&mut self.st.errors);
         if !parse_errors.is_empty() {
             parse_errors.sort_by_key(|e| e.line);
             self.tx.rollback().await?;
             return Err(IngestError::Invalid(parse_errors));
         }
-        self.flush().await?;
-        self.tx
-            .record_events(&self.new_event_ids, self.ctx.now)
-            .await?;
+        self.tx.write_ingest(last, || ()).await?;
         crate::sweep::failpoint("ingest_before_commit");
-        self.tx.commit_with_audit(&self.audit).await?;
+        self.tx.commit_with_audit(&[]).await?;
         crate::sweep::failpoint("ingest_after_commit");
-        if self.report.applied > 0 || self.report.duplicates > 0 {
-            let types: Vec<String> = self
-                .report
+        let report = self.st.report;
+        if report.applied > 0 || report.duplicates > 0 {
+            let types: Vec<String> = report
                 .by_type
                 .iter()
                 .map(|(t, n)| format!("{t}:{n}"))
                 .collect();
-            info!(applied = self.report.applied, duplicates = self.report.duplicates, types = %types.join(","), "events ingested");
+            info!(applied = report.applied, duplicates = report.duplicates, types = %types.join(","), "events ingested");
         }
-        Ok(self.report)
+        Ok(report)
     }
 
-    /// Writes changed rows back; the transaction then sees them, so caches can be dropped.
-    async fn flush(&mut self) -> Result<(), StoreError> {
-        let orgs: Vec<OrgRow> = self
-            .dirty_orgs
-            .drain()
-            .filter_map(|id| self.orgs.get(&id).cloned().flatten())
-            .collect();
-        let accounts: Vec<AccountRow> = self
-            .dirty_accounts
-            .drain()
-            .filter_map(|id| self.accounts.get(&id).cloned().flatten())
-            .collect();
-        let mut resources: Vec<ResourceRow> = self
-            .dirty_resources
-            .drain()
-            .filter_map(|id| self.resources.get(&id).cloned().flatten())
-            .collect();
-        resources.sort_by(|a, b| a.id.cmp(&b.id));
+    /// Writes the rows changed so far now, so the ledger's own queries see them. The cache keeps
+    /// them (it still matches the ledger).
+    async fn write_rows(&mut self) -> Result<(), StoreError> {
+        let (orgs, accounts, resources) = self.st.take_dirty_rows();
         self.tx.save_orgs(&orgs).await?;
         self.tx.save_accounts(&accounts).await?;
-        self.tx.save_resources(&resources).await?;
-        self.resources.clear();
-        self.accounts.clear();
-        self.orgs.clear();
+        self.tx.save_resources(&resources).await
+    }
+
+    /// Applies one event, through the ledger when it needs to.
+    async fn apply(&mut self, e: &Event) -> Result<(), StoreError> {
+        let Some(step) = self.st.try_apply(e) else {
+            return Ok(());
+        };
+        let at = e.at.unwrap_or(self.st.ctx.now);
+        let result = match step {
+            LedgerStep::RevokeZdr { org, plan } => {
+                self.revoke_zdr(org, plan, at).await?;
+                Ok(())
+            }
+            LedgerStep::DeleteAccount(account) => {
+                self.account_deletion_requested(account, at).await?
+            }
+            LedgerStep::RestoreAccount(account) => self.account_restored(account, at).await?,
+        };
+        self.st.record(e, result);
         Ok(())
     }
 
-    async fn apply_chunk(&mut self, chunk: &[Event]) -> Result<(), StoreError> {
-        // Fetch everything the chunk mentions: resources, then their accounts, then orgs.
+    async fn revoke_zdr(
+        &mut self,
+        org: &str,
+        plan: crate::model::Plan,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let Some(row) = self.st.upsert_org(org, plan, at) else {
+            return Ok(());
+        };
+        info!(org = %org, plan = %plan, "ZDR revoked: the org left the Scale plan");
+        // The org's new status and this chunk's resources first, so all are rescheduled.
+        self.write_rows().await?;
+        let changed = reschedule_org_rows(&mut self.tx, self.st.ctx.policy, &row).await?;
+        self.st.refresh(&changed);
+        self.st.audit.push(AuditDraft::new(
+            at,
+            "zdr.revoked",
+            format!("org/{org}"),
+            json!({"reason": "plan changed to free", "rescheduled": changed.len()}),
+        ));
+        Ok(())
+    }
+
+    async fn account_deletion_requested(
+        &mut self,
+        account: &str,
+        at: Timestamp,
+    ) -> Result<Result<(), String>, StoreError> {
+        let Some(Some(mut a)) = self.st.accounts.get(account).cloned() else {
+            return Ok(Err(format!("unknown account `{account}`")));
+        };
+        let facts = match rules::request_account_deletion(&a.facts(), at) {
+            Ok(f) => f,
+            Err(e) => return Ok(Err(format!("account `{account}`: {e}"))),
+        };
+        let policy = self.st.ctx.policy;
+        a.state = facts.state;
+        a.deletion_requested_at = facts.deletion_requested_at;
+        a.purge_after = rules::account_schedule(&facts, policy);
+        let zdr = self.st.zdr_approved(&a.org);
+        // The ledger must hold this chunk's earlier changes before the account's rows are read.
+        self.write_rows().await?;
+        let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
+        let mut rows = self.tx.account_resources(account).await?;
+        for r in rows.iter_mut() {
+            let Some(kp) = policy.kinds.get(&r.kind) else {
+                continue;
+            };
+            if r.state == ResourceState::Live {
+                *by_kind.entry(r.kind.clone()).or_default() += 1;
+            }
+            let f = rules::delete_for_account(&r.facts(), at);
+            r.set_facts(f);
+            r.reschedule(&facts, zdr, kp);
+        }
+        self.tx.save_resources(&rows).await?;
+        self.tx.save_accounts(std::slice::from_ref(&a)).await?;
+        self.st.refresh(&rows);
+        self.st
+            .accounts
+            .insert(account.to_string(), Some(a.clone()));
+        let total: u64 = by_kind.values().sum();
+        info!(
+            account = %account, org = %a.org, deletion_requested_at = %at, grace = %policy.account_grace,
+            purge_after = %opt(a.purge_after), resources_deleted = total, "account deletion requested"
+        );
+        self.st.audit.push(AuditDraft::new(
+            at,
+            "account.deletion_requested",
+            format!("account/{account}"),
+            json!({
+                "org": a.org, "deletion_requested_at": at, "grace": policy.account_grace,
+                "purge_after": a.purge_after, "resources_deleted": by_kind,
+            }),
+        ));
+        Ok(Ok(()))
+    }
+
+    async fn account_restored(
+        &mut self,
+        account: &str,
+        at: Timestamp,
+    ) -> Result<Result<(), String>, StoreError> {
+        let Some(Some(mut a)) = self.st.accounts.get(account).cloned() else {
+            return Ok(Err(format!("unknown account `{account}`")));
+        };
+        let facts = match rules::restore_account(&a.facts()) {
+            Ok(f) => f,
+            Err(e) => return Ok(Err(format!("account `{account}`: {e}"))),
+        };
+        let policy = self.st.ctx.policy;
+        a.state = facts.state;
+        a.deletion_requested_at = None;
+        a.purge_after = None;
+        let zdr = self.st.zdr_approved(&a.org);
+        self.st
+            .accounts
+            .insert(account.to_string(), Some(a.clone()));
+        self.st.dirty_accounts.insert(account.to_string());
+        self.write_rows().await?;
+        let mut rows = self.tx.account_resources(account).await?;
+        let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
+        for r in rows.iter_mut() {
+            let Some(kp) = policy.kinds.get(&r.kind) else {
+                continue;
+            };
+            if r.state == ResourceState::Deleted && r.cause == Some(Cause::Account) {
+                *by_kind.entry(r.kind.clone()).or_default() += 1;
+            }
+            let f = rules::restore_for_account(&r.facts());
+            r.set_facts(f);
+            r.reschedule(&facts, zdr, kp);
+        }
+        self.tx.save_resources(&rows).await?;
+        self.st.refresh(&rows);
+        let total: u64 = by_kind.values().sum();
+        info!(account = %account, org = %a.org, resources_restored = total, "account restored");
+        self.st.audit.push(AuditDraft::new(
+            at,
+            "account.restored",
+            format!("account/{account}"),
+            json!({"org": a.org, "restored_at": at, "resources_restored": by_kind}),
+        ));
+        Ok(Ok(()))
+    }
+}
+
+impl State<'_> {
+    /// Caches every row `chunk` names that is not cached yet: resources, then their accounts,
+    /// then those accounts' orgs; and which of its event ids the ledger has seen.
+    async fn load(&mut self, tx: &mut LedgerTx, chunk: &[Event]) -> Result<(), StoreError> {
         let mut rids: Vec<String> = Vec::new();
         let mut aids: Vec<String> = Vec::new();
         let mut oids: Vec<String> = Vec::new();
@@ -244,81 +434,141 @@ impl<'a> Engine<'a> {
             }
         }
         dedup(&mut rids);
-        let found = self.tx.load_resources(&rids).await?;
-        for id in &rids {
-            self.resources.entry(id.clone()).or_insert(None);
+        let asked = uncached(&self.resources, &rids);
+        if !asked.is_empty() {
+            let found = tx.load_resources(&asked).await?;
+            cache_found(&mut self.resources, asked, found);
         }
-        for r in found {
-            aids.push(r.account.clone());
-            self.resources.insert(r.id.clone(), Some(r));
-        }
+        aids.extend(
+            rids.iter()
+                .filter_map(|id| self.resources.get(id)?.as_ref())
+                .map(|r| r.account.clone()),
+        );
         dedup(&mut aids);
-        let found = self.tx.load_accounts(&aids).await?;
-        for id in &aids {
-            self.accounts.entry(id.clone()).or_insert(None);
+        let asked = uncached(&self.accounts, &aids);
+        if !asked.is_empty() {
+            let found = tx.load_accounts(&asked).await?;
+            cache_found(&mut self.accounts, asked, found);
         }
-        for a in found {
-            oids.push(a.org.clone());
-            self.accounts.insert(a.id.clone(), Some(a));
-        }
+        oids.extend(
+            aids.iter()
+                .filter_map(|id| self.accounts.get(id)?.as_ref())
+                .map(|a| a.org.clone()),
+        );
         dedup(&mut oids);
-        let found = self.tx.load_orgs(&oids).await?;
-        for id in &oids {
-            self.orgs.entry(id.clone()).or_insert(None);
-        }
-        for o in found {
-            self.orgs.insert(o.id.clone(), Some(o));
+        let asked = uncached(&self.orgs, &oids);
+        if !asked.is_empty() {
+            let found = tx.load_orgs(&asked).await?;
+            cache_found(&mut self.orgs, asked, found);
         }
         dedup(&mut eids);
-        self.seen_in_ledger = self.tx.seen_events(&eids).await?;
-
-        for e in chunk {
-            if let Some(id) = &e.event_id
-                && (self.seen_in_ledger.contains(id) || self.new_event_set.contains(id))
-            {
-                self.report.duplicates += 1;
-                debug!(event_id = %id, line = e.line, "event already applied; skipped");
-                continue;
-            }
-            match self.apply(e).await? {
-                Ok(()) => {
-                    self.report.applied += 1;
-                    *self.report.by_type.entry(e.body.type_name()).or_default() += 1;
-                    if let Some(id) = &e.event_id {
-                        self.new_event_set.insert(id.clone());
-                        self.new_event_ids.push(id.clone());
-                    }
-                }
-                Err(reason) => self.errors.push(LineError {
-                    line: e.line,
-                    reason,
-                }),
-            }
-        }
-        self.flush().await
+        self.seen_in_ledger = tx.seen_events(&eids).await?;
+        Ok(())
     }
 
-    /// Applies one event: `Ok(Err(reason))` is a rejected line, `Err` a ledger failure.
-    async fn apply(&mut self, e: &Event) -> Result<Result<(), String>, StoreError> {
+    /// Applies the events of `chunk` in order until one needs the ledger; returns how many were
+    /// applied (all of them, usually).
+    fn apply_cached(&mut self, chunk: &[Event]) -> usize {
+        chunk
+            .iter()
+            .position(|e| self.try_apply(e).is_some())
+            .unwrap_or(chunk.len())
+    }
+
+    /// Applies `e` if the cached rows are all it needs, and records the outcome. Otherwise
+    /// returns what must be done through the ledger, with nothing changed and nothing recorded.
+    fn try_apply<'e>(&mut self, e: &'e Event) -> Option<LedgerStep<'e>> {
+        if let Some(id) = &e.event_id
+            && (self.seen_in_ledger.contains(id) || self.new_event_set.contains(id))
+        {
+            self.report.duplicates += 1;
+            debug!(event_id = %id, line = e.line, "event already applied; skipped");
+            return None;
+        }
         let now = self.ctx.now;
         let at = e.at.unwrap_or(now);
-        if let Err(reason) = rules::check_event_time(at, now, self.ctx.max_clock_skew) {
-            return Ok(Err(reason));
+        let result = match rules::check_event_time(at, now, self.ctx.max_clock_skew) {
+            Err(reason) => Err(reason),
+            Ok(()) => match &e.body {
+                EventBody::OrgUpsert { org, plan } => {
+                    if self.revokes_zdr(org, *plan) {
+                        return Some(LedgerStep::RevokeZdr { org, plan: *plan });
+                    }
+                    self.upsert_org(org, *plan, at);
+                    Ok(())
+                }
+                EventBody::AccountCreated { account, org } => {
+                    self.account_created(account, org, at)
+                }
+                EventBody::ResourceCreated {
+                    id, kind, account, ..
+                } => self.resource_created(id, kind, account, e.body.endpoint(), at),
+                EventBody::ResourceDeleted { id } => self.resource_deleted(id, at),
+                EventBody::ResourceRestored { id } => self.resource_restored(id, at),
+                EventBody::AccountDeletionRequested { account } => {
+                    return Some(LedgerStep::DeleteAccount(account));
+                }
+                EventBody::AccountRestored { account } => {
+                    return Some(LedgerStep::RestoreAccount(account));
+                }
+            },
+        };
+        self.record(e, result);
+        None
+    }
+
+    /// Counts an applied event, or keeps the reason a line was rejected.
+    fn record(&mut self, e: &Event, result: Result<(), String>) {
+        match result {
+            Ok(()) => {
+                self.report.applied += 1;
+                *self.report.by_type.entry(e.body.type_name()).or_default() += 1;
+                if let Some(id) = &e.event_id {
+                    self.new_event_set.insert(id.clone());
+                    self.chunk_event_ids.push(id.clone());
+                }
+            }
+            Err(reason) => self.errors.push(LineError {
+                line: e.line,
+                reason,
+            }),
         }
-        match &e.body {
-            EventBody::OrgUpsert { org, plan } => self.org_upsert(org, *plan, at).await,
-            EventBody::AccountCreated { account, org } => {
-                Ok(self.account_created(account, org, at))
+    }
+
+    /// The changed rows, in id order, no longer marked changed (the caller writes them).
+    fn take_dirty_rows(&mut self) -> (Vec<OrgRow>, Vec<AccountRow>, Vec<ResourceRow>) {
+        (
+            take_dirty(&self.orgs, &mut self.dirty_orgs),
+            take_dirty(&self.accounts, &mut self.dirty_accounts),
+            take_dirty(&self.resources, &mut self.dirty_resources),
+        )
+    }
+
+    /// What the chunk just applied must write. The cache keeps only the rows that write will
+    /// change: every other row is in the ledger by the time the next chunk is loaded.
+    fn take_write(&mut self) -> IngestWrite {
+        self.resources
+            .retain(|id, _| self.dirty_resources.contains(id));
+        self.accounts
+            .retain(|id, _| self.dirty_accounts.contains(id));
+        self.orgs.retain(|id, _| self.dirty_orgs.contains(id));
+        let (orgs, accounts, resources) = self.take_dirty_rows();
+        IngestWrite {
+            orgs,
+            accounts,
+            resources,
+            event_ids: std::mem::take(&mut self.chunk_event_ids),
+            applied_at: self.ctx.now,
+            audit: std::mem::take(&mut self.audit),
+        }
+    }
+
+    /// Replaces the cached copies of `rows`, which were just rewritten through the ledger.
+    fn refresh(&mut self, rows: &[ResourceRow]) {
+        for r in rows {
+            if let Some(cached) = self.resources.get_mut(&r.id) {
+                *cached = Some(r.clone());
             }
-            EventBody::ResourceCreated {
-                id, kind, account, ..
-            } => Ok(self.resource_created(id, kind, account, e.body.endpoint(), at)),
-            EventBody::ResourceDeleted { id } => Ok(self.resource_deleted(id, at)),
-            EventBody::ResourceRestored { id } => Ok(self.resource_restored(id, at)),
-            EventBody::AccountDeletionRequested { account } => {
-                self.account_deletion_requested(account, at).await
-            }
-            EventBody::AccountRestored { account } => self.account_restored(account, at).await,
         }
     }
 
@@ -326,19 +576,22 @@ impl<'a> Engine<'a> {
         matches!(self.orgs.get(org), Some(Some(o)) if o.zdr == ZdrStatus::Approved)
     }
 
-    async fn org_upsert(
-        &mut self,
-        org: &str,
-        plan: crate::model::Plan,
-        at: Timestamp,
-    ) -> Result<Result<(), String>, StoreError> {
+    /// Whether moving `org` to `plan` ends its ZDR (ingest never grants ZDR, so the cached row
+    /// decides this for the whole chunk).
+    fn revokes_zdr(&self, org: &str, plan: crate::model::Plan) -> bool {
+        matches!(self.orgs.get(org), Some(Some(o)) if rules::change_plan(plan, o.zdr) != o.zdr)
+    }
+
+    /// Creates or updates an org; returns its row when the change revoked ZDR (the caller then
+    /// reschedules its resources).
+    fn upsert_org(&mut self, org: &str, plan: crate::model::Plan, at: Timestamp) -> Option<OrgRow> {
         let existing = self.orgs.get(org).cloned().flatten();
         let (row, revoked) = match existing {
             Some(mut o) => {
                 let new_zdr = rules::change_plan(plan, o.zdr);
                 let revoked = new_zdr != o.zdr;
                 if o.plan == plan && !revoked {
-                    return Ok(Ok(()));
+                    return None;
                 }
                 o.plan = plan;
                 if revoked {
@@ -372,18 +625,7 @@ impl<'a> Engine<'a> {
             format!("org/{org}"),
             json!({"plan": plan.as_str(), "zdr": row.zdr.as_str()}),
         ));
-        if revoked {
-            info!(org = %org, plan = %plan, "ZDR revoked: the org left the Scale plan");
-            let n = reschedule_org(&mut self.tx, self.ctx.policy, &row).await?;
-            self.flush().await?;
-            self.audit.push(AuditDraft::new(
-                at,
-                "zdr.revoked",
-                format!("org/{org}"),
-                json!({"reason": "plan changed to free", "rescheduled": n}),
-            ));
-        }
-        Ok(Ok(()))
+        revoked.then_some(row)
     }
 
     fn account_created(&mut self, account: &str, org: &str, at: Timestamp) -> Result<(), String> {
@@ -549,113 +791,6 @@ impl<'a> Engine<'a> {
         self.dirty_resources.insert(r.id.clone());
         self.resources.insert(r.id.clone(), Some(r));
     }
-
-    async fn account_deletion_requested(
-        &mut self,
-        account: &str,
-        at: Timestamp,
-    ) -> Result<Result<(), String>, StoreError> {
-        let Some(Some(mut a)) = self.accounts.get(account).cloned() else {
-            return Ok(Err(format!("unknown account `{account}`")));
-        };
-        let facts = match rules::request_account_deletion(&a.facts(), at) {
-            Ok(f) => f,
-            Err(e) => return Ok(Err(format!("account `{account}`: {e}"))),
-        };
-        a.state = facts.state;
-        a.deletion_requested_at = facts.deletion_requested_at;
-        a.purge_after = rules::account_schedule(&facts, self.ctx.policy);
-        let zdr = self.zdr_approved(&a.org);
-        let org_row = self.orgs.get(&a.org).cloned().flatten();
-        // The transaction must see this chunk's earlier changes before reading the account's rows.
-        self.accounts.insert(account.to_string(), Some(a.clone()));
-        self.dirty_accounts.insert(account.to_string());
-        self.flush().await?;
-        let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
-        let mut rows = self.tx.account_resources(account).await?;
-        for r in rows.iter_mut() {
-            let Some(kp) = self.ctx.policy.kinds.get(&r.kind) else {
-                continue;
-            };
-            if r.state == ResourceState::Live {
-                *by_kind.entry(r.kind.clone()).or_default() += 1;
-            }
-            let f = rules::delete_for_account(&r.facts(), at);
-            r.set_facts(f);
-            r.reschedule(&facts, zdr, kp);
-        }
-        self.tx.save_resources(&rows).await?;
-        self.tx.save_accounts(std::slice::from_ref(&a)).await?;
-        // Keep the account and org cached for the rest of the chunk.
-        self.accounts.insert(account.to_string(), Some(a.clone()));
-        if let Some(o) = org_row {
-            self.orgs.insert(o.id.clone(), Some(o));
-        }
-        let total: u64 = by_kind.values().sum();
-        info!(
-            account = %account, org = %a.org, deletion_requested_at = %at, grace = %self.ctx.policy.account_grace,
-            purge_after = %opt(a.purge_after), resources_deleted = total, "account deletion requested"
-        );
-        self.audit.push(AuditDraft::new(
-            at,
-            "account.deletion_requested",
-            format!("account/{account}"),
-            json!({
-                "org": a.org, "deletion_requested_at": at, "grace": self.ctx.policy.account_grace,
-                "purge_after": a.purge_after, "resources_deleted": by_kind,
-            }),
-        ));
-        Ok(Ok(()))
-    }
-
-    async fn account_restored(
-        &mut self,
-        account: &str,
-        at: Timestamp,
-    ) -> Result<Result<(), String>, StoreError> {
-        let Some(Some(mut a)) = self.accounts.get(account).cloned() else {
-            return Ok(Err(format!("unknown account `{account}`")));
-        };
-        let facts = match rules::restore_account(&a.facts()) {
-            Ok(f) => f,
-            Err(e) => return Ok(Err(format!("account `{account}`: {e}"))),
-        };
-        a.state = facts.state;
-        a.deletion_requested_at = None;
-        a.purge_after = None;
-        let zdr = self.zdr_approved(&a.org);
-        let org_row = self.orgs.get(&a.org).cloned().flatten();
-        self.accounts.insert(account.to_string(), Some(a.clone()));
-        self.dirty_accounts.insert(account.to_string());
-        self.flush().await?;
-        let mut rows = self.tx.account_resources(account).await?;
-        let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
-        for r in rows.iter_mut() {
-            let Some(kp) = self.ctx.policy.kinds.get(&r.kind) else {
-                continue;
-            };
-            if r.state == ResourceState::Deleted && r.cause == Some(Cause::Account) {
-                *by_kind.entry(r.kind.clone()).or_default() += 1;
-            }
-            let f = rules::restore_for_account(&r.facts());
-            r.set_facts(f);
-            r.reschedule(&facts, zdr, kp);
-        }
-        self.tx.save_resources(&rows).await?;
-        self.accounts.insert(account.to_string(), Some(a.clone()));
-        if let Some(o) = org_row {
-            self.orgs.insert(o.id.clone(), Some(o));
-        }
-        let total: u64 = by_kind.values().sum();
-        info!(account = %account, org = %a.org, resources_restored = total, "account restored");
-        self.audit.push(AuditDraft::new(
-            at,
-            "account.restored",
-            format!("account/{account}"),
-            json!({"org": a.org, "restored_at": at, "resources_restored": by_kind}),
-        ));
-        Ok(Ok(()))
-    }
 }
 
 /// Recomputes the schedules of an org's ZDR-covered kinds after its ZDR status changed.
@@ -665,6 +800,15 @@ pub async fn reschedule_org(
     policy: &SchedulePolicy,
     org: &OrgRow,
 ) -> Result<u64, StoreError> {
+    Ok(reschedule_org_rows(tx, policy, org).await?.len() as u64)
+}
+
+/// [`reschedule_org`], returning the resources whose schedule changed (as saved).
+async fn reschedule_org_rows(
+    tx: &mut LedgerTx,
+    policy: &SchedulePolicy,
+    org: &OrgRow,
+) -> Result<Vec<ResourceRow>, StoreError> {
     let kinds: Vec<String> = policy
         .kinds
         .iter()
@@ -694,7 +838,65 @@ pub async fn reschedule_org(
         }
     }
     tx.save_resources(&changed).await?;
-    Ok(changed.len() as u64)
+    Ok(changed)
+}
+
+/// The `ids` that `cache` does not hold yet.
+fn uncached<T>(cache: &HashMap<String, Option<T>>, ids: &[String]) -> Vec<String> {
+    ids.iter()
+        .filter(|id| !cache.contains_key(*id))
+        .cloned()
+        .collect()
+}
+
+/// Caches what the ledger returned for `asked`; an id it lacks is cached as `None`.
+fn cache_found<T: Keyed>(
+    cache: &mut HashMap<String, Option<T>>,
+    asked: Vec<String>,
+    found: Vec<T>,
+) {
+    for id in asked {
+        cache.insert(id, None);
+    }
+    for row in found {
+        cache.insert(row.key().to_string(), Some(row));
+    }
+}
+
+/// The rows of `cache` named in `dirty`, in id order; `dirty` is left empty.
+fn take_dirty<T: Clone + Keyed>(
+    cache: &HashMap<String, Option<T>>,
+    dirty: &mut HashSet<String>,
+) -> Vec<T> {
+    let mut rows: Vec<T> = dirty
+        .drain()
+        .filter_map(|id| cache.get(&id).cloned().flatten())
+        .collect();
+    rows.sort_by(|a, b| a.key().cmp(b.key()));
+    rows
+}
+
+/// A cached row's id.
+trait Keyed {
+    fn key(&self) -> &str;
+}
+
+impl Keyed for ResourceRow {
+    fn key(&self) -> &str {
+        &self.id
+    }
+}
+
+impl Keyed for AccountRow {
+    fn key(&self) -> &str {
+        &self.id
+    }
+}
+
+impl Keyed for OrgRow {
+    fn key(&self) -> &str {
+        &self.id
+    }
 }
 
 fn dedup(v: &mut Vec<String>) {

@@ -58,6 +58,32 @@ macro_rules! resource_upsert_conflict {
          last_error = excluded.last_error, purged_at = excluded.purged_at"
     };
 }
+/// The columns `save_accounts` writes, in bind order.
+macro_rules! account_upsert_columns {
+    () => {
+        "INSERT INTO accounts (id, org, state, created_at, deletion_requested_at, purge_after, purged_at) "
+    };
+}
+/// What `save_accounts` changes on an account the ledger already has (both backends).
+macro_rules! account_upsert_conflict {
+    () => {
+        " ON CONFLICT (id) DO UPDATE SET state = excluded.state, deletion_requested_at = excluded.deletion_requested_at, \
+         purge_after = excluded.purge_after, purged_at = excluded.purged_at"
+    };
+}
+/// The columns `save_orgs` writes, in bind order.
+macro_rules! org_upsert_columns {
+    () => {
+        "INSERT INTO orgs (id, plan, zdr, zdr_reason, zdr_by, zdr_at, created_at, updated_at) "
+    };
+}
+/// What `save_orgs` changes on an org the ledger already has (both backends).
+macro_rules! org_upsert_conflict {
+    () => {
+        " ON CONFLICT (id) DO UPDATE SET plan = excluded.plan, zdr = excluded.zdr, zdr_reason = excluded.zdr_reason, \
+         zdr_by = excluded.zdr_by, zdr_at = excluded.zdr_at, updated_at = excluded.updated_at"
+    };
+}
 macro_rules! account_columns {
     () => {
         "id, org, state, created_at, deletion_requested_at, purge_after, purged_at"
@@ -381,6 +407,41 @@ pub enum Ledger {
     Postgres(postgres::Store),
 }
 
+/// What one chunk of an ingest changed, written together by [`LedgerTx::write_ingest`].
+#[derive(Debug)]
+pub struct IngestWrite {
+    pub orgs: Vec<OrgRow>,
+    pub accounts: Vec<AccountRow>,
+    pub resources: Vec<ResourceRow>,
+    /// Event ids applied, recorded so a replay is recognised.
+    pub event_ids: Vec<String>,
+    pub applied_at: Timestamp,
+    /// Audit entries of the chunk, in order: appended now where the backend's write lock already
+    /// orders writers (SQLite), else kept for [`LedgerTx::commit_with_audit`].
+    pub audit: Vec<AuditDraft>,
+}
+
+impl IngestWrite {
+    pub fn new(applied_at: Timestamp) -> Self {
+        IngestWrite {
+            orgs: Vec::new(),
+            accounts: Vec::new(),
+            resources: Vec::new(),
+            event_ids: Vec::new(),
+            applied_at,
+            audit: Vec::new(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.orgs.is_empty()
+            && self.accounts.is_empty()
+            && self.resources.is_empty()
+            && self.event_ids.is_empty()
+            && self.audit.is_empty()
+    }
+}
+
 /// A write transaction on the ledger. Dropped without commit, it rolls back.
 #[derive(Debug)]
 pub enum LedgerTx {
@@ -605,6 +666,17 @@ forward! { mut LedgerTx;
 }
 
 impl LedgerTx {
+    /// Writes `w` while `work` runs: on SQLite the rows go through the connection on another
+    /// thread, so the caller can apply its next chunk meanwhile (`work` must not need the
+    /// ledger); on PostgreSQL the server works while `work` runs. Returns what `work` returned
+    /// once both are done; on a write error the transaction is unusable and must be dropped.
+    pub async fn write_ingest<R>(&mut self, w: IngestWrite, work: impl FnOnce() -> R) -> Result<R> {
+        match self {
+            LedgerTx::Sqlite(t) => t.write_ingest(w, work).await,
+            LedgerTx::Postgres(t) => t.write_ingest(w, work).await,
+        }
+    }
+
     /// Appends `drafts` to the audit chain and commits, atomically with everything else done
     /// in this transaction.
     pub async fn commit_with_audit(self, drafts: &[AuditDraft]) -> Result<Option<AuditHead>> {

@@ -12,7 +12,7 @@ use crate::audit::{self, AuditDraft, AuditEntry};
 use crate::holds::{ActiveHold, HoldScope};
 use crate::model::{Cause, Timestamp};
 use super::{
-    ClaimedBatch,
+    ClaimedBatch, IngestWrite,
     AccountRow, AuditHead, HoldRow, MAX_BINDS, NewHold, OrgRow, PolicyState, PurgeFailure, RawAccount, RawAudit,
     RawHold, RawOrg, RawResource, RawSweep, ResourceRow, Result, StateCount, StoreError, SweepRun, ForecastRow,
 };
@@ -29,6 +29,8 @@ pub struct Store {
 #[derive(Debug)]
 pub struct Tx {
     tx: sqlx::Transaction<'static, Db>,
+    /// Audit drafts of ingest chunks this backend appends at commit, before the commit's own.
+    deferred_audit: Vec<AuditDraft>,
 }
 
 fn rows<R, T>(raw: Vec<R>) -> Result<Vec<T>>
@@ -272,6 +274,7 @@ impl Store {
     pub async fn begin(&self) -> Result<Tx> {
         Ok(Tx {
             tx: self.pool.begin_with(BEGIN).await?,
+            deferred_audit: Vec::new(),
         })
     }
 
@@ -646,13 +649,19 @@ impl Tx {
 
     pub async fn commit_with_audit(mut self, drafts: &[AuditDraft]) -> Result<Option<AuditHead>> {
         let mut head = None;
+        let deferred = std::mem::take(&mut self.deferred_audit);
+        let drafts = if deferred.is_empty() {
+            std::borrow::Cow::Borrowed(drafts)
+        } else {
+            std::borrow::Cow::Owned([deferred.as_slice(), drafts].concat())
+        };
         if !drafts.is_empty() {
             lock_audit(&mut self.tx).await?;
             let (seq, hash) = match q_audit_head(&mut self.tx).await? {
                 Some(h) => (h.seq, h.hash),
                 None => (0, audit::GENESIS.to_string()),
             };
-            let entries = audit::chain(seq, &hash, drafts);
+            let entries = audit::chain(seq, &hash, &drafts);
             if let Some(r) = direct_insert_audit(&mut self.tx, &entries).await {
                 r?;
             } else {
@@ -829,9 +838,7 @@ impl Tx {
 
     pub async fn save_accounts(&mut self, rows: &[AccountRow]) -> Result<()> {
         for chunk in rows.chunks(MAX_BINDS / 7) {
-            let mut q = QueryBuilder::<Db>::new(
-                "INSERT INTO accounts (id, org, state, created_at, deletion_requested_at, purge_after, purged_at) ",
-            );
+            let mut q = QueryBuilder::<Db>::new(account_upsert_columns!());
             q.push_values(chunk, |mut b, a| {
                 b.push_bind(a.id.clone())
                     .push_bind(a.org.clone())
@@ -841,10 +848,7 @@ impl Tx {
                     .push_bind(a.purge_after.map(|t| t.millis()))
                     .push_bind(a.purged_at.map(|t| t.millis()));
             });
-            q.push(
-                " ON CONFLICT (id) DO UPDATE SET state = excluded.state, deletion_requested_at = excluded.deletion_requested_at, \
-                 purge_after = excluded.purge_after, purged_at = excluded.purged_at",
-            );
+            q.push(account_upsert_conflict!());
             q.build().execute(&mut *self.tx).await?;
         }
         Ok(())
@@ -852,9 +856,7 @@ impl Tx {
 
     pub async fn save_orgs(&mut self, rows: &[OrgRow]) -> Result<()> {
         for chunk in rows.chunks(MAX_BINDS / 8) {
-            let mut q = QueryBuilder::<Db>::new(
-                "INSERT INTO orgs (id, plan, zdr, zdr_reason, zdr_by, zdr_at, created_at, updated_at) ",
-            );
+            let mut q = QueryBuilder::<Db>::new(org_upsert_columns!());
             q.push_values(chunk, |mut b, o| {
                 b.push_bind(o.id.clone())
                     .push_bind(o.plan.as_str())
@@ -865,10 +867,7 @@ impl Tx {
                     .push_bind(o.created_at.millis())
                     .push_bind(o.updated_at.millis());
             });
-            q.push(
-                " ON CONFLICT (id) DO UPDATE SET plan = excluded.plan, zdr = excluded.zdr, zdr_reason = excluded.zdr_reason, \
-                 zdr_by = excluded.zdr_by, zdr_at = excluded.zdr_at, updated_at = excluded.updated_at",
-            );
+            q.push(org_upsert_conflict!());
             q.build().execute(&mut *self.tx).await?;
         }
         Ok(())

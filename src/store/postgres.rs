@@ -111,6 +111,32 @@ async fn direct_record_events(
     None
 }
 
+impl Tx {
+    /// See [`LedgerTx::write_ingest`](super::LedgerTx::write_ingest). The server writes the rows
+    /// while `work` runs here; the audit drafts wait for the commit, so the chain's lock is
+    /// held for the commit only, not for the whole ingest.
+    pub async fn write_ingest<R>(&mut self, w: IngestWrite, work: impl FnOnce() -> R) -> Result<R> {
+        let IngestWrite {
+            orgs,
+            accounts,
+            resources,
+            event_ids,
+            applied_at,
+            audit,
+        } = w;
+        let write = async {
+            self.save_orgs(&orgs).await?;
+            self.save_accounts(&accounts).await?;
+            self.save_resources(&resources).await?;
+            self.record_events(&event_ids, applied_at).await
+        };
+        let (written, r) = tokio::join!(write, async { work() });
+        written?;
+        self.deferred_audit.extend(audit);
+        Ok(r)
+    }
+}
+
 impl Store {
     pub async fn open(url: &SecretUrl, opts: &OpenOptions) -> Result<Store> {
         let open_err = |message: String| StoreError::Open {

@@ -68,6 +68,37 @@ async fn singleton_lock(
 
 include!("ops.rs");
 
+/// A SQLite error from rusqlite as the ledger reports it (the extended code keeps the
+/// disk-full / read-only hints and `is_retryable` working).
+fn sqlite_error(e: rusqlite::Error) -> StoreError {
+    StoreError::Sqlite {
+        code: match &e {
+            rusqlite::Error::SqliteFailure(f, _) => Some(i64::from(f.extended_code)),
+            _ => None,
+        },
+        message: e.to_string(),
+    }
+}
+
+/// The connection's raw handle, handed to one other thread while sqlx's lock on it is held.
+struct RawConnection(*mut rusqlite::ffi::sqlite3);
+
+// SAFETY: the handle is used by one thread at a time: whoever holds sqlx's `LockedSqliteHandle`,
+// which the sender keeps (and does not use) until the receiving thread has finished.
+unsafe impl Send for RawConnection {}
+
+impl RawConnection {
+    /// # Safety
+    /// The caller holds sqlx's lock on the handle for as long as the connection lives, and no
+    /// other thread uses it meanwhile.
+    unsafe fn connection(&self) -> rusqlite::Result<rusqlite::Connection> {
+        // SAFETY: as the caller promised; `from_handle` does not take ownership (the handle is
+        // not closed when the connection drops), and every statement prepared on it borrows it,
+        // so all are finalized before the handle goes back to sqlx.
+        unsafe { rusqlite::Connection::from_handle(self.0) }
+    }
+}
+
 /// Runs `f` on the transaction's connection handle through rusqlite: bulk writes prepare one
 /// statement and step it once per row (as the SQL target runs its statements:
 /// `targets::sqlite_direct`), instead of multi-row VALUES statements of thousands of binds, each
@@ -79,57 +110,35 @@ async fn on_handle(
     f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<()>,
 ) -> Result<()> {
     let mut handle = tx.lock_handle().await?;
-    let db = handle.as_raw_handle();
-    crate::targets::blocking(|| {
-        // SAFETY: `handle` keeps the connection locked for this call, so this thread is its only
-        // user; `from_handle` does not take ownership (the handle is not closed when `conn`
-        // drops), and every statement `f` prepares borrows `conn`, so all are finalized before
-        // the handle goes back to sqlx.
-        let conn = unsafe { rusqlite::Connection::from_handle(db.as_ptr()) }?;
-        f(&conn)
-    })
-    .map_err(|e| StoreError::Sqlite {
-        code: match &e {
-            rusqlite::Error::SqliteFailure(f, _) => Some(i64::from(f.extended_code)),
-            _ => None,
-        },
-        message: e.to_string(),
-    })
+    let db = RawConnection(handle.as_raw_handle().as_ptr());
+    // SAFETY: `handle` keeps the connection locked for this call, which runs on this thread.
+    crate::targets::blocking(|| f(&unsafe { db.connection() }?)).map_err(sqlite_error)
 }
 
-/// Steps `sql`, prepared once, for each of `rows` ([`on_handle`]); `bind_and_run` binds a row
-/// and executes the statement.
-async fn step_each<T>(
-    tx: &mut sqlx::Transaction<'static, Db>,
+/// Steps `sql`, prepared once, for each of `rows`; `bind_and_run` binds a row and executes it.
+fn step_each<T>(
+    conn: &rusqlite::Connection,
     sql: &'static str,
     rows: &[T],
     bind_and_run: impl Fn(&mut rusqlite::Statement<'_>, &T) -> rusqlite::Result<usize>,
-) -> Option<Result<()>> {
+) -> rusqlite::Result<()> {
     if rows.is_empty() {
-        return Some(Ok(()));
+        return Ok(());
     }
-    Some(
-        on_handle(tx, |conn| {
-            let mut st = conn.prepare(sql)?;
-            for row in rows {
-                bind_and_run(&mut st, row)?;
-            }
-            Ok(())
-        })
-        .await,
-    )
+    let mut st = conn.prepare(sql)?;
+    for row in rows {
+        bind_and_run(&mut st, row)?;
+    }
+    Ok(())
 }
 
-async fn direct_save_resources(
-    tx: &mut sqlx::Transaction<'static, Db>,
-    rows: &[ResourceRow],
-) -> Option<Result<()>> {
+fn upsert_resources(conn: &rusqlite::Connection, rows: &[ResourceRow]) -> rusqlite::Result<()> {
     let sql = concat!(
         resource_upsert_columns!(),
         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         resource_upsert_conflict!()
     );
-    step_each(tx, sql, rows, |st, r| {
+    step_each(conn, sql, rows, |st, r| {
         st.execute(rusqlite::params![
             r.id,
             r.kind,
@@ -149,15 +158,50 @@ async fn direct_save_resources(
             r.purged_at.map(|t| t.millis()),
         ])
     })
-    .await
 }
 
-async fn direct_insert_audit(
-    tx: &mut sqlx::Transaction<'static, Db>,
-    entries: &[AuditEntry],
-) -> Option<Result<()>> {
+fn upsert_accounts(conn: &rusqlite::Connection, rows: &[AccountRow]) -> rusqlite::Result<()> {
+    let sql = concat!(
+        account_upsert_columns!(),
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        account_upsert_conflict!()
+    );
+    step_each(conn, sql, rows, |st, a| {
+        st.execute(rusqlite::params![
+            a.id,
+            a.org,
+            a.state.as_str(),
+            a.created_at.millis(),
+            a.deletion_requested_at.map(|t| t.millis()),
+            a.purge_after.map(|t| t.millis()),
+            a.purged_at.map(|t| t.millis()),
+        ])
+    })
+}
+
+fn upsert_orgs(conn: &rusqlite::Connection, rows: &[OrgRow]) -> rusqlite::Result<()> {
+    let sql = concat!(
+        org_upsert_columns!(),
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        org_upsert_conflict!()
+    );
+    step_each(conn, sql, rows, |st, o| {
+        st.execute(rusqlite::params![
+            o.id,
+            o.plan.as_str(),
+            o.zdr.as_str(),
+            o.zdr_reason,
+            o.zdr_by,
+            o.zdr_at.map(|t| t.millis()),
+            o.created_at.millis(),
+            o.updated_at.millis(),
+        ])
+    })
+}
+
+fn insert_audit(conn: &rusqlite::Connection, entries: &[AuditEntry]) -> rusqlite::Result<()> {
     let sql = "INSERT INTO audit (seq, at, action, subject, details, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
-    step_each(tx, sql, entries, |st, e| {
+    step_each(conn, sql, entries, |st, e| {
         st.execute(rusqlite::params![
             e.seq,
             e.at.millis(),
@@ -168,7 +212,37 @@ async fn direct_insert_audit(
             e.hash
         ])
     })
-    .await
+}
+
+fn insert_event_ids(
+    conn: &rusqlite::Connection,
+    ids: &[String],
+    at: Timestamp,
+) -> rusqlite::Result<()> {
+    let sql = "INSERT INTO applied_events (event_id, applied_at) VALUES (?1, ?2) ON CONFLICT (event_id) DO NOTHING";
+    step_each(conn, sql, ids, |st, id| {
+        st.execute(rusqlite::params![id, at.millis()])
+    })
+}
+
+async fn direct_save_resources(
+    tx: &mut sqlx::Transaction<'static, Db>,
+    rows: &[ResourceRow],
+) -> Option<Result<()>> {
+    if rows.is_empty() {
+        return Some(Ok(()));
+    }
+    Some(on_handle(tx, |conn| upsert_resources(conn, rows)).await)
+}
+
+async fn direct_insert_audit(
+    tx: &mut sqlx::Transaction<'static, Db>,
+    entries: &[AuditEntry],
+) -> Option<Result<()>> {
+    if entries.is_empty() {
+        return Some(Ok(()));
+    }
+    Some(on_handle(tx, |conn| insert_audit(conn, entries)).await)
 }
 
 async fn direct_record_events(
@@ -176,11 +250,57 @@ async fn direct_record_events(
     ids: &[String],
     at: Timestamp,
 ) -> Option<Result<()>> {
-    let sql = "INSERT INTO applied_events (event_id, applied_at) VALUES (?1, ?2) ON CONFLICT (event_id) DO NOTHING";
-    step_each(tx, sql, ids, |st, id| {
-        st.execute(rusqlite::params![id, at.millis()])
-    })
-    .await
+    if ids.is_empty() {
+        return Some(Ok(()));
+    }
+    Some(on_handle(tx, |conn| insert_event_ids(conn, ids, at)).await)
+}
+
+impl Tx {
+    /// See [`LedgerTx::write_ingest`](super::LedgerTx::write_ingest). The write lock is ours
+    /// from `BEGIN IMMEDIATE`, so the chunk's audit entries are chained and appended now: no
+    /// other writer can extend the chain before this transaction ends.
+    pub async fn write_ingest<R>(&mut self, w: IngestWrite, work: impl FnOnce() -> R) -> Result<R> {
+        if w.is_empty() {
+            return Ok(work());
+        }
+        // The chain is extended on the writing thread, from the head as this transaction sees it.
+        let head = match w.audit.is_empty() {
+            true => None,
+            false => Some(match q_audit_head(&mut self.tx).await? {
+                Some(h) => (h.seq, h.hash),
+                None => (0, audit::GENESIS.to_string()),
+            }),
+        };
+        let mut handle = self.tx.lock_handle().await?;
+        let db = RawConnection(handle.as_raw_handle().as_ptr());
+        let write = move || -> rusqlite::Result<()> {
+            // SAFETY: the caller keeps `handle` (sqlx's lock) until this thread is joined, and
+            // does not touch the connection meanwhile (`work` has no access to it).
+            let conn = unsafe { db.connection() }?;
+            upsert_orgs(&conn, &w.orgs)?;
+            upsert_accounts(&conn, &w.accounts)?;
+            upsert_resources(&conn, &w.resources)?;
+            insert_event_ids(&conn, &w.event_ids, w.applied_at)?;
+            if let Some((seq, hash)) = &head {
+                insert_audit(&conn, &audit::chain(*seq, hash, &w.audit))?;
+            }
+            Ok(())
+        };
+        let (written, r) = crate::targets::blocking(|| {
+            std::thread::scope(|s| {
+                let writer = s.spawn(write);
+                let r = work();
+                (writer.join(), r)
+            })
+        });
+        drop(handle);
+        match written {
+            Ok(written) => written.map_err(sqlite_error)?,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+        Ok(r)
+    }
 }
 
 impl Store {

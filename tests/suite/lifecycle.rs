@@ -269,3 +269,40 @@ both_backends! {
         h.audit_ok().await;
     }
 }
+
+both_backends! {
+    async fn lines_after_an_account_deletion_in_the_same_input_see_the_earlier_lines(b: Backend) {
+        // An account deletion writes through SQL in the middle of the input; the lines after it
+        // must still see what the lines before it did, and what the ledger held before.
+        let h = H::new(b, Knobs::default()).await;
+        h.ingest(&(org_account("o1", "free", "a1") + &org_account("o2", "free", "a2") + &created("c0", "conversation", "a2"))).await;
+        let r = h
+            .ingest(&(created("c1", "conversation", "a2") + &account_deleted("a1") + &deleted("c1") + &deleted("c0") + &created("c2", "conversation", "a2")))
+            .await;
+        assert_eq!(r.applied, 5);
+        assert_eq!(h.state("c0").await, "deleted");
+        assert_eq!(h.state("c1").await, "deleted");
+        assert_eq!(h.state("c2").await, "live");
+        h.audit_ok().await;
+    }
+}
+
+both_backends! {
+    async fn lines_before_a_zdr_revocation_in_the_same_input_are_rescheduled_too(b: Backend) {
+        // A plan change that revokes ZDR reschedules the org's covered resources through SQL; a
+        // log created earlier in the same input must be rescheduled like the rest.
+        let h = H::new(b, Knobs::default()).await;
+        h.ingest(&org_account("o1", "scale", "a1")).await;
+        let policy = retentiond::policy::in_force(&h.ledger).await.unwrap().unwrap();
+        retentiond::admin::zdr(&h.ledger, &policy, "o1", retentiond::admin::ZdrAction::Request, "compliance", Some("contract"), h.now()).await.unwrap();
+        retentiond::admin::zdr(&h.ledger, &policy, "o1", retentiond::admin::ZdrAction::Approve, "compliance", None, h.now()).await.unwrap();
+        h.ingest(&created_log("l0", "a1", "/v1/chat/completions")).await;
+        let free = "{\"type\":\"org.upsert\",\"org\":\"o1\",\"plan\":\"free\"}\n";
+        h.ingest(&(created_log("l1", "a1", "/v1/chat/completions") + free + &created_log("l2", "a1", "/v1/chat/completions") + &deleted("l0"))).await;
+        let l1 = h.ledger.resource("l1").await.unwrap().unwrap();
+        let l2 = h.ledger.resource("l2").await.unwrap().unwrap();
+        assert_eq!((l1.purge_after, l1.rule), (l2.purge_after, l2.rule), "l1 kept its ZDR schedule");
+        assert_eq!(h.state("l0").await, "deleted");
+        h.audit_ok().await;
+    }
+}
