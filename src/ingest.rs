@@ -203,18 +203,23 @@ impl<'a> Engine<'a> {
             // The chunk before is written while this one is applied as far as the cache allows
             // and the next one is read.
             let st = &mut self.st;
-            let done = self
+            let (done, write) = self
                 .tx
                 .write_ingest(pending, || {
                     let done = st.apply_cached(&chunk);
+                    // A chunk applied whole hands over its own write here too.
+                    let write = (done == chunk.len()).then(|| st.take_write());
                     next(&mut upcoming);
-                    done
+                    (done, write)
                 })
                 .await?;
             for e in &chunk[done..] {
                 self.apply(e).await?;
             }
-            pending = self.st.take_write();
+            pending = match write {
+                Some(w) => w,
+                None => self.st.take_write(),
+            };
             std::mem::swap(&mut chunk, &mut upcoming);
             upcoming.clear();
         }
@@ -544,14 +549,15 @@ impl State<'_> {
         )
     }
 
-    /// What the chunk just applied must write. The cache keeps only the rows that write will
-    /// change: every other row is in the ledger by the time the next chunk is loaded.
+    /// What the chunk just applied must write. The cache keeps the rows that write will change
+    /// (the next chunk is loaded before it is done) and, up to [`KEPT_ROWS`], the accounts and
+    /// orgs the ledger has: only this ingest changes them, so they stay true, and the next
+    /// chunks mostly name the same ones. Other rows are read again when named again.
     fn take_write(&mut self) -> IngestWrite {
         self.resources
             .retain(|id, _| self.dirty_resources.contains(id));
-        self.accounts
-            .retain(|id, _| self.dirty_accounts.contains(id));
-        self.orgs.retain(|id, _| self.dirty_orgs.contains(id));
+        keep_rows(&mut self.accounts, &self.dirty_accounts);
+        keep_rows(&mut self.orgs, &self.dirty_orgs);
         let (orgs, accounts, resources) = self.take_dirty_rows();
         IngestWrite {
             orgs,
@@ -839,6 +845,19 @@ async fn reschedule_org_rows(
     }
     tx.save_resources(&changed).await?;
     Ok(changed)
+}
+
+/// Accounts (and orgs) an ingest keeps cached between chunks, at most.
+const KEPT_ROWS: usize = 100_000;
+
+/// Drops from `cache` what the ledger lacks (`None`) unless `dirty`, and everything not
+/// `dirty` once it holds more than [`KEPT_ROWS`].
+fn keep_rows<T>(cache: &mut HashMap<String, Option<T>>, dirty: &HashSet<String>) {
+    if cache.len() > KEPT_ROWS {
+        cache.retain(|id, _| dirty.contains(id));
+    } else {
+        cache.retain(|id, row| row.is_some() || dirty.contains(id));
+    }
 }
 
 /// The `ids` that `cache` does not hold yet.

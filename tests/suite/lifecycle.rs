@@ -306,3 +306,57 @@ both_backends! {
         h.audit_ok().await;
     }
 }
+
+both_backends! {
+    async fn an_input_of_several_chunks_sees_its_own_earlier_chunks(b: Backend) {
+        // Ingest works in chunks of 5,000 lines and writes a chunk while the next is applied:
+        // lines must see rows created one chunk earlier (write still running) and further back.
+        let h = H::new(b, Knobs::default()).await;
+        let mut input = org_account("o1", "free", "a1") + &org_account("o2", "free", "a2");
+        for i in 0..6000 {
+            input += &created(&format!("c{i}"), "conversation", if i % 2 == 0 { "a1" } else { "a2" });
+        }
+        for i in (4990..5010).step_by(2) {
+            input += &deleted(&format!("c{i}"));
+        }
+        input += &account_deleted("a2");
+        for i in 6000..10000 {
+            input += &created(&format!("c{i}"), "conversation", "a1");
+        }
+        input += &deleted("c2");
+        input += &deleted("c6000");
+        let r = h.ingest(&input).await;
+        assert_eq!(r.applied as usize, input.lines().count());
+        for (id, state, cause) in [
+            ("c4990", "deleted", Some(retentiond::model::Cause::Manual)),
+            ("c5008", "deleted", Some(retentiond::model::Cause::Manual)),
+            ("c4991", "deleted", Some(retentiond::model::Cause::Account)),
+            ("c5999", "deleted", Some(retentiond::model::Cause::Account)),
+            ("c2", "deleted", Some(retentiond::model::Cause::Manual)),
+            ("c6000", "deleted", Some(retentiond::model::Cause::Manual)),
+            ("c4", "live", None),
+            ("c9999", "live", None),
+        ] {
+            let v = retentiond::report::resource(&h.ledger, id).await.unwrap().unwrap();
+            assert_eq!((v.state.as_str(), v.cause), (state, cause), "{id}");
+        }
+        h.audit_ok().await;
+
+        // A repeat one chunk later is still a repeat, and the whole input is refused.
+        let mut input = String::new();
+        for i in 0..5002 {
+            input += &created(&format!("d{i}"), "conversation", "a1");
+        }
+        input += &created("d1", "conversation", "a1");
+        match h.try_ingest(&input).await {
+            Err(IngestError::Invalid(errors)) => {
+                assert_eq!(errors.len(), 1, "{errors:?}");
+                assert_eq!(errors[0].line, 5003);
+                assert!(errors[0].reason.contains("already exists"), "{}", errors[0].reason);
+            }
+            other => panic!("expected the repeat to be refused: {other:?}"),
+        }
+        assert!(h.ledger.resource("d0").await.unwrap().is_none(), "a refused input applied a line");
+        h.audit_ok().await;
+    }
+}
