@@ -551,8 +551,9 @@ impl State<'_> {
 
     /// What the chunk just applied must write. The cache keeps the rows that write will change
     /// (the next chunk is loaded before it is done) and, up to [`KEPT_ROWS`], the accounts and
-    /// orgs the ledger has: only this ingest changes them, so they stay true, and the next
-    /// chunks mostly name the same ones. Other rows are read again when named again.
+    /// orgs the ledger has: only this ingest can change them until it commits (on SQLite it is
+    /// the one writer; on PostgreSQL it loaded them `FOR UPDATE`), so they stay true, and the
+    /// next chunks mostly name the same ones. Other rows are read again when named again.
     fn take_write(&mut self) -> IngestWrite {
         self.resources
             .retain(|id, _| self.dirty_resources.contains(id));

@@ -668,7 +668,7 @@ forward! { mut LedgerTx;
 impl LedgerTx {
     /// Writes `w` while `work` runs: on SQLite the rows go through the connection on another
     /// thread, so the caller can apply its next chunk meanwhile (`work` must not need the
-    /// ledger); on PostgreSQL the server works while `work` runs. Returns what `work` returned
+    /// ledger); on PostgreSQL the server executes the first statement while `work` runs. Returns what `work` returned
     /// once both are done; on a write error the transaction is unusable and must be dropped.
     pub async fn write_ingest<R>(&mut self, w: IngestWrite, work: impl FnOnce() -> R) -> Result<R> {
         match self {

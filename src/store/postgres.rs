@@ -112,9 +112,10 @@ async fn direct_record_events(
 }
 
 impl Tx {
-    /// See [`LedgerTx::write_ingest`](super::LedgerTx::write_ingest). The server writes the rows
-    /// while `work` runs here; the audit drafts wait for the commit, so the chain's lock is
-    /// held for the commit only, not for the whole ingest.
+    /// See [`LedgerTx::write_ingest`](super::LedgerTx::write_ingest). The first statement is
+    /// sent before `work` runs, so the server executes it meanwhile; the rest follow after. The
+    /// audit drafts wait for the commit, so the chain's lock is held for the commit only, not
+    /// for the whole ingest.
     pub async fn write_ingest<R>(&mut self, w: IngestWrite, work: impl FnOnce() -> R) -> Result<R> {
         let IngestWrite {
             orgs,

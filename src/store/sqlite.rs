@@ -81,6 +81,7 @@ fn sqlite_error(e: rusqlite::Error) -> StoreError {
 }
 
 /// The connection's raw handle, handed to one other thread while sqlx's lock on it is held.
+#[derive(Clone, Copy)]
 struct RawConnection(*mut rusqlite::ffi::sqlite3);
 
 // SAFETY: the handle is used by one thread at a time: whoever holds sqlx's `LockedSqliteHandle`,
@@ -274,24 +275,34 @@ impl Tx {
         };
         let mut handle = self.tx.lock_handle().await?;
         let db = RawConnection(handle.as_raw_handle().as_ptr());
+        let (w, head) = (&w, &head);
         let write = move || -> rusqlite::Result<()> {
-            // SAFETY: the caller keeps `handle` (sqlx's lock) until this thread is joined, and
-            // does not touch the connection meanwhile (`work` has no access to it).
+            // SAFETY: `handle` (sqlx's lock) is kept until this has run, on the writer thread
+            // (joined before `handle` drops) or on this one, and nothing else touches the
+            // connection meanwhile (`work` has no access to it).
             let conn = unsafe { db.connection() }?;
             upsert_orgs(&conn, &w.orgs)?;
             upsert_accounts(&conn, &w.accounts)?;
             upsert_resources(&conn, &w.resources)?;
             insert_event_ids(&conn, &w.event_ids, w.applied_at)?;
-            if let Some((seq, hash)) = &head {
+            if let Some((seq, hash)) = head {
                 insert_audit(&conn, &audit::chain(*seq, hash, &w.audit))?;
             }
             Ok(())
         };
         let (written, r) = crate::targets::blocking(|| {
             std::thread::scope(|s| {
-                let writer = s.spawn(write);
-                let r = work();
-                (writer.join(), r)
+                match std::thread::Builder::new()
+                    .name("ingest-writer".into())
+                    .spawn_scoped(s, write)
+                {
+                    Ok(writer) => {
+                        let r = work();
+                        (writer.join(), r)
+                    }
+                    // No thread to be had: write, then work, on this one.
+                    Err(_) => (Ok(write()), work()),
+                }
             })
         });
         drop(handle);
