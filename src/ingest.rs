@@ -439,33 +439,19 @@ impl State<'_> {
             }
         }
         dedup(&mut rids);
-        let asked = uncached(&self.resources, &rids);
-        if !asked.is_empty() {
-            let found = tx.load_resources(&asked).await?;
-            cache_found(&mut self.resources, asked, found);
-        }
-        aids.extend(
-            rids.iter()
-                .filter_map(|id| self.resources.get(id)?.as_ref())
-                .map(|r| r.account.clone()),
-        );
+        fetch_uncached(&mut self.resources, &rids, async |ids| {
+            tx.load_resources(ids).await
+        })
+        .await?;
+        aids.extend(cached(&self.resources, &rids).map(|r| r.account.clone()));
         dedup(&mut aids);
-        let asked = uncached(&self.accounts, &aids);
-        if !asked.is_empty() {
-            let found = tx.load_accounts(&asked).await?;
-            cache_found(&mut self.accounts, asked, found);
-        }
-        oids.extend(
-            aids.iter()
-                .filter_map(|id| self.accounts.get(id)?.as_ref())
-                .map(|a| a.org.clone()),
-        );
+        fetch_uncached(&mut self.accounts, &aids, async |ids| {
+            tx.load_accounts(ids).await
+        })
+        .await?;
+        oids.extend(cached(&self.accounts, &aids).map(|a| a.org.clone()));
         dedup(&mut oids);
-        let asked = uncached(&self.orgs, &oids);
-        if !asked.is_empty() {
-            let found = tx.load_orgs(&asked).await?;
-            cache_found(&mut self.orgs, asked, found);
-        }
+        fetch_uncached(&mut self.orgs, &oids, async |ids| tx.load_orgs(ids).await).await?;
         dedup(&mut eids);
         self.seen_in_ledger = tx.seen_events(&eids).await?;
         Ok(())
@@ -861,26 +847,37 @@ fn keep_rows<T>(cache: &mut HashMap<String, Option<T>>, dirty: &HashSet<String>)
     }
 }
 
-/// The `ids` that `cache` does not hold yet.
-fn uncached<T>(cache: &HashMap<String, Option<T>>, ids: &[String]) -> Vec<String> {
-    ids.iter()
+/// Caches the `ids` that `cache` does not hold yet, as `fetch` finds them in the ledger (one
+/// query); an id the ledger lacks is cached as `None`.
+async fn fetch_uncached<T: Keyed>(
+    cache: &mut HashMap<String, Option<T>>,
+    ids: &[String],
+    fetch: impl AsyncFnOnce(&[String]) -> Result<Vec<T>, StoreError>,
+) -> Result<(), StoreError> {
+    let asked: Vec<String> = ids
+        .iter()
         .filter(|id| !cache.contains_key(*id))
         .cloned()
-        .collect()
-}
-
-/// Caches what the ledger returned for `asked`; an id it lacks is cached as `None`.
-fn cache_found<T: Keyed>(
-    cache: &mut HashMap<String, Option<T>>,
-    asked: Vec<String>,
-    found: Vec<T>,
-) {
+        .collect();
+    if asked.is_empty() {
+        return Ok(());
+    }
+    let found = fetch(&asked).await?;
     for id in asked {
         cache.insert(id, None);
     }
     for row in found {
         cache.insert(row.key().to_string(), Some(row));
     }
+    Ok(())
+}
+
+/// The rows of `ids` that `cache` holds (and the ledger has).
+fn cached<'a, T>(
+    cache: &'a HashMap<String, Option<T>>,
+    ids: &'a [String],
+) -> impl Iterator<Item = &'a T> {
+    ids.iter().filter_map(|id| cache.get(id)?.as_ref())
 }
 
 /// The rows of `cache` named in `dirty`, in id order; `dirty` is left empty.
