@@ -121,6 +121,9 @@ fn default_sweep() -> String {
 fn default_batch() -> usize {
     500
 }
+fn default_batches_per_transaction() -> usize {
+    4
+}
 fn default_lease() -> Span {
     Span::from_secs(300)
 }
@@ -144,6 +147,8 @@ struct RawScheduler {
     sweep: String,
     #[serde(default = "default_batch")]
     batch_size: usize,
+    #[serde(default = "default_batches_per_transaction")]
+    batches_per_transaction: usize,
     #[serde(default = "default_lease")]
     lease: Span,
     #[serde(default = "default_attempts")]
@@ -161,6 +166,7 @@ impl Default for RawScheduler {
         RawScheduler {
             sweep: default_sweep(),
             batch_size: default_batch(),
+            batches_per_transaction: default_batches_per_transaction(),
             lease: default_lease(),
             max_attempts: default_attempts(),
             retry_backoff: default_backoff(),
@@ -356,7 +362,11 @@ pub struct DatabaseConfig {
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
     pub sweep: String,
+    /// Resources per target transaction.
     pub batch_size: usize,
+    /// Target batches one purge transaction of the ledger covers: each batch is recorded while
+    /// the next one's targets run, and holds and other writers wait for at most this many.
+    pub batches_per_transaction: usize,
     pub lease: Span,
     pub max_attempts: u32,
     pub retry_backoff: Span,
@@ -488,9 +498,10 @@ impl Config {
         let _ = writeln!(out, "ledger: {}", self.database.url.redacted());
         let _ = writeln!(
             out,
-            "sweep: \"{}\" UTC, batch {}, lease {}, max attempts {}",
+            "sweep: \"{}\" UTC, batch {} ({} per purge transaction), lease {}, max attempts {}",
             self.scheduler.sweep,
             self.scheduler.batch_size,
+            self.scheduler.batches_per_transaction,
             self.scheduler.lease,
             self.scheduler.max_attempts
         );
@@ -772,6 +783,12 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
             format!("{} is out of range 1..=10000", s.batch_size),
         ));
     }
+    if s.batches_per_transaction == 0 || s.batches_per_transaction > 64 {
+        return Err(ctx.err(
+            "scheduler.batches_per_transaction",
+            format!("{} is out of range 1..=64", s.batches_per_transaction),
+        ));
+    }
     if s.max_attempts == 0 {
         return Err(ctx.err("scheduler.max_attempts", "must be at least 1"));
     }
@@ -781,6 +798,7 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
     let scheduler = SchedulerConfig {
         sweep: s.sweep,
         batch_size: s.batch_size,
+        batches_per_transaction: s.batches_per_transaction,
         lease: s.lease,
         max_attempts: s.max_attempts,
         retry_backoff: s.retry_backoff,

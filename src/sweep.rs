@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::holds::HoldSet;
 use crate::model::{Cause, Span, Timestamp};
 use crate::store::{
-    AccountRow, ClaimedBatch, Ledger, PurgeFailure, ResourceRow, StoreError, SweepRun,
+    AccountRow, ClaimedBatch, Ledger, LedgerTx, PurgeFailure, ResourceRow, StoreError, SweepRun,
 };
 use crate::targets::{PurgeItem, Removed, Targets};
 
@@ -109,7 +109,7 @@ pub fn failpoint(name: &str) {
 #[inline(always)]
 pub fn failpoint(_name: &str) {}
 
-/// A recorded batch: what it did, the batch its transaction claimed next, and its log lines.
+/// A committed purge transaction: what it did, what it claimed next, and its log lines.
 struct BatchDone {
     report: SweepReport,
     /// The next batch, claimed beside the targets; `None` if not asked for or if that failed.
@@ -179,18 +179,29 @@ impl<'a> PurgeReceipt<'a> {
     }
 }
 
-/// A committed batch's lines not written yet; written when dropped.
+/// A committed transaction's lines not written yet; the rest are written when it is replaced
+/// or dropped.
 struct PendingLines(Option<BatchLog>);
 
-impl Drop for PendingLines {
-    fn drop(&mut self) {
-        if let Some(lines) = self.0.take() {
-            lines.emit();
+impl PendingLines {
+    fn replace(&mut self, log: BatchLog) {
+        if let Some(mut old) = self.0.replace(log) {
+            old.emit_some(usize::MAX);
         }
     }
 }
 
-/// What a committed batch logs: one line per decision (blocked by a hold, purged, failed).
+impl Drop for PendingLines {
+    fn drop(&mut self) {
+        if let Some(mut lines) = self.0.take() {
+            lines.emit_some(usize::MAX);
+        }
+    }
+}
+
+/// What a committed purge transaction logs: one line per decision (blocked by a hold, purged,
+/// failed).
+#[derive(Default)]
 struct BatchLog {
     new_blocks: Vec<(String, i64)>,
     cases: HashMap<i64, String>,
@@ -200,17 +211,28 @@ struct BatchLog {
     recorded: HashSet<String>,
     failures: Vec<PurgeFailure>,
     failed_recorded: HashSet<String>,
+    /// The lines of `free[..written]` (and the blocks before them) have been written.
+    written: usize,
+    /// Every line has been written.
+    done: bool,
 }
 
 impl BatchLog {
-    /// Writes the lines; called only after the batch committed (logs follow durable facts).
-    fn emit(self) {
-        for (id, hold) in &self.new_blocks {
-            let case = self.cases.get(hold).map(String::as_str).unwrap_or_default();
-            let (kind, account) = self.held_info.get(id).cloned().unwrap_or_default();
-            info!(kind = %kind, id = %id, account = %account, hold = hold, case = %case, "purge blocked by hold");
+    /// Writes the lines of the next `n` resources: the holds' blocks first, failures last.
+    /// Called only after the transaction committed (logs follow durable facts).
+    fn emit_some(&mut self, n: usize) {
+        if self.done {
+            return;
         }
-        for (r, ItemOutcome { removed, error }) in self.free.iter().zip(&self.outcome) {
+        if self.written == 0 {
+            self.emit_blocks();
+        }
+        let end = self.written.saturating_add(n).min(self.free.len());
+        let (free, outcome) = (
+            &self.free[self.written..end],
+            &self.outcome[self.written..end],
+        );
+        for (r, ItemOutcome { removed, error }) in free.iter().zip(outcome) {
             if error.is_none() && self.recorded.contains(&r.id) {
                 let total = removed_total(removed);
                 let grace = match (r.deleted_at, r.purge_after) {
@@ -230,6 +252,22 @@ impl BatchLog {
                 );
             }
         }
+        self.written = end;
+        if end == self.free.len() {
+            self.emit_failures();
+            self.done = true;
+        }
+    }
+
+    fn emit_blocks(&self) {
+        for (id, hold) in &self.new_blocks {
+            let case = self.cases.get(hold).map(String::as_str).unwrap_or_default();
+            let (kind, account) = self.held_info.get(id).cloned().unwrap_or_default();
+            info!(kind = %kind, id = %id, account = %account, hold = hold, case = %case, "purge blocked by hold");
+        }
+    }
+
+    fn emit_failures(&self) {
         for f in &self.failures {
             if self.failed_recorded.contains(&f.id) {
                 match f.retry_at {
@@ -253,11 +291,35 @@ struct KindWork {
     items: Vec<PurgeItem>,
 }
 
+/// The resources of a target batch by kind (kinds in name order).
+fn kind_work(part: &[ResourceRow]) -> Vec<KindWork> {
+    let mut by_kind: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, r) in part.iter().enumerate() {
+        by_kind.entry(&r.kind).or_default().push(i);
+    }
+    by_kind
+        .into_iter()
+        .map(|(kind, idx)| KindWork {
+            items: idx
+                .iter()
+                .map(|&i| PurgeItem {
+                    id: part[i].id.clone(),
+                    kind: kind.to_string(),
+                    account: part[i].account.clone(),
+                    org: part[i].org.clone(),
+                })
+                .collect(),
+            kind: kind.to_string(),
+            idx,
+        })
+        .collect()
+}
+
 /// Runs every target of every kind in a batch; a resource's outcome is the rows and files each
 /// of its targets removed, or the first error. Also returns failures per target.
 async fn run_targets(
-    config: Arc<Config>,
-    targets: Arc<Targets>,
+    config: &Config,
+    targets: &Targets,
     work: Vec<KindWork>,
     n: usize,
 ) -> (Vec<ItemOutcome>, BTreeMap<String, u64>) {
@@ -406,34 +468,40 @@ impl Sweeper {
 
     async fn sweep_inner(&self, stop: &CancellationToken) -> Result<SweepReport, SweepError> {
         let now = self.now().await?;
-        let batch = self.config.scheduler.batch_size as i64;
+        // What one purge transaction covers: several target batches.
+        let s = &self.config.scheduler;
+        let claim = (s.batch_size * s.batches_per_transaction) as i64;
         let mut report = SweepReport::default();
         let mut claims = ClaimedBatch::default();
+        // The first claim overlaps nothing, so it is one batch; the transaction purging it
+        // claims a whole transaction's worth beside its targets.
+        let mut asked = s.batch_size as i64;
         if !stop.is_cancelled() {
-            claims = self.claim_alone(now, batch).await?;
+            claims = self.claim_alone(now, asked).await?;
         }
-        // A committed batch's log lines, written while the next batch is being recorded, in
-        // batch order; on any way out of here (an error, a panic) they are written at once.
+        // A committed transaction's log lines, written while the next one records its first
+        // batch, in order; on any way out of here (an error, a panic) they are written at once.
         let mut lines = PendingLines(None);
-        // Each purge transaction claims the next batch while its targets run, so claims cost
-        // no extra time. A batch that was claimed is always purged, even when `stop` comes.
+        // Each purge transaction claims the next one's work while its targets run, so claims
+        // cost no extra time. What was claimed is always purged, even when `stop` comes.
         while !claims.resources.is_empty() {
             failpoint("after_claim");
-            let full = claims.resources.len() as i64 == batch;
+            let full = claims.resources.len() as i64 == asked;
+            asked = claim;
             let want_next = full && !stop.is_cancelled();
             if let Some(b) = claims.batch {
                 self.ledger.start_claimed_batch(b, now).await?;
             }
             let done = self
-                .purge_batch(claims, now, want_next.then_some(batch), &mut lines.0)
+                .purge_claimed(claims, now, want_next.then_some(claim), &mut lines.0)
                 .await?;
             report.add(done.report);
             self.mark_progress();
-            lines.0 = Some(done.log);
+            lines.replace(done.log);
             claims = match done.next {
                 Some(next) => next,
                 // The claim beside the targets failed (it was logged): claim on its own.
-                None if want_next && !stop.is_cancelled() => self.claim_alone(now, batch).await?,
+                None if want_next && !stop.is_cancelled() => self.claim_alone(now, claim).await?,
                 None => ClaimedBatch::default(),
             };
         }
@@ -457,20 +525,20 @@ impl Sweeper {
         })
     }
 
-    /// Purges one claimed batch inside a purge transaction (Invariant H: see `store`). With
-    /// `claim_next`, up to that many due resources are claimed while the targets run and
-    /// returned (see `Ledger::claim_next_batch`); `None` comes back if that claim failed.
-    async fn purge_batch(
+    /// Purges what was claimed inside one purge transaction (Invariant H: see `store`), in
+    /// target batches of `scheduler.batch_size`: the targets run the batches one after another
+    /// in their own task (another core), and this transaction records each batch, with its
+    /// receipts, while the targets run the next. With `claim_next`, up to that many due
+    /// resources are claimed first, beside the first targets, and returned (see
+    /// `Ledger::claim_next_batch`); `None` comes back if that claim failed.
+    async fn purge_claimed(
         &self,
         claims: ClaimedBatch,
         now: Timestamp,
         claim_next: Option<i64>,
         previous: &mut Option<BatchLog>,
     ) -> Result<BatchDone, SweepError> {
-        let mut report = SweepReport {
-            batches: 1,
-            ..Default::default()
-        };
+        let mut report = SweepReport::default();
         let mut tx = self.ledger.begin_purge().await?;
         let holds = HoldSet::new(tx.active_holds().await?);
 
@@ -478,8 +546,7 @@ impl Sweeper {
         let mut free: Vec<ResourceRow> = Vec::with_capacity(claims.resources.len());
         let mut held_ids = Vec::new();
         let mut blocks = Vec::new();
-        let mut cases: HashMap<i64, String> = HashMap::new();
-        let mut held_info: HashMap<String, (String, String)> = HashMap::new();
+        let mut log = BatchLog::default();
         for r in claims.resources {
             let matching = holds.matching(&r.hold_subject());
             if matching.is_empty() {
@@ -487,75 +554,107 @@ impl Sweeper {
             } else {
                 for h in matching {
                     blocks.push((r.id.clone(), h.id));
-                    cases.insert(h.id, h.case_ref.clone());
+                    log.cases.insert(h.id, h.case_ref.clone());
                 }
                 held_ids.push(r.id.clone());
-                held_info.insert(r.id.clone(), (r.kind, r.account));
+                log.held_info.insert(r.id.clone(), (r.kind, r.account));
             }
         }
-        let mut new_blocks = Vec::new();
         if !held_ids.is_empty() {
             report.held = held_ids.len() as u64;
-            new_blocks = tx.add_blocks("resource", &blocks, now).await?;
+            log.new_blocks = tx.add_blocks("resource", &blocks, now).await?;
             tx.release_claims_held(&held_ids, &self.instance).await?;
         }
 
-        // The targets run in their own task (another core) while this transaction claims the
-        // next batch; both finish before anything is recorded.
-        let mut by_kind: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-        for (i, r) in free.iter().enumerate() {
-            by_kind.entry(r.kind.clone()).or_default().push(i);
-        }
-        let work: Vec<KindWork> = by_kind
-            .into_iter()
-            .map(|(kind, idx)| KindWork {
-                items: idx
-                    .iter()
-                    .map(|&i| PurgeItem {
-                        id: free[i].id.clone(),
-                        kind: kind.clone(),
-                        account: free[i].account.clone(),
-                        org: free[i].org.clone(),
-                    })
-                    .collect(),
-                kind,
-                idx,
-            })
+        // The targets' task sends each batch's outcome as it finishes it. Aborted if this
+        // future is dropped: targets never outlive their purge transaction.
+        let batches: Vec<(usize, Vec<KindWork>)> = free
+            .chunks(self.config.scheduler.batch_size)
+            .map(|part| (part.len(), kind_work(part)))
             .collect();
-        // Aborted if this future is dropped: targets never outlive their purge transaction.
-        let targets = AbortOnDropHandle::new(tokio::spawn(run_targets(
-            self.config.clone(),
-            self.targets.clone(),
-            work,
-            free.len(),
-        )));
-        let next = async {
-            let limit = claim_next?;
-            let lease_until = now.plus(self.config.scheduler.lease);
-            match self
-                .ledger
-                .claim_next_batch(&mut tx, now, limit, &self.instance, lease_until)
-                .await
-            {
-                Ok(next) => Some(next),
-                Err(e) => {
-                    warn!(error = %e, "could not claim the next batch beside this one's targets; claiming it after");
-                    None
+        let (done, mut finished) = tokio::sync::mpsc::unbounded_channel();
+        let (config, targets) = (self.config.clone(), self.targets.clone());
+        let targets = AbortOnDropHandle::new(tokio::spawn(async move {
+            for (n, work) in batches {
+                if done
+                    .send(run_targets(&config, &targets, work, n).await)
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }));
+        let next = match claim_next {
+            None => None,
+            Some(limit) => {
+                let lease_until = now.plus(self.config.scheduler.lease);
+                match self
+                    .ledger
+                    .claim_next_batch(&mut tx, now, limit, &self.instance, lease_until)
+                    .await
+                {
+                    Ok(next) => Some(next),
+                    Err(e) => {
+                        warn!(error = %e, "could not claim the next batch beside this one's targets; claiming it after");
+                        None
+                    }
                 }
             }
         };
-        let (next, targets) = tokio::join!(next, targets);
-        let (outcome, failures_by_target) = match targets {
-            Ok(done) => done,
+        let mut outcome: Vec<ItemOutcome> = Vec::with_capacity(free.len());
+        while let Some((part_outcome, failures_by_target)) = finished.recv().await {
+            let part = &free[outcome.len()..outcome.len() + part_outcome.len()];
+            report.batches += 1;
+            for (t, n) in failures_by_target {
+                *report.failures_by_target.entry(t).or_default() += n;
+            }
+            self.record_batch(
+                &mut tx,
+                part,
+                &part_outcome,
+                now,
+                previous,
+                &mut report,
+                &mut log,
+            )
+            .await?;
+            outcome.extend(part_outcome);
+            failpoint(&format!("after_batch_recorded_{}", report.batches - 1));
+        }
+        match targets.await {
+            Ok(()) => {}
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(e) => return Err(SweepError::TargetTask(e.to_string())),
-        };
-        report.failures_by_target = failures_by_target;
+        }
+        if let Some(b) = claims.batch {
+            tx.end_claimed_batch(b).await?;
+        }
+        failpoint("before_commit");
+        tx.commit_with_audit(&[]).await?;
+        failpoint("after_commit");
+        log.free = free;
+        log.outcome = outcome;
+        Ok(BatchDone { report, next, log })
+    }
 
-        // Record: purged ones by cause (only while our lease holds), failures with backoff.
+    /// Records one target batch in the purge transaction: purged ones by cause (only while our
+    /// lease holds) with their receipts, failures with backoff. While the ledger records them
+    /// (its own thread), this one writes the receipts, as if every purge will be recorded, and
+    /// a batch's worth of the previous purge transaction's log lines.
+    #[allow(clippy::too_many_arguments)]
+    async fn record_batch(
+        &self,
+        tx: &mut LedgerTx,
+        part: &[ResourceRow],
+        outcome: &[ItemOutcome],
+        now: Timestamp,
+        previous: &mut Option<BatchLog>,
+        report: &mut SweepReport,
+        log: &mut BatchLog,
+    ) -> Result<(), SweepError> {
         let mut ok_by_cause: BTreeMap<Cause, Vec<String>> = BTreeMap::new();
         let mut failures = Vec::new();
-        for (r, o) in free.iter().zip(&outcome) {
+        for (r, o) in part.iter().zip(outcome) {
             match &o.error {
                 None => ok_by_cause
                     .entry(cause_of(r))
@@ -573,8 +672,6 @@ impl Sweeper {
                 }
             }
         }
-        // While the ledger records them (its own thread), this one writes the receipts, as if
-        // every purge will be recorded, and the previous batch's log lines.
         let record = async {
             let mut recorded = HashSet::new();
             for (cause, ids) in &ok_by_cause {
@@ -588,11 +685,11 @@ impl Sweeper {
             Ok::<_, StoreError>((recorded, failed))
         };
         let receipts = async {
-            if let Some(lines) = previous.take() {
-                lines.emit();
+            if let Some(lines) = previous.as_mut() {
+                lines.emit_some(self.config.scheduler.batch_size);
             }
-            free.iter()
-                .zip(&outcome)
+            part.iter()
+                .zip(outcome)
                 .filter(|(_, o)| o.error.is_none())
                 .map(|(r, o)| {
                     let receipt = PurgeReceipt::new(r, &o.removed, now);
@@ -609,7 +706,7 @@ impl Sweeper {
         let (recorded, receipts) = futures_util::future::join(record, receipts).await;
         let (recorded, failed_recorded) = recorded?;
 
-        let mut drafts = Vec::with_capacity(free.len());
+        let mut drafts = Vec::with_capacity(part.len());
         for (r, draft, total) in receipts {
             // Only purges recorded under our lease get a receipt.
             if recorded.contains(&r.id) {
@@ -621,7 +718,7 @@ impl Sweeper {
         }
         for f in &failures {
             if failed_recorded.contains(&f.id) {
-                let r = free
+                let r = part
                     .iter()
                     .find(|r| r.id == f.id)
                     .expect("failure of a claimed resource");
@@ -637,26 +734,11 @@ impl Sweeper {
                 }
             }
         }
-        if let Some(b) = claims.batch {
-            tx.end_claimed_batch(b).await?;
-        }
-        failpoint("before_commit");
-        tx.commit_with_audit(&drafts).await?;
-        failpoint("after_commit");
-        Ok(BatchDone {
-            report,
-            next,
-            log: BatchLog {
-                new_blocks,
-                cases,
-                held_info,
-                free,
-                outcome,
-                recorded,
-                failures,
-                failed_recorded,
-            },
-        })
+        tx.append_audit(&drafts).await?;
+        log.recorded.extend(recorded);
+        log.failed_recorded.extend(failed_recorded);
+        log.failures.extend(failures);
+        Ok(())
     }
 
     /// Exponential backoff with ±25% jitter, capped.

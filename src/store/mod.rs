@@ -15,6 +15,9 @@
 //! UPDATE` on PostgreSQL; on SQLite every write transaction is `BEGIN IMMEDIATE`, which is
 //! already exclusive. So a hold either commits before a purge's check (the purge sees it and
 //! keeps the data) or waits until that purge has committed (and counts it as already purged).
+//! One purge transaction may run several target batches (`scheduler.batches_per_transaction`,
+//! each recorded while the next one's targets run): the holds it read at its start are the
+//! active ones until it commits, since no hold change can commit before it does.
 //! A purge that crashed after its target deletes leaves its resources `purging` on record: a
 //! hold placed then reports them as `in_flight`, because their data may already be gone.
 //! A sweep claims its next batch while the batch before runs its targets (§7 speed, issue 7;
@@ -674,6 +677,15 @@ impl LedgerTx {
         match self {
             LedgerTx::Sqlite(t) => t.write_ingest(w, work).await,
             LedgerTx::Postgres(t) => t.write_ingest(w, work).await,
+        }
+    }
+
+    /// Appends `drafts` to the audit chain, as part of this transaction: on SQLite now, on
+    /// PostgreSQL at the commit (where the chain's lock is taken, see `commit_with_audit`).
+    pub async fn append_audit(&mut self, drafts: &[AuditDraft]) -> Result<()> {
+        match self {
+            LedgerTx::Sqlite(t) => t.append_audit(drafts).await,
+            LedgerTx::Postgres(t) => t.append_audit(drafts).await,
         }
     }
 

@@ -220,6 +220,14 @@ async fn q_audit_head(c: &mut Conn) -> Result<Option<AuditHead>> {
     }))
 }
 
+/// Where the next audit entry chains from: the last entry's seq and hash, or the genesis.
+async fn q_chain_head(c: &mut Conn) -> Result<(i64, String)> {
+    Ok(match q_audit_head(c).await? {
+        Some(h) => (h.seq, h.hash),
+        None => (0, audit::GENESIS.to_string()),
+    })
+}
+
 async fn q_hold_epoch(c: &mut Conn) -> Result<i64> {
     Ok(sqlx::query_scalar("SELECT epoch FROM hold_epoch WHERE id = 1")
         .fetch_one(&mut *c)
@@ -657,10 +665,7 @@ impl Tx {
         };
         if !drafts.is_empty() {
             lock_audit(&mut self.tx).await?;
-            let (seq, hash) = match q_audit_head(&mut self.tx).await? {
-                Some(h) => (h.seq, h.hash),
-                None => (0, audit::GENESIS.to_string()),
-            };
+            let (seq, hash) = q_chain_head(&mut self.tx).await?;
             let entries = audit::chain(seq, &hash, &drafts);
             if let Some(r) = direct_insert_audit(&mut self.tx, &entries).await {
                 r?;

@@ -112,6 +112,13 @@ async fn direct_record_events(
 }
 
 impl Tx {
+    /// See [`LedgerTx::append_audit`](super::LedgerTx::append_audit): kept for the commit, so
+    /// the chain's lock is held for the commit only.
+    pub async fn append_audit(&mut self, drafts: &[AuditDraft]) -> Result<()> {
+        self.deferred_audit.extend_from_slice(drafts);
+        Ok(())
+    }
+
     /// See [`LedgerTx::write_ingest`](super::LedgerTx::write_ingest). The first statement is
     /// sent before `work` runs, so the server executes it meanwhile; the rest follow after. The
     /// audit drafts wait for the commit, so the chain's lock is held for the commit only, not

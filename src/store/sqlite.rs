@@ -258,6 +258,17 @@ async fn direct_record_events(
 }
 
 impl Tx {
+    /// See [`LedgerTx::append_audit`](super::LedgerTx::append_audit). The write lock is ours
+    /// from `BEGIN IMMEDIATE`, so the entries are chained and appended now.
+    pub async fn append_audit(&mut self, drafts: &[AuditDraft]) -> Result<()> {
+        if drafts.is_empty() {
+            return Ok(());
+        }
+        let (seq, hash) = q_chain_head(&mut self.tx).await?;
+        let entries = audit::chain(seq, &hash, drafts);
+        on_handle(&mut self.tx, |conn| insert_audit(conn, &entries)).await
+    }
+
     /// See [`LedgerTx::write_ingest`](super::LedgerTx::write_ingest). The write lock is ours
     /// from `BEGIN IMMEDIATE`, so the chunk's audit entries are chained and appended now: no
     /// other writer can extend the chain before this transaction ends.
@@ -268,10 +279,7 @@ impl Tx {
         // The chain is extended on the writing thread, from the head as this transaction sees it.
         let head = match w.audit.is_empty() {
             true => None,
-            false => Some(match q_audit_head(&mut self.tx).await? {
-                Some(h) => (h.seq, h.hash),
-                None => (0, audit::GENESIS.to_string()),
-            }),
+            false => Some(q_chain_head(&mut self.tx).await?),
         };
         let mut handle = self.tx.lock_handle().await?;
         let db = RawConnection(handle.as_raw_handle().as_ptr());

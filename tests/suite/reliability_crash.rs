@@ -54,10 +54,17 @@ fn setup(cfg: &std::path::Path, due: &str, rest: &str) {
     hold_account(cfg, "a2");
 }
 
-/// A sweep crashes at `point`, a fresh process finishes the work.
+/// A sweep crashes at `point`, a fresh process finishes the work. Batches of 2, two to a purge
+/// transaction: the sweep's first transaction purges one batch (its first claim is one batch),
+/// the second one two.
 async fn sweep_crash(b: Backend, point: &str) {
     let env = Env::new(b).await;
-    let cfg = env.write_config(&env.config_text(&crash_knobs()));
+    let knobs = Knobs {
+        batch_size: 2,
+        batches_per_transaction: 2,
+        ..crash_knobs()
+    };
+    let cfg = env.write_config(&env.config_text(&knobs));
     let (items, due, rest) = seed_world(&env, "w", "a1", "a2", 3).await;
     setup(&cfg, &due, &rest);
     let ledger = open_ledger(&env).await;
@@ -79,9 +86,20 @@ async fn sweep_crash(b: Backend, point: &str) {
         assert!(!r.contains_key(&it.id));
     }
     let committed = r.len();
-    if point == "after_commit" {
-        // The due ones are claimed first (older purge_after): the first batch is 4 of them.
-        assert_eq!(committed, 4, "the first batch committed before the crash");
+    if point == "after_commit" || point == "after_batch_recorded_1" {
+        // The due ones are claimed first (older purge_after): the first transaction purged 2
+        // of them; the second had recorded its 2 batches but not committed them.
+        assert_eq!(
+            committed, 2,
+            "the first transaction committed before the crash"
+        );
+    } else if point == "after_target_1" {
+        // Only a kind with two targets (file) reaches it: in the first transaction if its
+        // batch holds a file, else in the second, after the first committed.
+        assert!(
+            committed == 0 || committed == 2,
+            "whole transactions only: {committed}"
+        );
     } else {
         assert_eq!(committed, 0, "nothing recorded before the commit");
     }
@@ -304,6 +322,8 @@ crash_tests! {
     crash_after_claim => sweep_crash("after_claim");
     crash_after_target_0 => sweep_crash("after_target_0");
     crash_after_target_1 => sweep_crash("after_target_1");
+    crash_after_batch_recorded_0 => sweep_crash("after_batch_recorded_0");
+    crash_after_batch_recorded_1 => sweep_crash("after_batch_recorded_1");
     crash_before_commit => sweep_crash("before_commit");
     crash_after_commit => sweep_crash("after_commit");
     crash_ingest_before_commit => ingest_crash("ingest_before_commit");

@@ -519,6 +519,16 @@ async fn hostile_config_values_are_refused_naming_the_key() {
             "scheduler.batch_size",
         ),
         (
+            "batches_per_transaction = 4",
+            "batches_per_transaction = 0",
+            "scheduler.batches_per_transaction",
+        ),
+        (
+            "batches_per_transaction = 4",
+            "batches_per_transaction = 65",
+            "scheduler.batches_per_transaction",
+        ),
+        (
             "max_attempts = 3",
             "max_attempts = 0",
             "scheduler.max_attempts",

@@ -102,6 +102,8 @@ pub struct Knobs {
     pub account_grace: &'static str,
     pub api_log_max_age: &'static str,
     pub batch_size: usize,
+    /// `scheduler.batches_per_transaction`.
+    pub batches_per_transaction: usize,
     pub max_newly_due: u64,
     pub lease: &'static str,
     pub max_attempts: u32,
@@ -125,6 +127,7 @@ impl Default for Knobs {
             account_grace: "30d",
             api_log_max_age: "30d",
             batch_size: 500,
+            batches_per_transaction: 4,
             max_newly_due: 1000,
             lease: "5m",
             max_attempts: 3,
@@ -191,6 +194,7 @@ url = "{ledger}"
 [scheduler]
 sweep = "{sweep}"
 batch_size = {batch}
+batches_per_transaction = {per_tx}
 lease = "{lease}"
 max_attempts = {attempts}
 retry_backoff = "{backoff}"
@@ -246,6 +250,7 @@ max_newly_due = {max_newly_due}
 "#,
             ledger = self.ledger_url,
             batch = k.batch_size,
+            per_tx = k.batches_per_transaction,
             lease = k.lease,
             attempts = k.max_attempts,
             backoff = k.retry_backoff,
