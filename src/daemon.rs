@@ -1,6 +1,6 @@
 //! The daemon (`retentiond run`): migrations, R10 at start and on SIGHUP, the sweep on its cron
 //! — never overlapping, panics caught and logged — systemd readiness, watchdog and status, and a
-//! graceful stop that finishes the batch in flight.
+//! graceful stop that finishes the purge transaction in flight.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -327,8 +327,8 @@ pub async fn run(config_path: PathBuf, config: Config, clock: Clock) -> anyhow::
     let mut last_head_log = i64::MIN / 2;
     loop {
         tokio::select! {
-            _ = sigterm.recv() => { info!(signal = "SIGTERM", "stopping: finishing the batch in flight"); break; }
-            _ = sigint.recv() => { info!(signal = "SIGINT", "stopping: finishing the batch in flight"); break; }
+            _ = sigterm.recv() => { info!(signal = "SIGTERM", "stopping: finishing the purge transaction in flight"); break; }
+            _ = sigint.recv() => { info!(signal = "SIGINT", "stopping: finishing the purge transaction in flight"); break; }
             _ = sighup.recv() => reload(&shared, &scheduler, &config_path).await,
             _ = ticker.tick() => {
                 let now = clock.now();

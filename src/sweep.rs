@@ -32,6 +32,7 @@ pub struct SweepReport {
     /// Resources found under a hold and given back.
     pub held: u64,
     pub accounts_purged: u64,
+    /// Target batches run (a claimed set that holds kept entirely runs none).
     pub batches: u64,
     pub removed: Removed,
     pub purged_by_kind: BTreeMap<String, u64>,
@@ -367,7 +368,7 @@ pub struct Sweeper {
     /// Account purges that failed, with the last error, so a persistent failure is logged when
     /// it changes rather than every sweep.
     account_failures: Mutex<HashMap<String, String>>,
-    /// Milliseconds of the last completed batch: the daemon's watchdog follows it.
+    /// Milliseconds of the last committed purge transaction: the daemon's watchdog follows it.
     progress: Arc<std::sync::atomic::AtomicI64>,
 }
 
@@ -390,7 +391,7 @@ impl Sweeper {
         }
     }
 
-    /// Reports progress (after every batch) into `progress`.
+    /// Reports progress (after every purge transaction) into `progress`.
     pub fn with_progress(mut self, progress: Arc<std::sync::atomic::AtomicI64>) -> Self {
         self.progress = progress;
         self
@@ -425,7 +426,7 @@ impl Sweeper {
     }
 
     /// One full sweep: every due batch, then due accounts. Stops between batches when `stop`
-    /// is cancelled (the batch in flight always finishes).
+    /// is cancelled (the purge transaction in flight always finishes, and the one it claimed).
     pub async fn sweep_once(&self, stop: &CancellationToken) -> Result<SweepReport, SweepError> {
         let started = self.clock.now();
         let result = self.sweep_inner(stop).await;
@@ -515,7 +516,9 @@ impl Sweeper {
     /// Claims due work in a transaction of its own (a sweep's first batch, or when the claim
     /// beside a batch's targets failed).
     async fn claim_alone(&self, now: Timestamp, limit: i64) -> Result<ClaimedBatch, SweepError> {
-        let lease_until = now.plus(self.config.scheduler.lease);
+        // The lease runs from the claim, not from the sweep's start: a long sweep's later
+        // claims must not look expired to other instances.
+        let lease_until = self.clock.now().plus(self.config.scheduler.lease);
         Ok(ClaimedBatch {
             resources: self
                 .ledger
@@ -574,20 +577,28 @@ impl Sweeper {
             .collect();
         let (done, mut finished) = tokio::sync::mpsc::unbounded_channel();
         let (config, targets) = (self.config.clone(), self.targets.clone());
-        let targets = AbortOnDropHandle::new(tokio::spawn(async move {
-            for (n, work) in batches {
-                if done
-                    .send(run_targets(&config, &targets, work, n).await)
-                    .is_err()
-                {
-                    break;
+        // Set when recording fails: no further batch starts (see below).
+        let give_up = CancellationToken::new();
+        let targets = AbortOnDropHandle::new(tokio::spawn({
+            let give_up = give_up.clone();
+            async move {
+                for (n, work) in batches {
+                    if give_up.is_cancelled() {
+                        break;
+                    }
+                    if done
+                        .send(run_targets(&config, &targets, work, n).await)
+                        .is_err()
+                    {
+                        break;
+                    }
                 }
             }
         }));
         let next = match claim_next {
             None => None,
             Some(limit) => {
-                let lease_until = now.plus(self.config.scheduler.lease);
+                let lease_until = self.clock.now().plus(self.config.scheduler.lease);
                 match self
                     .ledger
                     .claim_next_batch(&mut tx, now, limit, &self.instance, lease_until)
@@ -602,24 +613,38 @@ impl Sweeper {
             }
         };
         let mut outcome: Vec<ItemOutcome> = Vec::with_capacity(free.len());
-        while let Some((part_outcome, failures_by_target)) = finished.recv().await {
-            let part = &free[outcome.len()..outcome.len() + part_outcome.len()];
-            report.batches += 1;
-            for (t, n) in failures_by_target {
-                *report.failures_by_target.entry(t).or_default() += n;
+        let recorded = async {
+            while let Some((part_outcome, failures_by_target)) = finished.recv().await {
+                let part = &free[outcome.len()..outcome.len() + part_outcome.len()];
+                report.batches += 1;
+                for (t, n) in failures_by_target {
+                    *report.failures_by_target.entry(t).or_default() += n;
+                }
+                self.record_batch(
+                    &mut tx,
+                    part,
+                    &part_outcome,
+                    now,
+                    previous,
+                    &mut report,
+                    &mut log,
+                )
+                .await?;
+                outcome.extend(part_outcome);
+                failpoint(&format!("after_batch_recorded_{}", report.batches - 1));
             }
-            self.record_batch(
-                &mut tx,
-                part,
-                &part_outcome,
-                now,
-                previous,
-                &mut report,
-                &mut log,
-            )
-            .await?;
-            outcome.extend(part_outcome);
-            failpoint(&format!("after_batch_recorded_{}", report.batches - 1));
+            Ok::<_, SweepError>(())
+        }
+        .await;
+        if let Err(e) = recorded {
+            // The batch the targets are running may be past stopping (blocking deletes, a
+            // script the server already has): wait for it with this transaction, and so the
+            // hold lock, still held, so no hold can be placed while its deletes run (Invariant
+            // H). Its resources stay `purging` and are taken over after their lease.
+            give_up.cancel();
+            drop(finished);
+            let _ = targets.await;
+            return Err(e);
         }
         match targets.await {
             Ok(()) => {}

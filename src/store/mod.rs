@@ -28,7 +28,9 @@
 //!
 //! # Audit appends
 //! Audit entries are appended by [`LedgerTx::commit_with_audit`], the last step of every write
-//! transaction; on PostgreSQL it first takes a transaction-level advisory lock so concurrent
+//! transaction (a purge transaction also appends each batch's receipts as it records them,
+//! [`LedgerTx::append_audit`]: on SQLite at once, on PostgreSQL kept for the commit); on
+//! PostgreSQL the commit first takes a transaction-level advisory lock so concurrent
 //! writers extend the chain one at a time, and since nothing locks rows after it, it cannot
 //! take part in a deadlock.
 

@@ -600,3 +600,74 @@ both_backends! {
         assert_eq!(lines, vec![1, 0, 0], "once per resource and hold, not every sweep");
     }
 }
+
+both_backends! {
+    /// When recording a batch fails while the targets run the next one, the sweep gives up only
+    /// after that batch's deletes are done (its purge transaction, and with it the hold lock,
+    /// still held: no hold can be placed while they run) and starts no further batch.
+    async fn a_failed_record_waits_for_the_running_batch_and_starts_no_other(b: Backend) {
+        use sqlx::Connection;
+        let h = H::new(b, Knobs { conversation_grace: "1s", batch_size: 3, batches_per_transaction: 4, ..Default::default() }).await;
+        h.ingest_deleted_conversations(15, 1).await;
+        h.advance("2s");
+        // Every conversation delete in the application takes a while.
+        h.env
+            .app_exec(
+                "CREATE TABLE spin (x INTEGER); \
+                 WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200000) INSERT INTO spin SELECT x FROM c; \
+                 CREATE TRIGGER slow AFTER DELETE ON conversations BEGIN SELECT SUM(x * x % 7) FROM spin; END;",
+            )
+            .await;
+        // Recording fails once the sweep's first transaction (one batch of 3) is on record.
+        let (fail, unfail) = match b {
+            Backend::Sqlite => (
+                "CREATE TRIGGER fail_record BEFORE UPDATE OF state ON resources \
+                 WHEN NEW.state = 'purged' AND (SELECT COUNT(*) FROM resources WHERE state = 'purged') >= 3 \
+                 BEGIN SELECT RAISE(ABORT, 'injected record failure'); END",
+                "DROP TRIGGER fail_record",
+            ),
+            Backend::Postgres => (
+                "CREATE FUNCTION fail_record() RETURNS trigger AS $$ BEGIN \
+                 IF NEW.state = 'purged' AND (SELECT COUNT(*) FROM resources WHERE state = 'purged') >= 3 THEN \
+                 RAISE EXCEPTION 'injected record failure'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql; \
+                 CREATE TRIGGER fail_record BEFORE UPDATE ON resources FOR EACH ROW EXECUTE FUNCTION fail_record()",
+                "DROP TRIGGER fail_record ON resources",
+            ),
+        };
+        let ledger_exec = |sql: &'static str| {
+            let url = h.env.ledger_url.clone();
+            async move {
+                match b {
+                    Backend::Sqlite => {
+                        let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                        sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+                    }
+                    Backend::Postgres => {
+                        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+                        sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+                    }
+                }
+            }
+        };
+        ledger_exec(fail).await;
+
+        let err = h.sweeper.sweep_once(&CancellationToken::new()).await.expect_err("recording fails");
+        assert!(err.to_string().contains("injected record failure"), "{err}");
+        let left = h.env.app_count("SELECT COUNT(*) FROM conversations").await;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert_eq!(h.env.app_count("SELECT COUNT(*) FROM conversations").await, left, "no delete runs on after the sweep gave up");
+        // The first transaction's 3, the failed batch's 3, the batch running beside its record:
+        // whole batches, and not the last ones of the transaction.
+        assert!(left % 3 == 0 && (3..=9).contains(&left), "{left} left");
+        assert_eq!(h.receipts().await.len(), 3, "only the first transaction is on record");
+
+        ledger_exec(unfail).await;
+        h.advance("6m");
+        let r = h.sweep().await;
+        assert_eq!(r.purged, 12, "{r:?}");
+        assert_eq!(h.env.app_count("SELECT COUNT(*) FROM conversations").await, 0);
+        let receipts = h.receipts().await;
+        assert!(receipts.len() == 15 && receipts.values().all(|&n| n == 1), "one receipt each: {receipts:?}");
+        h.audit_ok().await;
+    }
+}
