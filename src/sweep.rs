@@ -113,7 +113,8 @@ pub fn failpoint(_name: &str) {}
 /// A committed purge transaction: what it did, what it claimed next, and its log lines.
 struct BatchDone {
     report: SweepReport,
-    /// The next batch, claimed beside the targets; `None` if not asked for or if that failed.
+    /// The next transaction's work, claimed beside the targets; `None` if not asked for or if
+    /// that failed.
     next: Option<ClaimedBatch>,
     log: BatchLog,
 }
