@@ -66,9 +66,10 @@ struct Args {
     /// Batch size of the raw baseline and of the sweep (`scheduler.batch_size`).
     #[arg(long, default_value_t = 1000)]
     batch: usize,
-    /// Target batches per purge transaction (`scheduler.batches_per_transaction`).
-    #[arg(long, default_value_t = 4)]
-    per_tx: usize,
+    /// Target batches per purge transaction (`scheduler.batches_per_transaction`) [default:
+    /// the config's default].
+    #[arg(long)]
+    per_tx: Option<usize>,
     /// Rounds of (1) and (5): the purge set falls due round by round, and the raw baseline and
     /// the sweep take turns, a round each.
     #[arg(long, default_value_t = 10, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
@@ -463,8 +464,7 @@ url = "{ledger}"
 [scheduler]
 sweep = "0 0 * * * *"
 batch_size = {batch}
-batches_per_transaction = {per_tx}
-lease = "10m"
+{per_tx}lease = "10m"
 
 [ingest]
 max_clock_skew = "5m"
@@ -499,7 +499,11 @@ account = ["DELETE FROM users WHERE id = :account"]
 max_newly_due = 1000000000
 "#,
             batch = self.args.batch,
-            per_tx = self.args.per_tx,
+            per_tx = self
+                .args
+                .per_tx
+                .map(|n| format!("batches_per_transaction = {n}\n"))
+                .unwrap_or_default(),
             app = app.url,
         )
     }
