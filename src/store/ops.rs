@@ -234,42 +234,67 @@ async fn q_hold_epoch(c: &mut Conn) -> Result<i64> {
         .await?)
 }
 
-async fn q_claim(c: &mut Conn, now: Timestamp, limit: i64, owner: &str, lease_until: Timestamp, batch: Option<i64>) -> Result<Vec<String>> {
-    // Stale claims first: leases that ran out (a crashed or slow instance) and failed purges
-    // whose retry time has come. A target may have touched them already, so they never join
-    // a not-started batch (`claim_batch` NULL: a hold counts them `in_flight`).
-    let mut ids: Vec<String> = sqlx::query_scalar(concat!(
-        "UPDATE resources SET lease_owner = $1, lease_until = $2, claim_batch = NULL WHERE id IN (",
-        "SELECT id FROM resources WHERE state = 'purging' AND lease_until <= $3 ORDER BY lease_until LIMIT $4",
-        skip_locked!(),
-        ") RETURNING id"
-    ))
-    .bind(owner)
-    .bind(lease_until.millis())
-    .bind(now.millis())
-    .bind(limit)
-    .fetch_all(&mut *c)
-    .await?;
-    let left = limit - ids.len() as i64;
-    if left > 0 {
-        let due: Vec<String> = sqlx::query_scalar(concat!(
+/// The claim's first statement: stale claims, i.e. leases that ran out (a crashed or slow
+/// instance) and failed purges whose retry time has come. A target may have touched them
+/// already, so they never join a not-started batch (`claim_batch` NULL: a hold counts them
+/// `in_flight`). Binds `$1` owner, `$2` lease end, `$3` now, `$4` limit.
+macro_rules! claim_stale_sql {
+    ($returning:expr) => {
+        concat!(
+            "UPDATE resources SET lease_owner = $1, lease_until = $2, claim_batch = NULL WHERE id IN (",
+            "SELECT id FROM resources WHERE state = 'purging' AND lease_until <= $3 ORDER BY lease_until LIMIT $4",
+            skip_locked!(),
+            ") RETURNING ", $returning
+        )
+    };
+}
+/// The claim's second statement: due work, oldest due first, into batch `$5`.
+macro_rules! claim_due_sql {
+    ($returning:expr) => {
+        concat!(
             "UPDATE resources SET state = 'purging', lease_owner = $1, lease_until = $2, claim_batch = $5 WHERE id IN (",
             "SELECT r.id FROM resources r WHERE ",
             due_predicate!(),
             " AND r.purge_after <= $3 ORDER BY r.purge_after LIMIT $4",
             skip_locked!(),
-            ") RETURNING id"
-        ))
+            ") RETURNING ", $returning
+        )
+    };
+}
+
+/// Claims up to `limit` resources for `owner` (stale claims first, then due work) and returns
+/// their rows in id order.
+async fn q_claim(
+    tx: &mut sqlx::Transaction<'static, Db>,
+    now: Timestamp,
+    limit: i64,
+    owner: &str,
+    lease_until: Timestamp,
+    batch: Option<i64>,
+) -> Result<Vec<ResourceRow>> {
+    if let Some(claimed) = direct_claim(tx, now, limit, owner, lease_until, batch).await {
+        return claimed;
+    }
+    let mut ids: Vec<String> = sqlx::query_scalar(claim_stale_sql!("id"))
         .bind(owner)
         .bind(lease_until.millis())
         .bind(now.millis())
-        .bind(left)
-        .bind(batch)
-        .fetch_all(&mut *c)
+        .bind(limit)
+        .fetch_all(&mut **tx)
         .await?;
+    let left = limit - ids.len() as i64;
+    if left > 0 {
+        let due: Vec<String> = sqlx::query_scalar(claim_due_sql!("id"))
+            .bind(owner)
+            .bind(lease_until.millis())
+            .bind(now.millis())
+            .bind(left)
+            .bind(batch)
+            .fetch_all(&mut **tx)
+            .await?;
         ids.extend(due);
     }
-    Ok(ids)
+    q_resources(&mut *tx, &ids, false).await
 }
 
 // ----- the pool: reads and short transactions ------------------------------------------
@@ -575,8 +600,7 @@ impl Store {
             .bind(owner)
             .execute(&mut *t.tx)
             .await?;
-        let ids = q_claim(&mut t.tx, now, limit, owner, lease_until, None).await?;
-        let claimed = q_resources(&mut t.tx, &ids, false).await?;
+        let claimed = q_claim(&mut t.tx, now, limit, owner, lease_until, None).await?;
         t.tx.commit().await?;
         Ok(claimed)
     }
@@ -709,8 +733,8 @@ impl Tx {
         sqlx::query("SAVEPOINT claim_next").execute(&mut *self.tx).await?;
         let claimed = async {
             let id = rand::random_range(1..i64::MAX);
-            let ids = q_claim(&mut self.tx, now, limit, owner, lease_until, Some(id)).await?;
-            if ids.is_empty() {
+            let resources = q_claim(&mut self.tx, now, limit, owner, lease_until, Some(id)).await?;
+            if resources.is_empty() {
                 return Ok(ClaimedBatch::default());
             }
             sqlx::query("INSERT INTO claimed_batches (id, owner, claimed_at) VALUES ($1, $2, $3)")
@@ -720,7 +744,7 @@ impl Tx {
                 .execute(&mut *self.tx)
                 .await?;
             Ok(ClaimedBatch {
-                resources: q_resources(&mut self.tx, &ids, false).await?,
+                resources,
                 batch: Some(id),
             })
         }
@@ -1025,6 +1049,9 @@ impl Tx {
     pub async fn finish_purged(&mut self, ids: &[String], cause: Cause, owner: &str, at: Timestamp) -> Result<Vec<String>> {
         if ids.is_empty() {
             return Ok(Vec::new());
+        }
+        if let Some(recorded) = direct_finish_purged(&mut self.tx, ids, cause, owner, at).await {
+            return recorded;
         }
         Ok(sqlx::query_scalar(concat!(
             "UPDATE resources SET state = 'purged', cause = $2, purged_at = $3, lease_owner = NULL, lease_until = NULL, ",

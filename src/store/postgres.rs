@@ -110,6 +110,25 @@ async fn direct_record_events(
 ) -> Option<Result<()>> {
     None
 }
+async fn direct_claim(
+    _tx: &mut sqlx::Transaction<'static, Db>,
+    _now: Timestamp,
+    _limit: i64,
+    _owner: &str,
+    _lease_until: Timestamp,
+    _batch: Option<i64>,
+) -> Option<Result<Vec<ResourceRow>>> {
+    None
+}
+async fn direct_finish_purged(
+    _tx: &mut sqlx::Transaction<'static, Db>,
+    _ids: &[String],
+    _cause: Cause,
+    _owner: &str,
+    _at: Timestamp,
+) -> Option<Result<Vec<String>>> {
+    None
+}
 
 impl Tx {
     /// See [`LedgerTx::append_audit`](super::LedgerTx::append_audit): kept for the commit, so

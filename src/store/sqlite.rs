@@ -257,6 +257,112 @@ async fn direct_record_events(
     Some(on_handle(tx, |conn| insert_event_ids(conn, ids, at)).await)
 }
 
+/// What a claim returns of each resource: the columns of `resource_columns!`, the org read
+/// from its account.
+macro_rules! claimed_columns {
+    () => {
+        "id, kind, account, (SELECT org FROM accounts WHERE accounts.id = resources.account), created_at, endpoint, \
+         state, deleted_at, cause, purge_after, rule, held, lease_owner, lease_until, attempts, last_error, purged_at"
+    };
+}
+
+/// Reads the rows a claim statement returns (`claimed_columns!`).
+fn read_claimed(mut rows: rusqlite::Rows<'_>, out: &mut Vec<RawResource>) -> rusqlite::Result<()> {
+    while let Some(row) = rows.next()? {
+        let (id, account): (String, String) = (row.get(0)?, row.get(2)?);
+        let Some(org) = row.get::<_, Option<String>>(3)? else {
+            return Err(rusqlite::Error::FromSqlConversionFailure(
+                3,
+                rusqlite::types::Type::Null,
+                format!("resource `{id}`: its account `{account}` is not in the ledger").into(),
+            ));
+        };
+        out.push(RawResource {
+            id,
+            kind: row.get(1)?,
+            account,
+            org,
+            created_at: row.get(4)?,
+            endpoint: row.get(5)?,
+            state: row.get(6)?,
+            deleted_at: row.get(7)?,
+            cause: row.get(8)?,
+            purge_after: row.get(9)?,
+            rule: row.get(10)?,
+            held: row.get(11)?,
+            lease_owner: row.get(12)?,
+            lease_until: row.get(13)?,
+            attempts: row.get(14)?,
+            last_error: row.get(15)?,
+            purged_at: row.get(16)?,
+        });
+    }
+    Ok(())
+}
+
+/// The claim's two statements on the connection's handle, each returning the claimed rows
+/// whole: no second query reads them again, and no row travels through sqlx's worker thread.
+async fn direct_claim(
+    tx: &mut sqlx::Transaction<'static, Db>,
+    now: Timestamp,
+    limit: i64,
+    owner: &str,
+    lease_until: Timestamp,
+    batch: Option<i64>,
+) -> Option<Result<Vec<ResourceRow>>> {
+    let mut raw = Vec::new();
+    let claimed = on_handle(tx, |conn| {
+        let mut stale = conn.prepare(claim_stale_sql!(claimed_columns!()))?;
+        read_claimed(
+            stale.query(rusqlite::named_params! {
+                "$1": owner, "$2": lease_until.millis(), "$3": now.millis(), "$4": limit,
+            })?,
+            &mut raw,
+        )?;
+        let left = limit - raw.len() as i64;
+        if left > 0 {
+            let mut due = conn.prepare(claim_due_sql!(claimed_columns!()))?;
+            read_claimed(
+                due.query(rusqlite::named_params! {
+                    "$1": owner, "$2": lease_until.millis(), "$3": now.millis(), "$4": left, "$5": batch,
+                })?,
+                &mut raw,
+            )?;
+        }
+        Ok(())
+    })
+    .await;
+    Some(claimed.and_then(|()| {
+        raw.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        rows(raw)
+    }))
+}
+
+/// `finish_purged` on the connection's handle: one prepared statement stepped per resource.
+async fn direct_finish_purged(
+    tx: &mut sqlx::Transaction<'static, Db>,
+    ids: &[String],
+    cause: Cause,
+    owner: &str,
+    at: Timestamp,
+) -> Option<Result<Vec<String>>> {
+    let mut recorded = Vec::with_capacity(ids.len());
+    let done = on_handle(tx, |conn| {
+        let mut st = conn.prepare(
+            "UPDATE resources SET state = 'purged', cause = ?2, purged_at = ?3, lease_owner = NULL, lease_until = NULL, \
+             last_error = NULL WHERE id = ?1 AND state = 'purging' AND lease_owner = ?4",
+        )?;
+        for id in ids {
+            if st.execute(rusqlite::params![id, cause.as_str(), at.millis(), owner])? == 1 {
+                recorded.push(id.clone());
+            }
+        }
+        Ok(())
+    })
+    .await;
+    Some(done.map(|()| recorded))
+}
+
 impl Tx {
     /// See [`LedgerTx::append_audit`](super::LedgerTx::append_audit). The write lock is ours
     /// from `BEGIN IMMEDIATE`, so the entries are chained and appended now.
