@@ -372,6 +372,7 @@ async fn open_read(config: &Config) -> Result<Ledger, Failure> {
         &OpenOptions {
             max_connections: 2,
             create: false,
+            background_checkpoint: false,
         },
     )
     .await?;

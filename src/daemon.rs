@@ -180,6 +180,7 @@ pub async fn prepare(
                 },
             ),
             create: true,
+            background_checkpoint: true,
         },
     )
     .await?;

@@ -394,6 +394,9 @@ pub struct OpenOptions {
     pub max_connections: u32,
     /// Create the SQLite file (and its folder) if missing.
     pub create: bool,
+    /// SQLite: copy the WAL into the database file on a thread of its own while this ledger is
+    /// open, rather than in the commits that fill it (writers; a read command has no use for it).
+    pub background_checkpoint: bool,
 }
 
 impl Default for OpenOptions {
@@ -401,6 +404,7 @@ impl Default for OpenOptions {
         OpenOptions {
             max_connections: 4,
             create: true,
+            background_checkpoint: true,
         }
     }
 }

@@ -23,6 +23,8 @@ type Conn = <Db as Database>::Connection;
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: sqlx::Pool<Db>,
+    /// SQLite: stops the background WAL checkpointer when the last clone drops.
+    _checkpointer: Option<std::sync::Arc<tokio_util::sync::DropGuard>>,
 }
 
 /// A write transaction on this backend.

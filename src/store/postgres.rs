@@ -178,7 +178,10 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|e| open_err(e.to_string()))?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            _checkpointer: None,
+        })
     }
 
     pub async fn migrate(&self) -> Result<()> {

@@ -22,4 +22,5 @@ mod reliability_faults;
 mod reliability_input;
 mod schema;
 mod systemd_unit;
+mod wal;
 mod zdr;

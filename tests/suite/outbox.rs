@@ -252,6 +252,7 @@ async fn ledger(env: &Env) -> Ledger {
         &OpenOptions {
             max_connections: 2,
             create: false,
+            ..OpenOptions::default()
         },
     )
     .await

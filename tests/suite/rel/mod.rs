@@ -179,6 +179,7 @@ pub async fn open_ledger(env: &Env) -> Ledger {
         &OpenOptions {
             max_connections: 2,
             create: false,
+            ..OpenOptions::default()
         },
     )
     .await
