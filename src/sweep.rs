@@ -90,10 +90,11 @@ pub struct DryRunItem {
 pub enum SweepError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The runtime dropped the task running a batch's targets (shutting down); the batch's
-    /// claims stay on record and are purged after their lease.
-    #[error("the task running the targets was stopped: {0}")]
-    TargetTask(String),
+    /// The runtime dropped a task of a purge transaction (the one running its targets, or the
+    /// one writing its receipts and log lines) while shutting down; the transaction's claims
+    /// stay on record and are purged after their lease.
+    #[error("a task of the purge transaction was stopped: {0}")]
+    PurgeTask(String),
 }
 
 /// Failpoints for crash tests: `RETENTIOND_CRASH_AT=<name>` makes the process exit abruptly
@@ -208,7 +209,7 @@ struct BatchLog {
     new_blocks: Vec<(String, i64)>,
     cases: HashMap<i64, String>,
     held_info: HashMap<String, (String, String)>,
-    free: Vec<ResourceRow>,
+    free: Arc<[ResourceRow]>,
     outcome: Vec<ItemOutcome>,
     recorded: HashSet<String>,
     failures: Vec<PurgeFailure>,
@@ -572,6 +573,7 @@ impl Sweeper {
 
         // The targets' task sends each batch's outcome as it finishes it. Aborted if this
         // future is dropped: targets never outlive their purge transaction.
+        let free: Arc<[ResourceRow]> = free.into();
         let batches: Vec<(usize, Vec<KindWork>)> = free
             .chunks(self.config.scheduler.batch_size)
             .map(|part| (part.len(), kind_work(part)))
@@ -616,21 +618,22 @@ impl Sweeper {
         let mut outcome: Vec<ItemOutcome> = Vec::with_capacity(free.len());
         let recorded = async {
             while let Some((part_outcome, failures_by_target)) = finished.recv().await {
-                let part = &free[outcome.len()..outcome.len() + part_outcome.len()];
+                let part = outcome.len()..outcome.len() + part_outcome.len();
                 report.batches += 1;
                 for (t, n) in failures_by_target {
                     *report.failures_by_target.entry(t).or_default() += n;
                 }
-                self.record_batch(
-                    &mut tx,
-                    part,
-                    &part_outcome,
-                    now,
-                    previous,
-                    &mut report,
-                    &mut log,
-                )
-                .await?;
+                let part_outcome = self
+                    .record_batch(
+                        &mut tx,
+                        (&free, part),
+                        part_outcome,
+                        now,
+                        previous,
+                        &mut report,
+                        &mut log,
+                    )
+                    .await?;
                 outcome.extend(part_outcome);
                 failpoint(&format!("after_batch_recorded_{}", report.batches - 1));
             }
@@ -650,7 +653,7 @@ impl Sweeper {
         match targets.await {
             Ok(()) => {}
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => return Err(SweepError::TargetTask(e.to_string())),
+            Err(e) => return Err(SweepError::PurgeTask(e.to_string())),
         }
         if let Some(b) = claims.batch {
             tx.end_claimed_batch(b).await?;
@@ -663,24 +666,26 @@ impl Sweeper {
         Ok(BatchDone { report, next, log })
     }
 
-    /// Records one target batch in the purge transaction: purged ones by cause (only while our
-    /// lease holds) with their receipts, failures with backoff. While the ledger records them
-    /// (its own thread), this one writes the receipts, as if every purge will be recorded, and
-    /// a batch's worth of the previous purge transaction's log lines.
+    /// Records one target batch (`free[part]`, whose outcome it hands back) in the purge
+    /// transaction: purged ones by cause (only while our lease holds) with their receipts,
+    /// failures with backoff. While the ledger records them, on this thread, a thread of the
+    /// blocking pool writes a batch's worth of the previous purge transaction's log lines and
+    /// this batch's receipts, as if every purge will be recorded (the sweep leaves a core idle).
     #[allow(clippy::too_many_arguments)]
     async fn record_batch(
         &self,
         tx: &mut LedgerTx,
-        part: &[ResourceRow],
-        outcome: &[ItemOutcome],
+        (free, part): (&Arc<[ResourceRow]>, std::ops::Range<usize>),
+        outcome: Vec<ItemOutcome>,
         now: Timestamp,
         previous: &mut Option<BatchLog>,
         report: &mut SweepReport,
         log: &mut BatchLog,
-    ) -> Result<(), SweepError> {
+    ) -> Result<Vec<ItemOutcome>, SweepError> {
+        let rows = &free[part.clone()];
         let mut ok_by_cause: BTreeMap<Cause, Vec<String>> = BTreeMap::new();
         let mut failures = Vec::new();
-        for (r, o) in part.iter().zip(outcome) {
+        for (r, o) in rows.iter().zip(&outcome) {
             match &o.error {
                 None => ok_by_cause
                     .entry(cause_of(r))
@@ -698,7 +703,36 @@ impl Sweeper {
                 }
             }
         }
-        let record = async {
+        let receipts = tokio::task::spawn_blocking({
+            // Should this future be dropped meanwhile, the lines not written yet are written
+            // when the task's result is dropped (`PendingLines`).
+            let (free, part) = (free.clone(), part.clone());
+            let mut lines = PendingLines(previous.take());
+            let n = self.config.scheduler.batch_size;
+            move || {
+                if let Some(lines) = lines.0.as_mut() {
+                    lines.emit_some(n);
+                }
+                let drafts: Vec<Option<(AuditDraft, Removed)>> = free[part]
+                    .iter()
+                    .zip(&outcome)
+                    .map(|(r, o)| {
+                        o.error.is_none().then(|| {
+                            let receipt = PurgeReceipt::new(r, &o.removed, now);
+                            let draft = AuditDraft::with_details(
+                                now,
+                                "resource.purged",
+                                format!("{}/{}", r.kind, r.id),
+                                &receipt,
+                            );
+                            (draft, removed_total(&o.removed))
+                        })
+                    })
+                    .collect();
+                (lines, drafts, outcome)
+            }
+        });
+        let recorded = async {
             let mut recorded = HashSet::new();
             for (cause, ids) in &ok_by_cause {
                 recorded.extend(tx.finish_purged(ids, *cause, &self.instance, now).await?);
@@ -709,33 +743,22 @@ impl Sweeper {
                 .into_iter()
                 .collect();
             Ok::<_, StoreError>((recorded, failed))
+        }
+        .await;
+        let (mut lines, receipts, outcome) = match receipts.await {
+            Ok(done) => done,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => return Err(SweepError::PurgeTask(e.to_string())),
         };
-        let receipts = async {
-            if let Some(lines) = previous.as_mut() {
-                lines.emit_some(self.config.scheduler.batch_size);
-            }
-            part.iter()
-                .zip(outcome)
-                .filter(|(_, o)| o.error.is_none())
-                .map(|(r, o)| {
-                    let receipt = PurgeReceipt::new(r, &o.removed, now);
-                    let draft = AuditDraft::with_details(
-                        now,
-                        "resource.purged",
-                        format!("{}/{}", r.kind, r.id),
-                        &receipt,
-                    );
-                    (r, draft, removed_total(&o.removed))
-                })
-                .collect::<Vec<_>>()
-        };
-        let (recorded, receipts) = futures_util::future::join(record, receipts).await;
+        *previous = lines.0.take();
         let (recorded, failed_recorded) = recorded?;
 
-        let mut drafts = Vec::with_capacity(part.len());
-        for (r, draft, total) in receipts {
+        let mut drafts = Vec::with_capacity(rows.len());
+        for (r, receipt) in rows.iter().zip(receipts) {
             // Only purges recorded under our lease get a receipt.
-            if recorded.contains(&r.id) {
+            if let Some((draft, total)) = receipt
+                && recorded.contains(&r.id)
+            {
                 drafts.push(draft);
                 report.purged += 1;
                 report.removed += total;
@@ -744,7 +767,7 @@ impl Sweeper {
         }
         for f in &failures {
             if failed_recorded.contains(&f.id) {
-                let r = part
+                let r = rows
                     .iter()
                     .find(|r| r.id == f.id)
                     .expect("failure of a claimed resource");
@@ -764,7 +787,7 @@ impl Sweeper {
         log.recorded.extend(recorded);
         log.failed_recorded.extend(failed_recorded);
         log.failures.extend(failures);
-        Ok(())
+        Ok(outcome)
     }
 
     /// Exponential backoff with ±25% jitter, capped.
