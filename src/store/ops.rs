@@ -264,6 +264,17 @@ macro_rules! claim_due_sql {
     };
 }
 
+/// Records resources `id <$which>` purged (`$1` the id or ids, `$2` cause, `$3` purged at), only
+/// while `$4`'s claim holds.
+macro_rules! finish_purged_sql {
+    ($which:expr) => {
+        concat!(
+            "UPDATE resources SET state = 'purged', cause = $2, purged_at = $3, lease_owner = NULL, lease_until = NULL, ",
+            "last_error = NULL WHERE id ", $which, " AND state = 'purging' AND lease_owner = $4"
+        )
+    };
+}
+
 /// Claims up to `limit` resources for `owner` (stale claims first, then due work) and returns
 /// their rows in id order.
 async fn q_claim(
@@ -1055,10 +1066,7 @@ impl Tx {
         if let Some(recorded) = direct_finish_purged(&mut self.tx, ids, cause, owner, at).await {
             return recorded;
         }
-        Ok(sqlx::query_scalar(concat!(
-            "UPDATE resources SET state = 'purged', cause = $2, purged_at = $3, lease_owner = NULL, lease_until = NULL, ",
-            "last_error = NULL WHERE id ", in_ids!(1), " AND state = 'purging' AND lease_owner = $4 RETURNING id"
-        ))
+        Ok(sqlx::query_scalar(concat!(finish_purged_sql!(in_ids!(1)), " RETURNING id"))
         .bind(ids_arg(ids))
         .bind(cause.as_str())
         .bind(at.millis())

@@ -359,12 +359,12 @@ async fn direct_finish_purged(
 ) -> Option<Result<Vec<String>>> {
     let mut recorded = Vec::with_capacity(ids.len());
     let done = on_handle(tx, |conn| {
-        let mut st = conn.prepare(
-            "UPDATE resources SET state = 'purged', cause = ?2, purged_at = ?3, lease_owner = NULL, lease_until = NULL, \
-             last_error = NULL WHERE id = ?1 AND state = 'purging' AND lease_owner = ?4",
-        )?;
+        let mut st = conn.prepare(finish_purged_sql!("= $1"))?;
         for id in ids {
-            if st.execute(rusqlite::params![id, cause.as_str(), at.millis(), owner])? == 1 {
+            let params = rusqlite::named_params! {
+                "$1": id, "$2": cause.as_str(), "$3": at.millis(), "$4": owner,
+            };
+            if st.execute(params)? == 1 {
                 recorded.push(id.clone());
             }
         }
