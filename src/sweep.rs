@@ -91,7 +91,7 @@ pub enum SweepError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The runtime dropped a task of a purge transaction (the one running its targets, or the
-    /// one writing its receipts and log lines) while shutting down; the transaction's claims
+    /// one building its receipts and writing log lines) while shutting down; the transaction's claims
     /// stay on record and are purged after their lease.
     #[error("a task of the purge transaction was stopped: {0}")]
     PurgeTask(String),
@@ -705,7 +705,8 @@ impl Sweeper {
         }
         let receipts = tokio::task::spawn_blocking({
             // Should this future be dropped meanwhile, the lines not written yet are written
-            // when the task's result is dropped (`PendingLines`).
+            // when the task's result is dropped (`PendingLines`): none is lost, though they may
+            // then follow lines written after them.
             let (free, part) = (free.clone(), part.clone());
             let mut lines = PendingLines(previous.take());
             let n = self.config.scheduler.batch_size;

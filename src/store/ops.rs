@@ -1,7 +1,7 @@
 // The ledger's SQL, written once and compiled per backend: `sqlite.rs` and `postgres.rs`
 // `include!` this file after defining `Db`, `BEGIN`, `ids_arg`, `lock_audit`, the bulk-write
-// hooks `direct_save_resources`, `direct_record_events`, `direct_insert_audit` (`None`: use the
-// statements here) and the dialect macros `in_ids!`, `for_update!`, `for_update_of_r!`,
+// hooks `direct_save_resources`, `direct_record_events`, `direct_insert_audit`, `direct_claim`,
+// `direct_finish_purged` (`None`: use the statements here) and the dialect macros `in_ids!`, `for_update!`, `for_update_of_r!`,
 // `for_share!`, `skip_locked!`.
 
 use std::collections::HashSet;
@@ -307,7 +307,14 @@ async fn q_claim(
             .await?;
         ids.extend(due);
     }
-    q_resources(&mut *tx, &ids, false).await
+    let claimed = q_resources(&mut *tx, &ids, false).await?;
+    if claimed.len() < ids.len() {
+        // As on SQLite (`direct_claim`): a claimed resource must not stay claimed unread.
+        let found: HashSet<&str> = claimed.iter().map(|r| r.id.as_str()).collect();
+        let missing: Vec<&str> = ids.iter().map(String::as_str).filter(|id| !found.contains(id)).collect();
+        return Err(StoreError::Corrupt(format!("resources {missing:?}: their account is not in the ledger")));
+    }
+    Ok(claimed)
 }
 
 // ----- the pool: reads and short transactions ------------------------------------------

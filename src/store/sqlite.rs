@@ -1,7 +1,8 @@
 //! The SQLite backend: the embedded default for one daemon. WAL, a busy timeout, and
 //! `BEGIN IMMEDIATE` for every write so concurrent CLI and daemon writers queue instead of
-//! failing with "database is locked". The WAL is copied back into the database file by a
-//! background checkpointer, off the writers' path (see [`spawn_checkpointer`]).
+//! failing with "database is locked". While a writer (the daemon, a write command) has the ledger
+//! open, a background checkpointer copies the WAL back into the database file, off the commits'
+//! path (see [`spawn_checkpointer`]); read commands leave it to the commits, as SQLite does.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -17,13 +18,17 @@ type Db = sqlx::Sqlite;
 
 const BEGIN: &str = "BEGIN IMMEDIATE";
 
-/// WAL frames (pages) after which a commit checkpoints the WAL itself. The background
-/// checkpointer normally has copied nearly all of them by then, so that commit has little left
-/// to copy, and the WAL then starts over from its beginning (it stays about this size, 16 MB at
-/// 4 KB pages, instead of SQLite's default 1,000).
+/// WAL frames (pages) after which a commit checkpoints the WAL itself (SQLite's default is
+/// 1,000): the bound for when no background checkpointer runs or it falls behind. Normally it
+/// has copied the whole WAL long before, and the next writer starts the WAL over.
 const WAL_AUTOCHECKPOINT: u32 = 4096;
+/// What the WAL file is cut back to when it starts over: one large transaction (an ingest of a
+/// big file) may grow it far past the bound above, and it would keep that size on disk.
+const WAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
 /// How often the background checkpointer copies what was committed since its last run.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+/// The longest wait between the checkpointer's attempts while they fail.
+const CHECKPOINT_RETRY_MAX: Duration = Duration::from_secs(60);
 
 macro_rules! in_ids {
     ($n:literal) => {
@@ -446,18 +451,20 @@ impl Tx {
 /// With SQLite's automatic checkpoint alone, every thousand pages one commit copies them all
 /// and syncs the database file before it returns: a purge transaction's commit, on a sweep's
 /// critical path, took 10–14 ms instead of 1–3 (issue 7). Here that copy runs on another
-/// thread while the sweep goes on. A failure is logged once (until it changes or clears); the
-/// commits' own checkpoint ([`WAL_AUTOCHECKPOINT`]) still bounds the WAL meanwhile.
+/// thread while the sweep goes on. A failure is logged once (until it changes or clears) and
+/// retried with backoff, up to [`CHECKPOINT_RETRY_MAX`]; the commits' own checkpoint
+/// ([`WAL_AUTOCHECKPOINT`]) still bounds the WAL meanwhile.
 fn spawn_checkpointer(options: SqliteConnectOptions) -> DropGuard {
     let stop = CancellationToken::new();
     let guard = stop.clone().drop_guard();
     tokio::spawn(async move {
         let mut conn: Option<sqlx::SqliteConnection> = None;
         let mut failing: Option<String> = None;
+        let mut wait = CHECKPOINT_EVERY;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = tokio::time::sleep(CHECKPOINT_EVERY) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
             let done = async {
                 let c = match conn.as_mut() {
@@ -470,18 +477,19 @@ fn spawn_checkpointer(options: SqliteConnectOptions) -> DropGuard {
             }
             .await;
             match done {
-                Ok(_) if failing.is_some() => {
-                    tracing::info!("background WAL checkpoint of the ledger works again");
-                    failing = None;
+                Ok(_) => {
+                    if failing.take().is_some() {
+                        tracing::info!("background WAL checkpoint of the ledger works again");
+                    }
+                    wait = CHECKPOINT_EVERY;
                 }
-                Ok(_) => {}
                 Err(e) => {
                     let error = e.to_string();
                     if failing.as_ref() != Some(&error) {
-                        tracing::warn!(%error, "background WAL checkpoint of the ledger failed; commits checkpoint it meanwhile");
+                        tracing::warn!(%error, "background WAL checkpoint of the ledger failed; retrying with backoff, commits checkpoint it meanwhile");
                         failing = Some(error);
                     }
-                    conn = None;
+                    wait = (wait * 2).min(CHECKPOINT_RETRY_MAX);
                 }
             }
         }
@@ -505,7 +513,8 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true)
-            .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT.to_string());
+            .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT.to_string())
+            .pragma("journal_size_limit", WAL_SIZE_LIMIT.to_string());
         if opts.create
             && let Some(dir) = options.get_filename().parent()
             && !dir.as_os_str().is_empty()
