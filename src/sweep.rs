@@ -515,16 +515,19 @@ impl Sweeper {
         Ok(report)
     }
 
+    /// When a claim made now runs out. It runs from the claim, not from the sweep's start: a
+    /// long sweep's later claims must not look expired to other instances.
+    fn lease_until(&self) -> Timestamp {
+        self.clock.now().plus(self.config.scheduler.lease)
+    }
+
     /// Claims due work in a transaction of its own (a sweep's first batch, or when the claim
     /// beside a batch's targets failed).
     async fn claim_alone(&self, now: Timestamp, limit: i64) -> Result<ClaimedBatch, SweepError> {
-        // The lease runs from the claim, not from the sweep's start: a long sweep's later
-        // claims must not look expired to other instances.
-        let lease_until = self.clock.now().plus(self.config.scheduler.lease);
         Ok(ClaimedBatch {
             resources: self
                 .ledger
-                .claim_due(now, limit, &self.instance, lease_until)
+                .claim_due(now, limit, &self.instance, self.lease_until())
                 .await?,
             batch: None,
         })
@@ -601,10 +604,9 @@ impl Sweeper {
         let next = match claim_next {
             None => None,
             Some(limit) => {
-                let lease_until = self.clock.now().plus(self.config.scheduler.lease);
                 match self
                     .ledger
-                    .claim_next_batch(&mut tx, now, limit, &self.instance, lease_until)
+                    .claim_next_batch(&mut tx, now, limit, &self.instance, self.lease_until())
                     .await
                 {
                     Ok(next) => Some(next),

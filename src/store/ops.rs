@@ -1,8 +1,8 @@
 // The ledger's SQL, written once and compiled per backend: `sqlite.rs` and `postgres.rs`
-// `include!` this file after defining `Db`, `BEGIN`, `ids_arg`, `lock_audit`, the bulk-write
-// hooks `direct_save_resources`, `direct_record_events`, `direct_insert_audit`, `direct_claim`,
-// `direct_finish_purged` (`None`: use the statements here) and the dialect macros `in_ids!`, `for_update!`, `for_update_of_r!`,
-// `for_share!`, `skip_locked!`.
+// `include!` this file after defining `Db`, `BEGIN`, `ids_arg`, `lock_audit`, the hooks
+// `direct_save_resources`, `direct_record_events`, `direct_insert_audit`, `direct_claim`,
+// `direct_finish_purged` (`None`: use the statements here) and the dialect macros `in_ids!`,
+// `for_update!`, `for_update_of_r!`, `for_share!`, `skip_locked!`.
 
 use std::collections::HashSet;
 
