@@ -171,19 +171,23 @@ fn code_hint(primary: Option<i64>) -> &'static str {
 
 impl StoreError {
     /// A conflict the caller may simply retry (PostgreSQL deadlock or serialization failure,
-    /// SQLite busy after the busy timeout).
+    /// SQLite busy or locked after the busy timeout, in any of their extended forms:
+    /// BUSY_RECOVERY 261, BUSY_SNAPSHOT 517, BUSY_TIMEOUT 773, LOCKED_SHAREDCACHE 262, …).
     pub fn is_retryable(&self) -> bool {
         match self {
-            StoreError::Database(sqlx::Error::Database(e)) => {
-                matches!(
-                    e.code().as_deref(),
-                    Some("40P01" | "40001" | "5" | "6" | "517")
-                )
+            StoreError::Database(e @ sqlx::Error::Database(d)) => {
+                matches!(d.code().as_deref(), Some("40P01" | "40001"))
+                    || sqlite_busy_or_locked(sqlite_primary_code(e))
             }
-            StoreError::Sqlite { code, .. } => matches!(code, Some(5 | 6 | 517)),
+            StoreError::Sqlite { code, .. } => sqlite_busy_or_locked(code.map(|c| c & 0xff)),
             _ => false,
         }
     }
+}
+
+/// SQLITE_BUSY (5) or SQLITE_LOCKED (6), by primary result code.
+fn sqlite_busy_or_locked(primary: Option<i64>) -> bool {
+    matches!(primary, Some(5 | 6))
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -945,5 +949,79 @@ impl From<RawCheckpoint> for crate::checkpoint::Checkpoint {
             public_key: c.public_key,
             signature: c.signature,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+    use sqlx::{ConnectOptions, Connection};
+
+    fn on_handle(code: i64) -> StoreError {
+        StoreError::Sqlite {
+            code: Some(code),
+            message: "x".into(),
+        }
+    }
+
+    #[test]
+    fn busy_and_locked_are_retryable_in_every_extended_form() {
+        // BUSY, LOCKED, BUSY_RECOVERY, LOCKED_SHAREDCACHE, BUSY_SNAPSHOT, BUSY_TIMEOUT.
+        for code in [5, 6, 261, 262, 517, 773] {
+            assert!(on_handle(code).is_retryable(), "code {code}");
+        }
+        // CONSTRAINT_UNIQUE, IOERR_WRITE, FULL, READONLY: retrying changes nothing.
+        for code in [2067, 778, 13, 8, 1] {
+            assert!(!on_handle(code).is_retryable(), "code {code}");
+        }
+        let none = StoreError::Sqlite {
+            code: None,
+            message: "x".into(),
+        };
+        assert!(!none.is_retryable());
+        assert!(!StoreError::Corrupt("x".into()).is_retryable());
+    }
+
+    /// A real SQLITE_BUSY through sqlx: a second writer that gives up at once.
+    #[tokio::test]
+    async fn a_busy_ledger_through_sqlx_is_retryable_and_a_constraint_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = SqliteConnectOptions::new()
+            .filename(dir.path().join("l.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        let mut first = opts.connect().await.unwrap();
+        sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+            .execute(&mut first)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO t (id) VALUES (1)")
+            .execute(&mut first)
+            .await
+            .unwrap();
+        let mut second = opts
+            .clone()
+            .busy_timeout(std::time::Duration::ZERO)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut first)
+            .await
+            .unwrap();
+        let busy = sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut second)
+            .await
+            .unwrap_err();
+        assert!(StoreError::from(busy).is_retryable());
+        sqlx::query("ROLLBACK").execute(&mut first).await.unwrap();
+        let unique = sqlx::query("INSERT INTO t (id) VALUES (1)")
+            .execute(&mut second)
+            .await
+            .unwrap_err();
+        assert!(!StoreError::from(unique).is_retryable());
+        second.close().await.unwrap();
+        first.close().await.unwrap();
     }
 }
