@@ -983,6 +983,30 @@ mod tests {
         assert!(!StoreError::Corrupt("x".into()).is_retryable());
     }
 
+    /// `.cargo/config.toml` builds the bundled SQLite without the two process-wide locks that
+    /// slowed a sweep's ledger and target connections when they run side by side.
+    #[tokio::test]
+    async fn sqlite_is_built_without_global_allocation_locks() {
+        let mut conn = SqliteConnectOptions::new()
+            .filename(":memory:")
+            .connect()
+            .await
+            .unwrap();
+        let options: Vec<String> = sqlx::query_scalar("PRAGMA compile_options")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        assert!(
+            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "{options:?}"
+        );
+        assert!(
+            !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+            "{options:?}"
+        );
+        conn.close().await.unwrap();
+    }
+
     /// A real SQLITE_BUSY through sqlx: a second writer that gives up at once.
     #[tokio::test]
     async fn a_busy_ledger_through_sqlx_is_retryable_and_a_constraint_is_not() {
