@@ -174,20 +174,20 @@ impl StoreError {
     /// SQLite busy or locked after the busy timeout, in any of their extended forms:
     /// BUSY_RECOVERY 261, BUSY_SNAPSHOT 517, BUSY_TIMEOUT 773, LOCKED_SHAREDCACHE 262, …).
     pub fn is_retryable(&self) -> bool {
+        let pg_conflict = matches!(self, StoreError::Database(sqlx::Error::Database(d))
+            if matches!(d.code().as_deref(), Some("40P01" | "40001")));
+        // SQLITE_BUSY (5) or SQLITE_LOCKED (6).
+        pg_conflict || matches!(self.sqlite_primary_code(), Some(5 | 6))
+    }
+
+    /// SQLite's primary result code, whichever path the error came by (sqlx or the handle).
+    fn sqlite_primary_code(&self) -> Option<i64> {
         match self {
-            StoreError::Database(e @ sqlx::Error::Database(d)) => {
-                matches!(d.code().as_deref(), Some("40P01" | "40001"))
-                    || sqlite_busy_or_locked(sqlite_primary_code(e))
-            }
-            StoreError::Sqlite { code, .. } => sqlite_busy_or_locked(code.map(|c| c & 0xff)),
-            _ => false,
+            StoreError::Database(e) => sqlite_primary_code(e),
+            StoreError::Sqlite { code, .. } => code.map(|c| c & 0xff),
+            _ => None,
         }
     }
-}
-
-/// SQLITE_BUSY (5) or SQLITE_LOCKED (6), by primary result code.
-fn sqlite_busy_or_locked(primary: Option<i64>) -> bool {
-    matches!(primary, Some(5 | 6))
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
