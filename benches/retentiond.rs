@@ -1486,7 +1486,7 @@ async fn part_scale(bench: &Bench, b: Backend) {
                 .await
                 .unwrap();
             claim0.push(t.elapsed());
-            assert!(c.is_empty());
+            assert!(c.resources.is_empty());
             let t = Instant::now();
             let rep = s
                 .sweeper

@@ -13,7 +13,7 @@ use crate::holds::HoldScope;
 use crate::ingest;
 use crate::model::{Timestamp, ZdrStatus};
 use crate::rules::{self, SchedulePolicy};
-use crate::store::{HoldRow, Ledger, NewHold, StateCount, StoreError};
+use crate::store::{HoldRow, InFlight, InFlightOutcome, Ledger, NewHold, StateCount, StoreError};
 
 #[derive(Debug, Error)]
 pub enum AdminError {
@@ -42,10 +42,13 @@ pub struct HoldPlaced {
     pub matched: i64,
     /// Matching resources purged before the hold took effect.
     pub already_purged: i64,
-    /// Matching resources whose purge had started but not been recorded (a crashed sweep):
-    /// the hold stops it from completing, but their data may already be partly gone. A batch
-    /// a running sweep has claimed but not started is not counted (its purge sees the hold).
+    /// Matching resources whose purge may have started and was never recorded (a crashed
+    /// sweep, or a failed purge waiting to retry): the hold stops it from completing, but their
+    /// data may already be partly gone. A batch a sweep claimed and has not started is not
+    /// counted (its purge sees the hold). How each ends is found out when its claim is taken
+    /// over, and `hold show` tells.
     pub in_flight: i64,
+    pub in_flight_resources: Vec<String>,
     pub by_state: BTreeMap<String, i64>,
 }
 
@@ -82,9 +85,10 @@ pub async fn place_hold(
     let by_state = by_state(&counts);
     let matched: i64 = by_state.values().sum();
     let already_purged = by_state.get("purged").copied().unwrap_or(0);
-    // A sweep's next batch, claimed but not started, is not in flight: its purge transaction
-    // waits for this one and then sees the hold.
-    let in_flight = by_state.get("purging").copied().unwrap_or(0) - tx.count_not_started(s).await?;
+    // A batch a sweep claimed and has not started is not in flight: its purge waits for this
+    // transaction and then sees the hold.
+    let in_flight_resources = tx.in_flight(s).await?;
+    let in_flight = in_flight_resources.len() as i64;
     crate::sweep::failpoint("hold_before_insert");
     let id = tx
         .insert_hold(&NewHold {
@@ -93,8 +97,11 @@ pub async fn place_hold(
             placed_by: req.by.clone(),
             placed_at: now,
             scope: req.scope.clone(),
+            already_purged,
+            in_flight,
         })
         .await?;
+    tx.record_in_flight(id, &in_flight_resources).await?;
     tx.commit_with_audit(&[AuditDraft::new(
         now,
         "hold.placed",
@@ -116,6 +123,7 @@ pub async fn place_hold(
         matched,
         already_purged,
         in_flight,
+        in_flight_resources,
         by_state,
     })
 }
@@ -172,7 +180,7 @@ pub async fn release_hold(
     })
 }
 
-/// A hold with what it matches now.
+/// A hold with what it matches now, and its answer made exact (issue 30).
 #[derive(Debug, Clone, Serialize)]
 pub struct HoldDetail {
     #[serde(flatten)]
@@ -181,6 +189,15 @@ pub struct HoldDetail {
     pub matched: i64,
     pub matched_by_state: BTreeMap<String, i64>,
     pub matched_by_kind: BTreeMap<String, i64>,
+    /// Matching resources purged before the hold took effect: those its answer counted, plus
+    /// those in flight then and since found gone. `None` for a hold placed before the ledger
+    /// kept its answer.
+    pub already_purged: Option<i64>,
+    /// Of the resources its answer called in flight, those not found out yet.
+    pub in_flight: i64,
+    /// The resources its answer called in flight, and how each ended (`outcome` null: not
+    /// found out yet, which happens when their claim is taken over).
+    pub in_flight_resources: Vec<InFlight>,
 }
 
 pub async fn hold_detail(ledger: &Ledger, id: i64) -> Result<HoldDetail, AdminError> {
@@ -194,11 +211,19 @@ pub async fn hold_detail(ledger: &Ledger, id: i64) -> Result<HoldDetail, AdminEr
         *by_kind.entry(c.kind.clone()).or_default() += c.count;
     }
     let by_state = by_state(&counts);
+    let in_flight = ledger.hold_in_flight(id).await?;
+    let found_gone = in_flight
+        .iter()
+        .filter(|f| f.outcome == Some(InFlightOutcome::Purged))
+        .count() as i64;
     Ok(HoldDetail {
         active: hold.is_active(),
         matched: by_state.values().sum(),
         matched_by_state: by_state,
         matched_by_kind: by_kind,
+        already_purged: hold.placed_already_purged.map(|n| n + found_gone),
+        in_flight: in_flight.iter().filter(|f| f.outcome.is_none()).count() as i64,
+        in_flight_resources: in_flight,
         hold,
     })
 }

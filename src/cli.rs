@@ -573,7 +573,21 @@ pub async fn run(cli: Cli) -> Outcome {
                         .as_ref()
                         .map(|e| format!("\n  last error (attempt {}): {e}", r.attempts))
                         .unwrap_or_default()
-                )
+                ) + &r
+                    .interrupted
+                    .as_ref()
+                    .map(|i| {
+                        format!(
+                            "\n  interrupted purge, found {}: {}",
+                            i.found_at,
+                            i.targets
+                                .iter()
+                                .map(|t| format!("{}={}", t.target, t.data))
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        )
+                    })
+                    .unwrap_or_default()
             });
             Ok(())
         }
@@ -826,8 +840,8 @@ async fn hold(command: HoldCommand, config: &Config, clock: &Clock, json: bool) 
                     placed.already_purged,
                     if placed.in_flight > 0 {
                         format!(
-                            "; {} in an interrupted purge (data may be partly gone)",
-                            placed.in_flight
+                            "; {} in an interrupted purge (data may be partly gone; `hold show {}` tells how each ends)",
+                            placed.in_flight, placed.id
                         )
                     } else {
                         String::new()
@@ -896,7 +910,7 @@ async fn hold(command: HoldCommand, config: &Config, clock: &Clock, json: bool) 
                         .map(|(k, v)| format!("{k}={v}"))
                         .collect::<Vec<_>>()
                         .join(" ")
-                )
+                ) + &hold_answer_text(&d)
             });
             Ok(())
         }
@@ -1255,4 +1269,40 @@ async fn audit_cmd(command: AuditCommand, config: &Config, clock: &Clock, json: 
             Ok(())
         }
     }
+}
+
+/// `hold show`: the hold's answer, made exact as in-flight purges are found out (issue 30).
+fn hold_answer_text(d: &admin::HoldDetail) -> String {
+    let mut s = match d.already_purged {
+        Some(n) => format!("\n  already purged before it took effect: {n}"),
+        None => String::new(),
+    };
+    if d.in_flight_resources.is_empty() {
+        return s;
+    }
+    let mut by_outcome: std::collections::BTreeMap<String, Vec<&str>> = Default::default();
+    for f in &d.in_flight_resources {
+        let k = f
+            .outcome
+            .map_or("not found out yet".to_string(), |o| o.to_string());
+        by_outcome.entry(k).or_default().push(&f.resource);
+    }
+    s.push_str(&format!(
+        "\n  in flight when placed: {}",
+        d.in_flight_resources.len()
+    ));
+    for (outcome, ids) in by_outcome {
+        let shown: Vec<&str> = ids.iter().take(10).copied().collect();
+        let more = if ids.len() > shown.len() {
+            format!(" … and {} more", ids.len() - shown.len())
+        } else {
+            String::new()
+        };
+        s.push_str(&format!(
+            "\n    {outcome}: {} ({}{more})",
+            ids.len(),
+            shown.join(", ")
+        ));
+    }
+    s
 }

@@ -691,6 +691,7 @@ impl State<'_> {
             attempts: 0,
             last_error: None,
             purged_at: None,
+            claim_batch: None,
         };
         row.reschedule(&acct_facts, self.zdr_approved(&org), kp);
         self.audit.push(AuditDraft::with_details(

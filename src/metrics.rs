@@ -35,6 +35,7 @@ pub const PURGES: &str = "retentiond_purges_total";
 pub const PURGE_FAILURES: &str = "retentiond_purge_failures_total";
 pub const PURGES_GAVE_UP: &str = "retentiond_purges_gave_up_total";
 pub const PURGES_HELD: &str = "retentiond_purges_held_total";
+pub const PURGES_FOUND_OUT: &str = "retentiond_interrupted_purges_found_total";
 pub const ACCOUNTS_PURGED: &str = "retentiond_accounts_purged_total";
 pub const ROWS_REMOVED: &str = "retentiond_rows_removed_total";
 pub const FILES_REMOVED: &str = "retentiond_files_removed_total";
@@ -101,6 +102,10 @@ fn describe() {
         PURGES_HELD,
         "Due resources found under a hold and given back."
     );
+    describe_counter!(
+        PURGES_FOUND_OUT,
+        "Purges interrupted by a crash and found out when their claim was taken over, by outcome (gone, intact, interrupted)."
+    );
     describe_counter!(ACCOUNTS_PURGED, "Accounts purged.");
     describe_counter!(ROWS_REMOVED, "Rows removed from application databases.");
     describe_counter!(FILES_REMOVED, "Files removed from file stores.");
@@ -131,6 +136,15 @@ pub fn record_sweep(report: &SweepReport, took: Duration, finished: Timestamp) {
     }
     counter!(PURGES_GAVE_UP).increment(report.gave_up);
     counter!(PURGES_HELD).increment(report.held);
+    for (outcome, n) in [
+        ("gone", report.found_gone),
+        ("intact", report.found_intact),
+        ("interrupted", report.interrupted),
+    ] {
+        if n > 0 {
+            counter!(PURGES_FOUND_OUT, "outcome" => outcome).increment(n);
+        }
+    }
     counter!(ACCOUNTS_PURGED).increment(report.accounts_purged);
     counter!(ROWS_REMOVED).increment(report.removed.rows);
     counter!(FILES_REMOVED).increment(report.removed.files);

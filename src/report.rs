@@ -31,6 +31,10 @@ pub struct ResourceView {
     pub attempts: i64,
     pub last_error: Option<String>,
     pub purged_at: Option<Timestamp>,
+    /// Set when a purge of it was interrupted by a crash and found partly done (issue 30):
+    /// what each target held then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interrupted: Option<crate::store::Interruption>,
 }
 
 pub async fn resource(ledger: &Ledger, id: &str) -> Result<Option<ResourceView>, StoreError> {
@@ -46,7 +50,10 @@ pub async fn resource(ledger: &Ledger, id: &str) -> Result<Option<ResourceView>,
             .map(|h| h.id)
             .collect()
     };
-    Ok(Some(resource_view(r, holds)))
+    let interrupted = ledger.interruption(id).await?;
+    let mut view = resource_view(r, holds);
+    view.interrupted = interrupted;
+    Ok(Some(view))
 }
 
 fn resource_view(r: ResourceRow, holds: Vec<i64>) -> ResourceView {
@@ -67,6 +74,7 @@ fn resource_view(r: ResourceRow, holds: Vec<i64>) -> ResourceView {
         attempts: r.attempts,
         last_error: r.last_error,
         purged_at: r.purged_at,
+        interrupted: None,
     }
 }
 
@@ -397,6 +405,9 @@ pub async fn receipt(ledger: &Ledger, account: &str) -> Result<Option<Receipt>, 
                         format!("purge failed: {}", r.last_error.as_deref().unwrap_or("?"))
                     }
                     ResourceState::Purging => "purge in progress".to_string(),
+                    ResourceState::Interrupted => {
+                        "purge interrupted by a crash, data partly gone; finishes when due".into()
+                    }
                     _ => match r.purge_after {
                         Some(p) => format!("in its grace period until {p}"),
                         None => "not scheduled".to_string(),

@@ -247,6 +247,40 @@ fn rule_rank(rule: Rule) -> u8 {
     }
 }
 
+/// What one target still holds of a resource whose purge may have run part of its deletes
+/// before its instance died (issue 30).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetFinding {
+    Gone,
+    Present,
+    /// The target could not tell (unreachable, or nothing to ask it with).
+    Unknown,
+}
+
+/// What the ledger may say of such a resource once every target was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InterruptedPurge {
+    /// Gone everywhere: it was purged, before whatever now keeps it.
+    Gone,
+    /// Still there everywhere: nothing of it was destroyed.
+    Intact,
+    /// Partly gone, or a target could not tell: neither may be claimed.
+    Interrupted,
+}
+
+/// Gone only when every target says gone, intact only when every target says present; any
+/// mix, or any target that cannot tell, is `Interrupted`. A kind without targets has nothing
+/// to delete, so its purge cannot have been partial: `Gone`.
+pub fn interrupted_purge(found: &[TargetFinding]) -> InterruptedPurge {
+    if found.iter().all(|f| *f == TargetFinding::Gone) {
+        InterruptedPurge::Gone
+    } else if found.iter().all(|f| *f == TargetFinding::Present) {
+        InterruptedPurge::Intact
+    } else {
+        InterruptedPurge::Interrupted
+    }
+}
+
 /// R6: does ZDR cover a resource of this kind with this endpoint?
 pub fn zdr_covers(policy: &KindPolicy, endpoint: Option<&str>) -> bool {
     match (&policy.zdr_endpoints, endpoint) {
@@ -538,6 +572,28 @@ mod tests {
             let earlier = now.saturating_sub(back);
             if is_due(Timestamp(purge_after), Timestamp(earlier)) {
                 prop_assert!(is_due(Timestamp(purge_after), Timestamp(now)));
+            }
+        }
+
+        /// Issue 30: the ledger says "gone" only when every target confirmed it, "intact" only
+        /// when every target still has it; anything else, an unknown included, is interrupted.
+        #[test]
+        fn an_interrupted_purge_claims_only_what_every_target_confirms(
+            found in proptest::collection::vec(0..3u8, 0..6)
+        ) {
+            let found: Vec<TargetFinding> = found
+                .into_iter()
+                .map(|f| [TargetFinding::Gone, TargetFinding::Present, TargetFinding::Unknown][f as usize])
+                .collect();
+            let verdict = interrupted_purge(&found);
+            let all = |t| found.iter().all(|f| *f == t);
+            prop_assert_eq!(verdict == InterruptedPurge::Gone, all(TargetFinding::Gone));
+            prop_assert_eq!(
+                verdict == InterruptedPurge::Intact,
+                !found.is_empty() && all(TargetFinding::Present)
+            );
+            if found.contains(&TargetFinding::Unknown) {
+                prop_assert_eq!(verdict, InterruptedPurge::Interrupted);
             }
         }
 

@@ -15,9 +15,12 @@ use crate::audit::AuditDraft;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::holds::HoldSet;
+use crate::model::ResourceState;
 use crate::model::{Cause, Span, Timestamp};
+use crate::rules::{self, InterruptedPurge, TargetFinding};
 use crate::store::{
-    AccountRow, ClaimedBatch, Ledger, LedgerTx, PurgeFailure, ResourceRow, StoreError, SweepRun,
+    AccountRow, ClaimedBatch, InFlightOutcome, Ledger, LedgerTx, PurgeFailure, ResourceRow,
+    SettledClaim, StoreError, SweepRun, TargetData,
 };
 use crate::targets::{PurgeItem, Removed, Targets};
 
@@ -31,6 +34,11 @@ pub struct SweepReport {
     pub gave_up: u64,
     /// Resources found under a hold and given back.
     pub held: u64,
+    /// Claims taken over whose purge may have started, found gone everywhere (and recorded
+    /// purged: they count in `purged` too), intact everywhere, or partly gone (`interrupted`).
+    pub found_gone: u64,
+    pub found_intact: u64,
+    pub interrupted: u64,
     pub accounts_purged: u64,
     /// Target batches run (a claimed set that holds kept entirely runs none).
     pub batches: u64,
@@ -43,7 +51,13 @@ pub struct SweepReport {
 
 impl SweepReport {
     pub fn did_something(&self) -> bool {
-        self.purged + self.failed + self.held + self.accounts_purged > 0
+        self.purged
+            + self.failed
+            + self.held
+            + self.found_intact
+            + self.interrupted
+            + self.accounts_purged
+            > 0
     }
 
     fn add(&mut self, o: SweepReport) {
@@ -51,6 +65,9 @@ impl SweepReport {
         self.failed += o.failed;
         self.gave_up += o.gave_up;
         self.held += o.held;
+        self.found_gone += o.found_gone;
+        self.found_intact += o.found_intact;
+        self.interrupted += o.interrupted;
         self.accounts_purged += o.accounts_purged;
         self.batches += o.batches;
         self.removed += o.removed;
@@ -129,11 +146,24 @@ struct PurgeReceipt<'a> {
     cause: &'static str,
     created_at: Timestamp,
     deleted_at: Option<Timestamp>,
+    /// Set when the purge was found to have happened (issue 30): its claim was taken over after
+    /// a crash, and every target had nothing left of it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    found_gone: Option<FoundGone>,
     org: &'a str,
     purge_after: Option<Timestamp>,
     purged_at: Timestamp,
     rule: Option<&'static str>,
     targets: Vec<TargetRemoved<'a>>,
+}
+
+/// Why a purge was recorded after the fact: what kept its claim from simply being given back.
+#[derive(Serialize)]
+struct FoundGone {
+    /// Active holds that match it: each was placed while its purge was in flight.
+    holds: Vec<i64>,
+    /// Its schedule under the policy in force no longer made it due.
+    no_longer_due: bool,
 }
 
 #[derive(Serialize)]
@@ -166,6 +196,7 @@ impl<'a> PurgeReceipt<'a> {
             cause: cause_of(r).as_str(),
             created_at: r.created_at,
             deleted_at: r.deleted_at,
+            found_gone: None,
             org: &r.org,
             purge_after: r.purge_after,
             purged_at: now,
@@ -303,15 +334,7 @@ fn kind_work(part: &[ResourceRow]) -> Vec<KindWork> {
     by_kind
         .into_iter()
         .map(|(kind, idx)| KindWork {
-            items: idx
-                .iter()
-                .map(|&i| PurgeItem {
-                    id: part[i].id.clone(),
-                    kind: kind.to_string(),
-                    account: part[i].account.clone(),
-                    org: part[i].org.clone(),
-                })
-                .collect(),
+            items: idx.iter().map(|&i| purge_item(&part[i])).collect(),
             kind: kind.to_string(),
             idx,
         })
@@ -358,6 +381,58 @@ async fn run_targets(
         }
     }
     (outcome, failures)
+}
+
+/// What the start of a purge transaction left for its targets.
+struct Started {
+    /// Claims no hold keeps that are still due: the targets purge them.
+    free: Vec<ResourceRow>,
+    /// The claims' batch (started when anything is free).
+    batch: Option<i64>,
+    /// Of `free`, claims taken over whose purge may have started before.
+    taken_over: Vec<String>,
+    report: SweepReport,
+}
+
+/// A claim taken over whose purge may have started, that a hold now keeps or that is no longer
+/// due: what its targets still hold decides what the ledger says of it.
+struct Unsure {
+    row: ResourceRow,
+    /// Active holds that match it (id, case).
+    holds: Vec<(i64, String)>,
+    /// Its schedule when it is no longer due.
+    reschedule: Option<Reschedule>,
+}
+
+struct Reschedule {
+    purge_after: Option<Timestamp>,
+    rule: Option<crate::model::Rule>,
+}
+
+fn finding(t: &TargetData) -> TargetFinding {
+    match t.data.as_str() {
+        "gone" => TargetFinding::Gone,
+        "present" => TargetFinding::Present,
+        _ => TargetFinding::Unknown,
+    }
+}
+
+/// `app_db:gone,uploads:present` — for log lines.
+fn target_summary(targets: &[TargetData]) -> String {
+    targets
+        .iter()
+        .map(|t| format!("{}:{}", t.target, t.data))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn purge_item(r: &ResourceRow) -> PurgeItem {
+    PurgeItem {
+        id: r.id.clone(),
+        kind: r.kind.clone(),
+        account: r.account.clone(),
+        org: r.org.clone(),
+    }
 }
 
 /// Runs sweeps for one instance.
@@ -458,6 +533,9 @@ impl Sweeper {
                 failed = r.failed,
                 gave_up = r.gave_up,
                 held = r.held,
+                found_gone = r.found_gone,
+                found_intact = r.found_intact,
+                interrupted = r.interrupted,
                 accounts_purged = r.accounts_purged,
                 rows = r.removed.rows,
                 files = r.removed.files,
@@ -492,9 +570,6 @@ impl Sweeper {
             let full = claims.resources.len() as i64 == asked;
             asked = claim;
             let want_next = full && !stop.is_cancelled();
-            if let Some(b) = claims.batch {
-                self.ledger.start_claimed_batch(b, now).await?;
-            }
             let done = self
                 .purge_claimed(claims, now, want_next.then_some(claim), &mut lines.0)
                 .await?;
@@ -524,13 +599,296 @@ impl Sweeper {
     /// Claims due work in a transaction of its own (a sweep's first batch, or when the claim
     /// beside a batch's targets failed).
     async fn claim_alone(&self, now: Timestamp, limit: i64) -> Result<ClaimedBatch, SweepError> {
-        Ok(ClaimedBatch {
-            resources: self
-                .ledger
-                .claim_due(now, limit, &self.instance, self.lease_until())
-                .await?,
-            batch: None,
+        Ok(self
+            .ledger
+            .claim_due(now, limit, &self.instance, self.lease_until())
+            .await?)
+    }
+
+    /// Starts a purge transaction's claims, with the hold lock held shared (`gate`) and before
+    /// any target runs, in a ledger transaction of its own: claims an active hold covers go
+    /// back untouched (and their blocks are recorded); claims taken over whose purge may have
+    /// started (a crash) and that a hold now keeps, or that are no longer due, are found out
+    /// first (`find_out`): gone everywhere → recorded purged with a receipt saying so, intact
+    /// everywhere → given back, anything else → `interrupted` (issue 30); and the batch is
+    /// marked started, so a hold placed after this transaction counts what is left `in_flight`.
+    async fn start(
+        &self,
+        claims: ClaimedBatch,
+        holds: &HoldSet,
+        now: Timestamp,
+        log: &mut BatchLog,
+    ) -> Result<Started, SweepError> {
+        let mut report = SweepReport::default();
+        let mut free: Vec<ResourceRow> = Vec::with_capacity(claims.resources.len());
+        let (mut held_ids, mut blocks) = (Vec::new(), Vec::new());
+        let (mut unsure, mut taken_over) = (Vec::new(), Vec::new());
+        let mut policy = None;
+        for r in claims.resources {
+            let matching: Vec<(i64, String)> = holds
+                .matching(&r.hold_subject())
+                .iter()
+                .map(|h| (h.id, h.case_ref.clone()))
+                .collect();
+            // `claim_batch` is cleared by a takeover from a batch that may have started.
+            let touched = r.claim_batch.is_none();
+            let reschedule = match touched {
+                true => self.no_longer_due(&r, now, &mut policy).await?,
+                false => None,
+            };
+            if matching.is_empty() && reschedule.is_none() {
+                if touched {
+                    taken_over.push(r.id.clone());
+                }
+                free.push(r);
+            } else if touched {
+                unsure.push(Unsure {
+                    row: r,
+                    holds: matching,
+                    reschedule,
+                });
+            } else {
+                for (h, case) in matching {
+                    blocks.push((r.id.clone(), h));
+                    log.cases.insert(h, case);
+                }
+                held_ids.push(r.id.clone());
+                log.held_info.insert(r.id.clone(), (r.kind, r.account));
+            }
+        }
+        report.held = held_ids.len() as u64;
+        let found = self.find_out(&unsure).await;
+
+        let mut st = self.ledger.begin().await?;
+        if !held_ids.is_empty() {
+            log.new_blocks = st.add_blocks("resource", &blocks, now).await?;
+            st.release_claims_held(&held_ids, &self.instance).await?;
+        }
+        let mut drafts = Vec::new();
+        let mut lines = Vec::new();
+        let (mut gone, mut settled, mut interruptions, mut outcomes) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut unsure_blocks = Vec::new();
+        for (u, targets) in unsure.iter().zip(&found) {
+            let findings: Vec<TargetFinding> = targets.iter().map(finding).collect();
+            let verdict = rules::interrupted_purge(&findings);
+            if verdict == InterruptedPurge::Gone {
+                gone.push((u, targets));
+                continue;
+            }
+            let r = &u.row;
+            let (purge_after, rule) = match &u.reschedule {
+                Some(s) => (s.purge_after, s.rule),
+                None => (r.purge_after, r.rule),
+            };
+            let state = match verdict {
+                InterruptedPurge::Interrupted => ResourceState::Interrupted,
+                _ => r.unclaimed_state(),
+            };
+            settled.push(SettledClaim {
+                id: r.id.clone(),
+                state,
+                held: !u.holds.is_empty(),
+                purge_after,
+                rule,
+            });
+            unsure_blocks.extend(u.holds.iter().map(|(h, _)| (r.id.clone(), *h)));
+            let hold_ids: Vec<i64> = u.holds.iter().map(|(h, _)| *h).collect();
+            let subject = format!("{}/{}", r.kind, r.id);
+            let summary = target_summary(targets);
+            let interrupted = verdict == InterruptedPurge::Interrupted;
+            let (action, outcome) = match interrupted {
+                true => ("resource.purge_interrupted", InFlightOutcome::Interrupted),
+                false => ("resource.purge_found_intact", InFlightOutcome::Kept),
+            };
+            let draft = AuditDraft::new(
+                now,
+                action,
+                subject,
+                json!({"account": r.account, "holds": hold_ids, "no_longer_due": u.reschedule.is_some(), "targets": targets}),
+            );
+            outcomes.push((r.id.clone(), outcome));
+            lines.push((interrupted, r, hold_ids, summary, draft, targets));
+        }
+        if !unsure_blocks.is_empty() {
+            st.add_blocks("resource", &unsure_blocks, now).await?;
+        }
+        let settled_ids: HashSet<String> = st
+            .settle_claims(&settled, &self.instance)
+            .await?
+            .into_iter()
+            .collect();
+        lines.retain(|l| settled_ids.contains(&l.1.id));
+        for (interrupted, r, _, _, draft, targets) in &lines {
+            drafts.push(draft.clone());
+            if *interrupted {
+                interruptions.push((
+                    r.id.clone(),
+                    serde_json::to_string(targets).unwrap_or_else(|_| "[]".into()),
+                ));
+                report.interrupted += 1;
+            } else {
+                report.found_intact += 1;
+            }
+        }
+        st.record_interruptions(&interruptions, now).await?;
+        // Gone everywhere: the purge happened before whatever keeps it now; record it.
+        let mut by_cause: BTreeMap<Cause, Vec<String>> = BTreeMap::new();
+        for (u, _) in &gone {
+            by_cause
+                .entry(cause_of(&u.row))
+                .or_default()
+                .push(u.row.id.clone());
+        }
+        let mut recorded = HashSet::new();
+        for (cause, ids) in &by_cause {
+            recorded.extend(st.finish_purged(ids, *cause, &self.instance, now).await?);
+        }
+        let mut gone_lines = Vec::new();
+        for (u, targets) in &gone {
+            let r = &u.row;
+            if !recorded.contains(&r.id) {
+                continue;
+            }
+            let removed: Vec<(String, Removed)> = targets
+                .iter()
+                .map(|t| (t.target.clone(), Removed::default()))
+                .collect();
+            let mut receipt = PurgeReceipt::new(r, &removed, now);
+            receipt.found_gone = Some(FoundGone {
+                holds: u.holds.iter().map(|(h, _)| *h).collect(),
+                no_longer_due: u.reschedule.is_some(),
+            });
+            drafts.push(AuditDraft::with_details(
+                now,
+                "resource.purged",
+                format!("{}/{}", r.kind, r.id),
+                &receipt,
+            ));
+            outcomes.push((r.id.clone(), InFlightOutcome::Purged));
+            report.purged += 1;
+            report.found_gone += 1;
+            *report.purged_by_kind.entry(r.kind.clone()).or_default() += 1;
+            gone_lines.push((
+                r.clone(),
+                receipt.found_gone.map(|f| f.holds).unwrap_or_default(),
+            ));
+        }
+        outcomes.retain(|(id, o)| *o == InFlightOutcome::Purged || settled_ids.contains(id));
+        st.resolve_in_flight(&outcomes, now).await?;
+        let start_targets = !free.is_empty();
+        if let (true, Some(b)) = (start_targets, claims.batch) {
+            st.start_batch(b, now).await?;
+        }
+        st.commit_with_audit(&drafts).await?;
+
+        for (r, holds) in gone_lines {
+            info!(kind = %r.kind, id = %r.id, account = %r.account, holds = ?holds,
+                "purge found done after a crash: its data is gone from every target; recorded purged");
+        }
+        for (interrupted, r, holds, summary, _, _) in lines {
+            if interrupted {
+                warn!(kind = %r.kind, id = %r.id, account = %r.account, holds = ?holds, targets = %summary,
+                    "purge interrupted by a crash: data partly gone or not known; resource is now `interrupted`");
+            } else {
+                info!(kind = %r.kind, id = %r.id, account = %r.account, holds = ?holds, targets = %summary,
+                    "purge found not done after a crash: its data is intact; given back");
+            }
+        }
+        Ok(Started {
+            free,
+            batch: claims.batch,
+            taken_over,
+            report,
         })
+    }
+
+    /// For a claim taken over: `Some(new schedule)` when, under the policy in force, it is no
+    /// longer due now (a policy lengthened meanwhile); `None` while it still is, or when that
+    /// cannot be worked out (then it stays due, as claimed).
+    async fn no_longer_due(
+        &self,
+        r: &ResourceRow,
+        now: Timestamp,
+        policy: &mut Option<Option<crate::rules::SchedulePolicy>>,
+    ) -> Result<Option<Reschedule>, StoreError> {
+        if policy.is_none() {
+            *policy = Some(crate::policy::in_force(&self.ledger).await?);
+        }
+        let Some(Some(policy)) = policy.as_ref() else {
+            return Ok(None);
+        };
+        let Some(kind) = policy.kinds.get(&r.kind) else {
+            return Ok(None);
+        };
+        let Some(account) = self.ledger.account(&r.account).await? else {
+            return Ok(None);
+        };
+        let approved = self
+            .ledger
+            .org(&r.org)
+            .await?
+            .is_some_and(|o| o.zdr == crate::model::ZdrStatus::Approved);
+        let mut unclaimed = r.clone();
+        unclaimed.state = r.unclaimed_state();
+        Ok(
+            match rules::resource_schedule(&unclaimed.facts(), &account.facts(), approved, kind) {
+                Some(s) if rules::is_due(s.purge_after, now) => None,
+                s => Some(Reschedule {
+                    purge_after: s.map(|s| s.purge_after),
+                    rule: s.map(|s| s.rule),
+                }),
+            },
+        )
+    }
+
+    /// Asks each of the resource's targets what it still holds of it (see
+    /// `Target::remaining`). A target that is not configured, or that fails, cannot tell.
+    async fn find_out(&self, unsure: &[Unsure]) -> Vec<Vec<TargetData>> {
+        let mut out = Vec::with_capacity(unsure.len());
+        for u in unsure {
+            let r = &u.row;
+            let item = purge_item(r);
+            let names = self.config.kinds.get(&r.kind).map(|k| k.targets.clone());
+            let Some(names) = names else {
+                out.push(vec![TargetData {
+                    target: "-".into(),
+                    data: "unknown".into(),
+                    error: Some(format!("kind `{}` is not in the config", r.kind)),
+                }]);
+                continue;
+            };
+            let mut found = Vec::with_capacity(names.len());
+            for name in names {
+                let answer = match self.targets.get(&name) {
+                    None => Err(format!("target `{name}` is not configured")),
+                    Some(t) => t
+                        .remaining(&r.kind, std::slice::from_ref(&item))
+                        .await
+                        .pop()
+                        .unwrap_or_else(|| Err("no answer".into())),
+                };
+                found.push(match answer {
+                    Ok(0) => TargetData {
+                        target: name,
+                        data: "gone".into(),
+                        error: None,
+                    },
+                    Ok(_) => TargetData {
+                        target: name,
+                        data: "present".into(),
+                        error: None,
+                    },
+                    Err(e) => TargetData {
+                        target: name,
+                        data: "unknown".into(),
+                        error: Some(e),
+                    },
+                });
+            }
+            out.push(found);
+        }
+        out
     }
 
     /// Purges what was claimed inside one purge transaction (Invariant H: see `store`), in
@@ -547,32 +905,15 @@ impl Sweeper {
         previous: &mut Option<BatchLog>,
     ) -> Result<BatchDone, SweepError> {
         let mut report = SweepReport::default();
-        let mut tx = self.ledger.begin_purge().await?;
-        let holds = HoldSet::new(tx.active_holds().await?);
-
-        // Holds first: anything an active hold covers goes back untouched.
-        let mut free: Vec<ResourceRow> = Vec::with_capacity(claims.resources.len());
-        let mut held_ids = Vec::new();
-        let mut blocks = Vec::new();
         let mut log = BatchLog::default();
-        for r in claims.resources {
-            let matching = holds.matching(&r.hold_subject());
-            if matching.is_empty() {
-                free.push(r);
-            } else {
-                for h in matching {
-                    blocks.push((r.id.clone(), h.id));
-                    log.cases.insert(h.id, h.case_ref.clone());
-                }
-                held_ids.push(r.id.clone());
-                log.held_info.insert(r.id.clone(), (r.kind, r.account));
-            }
-        }
-        if !held_ids.is_empty() {
-            report.held = held_ids.len() as u64;
-            log.new_blocks = tx.add_blocks("resource", &blocks, now).await?;
-            tx.release_claims_held(&held_ids, &self.instance).await?;
-        }
+        // No hold is placed or released from here until this transaction commits.
+        let mut gate = self.ledger.open_purge_gate().await?;
+        let holds = HoldSet::new(gate.active_holds().await?);
+        let started = self.start(claims, &holds, now, &mut log).await?;
+        report.add(started.report);
+        let (free, taken_over) = (started.free, started.taken_over);
+        failpoint("after_start");
+        let mut tx = gate.begin_purge().await?;
 
         // The targets' task sends each batch's outcome as it finishes it. Aborted if this
         // future is dropped: targets never outlive their purge transaction.
@@ -657,8 +998,18 @@ impl Sweeper {
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(e) => return Err(SweepError::PurgeTask(e.to_string())),
         }
-        if let Some(b) = claims.batch {
+        if let Some(b) = started.batch {
             tx.end_claimed_batch(b).await?;
+        }
+        if !taken_over.is_empty() {
+            // Claims taken over whose purge may have started, now finished: a hold released
+            // since its answer called them in flight learns how they ended.
+            let done: Vec<(String, InFlightOutcome)> = taken_over
+                .into_iter()
+                .filter(|id| log.recorded.contains(id))
+                .map(|id| (id, InFlightOutcome::PurgedAfterRelease))
+                .collect();
+            tx.resolve_in_flight(&done, now).await?;
         }
         failpoint("before_commit");
         tx.commit_with_audit(&[]).await?;
@@ -1007,6 +1358,7 @@ mod tests {
             attempts: 2,
             last_error: None,
             purged_at: None,
+            claim_batch: None,
         }
     }
 

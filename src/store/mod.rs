@@ -38,13 +38,13 @@
 // takes only `&'static str` SQL unless a string is explicitly asserted safe).
 macro_rules! resource_columns {
     () => {
-        "r.id, r.kind, r.account, a.org, r.created_at, r.endpoint, r.state, r.deleted_at, r.cause, r.purge_after, r.rule, r.held, r.lease_owner, r.lease_until, r.attempts, r.last_error, r.purged_at"
+        "r.id, r.kind, r.account, a.org, r.created_at, r.endpoint, r.state, r.deleted_at, r.cause, r.purge_after, r.rule, r.held, r.lease_owner, r.lease_until, r.attempts, r.last_error, r.purged_at, r.claim_batch"
     };
 }
 /// The names of [`resource_columns!`] in a derived table, in the same order.
 macro_rules! resource_names {
     () => {
-        "id, kind, account, org, created_at, endpoint, state, deleted_at, cause, purge_after, rule, held, lease_owner, lease_until, attempts, last_error, purged_at"
+        "id, kind, account, org, created_at, endpoint, state, deleted_at, cause, purge_after, rule, held, lease_owner, lease_until, attempts, last_error, purged_at, claim_batch"
     };
 }
 /// The columns `save_resources` writes, in bind order.
@@ -101,16 +101,27 @@ macro_rules! org_columns {
 }
 macro_rules! hold_columns {
     () => {
-        "id, case_ref, reason, placed_by, placed_at, org, account, resource, kind, created_from, created_to, released_at, released_by"
+        "id, case_ref, reason, placed_by, placed_at, org, account, resource, kind, created_from, created_to, released_at, released_by, placed_already_purged, placed_in_flight"
     };
 }
-/// Due and not known to be held: the predicate of the `resources_due` partial index.
+/// Due and not known to be held: the predicate of the `resources_due` partial index. An
+/// `interrupted` resource is due again once no hold keeps it (its purge then finishes).
 macro_rules! due_predicate {
     () => {
-        "r.state IN ('live', 'deleted') AND r.held = 0 AND r.purge_after IS NOT NULL"
+        "r.state IN ('live', 'deleted', 'interrupted') AND r.held = 0 AND r.purge_after IS NOT NULL"
+    };
+}
+/// A claimed resource whose target deletes may have started: its claim's batch was started, or
+/// is gone (a recorded failure, a batch before issue 30), or it has none (a claim taken over
+/// from a batch that had started). Such a resource is `in_flight` to a hold.
+macro_rules! touched_predicate {
+    () => {
+        "r.state = 'purging' AND (r.claim_batch IS NULL OR NOT EXISTS (SELECT 1 FROM claimed_batches b \
+         WHERE b.id = r.claim_batch AND b.started_at IS NULL))"
     };
 }
 
+mod gate;
 mod postgres;
 mod sqlite;
 
@@ -138,6 +149,9 @@ pub enum StoreError {
     Sqlite { code: Option<i64>, message: String },
     #[error("cannot open the ledger at {url}: {message}")]
     Open { url: String, message: String },
+    /// A lock stayed taken past its wait (the SQLite hold gate): nothing was changed; retry.
+    #[error("ledger busy: {0}")]
+    Busy(String),
 }
 
 /// The primary result code of an SQLite error (an extended code keeps its primary one in the low
@@ -177,7 +191,9 @@ impl StoreError {
         let pg_conflict = matches!(self, StoreError::Database(sqlx::Error::Database(d))
             if matches!(d.code().as_deref(), Some("40P01" | "40001")));
         // SQLITE_BUSY (5) or SQLITE_LOCKED (6).
-        pg_conflict || matches!(self.sqlite_primary_code(), Some(5 | 6))
+        pg_conflict
+            || matches!(self, StoreError::Busy(_))
+            || matches!(self.sqlite_primary_code(), Some(5 | 6))
     }
 
     /// SQLite's primary result code, whichever path the error came by (sqlx or the handle).
@@ -212,6 +228,10 @@ pub struct ResourceRow {
     pub attempts: i64,
     pub last_error: Option<String>,
     pub purged_at: Option<Timestamp>,
+    /// The claim's batch while `purging`: `None` when the claim was taken over from a batch
+    /// whose target deletes may have started (see `touched_predicate!`).
+    #[serde(skip)]
+    pub claim_batch: Option<i64>,
 }
 
 impl ResourceRow {
@@ -312,6 +332,12 @@ pub struct HoldRow {
     pub scope: HoldScope,
     pub released_at: Option<Timestamp>,
     pub released_by: Option<String>,
+    /// Its answer when placed: matching resources already purged, and in flight (`None` for a
+    /// hold placed before the ledger kept them).
+    #[serde(skip)]
+    pub placed_already_purged: Option<i64>,
+    #[serde(skip)]
+    pub placed_in_flight: Option<i64>,
 }
 
 impl HoldRow {
@@ -320,7 +346,7 @@ impl HoldRow {
     }
 }
 
-/// A new hold, before it has an id.
+/// A new hold, before it has an id, with its answer (Invariant H).
 #[derive(Debug, Clone)]
 pub struct NewHold {
     pub case: String,
@@ -328,6 +354,56 @@ pub struct NewHold {
     pub placed_by: String,
     pub placed_at: Timestamp,
     pub scope: HoldScope,
+    pub already_purged: i64,
+    pub in_flight: i64,
+}
+
+crate::model::string_enum!(
+    /// How a resource that a hold's answer called `in_flight` ended (issue 30): `purged` — found
+    /// gone everywhere when its claim was taken over, so destroyed before the hold; `kept` —
+    /// found intact everywhere; `interrupted` — partly gone, or a target could not tell;
+    /// `purged_after_release` — the hold was released first, and the purge then finished.
+    InFlightOutcome {
+        Purged => "purged",
+        Kept => "kept",
+        Interrupted => "interrupted",
+        PurgedAfterRelease => "purged_after_release",
+    }
+);
+
+/// One resource a hold's answer called `in_flight`, and how it ended (`None`: not known yet).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InFlight {
+    pub resource: String,
+    pub outcome: Option<InFlightOutcome>,
+    pub resolved_at: Option<Timestamp>,
+}
+
+/// What a target still holds of a resource whose purge was interrupted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct TargetData {
+    pub target: String,
+    /// `gone`, `present` or `unknown`.
+    pub data: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Why a resource is `interrupted`: what each of its targets held when that was found out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Interruption {
+    pub found_at: Timestamp,
+    pub targets: Vec<TargetData>,
+}
+
+/// A claim given back with its state decided (kept, interrupted, or no longer due).
+#[derive(Debug, Clone)]
+pub struct SettledClaim {
+    pub id: String,
+    pub state: ResourceState,
+    pub held: bool,
+    pub purge_after: Option<Timestamp>,
+    pub rule: Option<Rule>,
 }
 
 /// The schedule policy in force and any change the guard holds back (R10, issue 6).
@@ -557,6 +633,43 @@ impl Ledger {
             Ledger::Postgres(s) => LedgerTx::Postgres(s.begin_hold_change().await?),
         })
     }
+
+    /// Takes the hold lock shared for a purge, before its start is recorded (see [`PurgeGate`]).
+    pub async fn open_purge_gate(&self) -> Result<PurgeGate> {
+        Ok(match self {
+            Ledger::Sqlite(s) => PurgeGate::Sqlite(s.clone(), s.enter_gate().await?),
+            Ledger::Postgres(s) => PurgeGate::Postgres(s.begin_purge().await?),
+        })
+    }
+}
+
+/// The hold lock held shared from before a purge records its start until its purge
+/// transaction commits: no hold is placed or released meanwhile, so the holds read through it
+/// stay the active ones, and a batch marked started in between (in a transaction of its own,
+/// committed before any target runs) is `in_flight` to every later hold exactly when its target
+/// deletes may have run. PostgreSQL: the purge transaction itself, holding `hold_epoch` `FOR
+/// SHARE`. SQLite: the ledger's hold gate (see `gate`), kept by the purge transaction.
+#[derive(Debug)]
+pub enum PurgeGate {
+    Sqlite(sqlite::Store, gate::HoldGateGuard),
+    Postgres(postgres::Tx),
+}
+
+impl PurgeGate {
+    pub async fn active_holds(&mut self) -> Result<Vec<ActiveHold>> {
+        match self {
+            PurgeGate::Sqlite(s, _) => s.active_holds().await,
+            PurgeGate::Postgres(t) => t.active_holds().await,
+        }
+    }
+
+    /// The purge transaction, still holding the gate until it ends.
+    pub async fn begin_purge(self) -> Result<LedgerTx> {
+        Ok(match self {
+            PurgeGate::Sqlite(s, guard) => LedgerTx::Sqlite(s.begin_behind_gate(guard).await?),
+            PurgeGate::Postgres(t) => LedgerTx::Postgres(t),
+        })
+    }
 }
 
 forward! { ref Ledger;
@@ -601,11 +714,16 @@ forward! { ref Ledger;
     fn audit_checkpoints(&self, after_seq: i64, limit: i64) -> Vec<crate::checkpoint::Checkpoint>;
     fn sweep_runs(&self) -> Vec<SweepRun>;
     fn policy_state(&self) -> Option<PolicyState>;
-    /// Reclaims due work: stale claims first, then due resources, oldest first.
-    fn claim_due(&self, now: Timestamp, limit: i64, owner: &str, lease_until: Timestamp) -> Vec<ResourceRow>;
-    /// Marks a claimed batch as started, durably, just before its purge transaction begins:
-    /// from then on a crash leaves its resources counted as `in_flight`.
+    /// Claims due work as a batch not started yet: stale claims first, then due resources,
+    /// oldest first.
+    fn claim_due(&self, now: Timestamp, limit: i64, owner: &str, lease_until: Timestamp) -> ClaimedBatch;
+    /// Marks a claimed batch as started, in a transaction of its own (tests; the sweep starts
+    /// its batches with the hold lock held, see `sweep`).
     fn start_claimed_batch(&self, batch: i64, at: Timestamp) -> ();
+    /// The resources hold `hold`'s answer called `in_flight`, and how each ended.
+    fn hold_in_flight(&self, hold: i64) -> Vec<InFlight>;
+    /// Why a resource is `interrupted`, if it ever was.
+    fn interruption(&self, resource: &str) -> Option<Interruption>;
     /// Accounts whose grace has passed (R8 checks the rest), after the cursor
     /// (`purge_after`, `id`), in that order.
     fn due_accounts(&self, now: Timestamp, after: (Timestamp, &str), limit: i64) -> Vec<AccountRow>;
@@ -651,10 +769,21 @@ forward! { mut LedgerTx;
     fn active_holds(&mut self) -> Vec<ActiveHold>;
     fn hold(&mut self, id: i64) -> Option<HoldRow>;
     fn count_matching(&mut self, scope: &HoldScope) -> Vec<StateCount>;
-    /// Resources in scope claimed as a sweep's next batch whose purge has not started: no
-    /// target has touched them, and their purge transaction will see a hold placed now.
-    fn count_not_started(&mut self, scope: &HoldScope) -> i64;
+    /// Resources in scope whose purge may have started and was never recorded: a crashed
+    /// purge, or a failed one waiting for its retry. A claimed batch that has not started is
+    /// not among them: its purge will see a hold placed now.
+    fn in_flight(&mut self, scope: &HoldScope) -> Vec<String>;
     fn insert_hold(&mut self, hold: &NewHold) -> i64;
+    /// Records which resources a hold's answer called `in_flight`.
+    fn record_in_flight(&mut self, hold: i64, ids: &[String]) -> ();
+    /// Records how in-flight resources ended, for every hold that listed them.
+    fn resolve_in_flight(&mut self, outcomes: &[(String, InFlightOutcome)], at: Timestamp) -> ();
+    /// Records what each target held of resources found `interrupted` (JSON `TargetData` lists).
+    fn record_interruptions(&mut self, found: &[(String, String)], at: Timestamp) -> ();
+    /// Gives claims back (still ours) with their state decided; returns the ids settled.
+    fn settle_claims(&mut self, settled: &[SettledClaim], owner: &str) -> Vec<String>;
+    /// Marks a claimed batch started (see `Tx::start_batch`).
+    fn start_batch(&mut self, batch: i64, at: Timestamp) -> ();
     fn release_hold(&mut self, id: i64, by: &str, at: Timestamp) -> bool;
     /// Forgets the blocks of a released hold and clears `held` where no active hold remains;
     /// returns the resources that became purgeable again.
@@ -747,6 +876,7 @@ struct RawResource {
     attempts: i64,
     last_error: Option<String>,
     purged_at: Option<i64>,
+    claim_batch: Option<i64>,
 }
 
 impl TryFrom<RawResource> for ResourceRow {
@@ -770,6 +900,7 @@ impl TryFrom<RawResource> for ResourceRow {
             attempts: r.attempts,
             last_error: r.last_error,
             purged_at: ts(r.purged_at),
+            claim_batch: r.claim_batch,
         })
     }
 }
@@ -844,6 +975,8 @@ struct RawHold {
     created_to: Option<i64>,
     released_at: Option<i64>,
     released_by: Option<String>,
+    placed_already_purged: Option<i64>,
+    placed_in_flight: Option<i64>,
 }
 
 impl From<RawHold> for HoldRow {
@@ -864,6 +997,8 @@ impl From<RawHold> for HoldRow {
             },
             released_at: ts(h.released_at),
             released_by: h.released_by,
+            placed_already_purged: h.placed_already_purged,
+            placed_in_flight: h.placed_in_flight,
         }
     }
 }

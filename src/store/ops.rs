@@ -12,7 +12,7 @@ use crate::audit::{self, AuditDraft, AuditEntry};
 use crate::holds::{ActiveHold, HoldScope};
 use crate::model::{Cause, Timestamp};
 use super::{
-    ClaimedBatch, IngestWrite,
+    ClaimedBatch, InFlight, InFlightOutcome, IngestWrite, Interruption, SettledClaim, parse, ts,
     AccountRow, AuditHead, HoldRow, MAX_BINDS, NewHold, OrgRow, PolicyState, PurgeFailure, RawAccount, RawAudit,
     RawHold, RawOrg, RawResource, RawSweep, ResourceRow, Result, StateCount, StoreError, SweepRun, ForecastRow,
 };
@@ -25,6 +25,8 @@ pub struct Store {
     pool: sqlx::Pool<Db>,
     /// SQLite: stops the background WAL checkpointer when the last clone drops.
     _checkpointer: Option<std::sync::Arc<tokio_util::sync::DropGuard>>,
+    /// SQLite: the hold gate (see `gate`); PostgreSQL locks the `hold_epoch` row instead.
+    gate: Option<std::sync::Arc<super::gate::HoldGate>>,
 }
 
 /// A write transaction on this backend.
@@ -33,6 +35,8 @@ pub struct Tx {
     tx: sqlx::Transaction<'static, Db>,
     /// Audit drafts of ingest chunks this backend appends at commit, before the commit's own.
     deferred_audit: Vec<AuditDraft>,
+    /// SQLite: the hold gate, held until this transaction ends (hold changes, purges).
+    _gate: Option<super::gate::HoldGateGuard>,
 }
 
 fn rows<R, T>(raw: Vec<R>) -> Result<Vec<T>>
@@ -181,14 +185,15 @@ fn state_counts(rows: Vec<<Db as Database>::Row>) -> Vec<StateCount> {
         .collect()
 }
 
-/// Resources in scope that a sweep claimed as its next batch and has not started purging.
-async fn q_count_not_started(c: &mut Conn, scope: &HoldScope) -> Result<i64> {
+/// Resources in scope whose purge may have started and was never recorded (`touched_predicate!`).
+async fn q_in_flight(c: &mut Conn, scope: &HoldScope) -> Result<Vec<String>> {
     let mut q = QueryBuilder::<Db>::new(concat!(
-        "SELECT COUNT(*) FROM resources r JOIN accounts a ON a.id = r.account WHERE r.state = 'purging' ",
-        "AND r.claim_batch IN (SELECT id FROM claimed_batches WHERE started_at IS NULL)"
+        "SELECT r.id FROM resources r JOIN accounts a ON a.id = r.account WHERE ",
+        touched_predicate!()
     ));
     push_scope(&mut q, scope);
-    Ok(q.build().fetch_one(&mut *c).await?.get(0))
+    q.push(" ORDER BY r.id");
+    Ok(q.build().fetch_all(&mut *c).await?.into_iter().map(|r| r.get(0)).collect())
 }
 
 fn push_scope(q: &mut QueryBuilder<Db>, scope: &HoldScope) {
@@ -237,13 +242,16 @@ async fn q_hold_epoch(c: &mut Conn) -> Result<i64> {
 }
 
 /// The claim's first statement: stale claims, i.e. leases that ran out (a crashed or slow
-/// instance) and failed purges whose retry time has come. A target may have touched them
-/// already, so they never join a not-started batch (`claim_batch` NULL: a hold counts them
-/// `in_flight`). Binds `$1` owner, `$2` lease end, `$3` now, `$4` limit.
+/// instance) and failed purges whose retry time has come. One whose batch never started (no
+/// target touched it) joins batch `$5` like fresh work; one that a target may have touched
+/// keeps no batch (`claim_batch` NULL: `in_flight` to a hold, and found out before it is given
+/// back, see `sweep`). Binds `$1` owner, `$2` lease end, `$3` now, `$4` limit, `$5` batch.
 macro_rules! claim_stale_sql {
     ($returning:expr) => {
         concat!(
-            "UPDATE resources SET lease_owner = $1, lease_until = $2, claim_batch = NULL WHERE id IN (",
+            "UPDATE resources SET lease_owner = $1, lease_until = $2, claim_batch = CASE WHEN EXISTS (",
+            "SELECT 1 FROM claimed_batches b WHERE b.id = resources.claim_batch AND b.started_at IS NULL) ",
+            "THEN $5 ELSE NULL END WHERE id IN (",
             "SELECT id FROM resources WHERE state = 'purging' AND lease_until <= $3 ORDER BY lease_until LIMIT $4",
             skip_locked!(),
             ") RETURNING ", $returning
@@ -283,7 +291,7 @@ async fn q_claim(
     limit: i64,
     owner: &str,
     lease_until: Timestamp,
-    batch: Option<i64>,
+    batch: i64,
 ) -> Result<Vec<ResourceRow>> {
     if let Some(claimed) = direct_claim(tx, now, limit, owner, lease_until, batch).await {
         return claimed;
@@ -293,6 +301,7 @@ async fn q_claim(
         .bind(lease_until.millis())
         .bind(now.millis())
         .bind(limit)
+        .bind(batch)
         .fetch_all(&mut **tx)
         .await?;
     let left = limit - ids.len() as i64;
@@ -317,6 +326,33 @@ async fn q_claim(
     Ok(claimed)
 }
 
+/// Claims up to `limit` resources as a new batch whose purge has not started (its row in
+/// `claimed_batches`, committed with the claim: until the sweep starts it, a hold does not count
+/// its resources `in_flight`).
+async fn q_claim_batch(
+    tx: &mut sqlx::Transaction<'static, Db>,
+    now: Timestamp,
+    limit: i64,
+    owner: &str,
+    lease_until: Timestamp,
+) -> Result<ClaimedBatch> {
+    let id = rand::random_range(1..i64::MAX);
+    let resources = q_claim(tx, now, limit, owner, lease_until, id).await?;
+    if resources.is_empty() {
+        return Ok(ClaimedBatch::default());
+    }
+    sqlx::query("INSERT INTO claimed_batches (id, owner, claimed_at) VALUES ($1, $2, $3)")
+        .bind(id)
+        .bind(owner)
+        .bind(now.millis())
+        .execute(&mut **tx)
+        .await?;
+    Ok(ClaimedBatch {
+        resources,
+        batch: Some(id),
+    })
+}
+
 // ----- the pool: reads and short transactions ------------------------------------------
 
 impl Store {
@@ -328,7 +364,23 @@ impl Store {
         Ok(Tx {
             tx: self.pool.begin_with(BEGIN).await?,
             deferred_audit: Vec::new(),
+            _gate: None,
         })
+    }
+
+    /// Enters the hold gate (SQLite; see `gate`), shared.
+    pub async fn enter_gate(&self) -> Result<super::gate::HoldGateGuard> {
+        match &self.gate {
+            Some(g) => g.enter(false).await,
+            None => Err(StoreError::Corrupt("this ledger has no hold gate".into())),
+        }
+    }
+
+    /// A write transaction that keeps `guard` (the hold gate) until it ends.
+    pub async fn begin_behind_gate(&self, guard: super::gate::HoldGateGuard) -> Result<Tx> {
+        let mut t = self.begin().await?;
+        t._gate = Some(guard);
+        Ok(t)
     }
 
     pub async fn begin_purge(&self) -> Result<Tx> {
@@ -340,7 +392,12 @@ impl Store {
     }
 
     pub async fn begin_hold_change(&self) -> Result<Tx> {
+        let guard = match &self.gate {
+            Some(g) => Some(g.enter(true).await?),
+            None => None,
+        };
         let mut t = self.begin().await?;
+        t._gate = guard;
         sqlx::query(concat!("SELECT epoch FROM hold_epoch WHERE id = 1", for_update!()))
             .execute(&mut *t.tx)
             .await?;
@@ -611,16 +668,18 @@ impl Store {
         q_policy_state(&mut *self.conn().await?, false).await
     }
 
-    pub async fn claim_due(&self, now: Timestamp, limit: i64, owner: &str, lease_until: Timestamp) -> Result<Vec<ResourceRow>> {
+    pub async fn claim_due(&self, now: Timestamp, limit: i64, owner: &str, lease_until: Timestamp) -> Result<ClaimedBatch> {
         let mut t = self.begin().await?;
-        // A sweep starts here, and an instance runs one sweep at a time: a batch row of ours
-        // still on record is from a sweep that crashed or failed. Without it, what that batch
-        // claimed counts as `in_flight` (the safe side) until it is reclaimed.
-        sqlx::query("DELETE FROM claimed_batches WHERE owner = $1")
-            .bind(owner)
-            .execute(&mut *t.tx)
-            .await?;
-        let claimed = q_claim(&mut t.tx, now, limit, owner, lease_until, None).await?;
+        // A sweep starts here. Batch rows no claim refers to any more (their purges were
+        // recorded or given back, or taken over into other batches) are forgotten; a row that
+        // claims still refer to stays, since it tells whether their purge had started.
+        sqlx::query(concat!(
+            "DELETE FROM claimed_batches WHERE NOT EXISTS (SELECT 1 FROM resources r ",
+            "WHERE r.state = 'purging' AND r.claim_batch = claimed_batches.id)"
+        ))
+        .execute(&mut *t.tx)
+        .await?;
+        let claimed = q_claim_batch(&mut t.tx, now, limit, owner, lease_until).await?;
         t.tx.commit().await?;
         Ok(claimed)
     }
@@ -633,13 +692,10 @@ impl Store {
         Ok(claimed)
     }
 
+    /// Marks a claimed batch started, in a transaction of its own (see `Tx::start_batch`).
     pub async fn start_claimed_batch(&self, batch: i64, at: Timestamp) -> Result<()> {
         let mut t = self.begin().await?;
-        sqlx::query("UPDATE claimed_batches SET started_at = $2 WHERE id = $1")
-            .bind(batch)
-            .bind(at.millis())
-            .execute(&mut *t.tx)
-            .await?;
+        t.start_batch(batch, at).await?;
         t.tx.commit().await?;
         Ok(())
     }
@@ -688,6 +744,40 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows(raw)
+    }
+}
+
+impl Store {
+    pub async fn hold_in_flight(&self, hold: i64) -> Result<Vec<InFlight>> {
+        let rows = sqlx::query("SELECT resource, outcome, resolved_at FROM hold_in_flight WHERE hold = $1 ORDER BY resource")
+            .bind(hold)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(InFlight {
+                    resource: r.get(0),
+                    outcome: r.get::<Option<String>, _>(1).as_deref().map(parse).transpose()?,
+                    resolved_at: ts(r.get(2)),
+                })
+            })
+            .collect()
+    }
+
+    pub async fn interruption(&self, resource: &str) -> Result<Option<Interruption>> {
+        let row = sqlx::query("SELECT found_at, targets FROM purge_interruptions WHERE resource = $1")
+            .bind(resource)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            let targets: String = r.get(1);
+            Ok(Interruption {
+                found_at: Timestamp(r.get(0)),
+                targets: serde_json::from_str(&targets)
+                    .map_err(|e| StoreError::Corrupt(format!("purge_interruptions.targets: {e}")))?,
+            })
+        })
+        .transpose()
     }
 }
 
@@ -751,29 +841,23 @@ impl Tx {
     /// recorded).
     pub async fn claim_next_batch(&mut self, now: Timestamp, limit: i64, owner: &str, lease_until: Timestamp) -> Result<ClaimedBatch> {
         sqlx::query("SAVEPOINT claim_next").execute(&mut *self.tx).await?;
-        let claimed = async {
-            let id = rand::random_range(1..i64::MAX);
-            let resources = q_claim(&mut self.tx, now, limit, owner, lease_until, Some(id)).await?;
-            if resources.is_empty() {
-                return Ok(ClaimedBatch::default());
-            }
-            sqlx::query("INSERT INTO claimed_batches (id, owner, claimed_at) VALUES ($1, $2, $3)")
-                .bind(id)
-                .bind(owner)
-                .bind(now.millis())
-                .execute(&mut *self.tx)
-                .await?;
-            Ok(ClaimedBatch {
-                resources,
-                batch: Some(id),
-            })
-        }
-        .await;
+        let claimed = q_claim_batch(&mut self.tx, now, limit, owner, lease_until).await;
         if claimed.is_err() {
             sqlx::query("ROLLBACK TO SAVEPOINT claim_next").execute(&mut *self.tx).await?;
         }
         sqlx::query("RELEASE SAVEPOINT claim_next").execute(&mut *self.tx).await?;
         claimed
+    }
+
+    /// Marks a claimed batch started: from then on a hold counts its resources `in_flight`.
+    /// The sweep commits it with the hold lock held, just before the batch's targets run.
+    pub async fn start_batch(&mut self, batch: i64, at: Timestamp) -> Result<()> {
+        sqlx::query("UPDATE claimed_batches SET started_at = $2 WHERE id = $1")
+            .bind(batch)
+            .bind(at.millis())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
     }
 
     pub async fn end_claimed_batch(&mut self, batch: i64) -> Result<()> {
@@ -970,14 +1054,72 @@ impl Tx {
         q_count_matching(&mut self.tx, scope).await
     }
 
-    pub async fn count_not_started(&mut self, scope: &HoldScope) -> Result<i64> {
-        q_count_not_started(&mut self.tx, scope).await
+    pub async fn in_flight(&mut self, scope: &HoldScope) -> Result<Vec<String>> {
+        q_in_flight(&mut self.tx, scope).await
+    }
+
+    pub async fn record_in_flight(&mut self, hold: i64, ids: &[String]) -> Result<()> {
+        for chunk in ids.chunks(MAX_BINDS / 2) {
+            let mut q = QueryBuilder::<Db>::new("INSERT INTO hold_in_flight (hold, resource) ");
+            q.push_values(chunk, |mut b, id| {
+                b.push_bind(hold).push_bind(id.clone());
+            });
+            q.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn resolve_in_flight(&mut self, outcomes: &[(String, InFlightOutcome)], at: Timestamp) -> Result<()> {
+        for (id, outcome) in outcomes {
+            sqlx::query("UPDATE hold_in_flight SET outcome = $1, resolved_at = $2 WHERE resource = $3 AND outcome IS NULL")
+                .bind(outcome.as_str())
+                .bind(at.millis())
+                .bind(id)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub async fn record_interruptions(&mut self, found: &[(String, String)], at: Timestamp) -> Result<()> {
+        for (id, targets) in found {
+            sqlx::query(
+                "INSERT INTO purge_interruptions (resource, found_at, targets) VALUES ($1, $2, $3) \
+                 ON CONFLICT (resource) DO UPDATE SET found_at = excluded.found_at, targets = excluded.targets",
+            )
+            .bind(id)
+            .bind(at.millis())
+            .bind(targets)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    pub async fn settle_claims(&mut self, settled: &[SettledClaim], owner: &str) -> Result<Vec<String>> {
+        let mut done = Vec::with_capacity(settled.len());
+        for c in settled {
+            let id: Option<String> = sqlx::query_scalar(
+                "UPDATE resources SET state = $1, held = $2, purge_after = $3, rule = $4, lease_owner = NULL, \
+                 lease_until = NULL, claim_batch = NULL WHERE id = $5 AND state = 'purging' AND lease_owner = $6 RETURNING id",
+            )
+            .bind(c.state.as_str())
+            .bind(c.held as i64)
+            .bind(c.purge_after.map(|t| t.millis()))
+            .bind(c.rule.map(|r| r.as_str()))
+            .bind(&c.id)
+            .bind(owner)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+            done.extend(id);
+        }
+        Ok(done)
     }
 
     pub async fn insert_hold(&mut self, h: &NewHold) -> Result<i64> {
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO holds (case_ref, reason, placed_by, placed_at, org, account, resource, kind, created_from, created_to) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+            "INSERT INTO holds (case_ref, reason, placed_by, placed_at, org, account, resource, kind, created_from, created_to, \
+             placed_already_purged, placed_in_flight) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
         )
         .bind(&h.case)
         .bind(&h.reason)
@@ -989,6 +1131,8 @@ impl Tx {
         .bind(&h.scope.kind)
         .bind(h.scope.created_from.map(|t| t.millis()))
         .bind(h.scope.created_to.map(|t| t.millis()))
+        .bind(h.already_purged)
+        .bind(h.in_flight)
         .fetch_one(&mut *self.tx)
         .await?;
         sqlx::query("UPDATE hold_epoch SET epoch = epoch + 1 WHERE id = 1")
@@ -1056,7 +1200,8 @@ impl Tx {
 
     pub async fn release_claims_held(&mut self, ids: &[String], owner: &str) -> Result<()> {
         sqlx::query(concat!(
-            "UPDATE resources SET state = CASE WHEN deleted_at IS NULL THEN 'live' ELSE 'deleted' END, held = 1, ",
+            "UPDATE resources SET state = CASE WHEN EXISTS (SELECT 1 FROM purge_interruptions i WHERE i.resource = resources.id) ",
+            "THEN 'interrupted' WHEN deleted_at IS NULL THEN 'live' ELSE 'deleted' END, held = 1, ",
             "lease_owner = NULL, lease_until = NULL WHERE id ", in_ids!(1), " AND state = 'purging' AND lease_owner = $2"
         ))
         .bind(ids_arg(ids))

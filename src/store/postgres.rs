@@ -116,7 +116,7 @@ async fn direct_claim(
     _limit: i64,
     _owner: &str,
     _lease_until: Timestamp,
-    _batch: Option<i64>,
+    _batch: i64,
 ) -> Option<Result<Vec<ResourceRow>>> {
     None
 }
@@ -181,6 +181,7 @@ impl Store {
         Ok(Store {
             pool,
             _checkpointer: None,
+            gate: None,
         })
     }
 

@@ -278,7 +278,8 @@ async fn direct_record_events(
 macro_rules! claimed_columns {
     () => {
         "id, kind, account, (SELECT org FROM accounts WHERE accounts.id = resources.account), created_at, endpoint, \
-         state, deleted_at, cause, purge_after, rule, held, lease_owner, lease_until, attempts, last_error, purged_at"
+         state, deleted_at, cause, purge_after, rule, held, lease_owner, lease_until, attempts, last_error, purged_at, \
+         claim_batch"
     };
 }
 
@@ -311,6 +312,7 @@ fn read_claimed(mut rows: rusqlite::Rows<'_>, out: &mut Vec<RawResource>) -> rus
             attempts: row.get(14)?,
             last_error: row.get(15)?,
             purged_at: row.get(16)?,
+            claim_batch: row.get(17)?,
         });
     }
     Ok(())
@@ -324,14 +326,14 @@ async fn direct_claim(
     limit: i64,
     owner: &str,
     lease_until: Timestamp,
-    batch: Option<i64>,
+    batch: i64,
 ) -> Option<Result<Vec<ResourceRow>>> {
     let mut raw = Vec::new();
     let claimed = on_handle(tx, |conn| {
         let mut stale = conn.prepare(claim_stale_sql!(claimed_columns!()))?;
         read_claimed(
             stale.query(rusqlite::named_params! {
-                "$1": owner, "$2": lease_until.millis(), "$3": now.millis(), "$4": limit,
+                "$1": owner, "$2": lease_until.millis(), "$3": now.millis(), "$4": limit, "$5": batch,
             })?,
             &mut raw,
         )?;
@@ -528,12 +530,14 @@ impl Store {
             .connect_with(options.clone())
             .await
             .map_err(|e| open_err(e.to_string()))?;
+        let gate = super::gate::HoldGate::beside(options.get_filename());
         let checkpointer = opts
             .background_checkpoint
             .then(|| std::sync::Arc::new(spawn_checkpointer(options.create_if_missing(false))));
         Ok(Store {
             pool,
             _checkpointer: checkpointer,
+            gate: Some(std::sync::Arc::new(gate)),
         })
     }
 

@@ -88,6 +88,22 @@ impl Target {
         }
     }
 
+    /// How much of each item's data the target still holds (0: none), changing nothing: what
+    /// tells, after a crash, whether a purge that may have started had run here (issue 30).
+    /// SQL: the kind's verify queries; without them, when every statement is a DELETE, the rows
+    /// those would delete; otherwise it cannot tell. Files: whether the file exists.
+    pub async fn remaining(&self, kind: &str, items: &[PurgeItem]) -> Vec<Result<u64, String>> {
+        match self {
+            Target::Sql(t) => t.remaining(kind, items).await,
+            Target::Files(t) => t
+                .probe(items)
+                .await
+                .into_iter()
+                .map(|r| r.map(|x| x.files + x.rows))
+                .collect(),
+        }
+    }
+
     /// What [`Target::purge_account`] would remove now, changing nothing.
     pub async fn probe_account(&self, account: &str, org: &str) -> ItemResult {
         match self {

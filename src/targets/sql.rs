@@ -620,6 +620,63 @@ impl SqlTarget {
         })
     }
 
+    /// See [`super::Target::remaining`].
+    pub async fn remaining(&self, kind: &str, items: &[PurgeItem]) -> Vec<Result<u64, String>> {
+        let empty = Vec::new();
+        let stmts = self.purge.get(kind).unwrap_or(&empty);
+        let verify = self.verify.get(kind).unwrap_or(&empty);
+        let only_deletes = !stmts.is_empty()
+            && stmts.iter().all(|st| {
+                st.text
+                    .trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("delete")
+            });
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            out.push(if !verify.is_empty() {
+                self.verify_left(verify, item).await
+            } else if only_deletes {
+                self.probe_one(stmts, &[], item).await.map(|r| r.rows)
+            } else {
+                Err(format!(
+                    "target `{}` cannot tell whether `{kind}` data is left: give it verify queries for `{kind}`",
+                    self.name
+                ))
+            });
+        }
+        out
+    }
+
+    /// The sum of what `verify`'s queries find left of `item`.
+    async fn verify_left(&self, verify: &[Statement], item: &PurgeItem) -> Result<u64, String> {
+        with_pool!(&self.db, |pool| {
+            async {
+                let mut conn = pool.acquire().await.map_err(|e| self.unavailable(&e))?;
+                let mut left = 0u64;
+                for st in verify {
+                    let mut q = sqlx::query(AssertSqlSafe(st.sql.as_str()));
+                    for p in &st.params {
+                        q = q.bind(item.param(p));
+                    }
+                    let row = q.fetch_one(&mut *conn).await.map_err(|e| {
+                        format!("target `{}`: verify `{}`: {e}", self.name, st.text)
+                    })?;
+                    let n = rows_left(&row);
+                    if n < 0 {
+                        return Err(format!(
+                            "target `{}`: verify `{}` did not return a count",
+                            self.name, st.text
+                        ));
+                    }
+                    left += n as u64;
+                }
+                Ok(left)
+            }
+            .await
+        })
+    }
+
     /// Table names after `DELETE FROM` in the purge statements (plain identifiers only).
     fn tables(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();

@@ -48,10 +48,13 @@ both_backends! {
         let second = admin::place_hold(&h.ledger, PlaceHold { case: "CASE-2".into(), ..hold_on("a1") }, h.now()).await.unwrap();
         assert_eq!((second.matched, second.in_flight), (3, 3));
 
-        // After the lease, this instance reclaims them, and the holds keep them.
+        // After the lease, this instance reclaims them, finds their data intact (issue 30:
+        // a started purge under a hold is found out, not assumed), and the holds keep them.
         h.advance("31s");
         let r = h.sweep().await;
-        assert_eq!((r.purged, r.held), (0, 3));
+        assert_eq!((r.purged, r.found_intact, r.interrupted), (0, 3, 0));
+        let shown = admin::hold_detail(&h.ledger, second.id).await.unwrap();
+        assert_eq!((shown.already_purged, shown.in_flight), (Some(0), 0));
         assert_eq!(h.env.app_count("SELECT COUNT(*) FROM messages").await, 6);
         h.audit_ok().await;
     }

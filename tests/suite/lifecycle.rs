@@ -192,7 +192,7 @@ both_backends! {
         // A "crashed" instance claimed everything and never came back.
         let lease_until = h.now().plus(retentiond::model::Span::parse("30s").unwrap());
         let claimed = h.ledger.claim_due(h.now(), 100, "crashed-instance", lease_until).await.unwrap();
-        assert_eq!(claimed.len(), 20);
+        assert_eq!(claimed.resources.len(), 20);
         assert_eq!(h.sweep().await.purged, 0, "leased work is not touched before the lease runs out");
         h.advance("31s");
         let r = h.sweep().await;
