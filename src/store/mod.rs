@@ -18,13 +18,21 @@
 //! One purge transaction may run several target batches (`scheduler.batches_per_transaction`,
 //! each recorded while the next one's targets run): the holds it read at its start are the
 //! active ones until it commits, since no hold change can commit before it does.
-//! A purge that crashed after its target deletes leaves its resources `purging` on record: a
-//! hold placed then reports them as `in_flight`, because their data may already be gone.
+//! Since issue 30 the span from reading the holds to the purge's commit is wider than one
+//! transaction: a purge first records its batch as started (`claimed_batches.started_at`, in a
+//! transaction of its own, committed before any target runs), so that a crash after its target
+//! deletes leaves a durable trace. The hold lock therefore covers the whole span ([`PurgeGate`]):
+//! on PostgreSQL the purge transaction takes `hold_epoch` `FOR SHARE` before the start is
+//! recorded; on SQLite, whose write lock is exclusive, a pair of lock files beside the ledger
+//! stands in for the row lock (`gate`). A hold placed afterwards finds exactly the started,
+//! unrecorded resources it matches (`hold_in_flight`) and reports them as `in_flight`: their data
+//! may be gone. Whoever takes such a claim over asks the targets what is left (`Target::remaining`)
+//! before anything else touches it, and a held or no-longer-due resource becomes `purged` (gone
+//! everywhere, receipt and all), stays as it was (intact), or becomes `interrupted` (partly gone,
+//! or not knowable), never silently "kept" with data missing.
 //! A sweep claims its next batch while the batch before runs its targets (§7 speed, issue 7;
-//! see [`Ledger::claim_next_batch`]); such a batch is marked started (`claimed_batches`,
-//! committed) just before its own purge transaction begins. Until then no target has touched
-//! it, and its purge transaction, which re-reads the holds, cannot begin before a hold change
-//! that holds the lock commits, so a hold placed then does not count it as `in_flight`.
+//! see [`Ledger::claim_next_batch`]); until that batch is marked started, no target has touched
+//! it, and a hold placed meanwhile does not count it as `in_flight`: its purge re-reads the holds.
 //!
 //! # Audit appends
 //! Audit entries are appended by [`LedgerTx::commit_with_audit`], the last step of every write

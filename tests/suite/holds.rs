@@ -355,6 +355,13 @@ async fn invariant_h_stress(b: Backend) {
             p.id
         );
         assert_eq!(p.matched, per_account as i64);
+        // No sweep crashed: every purge a hold waited for had committed, none was in flight.
+        assert_eq!(
+            (p.in_flight, p.in_flight_resources.len()),
+            (0, 0),
+            "hold {} on {account}: in flight without a crash",
+            p.id
+        );
         let purged_in_ledger = h
             .ledger
             .account_resources_all(account)

@@ -295,3 +295,96 @@ async fn a_takeover_by_lease_on_postgres_finds_out_what_the_dead_instance_did() 
     assert_eq!(receipts.len(), 12);
     audit_verify(&cfg);
 }
+
+/// Lengthens the file grace in `cfg` from 0s to 30 days, as an operator's reload would.
+fn lengthen_file_grace(cfg: &Path) {
+    let text = std::fs::read_to_string(cfg).unwrap();
+    let lengthened = text.replace(
+        "[kinds.file]\ngrace_after_delete = \"0s\"",
+        "[kinds.file]\ngrace_after_delete = \"30d\"",
+    );
+    assert_ne!(text, lengthened, "the file grace is in the config");
+    std::fs::write(cfg, lengthened).unwrap();
+}
+
+both_backends! {
+    /// No hold, but the policy was lengthened after the crash, so the crashed batch is no
+    /// longer due when it is taken over. Its data is gone everywhere: recorded purged (the
+    /// receipt says it was found so), never put back to `deleted` with nothing behind it; the
+    /// rest waits for the new grace.
+    async fn gone_but_no_longer_due_is_recorded_purged(b: Backend) {
+        let (env, cfg, ids) = world(b).await;
+        let o = rd_crash(&cfg, "after_target_1", &["sweep", "--once"], None);
+        assert_eq!(o.status.code(), Some(86), "{}", text(&o));
+        let gone: Vec<String> = {
+            let mut g = Vec::new();
+            for id in &ids {
+                if data(&env, id).await == (false, false) {
+                    g.push(id.clone());
+                }
+            }
+            g
+        };
+        assert_eq!(gone.len(), 2, "the crashed batch ran both targets");
+        lengthen_file_grace(&cfg);
+        std::thread::sleep(Duration::from_millis(1150));
+        let report = json(&rd(&cfg, &["sweep", "--once", "--json"]));
+        assert_eq!(report["found_gone"], 2, "{report}");
+        let found = receipts(&open_ledger(&env).await).await;
+        for id in &gone {
+            assert_eq!(found[id].len(), 1, "{id}");
+            assert_eq!(found[id][0]["found_gone"]["no_longer_due"], true, "{}", found[id][0]);
+            assert_eq!(show(&cfg, "resource", id)["state"], "purged");
+        }
+        // The rest was never touched. On SQLite the crash left it unclaimed, so the new grace
+        // keeps it; on PostgreSQL the crashed sweep had already committed its claim on the next
+        // batch (claimed under the old grace, not started), which the takeover finishes as
+        // claimed: purged, with an ordinary receipt.
+        let mut kept = 0;
+        for id in ids.iter().filter(|i| !gone.contains(i)) {
+            let r = show(&cfg, "resource", id);
+            match r["state"].as_str() {
+                Some("deleted") => {
+                    kept += 1;
+                    assert_eq!(data(&env, id).await, (true, true), "{id}");
+                }
+                Some("purged") => {
+                    assert_eq!(b, Backend::Postgres, "{r}");
+                    assert_eq!(found[id].len(), 1, "{id}");
+                    assert!(found[id][0].get("found_gone").is_none(), "{}", found[id][0]);
+                    assert_eq!(data(&env, id).await, (false, false), "{id}");
+                }
+                s => panic!("{id} is {s:?}"),
+            }
+        }
+        if b == Backend::Sqlite {
+            assert_eq!(kept, 4);
+        }
+        assert_eq!(report["purged"].as_i64(), Some(6 - kept), "{report}");
+        assert_eq!(json(&rd(&cfg, &["sweep", "--once", "--json"]))["purged"], 0);
+        audit_verify(&cfg);
+    }
+}
+
+both_backends! {
+    /// The same, but the crash came before any target ran: the batch is given back, rescheduled
+    /// by the lengthened policy, with its data intact.
+    async fn intact_and_no_longer_due_is_given_back_rescheduled(b: Backend) {
+        let (env, cfg, ids) = world(b).await;
+        let o = rd_crash(&cfg, "after_start", &["sweep", "--once"], None);
+        assert_eq!(o.status.code(), Some(86), "{}", text(&o));
+        lengthen_file_grace(&cfg);
+        std::thread::sleep(Duration::from_millis(1150));
+        let report = json(&rd(&cfg, &["sweep", "--once", "--json"]));
+        assert_eq!((report["purged"].as_i64(), report["found_intact"].as_i64()), (Some(0), Some(2)), "{report}");
+        for id in &ids {
+            let r = show(&cfg, "resource", id);
+            assert_eq!(r["state"], "deleted", "{r}");
+            assert_eq!(data(&env, id).await, (true, true), "{id}");
+        }
+        let status = json(&rd(&cfg, &["status", "--json"]));
+        assert_eq!(status["backlog"], 0, "{status}");
+        assert!(receipts(&open_ledger(&env).await).await.is_empty());
+        audit_verify(&cfg);
+    }
+}

@@ -467,38 +467,52 @@ async fn soak(b: Backend) {
         Some(h) => h,
         None => hold_account(&cfg, "a3"),
     };
-    // The survivor finishes the work.
+    // The survivor finishes the work, and takes over what the last kill left claimed: under
+    // the hold, a3's crashed purges are found out (issue 30).
     let d = Daemon::start(&cfg, &[]);
     let a3_total = items.iter().filter(|i| i.account == "a3").count() as i64;
+    let hold_id = hold3["id"].as_i64().unwrap().to_string();
     let already = hold3["already_purged"].as_i64().unwrap();
     let in_flight = hold3["in_flight"].as_i64().unwrap();
-    let want = total_due - a3_total + already;
+    let floor = total_due - a3_total + already;
     let t0 = Instant::now();
-    loop {
+    let settled = loop {
         let purged = purged_count(&ledger).await;
-        if purged >= want {
-            break;
+        let shown = json(&rd(&cfg, &["hold", "show", &hold_id, "--json"]));
+        if purged >= floor && shown["in_flight"] == 0 {
+            break shown;
         }
         assert!(
             t0.elapsed() < Duration::from_secs(120),
-            "only {purged} of {want} purged"
+            "only {purged} of at least {floor} purged; hold: {shown}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // A few more sweeps: nothing of a3 may go now.
+    };
+    // A few more sweeps: nothing more of a3 may go now.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let log = d.stop();
     assert!(!log.contains("panicked"), "{log}");
+    let shown = json(&rd(&cfg, &["hold", "show", &hold_id, "--json"]));
+    assert_eq!(
+        shown["already_purged"], settled["already_purged"],
+        "{shown}"
+    );
+    let exact = shown["already_purged"].as_i64().unwrap();
+    assert!(
+        (already..=already + in_flight).contains(&exact),
+        "{shown}: already_purged {exact} is the placed {already} plus in-flight ones found gone"
+    );
     assert_eq!(
         purged_count(&ledger).await,
-        want,
-        "a3 purged after its hold (already_purged {already})"
+        total_due - a3_total + exact,
+        "a3 purged after its hold (already_purged {exact})"
     );
 
-    // a3: purged exactly the ones its hold reported as already purged; of the rest, only the
-    // in-flight ones (reported) may have lost data in the application.
+    // a3: purged exactly the ones its hold now reports as already purged (each with its receipt,
+    // its data gone everywhere); the in-flight ones found partly gone are `interrupted`; every
+    // other one, `deleted` under the hold, has all of its data.
     let mut c = env.app().await;
-    let mut a3_in_flight_gone = 0;
+    let mut a3_interrupted = 0;
     let mut check: Vec<Item> = Vec::new();
     for it in &items {
         if it.account != "a3" {
@@ -512,31 +526,40 @@ async fn soak(b: Backend) {
             .unwrap()
             .state
             .to_string();
-        if state == "purged" {
-            check.push(it.clone());
-        } else if app_presence(&env, &mut c, it).await < full_presence(it) {
-            a3_in_flight_gone += 1;
-        } else {
-            check.push(Item {
+        match state.as_str() {
+            "purged" => check.push(it.clone()),
+            "interrupted" => {
+                let present = app_presence(&env, &mut c, it).await;
+                assert!(
+                    present < full_presence(it),
+                    "{}: interrupted with all of its data",
+                    it.id
+                );
+                a3_interrupted += 1;
+            }
+            "deleted" => check.push(Item {
                 fate: Fate::Held,
                 ..it.clone()
-            });
+            }),
+            s => panic!("{}: {s} under the hold", it.id),
         }
     }
     assert!(
-        a3_in_flight_gone <= in_flight,
-        "{a3_in_flight_gone} a3 resources lost data, the hold reported {in_flight} in flight"
+        (exact - already) + a3_interrupted <= in_flight,
+        "{} found gone and {a3_interrupted} interrupted, the hold reported {in_flight} in flight",
+        exact - already
     );
     let tally = check_world(&env, &ledger, &check, 0).await;
     audit_verify(&cfg);
     report(
         "soak",
         format!(
-            "{b:?}: {} due, {kills} kill -9 ({mid_batch} aimed mid-sweep) in {:.1}s, all restarts survived; {} purged once, {} kept, hold mid-soak: already_purged {already}, in_flight {in_flight} (of which {a3_in_flight_gone} had their data deleted before the hold, as reported); data lost {}, early {}",
+            "{b:?}: {} due, {kills} kill -9 ({mid_batch} aimed mid-sweep) in {:.1}s, all restarts survived; {} purged once, {} kept, hold mid-soak: already_purged {already}, in_flight {in_flight} (found gone {}, interrupted {a3_interrupted}); data lost {}, early {}",
             size.due,
             start.elapsed().as_secs_f64(),
             tally.purged,
             tally.kept,
+            exact - already,
             tally.data_lost,
             tally.early
         ),
