@@ -311,15 +311,14 @@ both_backends! {
     }
 }
 
-#[test]
-fn a_zero_dedup_window_is_a_config_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("c.toml");
-    std::fs::write(
-        &cfg,
-        "[database]\nurl = \"sqlite:///tmp/x.db\"\n[ingest]\ndedup_window = \"0s\"\n",
-    )
-    .unwrap();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_dedup_window_is_a_config_error() {
+    let env = Env::new(Backend::Sqlite).await;
+    let toml = env.config_text(&Knobs::default()).replace(
+        "max_clock_skew = \"5m\"",
+        "max_clock_skew = \"5m\"\ndedup_window = \"0s\"",
+    );
+    let cfg = env.write_config(&toml);
     let o = rd(&cfg, &["check-config"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("ingest.dedup_window"), "{}", text(&o));
