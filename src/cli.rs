@@ -339,14 +339,21 @@ impl From<anyhow::Error> for Failure {
 type Outcome = Result<(), Failure>;
 
 /// Prints `value` as JSON, or `text` for people.
+/// One JSON answer as a line of text, always valid JSON: a value that cannot be serialized
+/// becomes `{"error": "…"}`, escaped by serde like any other string.
+pub fn json_line<T: Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|e| error_json(&e.to_string()))
+}
+
+/// `{"error": message}`, for `--json` consumers of a failure.
+pub fn error_json(message: &str) -> String {
+    serde_json::json!({ "error": message }).to_string()
+}
+
 fn emit<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) {
     let mut out = std::io::stdout().lock();
     if json {
-        let _ = writeln!(
-            out,
-            "{}",
-            serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
-        );
+        let _ = writeln!(out, "{}", json_line(value));
     } else {
         let t = text();
         let _ = write!(out, "{t}");
@@ -418,6 +425,7 @@ pub async fn run(cli: Cli) -> Outcome {
                 policy: &policy,
                 now: clock.now(),
                 max_clock_skew: config.max_clock_skew,
+                dedup_window: config.dedup_window,
             };
             let result = match file.as_deref() {
                 None => ingest::ingest_reader(&ledger, &ctx, std::io::stdin().lock()).await,
@@ -693,6 +701,7 @@ pub async fn run(cli: Cli) -> Outcome {
             let out = serde_json::json!({
                 "in_force": policy::in_force(&ledger).await?,
                 "pending": policy::pending(&ledger).await?,
+                "pending_newly_due": policy::pending_newly_due(&ledger).await?,
             });
             emit(json, &out, || {
                 serde_json::to_string_pretty(&out).unwrap_or_default()
@@ -934,6 +943,7 @@ async fn org(command: OrgCommand, config: &Config, clock: &Clock, json: bool) ->
                 policy: &policy,
                 now: clock.now(),
                 max_clock_skew: config.max_clock_skew,
+                dedup_window: config.dedup_window,
             };
             match ingest::ingest_events(&ledger, &ctx, &[event]).await {
                 Ok(_) => {}

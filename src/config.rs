@@ -67,15 +67,87 @@ impl fmt::Debug for SecretUrl {
     }
 }
 
-fn redact_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://")
-        && let Some((userinfo, host)) = rest.split_once('@')
-        && let Some((user, _)) = userinfo.split_once(':')
-    {
-        return format!("{scheme}://{user}:***@{host}");
-    }
-    url.to_string()
+/// Query parameters whose value is a secret (a password in `?password=` or `?sslpassword=`).
+fn is_secret_param(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["pass", "pwd", "secret", "token"]
+        .iter()
+        .any(|s| k.contains(s))
 }
+
+/// Every URL retentiond prints (ledger, targets, sources) goes through here: parsed as sqlx
+/// parses it (the `url` crate: the user-info ends at the *last* `@`), the password and every
+/// secret query parameter replaced by `***`. A URL that does not parse shows its scheme only,
+/// since where its secret ends cannot be known.
+pub fn redact_url(raw: &str) -> String {
+    let Ok(mut u) = url::Url::parse(raw) else {
+        return match raw.split_once(':') {
+            Some((scheme, _))
+                if scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c)) =>
+            {
+                format!("{scheme}://*** (not a valid URL; redacted)")
+            }
+            _ => "*** (not a valid URL; redacted)".to_string(),
+        };
+    };
+    let secret_password = u.password().is_some_and(|p| !p.is_empty());
+    let secret_query = u
+        .query_pairs()
+        .any(|(k, v)| is_secret_param(&k) && !v.is_empty());
+    if !secret_password && !secret_query {
+        // Nothing to hide: print it as written, not as the parser would normalise it.
+        return raw.to_string();
+    }
+    if secret_password {
+        let _ = u.set_password(Some("***"));
+    }
+    if let Some(query) = u.query().map(str::to_string) {
+        // Rewrite only the secret values; keep every other parameter exactly as written.
+        let redacted: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _))
+                    if is_secret_param(
+                        &url::form_urlencoded::parse(k.as_bytes())
+                            .next()
+                            .map(|(k, _)| k.into_owned())
+                            .unwrap_or_default(),
+                    ) =>
+                {
+                    format!("{k}=***")
+                }
+                _ => pair.to_string(),
+            })
+            .collect();
+        u.set_query(Some(&redacted.join("&")));
+    }
+    u.to_string()
+}
+
+/// Connection parameters sqlx's PostgreSQL driver understands in a URL's query. It ignores any
+/// other one and logs it *with its value*, so an unknown one (`sslpassword=…`) is a config error.
+const PG_URL_PARAMS: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
 
 // ---------------------------------------------------------------------------------------------
 // Raw file shape. Every section denies unknown keys (§5).
@@ -112,6 +184,7 @@ struct RawConfig {
 struct RawDatabase {
     url: Option<String>,
     url_env: Option<String>,
+    url_file: Option<PathBuf>,
     max_connections: Option<u32>,
 }
 
@@ -185,12 +258,19 @@ fn default_skew() -> Span {
 struct RawIngest {
     #[serde(default = "default_skew")]
     max_clock_skew: Span,
+    #[serde(default = "default_dedup_window")]
+    dedup_window: Span,
+}
+
+fn default_dedup_window() -> Span {
+    Span::from_secs(30 * 86_400)
 }
 
 impl Default for RawIngest {
     fn default() -> Self {
         RawIngest {
             max_clock_skew: default_skew(),
+            dedup_window: default_dedup_window(),
         }
     }
 }
@@ -252,6 +332,7 @@ fn yes() -> bool {
 struct RawSqlTarget {
     url: Option<String>,
     url_env: Option<String>,
+    url_file: Option<PathBuf>,
     #[serde(default)]
     purge: BTreeMap<String, Vec<String>>,
     #[serde(default)]
@@ -313,6 +394,7 @@ fn default_poll() -> Span {
 struct RawSource {
     url: Option<String>,
     url_env: Option<String>,
+    url_file: Option<PathBuf>,
     table: String,
     #[serde(default = "default_poll")]
     poll: Span,
@@ -342,6 +424,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub scheduler: SchedulerConfig,
     pub max_clock_skew: Span,
+    /// `ingest.dedup_window`: how long event ids are remembered (see `IngestContext`).
+    pub dedup_window: Span,
     pub policy: SchedulePolicy,
     pub account_targets: Vec<String>,
     pub kinds: BTreeMap<String, KindConfig>,
@@ -610,29 +694,73 @@ fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
     format!("line {line}, column {col}")
 }
 
+/// Where a section's URL comes from: exactly one of `url` (inline), `url_env` (an environment
+/// variable) or `url_file` (a file holding it, e.g. a systemd `LoadCredential=` credential).
+/// Every section that takes a URL resolves it here.
 fn resolve_url(
     ctx: &Ctx<'_>,
     key: &str,
     url: Option<String>,
     url_env: Option<String>,
+    url_file: Option<PathBuf>,
 ) -> Result<SecretUrl, ConfigError> {
-    match (url, url_env) {
-        (Some(_), Some(_)) => Err(ctx.err(key, "give either `url` or `url_env`, not both")),
-        (None, None) => Err(ctx.err(format!("{key}.url"), "missing: set `url` or `url_env`")),
-        (Some(u), None) => check_url(ctx, &format!("{key}.url"), u),
-        (None, Some(var)) => match std::env::var(&var) {
+    let given = [url.is_some(), url_env.is_some(), url_file.is_some()]
+        .iter()
+        .filter(|g| **g)
+        .count();
+    if given > 1 {
+        return Err(ctx.err(
+            key,
+            "give one of `url`, `url_env` or `url_file`, not several",
+        ));
+    }
+    if let Some(u) = url {
+        return check_url(ctx, &format!("{key}.url"), u);
+    }
+    if let Some(var) = url_env {
+        return match std::env::var(&var) {
             Ok(u) => check_url(ctx, &format!("{key}.url_env"), u),
             Err(_) => Err(ctx.err(
                 format!("{key}.url_env"),
                 format!("environment variable `{var}` is not set"),
             )),
-        },
+        };
     }
+    if let Some(path) = url_file {
+        return match std::fs::read_to_string(&path) {
+            // One line; the newline an editor or `echo` leaves is not part of the URL.
+            Ok(text) => check_url(ctx, &format!("{key}.url_file"), text.trim().to_string()),
+            Err(e) => Err(ctx.err(
+                format!("{key}.url_file"),
+                format!("cannot read `{}`: {e}", path.display()),
+            )),
+        };
+    }
+    Err(ctx.err(
+        format!("{key}.url"),
+        "missing: set `url`, `url_env` or `url_file`",
+    ))
 }
 
 fn check_url(ctx: &Ctx<'_>, key: &str, url: String) -> Result<SecretUrl, ConfigError> {
     let u = SecretUrl::new(url);
-    if u.is_sqlite() || u.is_postgres() {
+    if u.is_postgres() {
+        let parsed = url::Url::parse(u.expose())
+            .map_err(|e| ctx.err(key, format!("`{}` is not a valid URL ({e})", u.redacted())))?;
+        for (k, _) in parsed.query_pairs() {
+            if !PG_URL_PARAMS.contains(&k.as_ref()) && !k.starts_with("options[") {
+                return Err(ctx.err(
+                    key,
+                    format!(
+                        "`{}`: `{k}` is not a PostgreSQL connection parameter retentiond can pass on (known: {}, options[NAME])",
+                        u.redacted(),
+                        PG_URL_PARAMS.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(u)
+    } else if u.is_sqlite() {
         Ok(u)
     } else {
         Err(ctx.err(
@@ -771,7 +899,7 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         )
     })?;
     let database = DatabaseConfig {
-        url: resolve_url(ctx, "database", db.url, db.url_env)?,
+        url: resolve_url(ctx, "database", db.url, db.url_env, db.url_file)?,
         max_connections: db.max_connections,
     };
 
@@ -813,7 +941,7 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         check_name(ctx, &key, &name)?;
         let cfg = match t {
             RawTarget::Sql(sql) => {
-                let url = resolve_url(ctx, &key, sql.url, sql.url_env)?;
+                let url = resolve_url(ctx, &key, sql.url, sql.url_env, sql.url_file)?;
                 for (section, map) in [("purge", &sql.purge), ("verify", &sql.verify)] {
                     for (kind, stmts) in map {
                         for (i, stmt) in stmts.iter().enumerate() {
@@ -1010,7 +1138,7 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
     for (name, s) in raw.sources {
         let key = format!("sources.{name}");
         check_name(ctx, &key, &name)?;
-        let url = resolve_url(ctx, &key, s.url, s.url_env)?;
+        let url = resolve_url(ctx, &key, s.url, s.url_env, s.url_file)?;
         if !s
             .table
             .chars()
@@ -1056,11 +1184,21 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         ));
     }
 
+    if raw.ingest.dedup_window.millis() <= 0 {
+        return Err(ctx.err(
+            "ingest.dedup_window",
+            format!(
+                "`{}` must be longer than 0s: events with an event_id dated before now - dedup_window are refused",
+                raw.ingest.dedup_window
+            ),
+        ));
+    }
     Ok(Config {
         file: ctx.file.to_string(),
         database,
         scheduler,
         max_clock_skew: raw.ingest.max_clock_skew,
+        dedup_window: raw.ingest.dedup_window,
         policy,
         account_targets: raw.accounts.targets,
         kinds,
@@ -1273,5 +1411,39 @@ path = "{account}/{id}"
         let u = SecretUrl::new("postgres://app:hunter2@db/app");
         assert_eq!(u.redacted(), "postgres://app:***@db/app");
         assert!(!format!("{u:?}").contains("hunter2"));
+        // Every form sqlx accepts, each with its secret gone (issue 22).
+        for (url, shown) in [
+            ("postgres://app:p@ss@db/app", "postgres://app:***@db/app"),
+            (
+                "postgresql://app:p%40ss@db:5432/app",
+                "postgresql://app:***@db:5432/app",
+            ),
+            ("postgres://:s3cret@db/app", "postgres://:***@db/app"),
+            (
+                "postgres://db/app?user=app&password=s3cret",
+                "postgres://db/app?user=app&password=***",
+            ),
+            (
+                "postgres://app@db/app?sslpassword=s3cret&sslmode=require",
+                "postgres://app@db/app?sslpassword=***&sslmode=require",
+            ),
+            (
+                "postgres://app:a:b@c@db/app?options[search_path]=x",
+                "postgres://app:***@db/app?options[search_path]=x",
+            ),
+            (
+                "postgres://app:pa/ss@db/app",
+                "postgres://*** (not a valid URL; redacted)",
+            ),
+            (
+                "sqlite:///var/lib/retentiond/ledger.db",
+                "sqlite:///var/lib/retentiond/ledger.db",
+            ),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+            for secret in ["p@ss", "p%40ss", "s3cret", "a:b@c", "pa/ss"] {
+                assert!(!redact_url(url).contains(secret), "{url}");
+            }
+        }
     }
 }

@@ -33,54 +33,75 @@ pub struct Health {
     /// Last completed batch or sweep.
     pub last_progress: Arc<AtomicI64>,
     pub last_success: AtomicI64,
-    /// Expected gap between cron firings.
-    pub period_ms: AtomicI64,
+    /// The sweep cron: when the next firing is due is judged against its own occurrences, so
+    /// an irregular cron (office hours, weekdays) is not taken for a dead scheduler.
+    schedule: RwLock<Option<croner::Cron>>,
     pub stall_after_ms: AtomicI64,
 }
 
+/// How late a firing may be before the scheduler counts as silent.
+pub const TICK_SLACK: Span = Span(60_000);
+
 impl Health {
-    /// The scheduler still fires, and a running sweep is not stuck: the watchdog may be pinged.
+    /// Judges the scheduler against this cron from now on (start and reload).
+    pub fn set_schedule(&self, expr: &str) {
+        *self.schedule.write().expect("not poisoned") = parse_cron(expr);
+    }
+
+    /// The cron's first firing after `after_ms` (epoch ms), or a minute later when the cron
+    /// has none (no schedule set, or no future firing at all).
+    pub fn next_firing(&self, after_ms: i64) -> i64 {
+        let fallback = after_ms + 60_000;
+        let schedule = self.schedule.read().expect("not poisoned");
+        let Some(cron) = schedule.as_ref() else {
+            return fallback;
+        };
+        let Some(after) = chrono::DateTime::from_timestamp_millis(after_ms) else {
+            return fallback;
+        };
+        cron.find_next_occurrence(&after, false)
+            .map(|t| t.timestamp_millis())
+            .unwrap_or(fallback)
+    }
+
+    /// The scheduler still fires — the cron's next firing after the last tick has not passed
+    /// by more than [`TICK_SLACK`] — and a running sweep is not stuck: the watchdog may be
+    /// pinged. Idle by schedule (a weekend gap) is alive.
     pub fn alive(&self, now: Timestamp) -> bool {
         let now = now.millis();
-        let period = self.period_ms.load(Ordering::Relaxed);
         let last_tick = self
             .last_tick
             .load(Ordering::Relaxed)
             .max(self.started.load(Ordering::Relaxed));
-        let scheduler_alive = now - last_tick <= 2 * period + 60_000;
+        let scheduler_alive = now <= self.next_firing(last_tick) + TICK_SLACK.millis();
         let running = self.running_since.load(Ordering::Relaxed);
         let progress = self.last_progress.load(Ordering::Relaxed).max(running);
         let stalled = running != 0 && now - progress > self.stall_after_ms.load(Ordering::Relaxed);
         scheduler_alive && !stalled
     }
 
-    /// Alive, and a sweep completed recently (or the daemon just started).
+    /// Alive, and the sweep the cron fired after the last completed one (or after the start)
+    /// has had `stall_after` to complete.
     pub fn ready(&self, now: Timestamp) -> bool {
-        let period = self.period_ms.load(Ordering::Relaxed);
-        let grace = 2 * period + self.stall_after_ms.load(Ordering::Relaxed);
         let last = self
             .last_success
             .load(Ordering::Relaxed)
+            .max(self.last_progress.load(Ordering::Relaxed))
             .max(self.started.load(Ordering::Relaxed));
-        self.alive(now) && now.millis() - last <= grace
+        let deadline = self.next_firing(last)
+            + self.stall_after_ms.load(Ordering::Relaxed)
+            + TICK_SLACK.millis();
+        self.alive(now) && now.millis() <= deadline
     }
 }
 
-/// The expected gap between two firings of a cron expression (seconds field first).
-pub fn cron_period(expr: &str) -> Span {
-    let parsed = croner::parser::CronParser::builder()
+fn parse_cron(expr: &str) -> Option<croner::Cron> {
+    croner::parser::CronParser::builder()
         .seconds(croner::parser::Seconds::Required)
         .dom_and_dow(true)
         .build()
-        .parse(expr);
-    let Ok(cron) = parsed else {
-        return Span::from_secs(60);
-    };
-    let mut it = cron.iter_after(chrono::Utc::now());
-    match (it.next(), it.next()) {
-        (Some(a), Some(b)) => Span((b - a).num_milliseconds().max(1000)),
-        _ => Span::from_secs(60),
-    }
+        .parse(expr)
+        .ok()
 }
 
 /// What the daemon runs with; swapped whole on reload.
@@ -152,14 +173,70 @@ impl Shared {
                 }
             }
             me.health.running_since.store(0, Ordering::Relaxed);
+            me.forget_events().await;
             drop(guard);
         });
+    }
+}
+
+impl Shared {
+    /// Forgets idempotency records older than `ingest.dedup_window` (replays that old are
+    /// refused at ingest), a bounded number per sweep so it never delays the next one long.
+    async fn forget_events(&self) {
+        const PER_ROUND: i64 = 10_000;
+        let window = self
+            .current
+            .read()
+            .expect("not poisoned")
+            .as_ref()
+            .map(|c| c.config.dedup_window);
+        let Some(window) = window else { return };
+        let before = self.clock.now().plus(Span(-window.millis()));
+        let mut total = 0u64;
+        for _ in 0..10 {
+            match self.ledger.forget_events(before, PER_ROUND).await {
+                Ok(n) => {
+                    total += n;
+                    if n < PER_ROUND as u64 {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot forget old event ids; the next sweep retries");
+                    break;
+                }
+            }
+        }
+        if total > 0 {
+            info!(forgotten = total, dedup_window = %window, "event ids older than ingest.dedup_window forgotten");
+        }
     }
 }
 
 fn notify(states: &[sd_notify::NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(states) {
         debug!(error = %e, "sd_notify failed");
+    }
+}
+
+/// How often, and by how much, start-up and reload work asks systemd for more time.
+const EXTEND_EVERY: Duration = Duration::from_secs(10);
+const EXTEND_BY_USEC: u32 = 30_000_000;
+
+/// Runs `work`, sending `EXTEND_TIMEOUT_USEC` at once and then every [`EXTEND_EVERY`] until it
+/// ends: migrations and the R10 recomputation on a big ledger may outlast `TimeoutStartSec`,
+/// and systemd would kill a daemon that is making progress.
+async fn extending<F: std::future::Future>(status: &str, work: F) -> F::Output {
+    let mut every = tokio::time::interval(EXTEND_EVERY);
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = every.tick() => notify(&[
+                sd_notify::NotifyState::ExtendTimeoutUsec(EXTEND_BY_USEC),
+                sd_notify::NotifyState::Status(status),
+            ]),
+        }
     }
 }
 
@@ -244,6 +321,10 @@ pub async fn run(config_path: PathBuf, config: Config, clock: Clock) -> anyhow::
         crate::audit::record_config_loaded(&ledger, &config, clock.now(), "retentiond run").await?;
         anyhow::Ok(ledger)
     };
+    let start = extending(
+        "starting: migrating the ledger and recomputing schedules",
+        start,
+    );
     let ledger = tokio::select! {
         r = start => r?,
         _ = sigterm.recv() => { info!(signal = "SIGTERM", "stopped during start-up"); return Ok(()); }
@@ -253,10 +334,7 @@ pub async fn run(config_path: PathBuf, config: Config, clock: Clock) -> anyhow::
     let health = Arc::new(Health::default());
     let now = clock.now().millis();
     health.started.store(now, Ordering::Relaxed);
-    health.period_ms.store(
-        cron_period(&config.scheduler.sweep).millis(),
-        Ordering::Relaxed,
-    );
+    health.set_schedule(&config.scheduler.sweep);
     health
         .stall_after_ms
         .store(config.scheduler.stall_after.millis(), Ordering::Relaxed);
@@ -399,13 +477,38 @@ async fn status_line(shared: &Shared) -> String {
     }
 }
 
-/// SIGHUP: validate the new config first; a bad one is logged and the old one stays in force.
+/// SIGHUP, told to systemd as `RELOADING=1` (with `MONOTONIC_USEC`) then `READY=1` whether it
+/// worked or not (the daemon runs either way; the journal and STATUS= say which).
 async fn reload(shared: &Arc<Shared>, scheduler: &JobScheduler, path: &std::path::Path) {
+    let reloading = sd_notify::NotifyState::monotonic_usec_now();
+    match &reloading {
+        Ok(usec) => notify(&[sd_notify::NotifyState::Reloading, usec.clone()]),
+        Err(_) => notify(&[sd_notify::NotifyState::Reloading]),
+    }
+    let ok = try_reload(shared, scheduler, path).await;
+    let status = if ok {
+        "running; config reloaded"
+    } else {
+        "running; config reload failed, the old config stays in force (see the journal)"
+    };
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(status),
+    ]);
+}
+
+/// Validates the new config first; a bad one is logged and the old one stays in force.
+/// Returns whether the new config is in force.
+async fn try_reload(
+    shared: &Arc<Shared>,
+    scheduler: &JobScheduler,
+    path: &std::path::Path,
+) -> bool {
     let new = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
             error!(error = %e, "config reload failed; the old config stays in force");
-            return;
+            return false;
         }
     };
     let old = shared
@@ -415,25 +518,24 @@ async fn reload(shared: &Arc<Shared>, scheduler: &JobScheduler, path: &std::path
         .as_ref()
         .map(|c| (c.config.clone(), c.job));
     let Some((old_config, old_job)) = old else {
-        return;
+        return false;
     };
     if new.database.url != old_config.database.url {
         error!("config reload refused: database.url changed; restart the daemon to switch ledgers");
-        return;
+        return false;
     }
     let new = Arc::new(new);
-    if let Err(e) = policy::sync(
+    let sync = policy::sync(
         &shared.ledger,
         &new.policy,
         shared.clock.now(),
         new.max_newly_due,
         false,
         "retentiond reload",
-    )
-    .await
-    {
+    );
+    if let Err(e) = extending("reloading: recomputing schedules", sync).await {
         error!(error = %e, "config reload failed while recomputing schedules; the old config stays in force");
-        return;
+        return false;
     }
     let sweeper = match build_sweeper(
         &shared.ledger,
@@ -445,7 +547,7 @@ async fn reload(shared: &Arc<Shared>, scheduler: &JobScheduler, path: &std::path
         Ok(s) => Arc::new(s),
         Err(e) => {
             error!(error = %e, "config reload failed; the old config stays in force");
-            return;
+            return false;
         }
     };
     let mut job = old_job;
@@ -454,14 +556,11 @@ async fn reload(shared: &Arc<Shared>, scheduler: &JobScheduler, path: &std::path
             Ok(j) => {
                 let _ = scheduler.remove(&old_job).await;
                 job = j;
-                shared.health.period_ms.store(
-                    cron_period(&new.scheduler.sweep).millis(),
-                    Ordering::Relaxed,
-                );
+                shared.health.set_schedule(&new.scheduler.sweep);
             }
             Err(e) => {
                 error!(error = %e, "config reload failed; the old config stays in force");
-                return;
+                return false;
             }
         }
     }
@@ -502,17 +601,22 @@ async fn reload(shared: &Arc<Shared>, scheduler: &JobScheduler, path: &std::path
     if format!("{:?}", new.audit) != format!("{:?}", old_config.audit) {
         warn!("[audit] changes (signing key, checkpoint cron) take effect at the next restart");
     }
+    true
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn at(rfc3339: &str) -> i64 {
+        Timestamp::parse_rfc3339(rfc3339).unwrap().millis()
+    }
+
     #[test]
     fn watchdog_follows_sweep_progress() {
         let h = Health::default();
+        h.set_schedule("*/10 * * * * *");
         h.started.store(0, Ordering::Relaxed);
-        h.period_ms.store(10_000, Ordering::Relaxed);
         h.stall_after_ms.store(60_000, Ordering::Relaxed);
         h.last_tick.store(100_000, Ordering::Relaxed);
         assert!(h.alive(Timestamp(105_000)));
@@ -523,14 +627,39 @@ mod tests {
         assert!(!h.alive(Timestamp(170_001)));
         h.last_progress.store(170_000, Ordering::Relaxed);
         assert!(h.alive(Timestamp(171_000)));
-        // A scheduler that stopped firing is not alive either.
+        // A scheduler that stopped firing is not alive either: next firing 180 s, plus slack.
         h.running_since.store(0, Ordering::Relaxed);
-        assert!(!h.alive(Timestamp(170_000 + 2 * 10_000 + 60_001)));
+        assert!(h.alive(Timestamp(180_000 + 60_000)));
+        assert!(!h.alive(Timestamp(180_000 + 60_001)));
     }
 
     #[test]
-    fn cron_period_of_every_ten_seconds() {
-        assert_eq!(cron_period("*/10 * * * * *"), Span::from_secs(10));
-        assert_eq!(cron_period("0 0 * * * *"), Span::from_secs(3600));
+    fn an_office_hours_cron_is_idle_over_the_weekend_not_dead() {
+        let h = Health::default();
+        h.set_schedule("0 */10 9-17 * * MON-FRI");
+        h.stall_after_ms.store(600_000, Ordering::Relaxed);
+        // Friday 2026-12-04, last firing of the week at 17:50, its sweep done at once.
+        let friday = at("2026-12-04T17:50:00Z");
+        h.started.store(friday - 3_600_000, Ordering::Relaxed);
+        h.last_tick.store(friday, Ordering::Relaxed);
+        h.last_success.store(friday + 1_000, Ordering::Relaxed);
+        h.last_progress.store(friday + 1_000, Ordering::Relaxed);
+        for idle in [
+            "2026-12-04T23:00:00Z",
+            "2026-12-05T12:00:00Z",
+            "2026-12-07T09:00:59Z",
+        ] {
+            assert!(h.alive(Timestamp(at(idle))), "alive at {idle}");
+            assert!(h.ready(Timestamp(at(idle))), "ready at {idle}");
+        }
+        // Monday 09:00 was due: a scheduler silent past it (and the slack) is dead.
+        assert!(!h.alive(Timestamp(at("2026-12-07T09:01:01Z"))));
+        // A sweep stuck since Monday 09:00 stops the pings though the schedule is sparse.
+        h.last_tick
+            .store(at("2026-12-07T09:00:00Z"), Ordering::Relaxed);
+        h.running_since
+            .store(at("2026-12-07T09:00:00Z"), Ordering::Relaxed);
+        assert!(h.alive(Timestamp(at("2026-12-07T09:05:00Z"))));
+        assert!(!h.alive(Timestamp(at("2026-12-07T09:10:01Z"))));
     }
 }

@@ -49,6 +49,10 @@ pub struct IngestContext<'a> {
     pub policy: &'a SchedulePolicy,
     pub now: Timestamp,
     pub max_clock_skew: Span,
+    /// `ingest.dedup_window`: how long an event id is remembered after the event's time. An
+    /// event with an id dated before `now - dedup_window` is refused: its record may be gone,
+    /// so a replay could not be told from a new event.
+    pub dedup_window: Span,
 }
 
 /// Reads NDJSON from `input` and applies it.
@@ -159,7 +163,7 @@ struct State<'a> {
     /// Event ids applied by this ingest (a repeat later in the same input is a replay too).
     new_event_set: HashSet<String>,
     /// Event ids applied in the current chunk, in order.
-    chunk_event_ids: Vec<String>,
+    chunk_event_ids: Vec<(String, Timestamp)>,
     seen_in_ledger: HashSet<String>,
     audit: Vec<AuditDraft>,
     errors: Vec<LineError>,
@@ -469,6 +473,10 @@ impl State<'_> {
     /// Applies `e` if the cached rows are all it needs, and records the outcome. Otherwise
     /// returns what must be done through the ledger, with nothing changed and nothing recorded.
     fn try_apply<'e>(&mut self, e: &'e Event) -> Option<LedgerStep<'e>> {
+        if let Some(reason) = self.beyond_dedup_window(e) {
+            self.record(e, Err(reason));
+            return None;
+        }
         if let Some(id) = &e.event_id
             && (self.seen_in_ledger.contains(id) || self.new_event_set.contains(id))
         {
@@ -508,6 +516,20 @@ impl State<'_> {
         None
     }
 
+    /// Why an event with an id is refused for being older than `ingest.dedup_window`: whether
+    /// it was applied once is no longer known for certain, so applying it could apply it twice.
+    fn beyond_dedup_window(&self, e: &Event) -> Option<String> {
+        let id = e.event_id.as_ref()?;
+        let at = e.at?;
+        let oldest = self.ctx.now.plus(Span(-self.ctx.dedup_window.millis()));
+        (at < oldest).then(|| {
+            format!(
+                "event_id `{id}` is dated {at}, older than ingest.dedup_window ({}): a replay this old cannot be told from a new event, so it is refused",
+                self.ctx.dedup_window
+            )
+        })
+    }
+
     /// Counts an applied event, or keeps the reason a line was rejected.
     fn record(&mut self, e: &Event, result: Result<(), String>) {
         match result {
@@ -516,7 +538,8 @@ impl State<'_> {
                 *self.report.by_type.entry(e.body.type_name()).or_default() += 1;
                 if let Some(id) = &e.event_id {
                     self.new_event_set.insert(id.clone());
-                    self.chunk_event_ids.push(id.clone());
+                    self.chunk_event_ids
+                        .push((id.clone(), e.at.unwrap_or(self.ctx.now)));
                 }
             }
             Err(reason) => self.errors.push(LineError {

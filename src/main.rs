@@ -25,8 +25,12 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            if let (true, Some(j)) = (json, &f.json) {
-                println!("{j}");
+            // A `--json` consumer always gets one JSON object, the error's own or {"error": …}.
+            if json {
+                match &f.json {
+                    Some(j) => println!("{j}"),
+                    None => println!("{}", retentiond::cli::error_json(&f.message)),
+                }
             }
             eprintln!("error: {}", f.message);
             for d in &f.details {

@@ -1,8 +1,9 @@
 //! The policy in force (R10): the ledger schedules by the policy it has recorded, and a config
 //! change reaches it only through [`sync`], which recomputes the affected schedules and audits
-//! the counts. A change that would make more than `safety.max_newly_due` resources due now or
-//! within the next day when they were not (a grace or max_age got shorter) is held back as *pending* until `policy accept`; changes that
-//! make nothing newly due (every lengthening) apply at once.
+//! the counts. A change that would bring more than `safety.max_newly_due` purges forward to now
+//! or within the next day (a grace or max_age got shorter) is held back as *pending* until
+//! `policy accept`; changes that bring nothing forward into that day (every lengthening) apply
+//! at once.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -61,6 +62,22 @@ pub async fn in_force(ledger: &Ledger) -> Result<Option<SchedulePolicy>, StoreEr
         .transpose()
 }
 
+/// How many purges the pending change would bring forward into the next 24 hours, per item
+/// (as counted when it was held back).
+pub async fn pending_newly_due(
+    ledger: &Ledger,
+) -> Result<Option<BTreeMap<String, u64>>, StoreError> {
+    ledger
+        .policy_state()
+        .await?
+        .and_then(|s| s.pending_newly_due)
+        .map(|p| {
+            serde_json::from_str(&p)
+                .map_err(|e| StoreError::Corrupt(format!("policy_state.pending_newly_due: {e}")))
+        })
+        .transpose()
+}
+
 /// The policy pending acceptance, if any.
 pub async fn pending(ledger: &Ledger) -> Result<Option<SchedulePolicy>, StoreError> {
     ledger
@@ -98,6 +115,7 @@ pub async fn sync(
         tx.save_policy_state(&PolicyState {
             in_force: serde_json::to_string(wanted).unwrap_or_default(),
             pending: None,
+            pending_newly_due: None,
             updated_at: now,
         })
         .await?;
@@ -199,14 +217,23 @@ pub async fn sync(
     // A resource's account-deletion grace may follow the account grace; kinds whose effective
     // values did not change are untouched, so nothing else needs a pass.
 
-    let pending_text = if report.pending.is_empty() {
-        None
+    let (pending_text, pending_newly_due) = if report.pending.is_empty() {
+        (None, None)
     } else {
-        Some(serde_json::to_string(&target).unwrap_or_default())
+        let per_item: BTreeMap<&String, u64> = report
+            .pending
+            .iter()
+            .map(|i| (i, report.newly_due[i]))
+            .collect();
+        (
+            Some(serde_json::to_string(&target).unwrap_or_default()),
+            Some(serde_json::to_string(&per_item).unwrap_or_default()),
+        )
     };
     tx.save_policy_state(&PolicyState {
         in_force: serde_json::to_string(&in_force).unwrap_or_default(),
         pending: pending_text,
+        pending_newly_due,
         updated_at: now,
     })
     .await?;
@@ -242,7 +269,7 @@ pub async fn sync(
         for (item, n) in &per_item {
             warn!(
                 item = %item, newly_due = n, max_newly_due,
-                "policy change held back: it would make {n} items due at once; run `retentiond policy accept` to apply it"
+                "policy change held back: it would bring {n} purges forward to within the next 24 hours; run `retentiond policy accept` to apply it"
             );
         }
     } else if state.pending.is_some() && report.applied.is_empty() {
@@ -293,18 +320,17 @@ fn describe_item(item: &str, old: &SchedulePolicy, new: &SchedulePolicy) -> (Str
     (d(old.kinds.get(item)), d(new.kinds.get(item)))
 }
 
-/// How far ahead the guard looks: a change that brings a purge from beyond this horizon to
-/// inside it counts as "newly due". Counting only what is due this very instant would let
+/// How far ahead the guard looks: a change that brings a purge forward to a time within this
+/// horizon counts as "newly due". Counting only what is due this very instant would let
 /// `grace = "1s"` (meant: "1d") through whenever the deletions were a second old.
 pub const GUARD_HORIZON: Span = Span(24 * 60 * 60 * 1000);
 
-/// Whether a schedule change makes an item due now or within [`GUARD_HORIZON`] when it was
-/// not before. A lengthening never counts.
+/// Whether a schedule change moves an item's purge earlier, to now or within
+/// [`GUARD_HORIZON`] (§3 R10). Its old time does not matter: a purge 12 hours away brought
+/// forward to now counts as much as one 30 days away. A lengthening never counts.
 fn newly_due(old: Option<Timestamp>, new: Option<Timestamp>, now: Timestamp) -> bool {
     let horizon = now.plus(GUARD_HORIZON);
-    let was = old.is_some_and(|t| t <= horizon);
-    let is = new.is_some_and(|t| t <= horizon);
-    is && !was
+    new.is_some_and(|n| n <= horizon && old.is_none_or(|o| n < o))
 }
 
 /// Pages through a kind's live and deleted resources, computing schedules under `to`.
@@ -391,8 +417,13 @@ mod tests {
         assert!(newly_due(t(n + 30 * H), t(n + 1_000), now));
         assert!(newly_due(t(n + 30 * H), t(n - 5), now));
         assert!(newly_due(None, t(n + H), now));
-        // Already inside the horizon before: not newly due.
-        assert!(!newly_due(t(n + H / 2), t(n), now));
+        // Already inside the horizon before, and brought forward: counts (issue 22), whether
+        // it was due in twelve hours or in a minute.
+        assert!(newly_due(t(n + H / 2), t(n), now));
+        assert!(newly_due(t(n + 60_000), t(n - 5), now));
+        // Unchanged or later, inside the horizon: does not count.
+        assert!(!newly_due(t(n + H / 2), t(n + H / 2), now));
+        assert!(!newly_due(t(n), t(n + H / 2), now));
         // Still beyond the horizon, or lengthened, or unscheduled: never counts.
         assert!(!newly_due(t(n + 30 * H), t(n + 2 * H), now));
         assert!(!newly_due(t(n + 1_000), t(n + 30 * H), now));

@@ -494,10 +494,7 @@ pub async fn cli(
         Err(ReapplyError::Store(e)) => return Err(e.into()),
     };
     if json {
-        println!(
-            "{}",
-            serde_json::to_string(&report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
-        );
+        println!("{}", crate::cli::json_line(&report));
     } else {
         println!("{}", describe(&report));
     }

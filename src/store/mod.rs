@@ -419,6 +419,8 @@ pub struct SettledClaim {
 pub struct PolicyState {
     pub in_force: String,
     pub pending: Option<String>,
+    /// JSON `{item: count}`: what the pending change would bring forward (issue 22).
+    pub pending_newly_due: Option<String>,
     pub updated_at: Timestamp,
 }
 
@@ -510,8 +512,9 @@ pub struct IngestWrite {
     pub orgs: Vec<OrgRow>,
     pub accounts: Vec<AccountRow>,
     pub resources: Vec<ResourceRow>,
-    /// Event ids applied, recorded so a replay is recognised.
-    pub event_ids: Vec<String>,
+    /// Event ids applied, with each event's time, recorded so a replay is recognised (for
+    /// `ingest.dedup_window` after that time).
+    pub event_ids: Vec<(String, Timestamp)>,
     pub applied_at: Timestamp,
     /// Audit entries of the chunk, in order: appended now where the backend's write lock already
     /// orders writers (SQLite), else kept for [`LedgerTx::commit_with_audit`].
@@ -736,6 +739,9 @@ forward! { ref Ledger;
     /// (`purge_after`, `id`), in that order.
     fn due_accounts(&self, now: Timestamp, after: (Timestamp, &str), limit: i64) -> Vec<AccountRow>;
     fn record_sweep(&self, run: &SweepRun) -> ();
+    /// Forgets up to `limit` idempotency records of events dated before `before` (older than
+    /// `ingest.dedup_window`: a replay of them is refused anyway); returns how many.
+    fn forget_events(&self, before: Timestamp, limit: i64) -> u64;
     /// Resources purged since `since`, after the cursor (`purged_at`, `id`) — `reapply`.
     fn purged_since(&self, since: Timestamp, after: (Timestamp, &str), limit: i64) -> Vec<ResourceRow>;
     /// Accounts purged since `since`, after the cursor (`purged_at`, `id`) — `reapply`.
@@ -770,7 +776,7 @@ forward! { mut LedgerTx;
     fn save_resources(&mut self, rows: &[ResourceRow]) -> ();
     fn save_accounts(&mut self, rows: &[AccountRow]) -> ();
     fn save_orgs(&mut self, rows: &[OrgRow]) -> ();
-    fn record_events(&mut self, ids: &[String], at: Timestamp) -> ();
+    fn record_events(&mut self, ids: &[(String, Timestamp)], at: Timestamp) -> ();
     fn policy_state(&mut self) -> Option<PolicyState>;
     fn save_policy_state(&mut self, state: &PolicyState) -> ();
     fn hold_epoch(&mut self) -> i64;

@@ -130,15 +130,16 @@ async fn q_orgs(c: &mut Conn, ids: &[String], lock: bool) -> Result<Vec<OrgRow>>
 #[allow(clippy::if_same_then_else)]
 async fn q_policy_state(c: &mut Conn, lock: bool) -> Result<Option<PolicyState>> {
     let sql = if lock {
-        concat!("SELECT in_force, pending, updated_at FROM policy_state WHERE id = 1", for_update!())
+        concat!("SELECT in_force, pending, updated_at, pending_newly_due FROM policy_state WHERE id = 1", for_update!())
     } else {
-        "SELECT in_force, pending, updated_at FROM policy_state WHERE id = 1"
+        "SELECT in_force, pending, updated_at, pending_newly_due FROM policy_state WHERE id = 1"
     };
     let row = sqlx::query(sql).fetch_optional(&mut *c).await?;
     Ok(row.map(|r| PolicyState {
         in_force: r.get(0),
         pending: r.get(1),
         updated_at: Timestamp(r.get(2)),
+        pending_newly_due: r.get(3),
     }))
 }
 
@@ -668,6 +669,19 @@ impl Store {
         q_policy_state(&mut *self.conn().await?, false).await
     }
 
+    pub async fn forget_events(&self, before: Timestamp, limit: i64) -> Result<u64> {
+        // Through the event_at index, a bounded batch per call: the cost is what is forgotten.
+        let done = sqlx::query(
+            "DELETE FROM applied_events WHERE event_id IN \
+             (SELECT event_id FROM applied_events WHERE event_at < $1 ORDER BY event_at LIMIT $2)",
+        )
+        .bind(before.millis())
+        .bind(limit)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     pub async fn claim_due(&self, now: Timestamp, limit: i64, owner: &str, lease_until: Timestamp) -> Result<ClaimedBatch> {
         let mut t = self.begin().await?;
         // A sweep starts here. Batch rows no claim refers to any more (their purges were
@@ -1006,14 +1020,14 @@ impl Tx {
         Ok(())
     }
 
-    pub async fn record_events(&mut self, ids: &[String], at: Timestamp) -> Result<()> {
+    pub async fn record_events(&mut self, ids: &[(String, Timestamp)], at: Timestamp) -> Result<()> {
         if let Some(r) = direct_record_events(&mut self.tx, ids, at).await {
             return r;
         }
-        for chunk in ids.chunks(MAX_BINDS / 2) {
-            let mut q = QueryBuilder::<Db>::new("INSERT INTO applied_events (event_id, applied_at) ");
-            q.push_values(chunk, |mut b, id| {
-                b.push_bind(id.clone()).push_bind(at.millis());
+        for chunk in ids.chunks(MAX_BINDS / 3) {
+            let mut q = QueryBuilder::<Db>::new("INSERT INTO applied_events (event_id, applied_at, event_at) ");
+            q.push_values(chunk, |mut b, (id, event_at)| {
+                b.push_bind(id.clone()).push_bind(at.millis()).push_bind(event_at.millis());
             });
             q.push(" ON CONFLICT (event_id) DO NOTHING");
             q.build().execute(&mut *self.tx).await?;
@@ -1027,12 +1041,14 @@ impl Tx {
 
     pub async fn save_policy_state(&mut self, state: &PolicyState) -> Result<()> {
         sqlx::query(
-            "INSERT INTO policy_state (id, in_force, pending, updated_at) VALUES (1, $1, $2, $3) \
-             ON CONFLICT (id) DO UPDATE SET in_force = excluded.in_force, pending = excluded.pending, updated_at = excluded.updated_at",
+            "INSERT INTO policy_state (id, in_force, pending, updated_at, pending_newly_due) VALUES (1, $1, $2, $3, $4) \
+             ON CONFLICT (id) DO UPDATE SET in_force = excluded.in_force, pending = excluded.pending, updated_at = excluded.updated_at, \
+             pending_newly_due = excluded.pending_newly_due",
         )
         .bind(&state.in_force)
         .bind(&state.pending)
         .bind(state.updated_at.millis())
+        .bind(&state.pending_newly_due)
         .execute(&mut *self.tx)
         .await?;
         Ok(())

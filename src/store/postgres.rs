@@ -105,7 +105,7 @@ async fn direct_insert_audit(
 }
 async fn direct_record_events(
     _tx: &mut sqlx::Transaction<'static, Db>,
-    _ids: &[String],
+    _ids: &[(String, Timestamp)],
     _at: Timestamp,
 ) -> Option<Result<()>> {
     None

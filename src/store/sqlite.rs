@@ -233,12 +233,12 @@ fn insert_audit(conn: &rusqlite::Connection, entries: &[AuditEntry]) -> rusqlite
 
 fn insert_event_ids(
     conn: &rusqlite::Connection,
-    ids: &[String],
+    ids: &[(String, Timestamp)],
     at: Timestamp,
 ) -> rusqlite::Result<()> {
-    let sql = "INSERT INTO applied_events (event_id, applied_at) VALUES (?1, ?2) ON CONFLICT (event_id) DO NOTHING";
-    step_each(conn, sql, ids, |st, id| {
-        st.execute(rusqlite::params![id, at.millis()])
+    let sql = "INSERT INTO applied_events (event_id, applied_at, event_at) VALUES (?1, ?2, ?3) ON CONFLICT (event_id) DO NOTHING";
+    step_each(conn, sql, ids, |st, (id, event_at)| {
+        st.execute(rusqlite::params![id, at.millis(), event_at.millis()])
     })
 }
 
@@ -264,7 +264,7 @@ async fn direct_insert_audit(
 
 async fn direct_record_events(
     tx: &mut sqlx::Transaction<'static, Db>,
-    ids: &[String],
+    ids: &[(String, Timestamp)],
     at: Timestamp,
 ) -> Option<Result<()>> {
     if ids.is_empty() {

@@ -13,6 +13,7 @@ use reqwest::StatusCode;
 use retentiond::clock::Clock;
 use retentiond::daemon::Health;
 use retentiond::http::{HttpState, serve};
+use retentiond::model::Timestamp;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -534,7 +535,7 @@ async fn readyz_follows_the_sweep_health() {
     let now = h.clock.now().millis();
     health.started.store(now, Ordering::Relaxed);
     health.last_tick.store(now, Ordering::Relaxed);
-    health.period_ms.store(1_000, Ordering::Relaxed);
+    health.set_schedule("* * * * * *");
     health.stall_after_ms.store(60_000, Ordering::Relaxed);
     let state = HttpState::new(h.ledger.clone(), h.clock.clone(), h.config.clone())
         .unwrap()
@@ -554,6 +555,57 @@ async fn readyz_follows_the_sweep_health() {
     health.last_tick.store(t, Ordering::Relaxed);
     health.last_success.store(t, Ordering::Relaxed);
     assert_eq!(api.get("/readyz", None).await.0, StatusCode::OK);
+}
+
+/// Issue 22: an office-hours cron fires nothing from Friday 17:50 to Monday 09:00. The daemon is
+/// idle by schedule, not dead: `/readyz` stays 200 (and the watchdog, on the same `alive`, keeps
+/// pinging) until a firing the cron itself promised is missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_stays_ready_through_an_office_hours_weekend() {
+    let friday = Timestamp::parse_rfc3339("2026-12-04T17:50:00Z").unwrap();
+    let clock = Clock::manual(friday);
+    let (h, _) = setup(Backend::Sqlite, 1 << 20, true, Some(clock.clone())).await;
+    let health = Arc::new(Health::default());
+    health.set_schedule("0 */10 9-17 * * MON-FRI");
+    health.stall_after_ms.store(600_000, Ordering::Relaxed);
+    let t = friday.millis();
+    health.started.store(t - 3_600_000, Ordering::Relaxed);
+    health.last_tick.store(t, Ordering::Relaxed);
+    health.last_success.store(t + 2_000, Ordering::Relaxed);
+    let state = HttpState::new(h.ledger.clone(), clock.clone(), h.config.clone())
+        .unwrap()
+        .with_health(health.clone());
+    let api = Api::start(state).await;
+    for idle in [
+        "2026-12-04T23:00:00Z",
+        "2026-12-05T12:00:00Z",
+        "2026-12-06T23:59:00Z",
+        "2026-12-07T09:00:30Z",
+    ] {
+        clock.set(Timestamp::parse_rfc3339(idle).unwrap());
+        let (s, v) = api.get("/readyz", None).await;
+        assert_eq!(s, StatusCode::OK, "at {idle}: {v}");
+        assert!(health.alive(clock.now()), "watchdog pings at {idle}");
+    }
+    // Monday 09:00 was promised and never came: the scheduler is silent.
+    clock.set(Timestamp::parse_rfc3339("2026-12-07T09:01:30Z").unwrap());
+    let (s, v) = api.get("/readyz", None).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert!(!health.alive(clock.now()));
+    // It fired, and its sweep got stuck: no pings once stall_after has passed.
+    let monday = Timestamp::parse_rfc3339("2026-12-07T09:00:00Z")
+        .unwrap()
+        .millis();
+    health.last_tick.store(monday, Ordering::Relaxed);
+    health.running_since.store(monday, Ordering::Relaxed);
+    clock.set(Timestamp::parse_rfc3339("2026-12-07T09:05:00Z").unwrap());
+    assert!(health.alive(clock.now()));
+    clock.set(Timestamp::parse_rfc3339("2026-12-07T09:10:01Z").unwrap());
+    assert!(!health.alive(clock.now()), "a stuck sweep stops the pings");
+    assert_eq!(
+        api.get("/readyz", None).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

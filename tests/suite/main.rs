@@ -23,5 +23,6 @@ mod reliability_faults;
 mod reliability_input;
 mod schema;
 mod systemd_unit;
+mod trust;
 mod wal;
 mod zdr;

@@ -14,17 +14,40 @@ use sqlx::{Connection, Executor};
 /// Starts `retentiond run`; its log goes to a file next to the config (an unread pipe would fill
 /// up and block the daemon).
 fn daemon(cfg: &std::path::Path, crash_at: Option<&str>) -> Child {
+    daemon_logged(cfg, crash_at).0
+}
+
+/// [`daemon`], and the file its log goes to.
+fn daemon_logged(cfg: &std::path::Path, crash_at: Option<&str>) -> (Child, std::path::PathBuf) {
     let log = cfg.with_extension(format!("{}.log", rand_u32()));
     let mut c = bin();
     c.arg("--config")
         .arg(cfg)
         .arg("run")
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap());
+        .stderr(std::fs::File::create(&log).unwrap());
     if let Some(p) = crash_at {
         c.env("RETENTIOND_CRASH_AT", p);
     }
-    c.spawn().expect("start daemon")
+    (c.spawn().expect("start daemon"), log)
+}
+
+/// Lines of a daemon's log that contain `needle`.
+fn log_count(log: &std::path::Path, needle: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+fn cli_ok(cfg: &std::path::Path, args: &[&str]) {
+    let o = bin().arg("--config").arg(cfg).args(args).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 fn signal(child: &Child, sig: &str) {
@@ -191,6 +214,8 @@ async fn run_instances(b: Backend, n: usize, instances: usize) -> Duration {
     let text = env.config_text(&Knobs {
         conversation_grace: "0s",
         batch_size: 500,
+        // One target batch per claim: a claim of 500, so every instance can get a share.
+        batches_per_transaction: 1,
         app_db_url: app_url.clone(),
         ..Default::default()
     });
@@ -202,14 +227,56 @@ async fn run_instances(b: Backend, n: usize, instances: usize) -> Duration {
     )
     .await
     .unwrap();
-    let children: Vec<Child> = (0..instances).map(|_| daemon(&cfg, None)).collect();
+    // A hold keeps everything until every instance runs, so none starts with a head start.
+    cli_ok(
+        &cfg,
+        &[
+            "hold",
+            "place",
+            "--case",
+            "START",
+            "--by",
+            "test",
+            "--kind",
+            "conversation",
+        ],
+    );
+    let children: Vec<(Child, std::path::PathBuf)> =
+        (0..instances).map(|_| daemon_logged(&cfg, None)).collect();
+    let start = Instant::now();
+    while !children
+        .iter()
+        .all(|(_, log)| log_count(log, "retentiond started") > 0)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "daemons did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cli_ok(&cfg, &["hold", "release", "1", "--by", "test"]);
     let took = wait_all_purged(&ledger, n as i64, Duration::from_secs(240)).await;
-    for c in &children {
+    for (c, _) in &children {
         signal(c, "TERM");
     }
-    for c in children {
+    let mut shares = Vec::new();
+    for (c, log) in children {
         let out = c.wait_with_output().unwrap();
         assert_eq!(out.status.code(), Some(0));
+        shares.push(log_count(&log, "purged kind="));
+    }
+    eprintln!("{b:?}: {instances} instance(s) purged {shares:?} of {n}");
+    assert_eq!(
+        shares.iter().sum::<usize>(),
+        n,
+        "one purge log line per resource"
+    );
+    // Sharing the work means each instance did some of it: at least one claim's worth.
+    for (i, s) in shares.iter().enumerate() {
+        assert!(
+            *s >= 500.min(n / instances),
+            "instance {i} purged only {s} of {n} ({shares:?}): the work was not shared"
+        );
     }
     assert_eq!(app_rows(&env, &app_url).await, 0);
     check_receipts(&ledger, n).await;

@@ -436,6 +436,7 @@ impl H {
             policy: &policy,
             now: self.clock.now(),
             max_clock_skew: self.config.max_clock_skew,
+            dedup_window: self.config.dedup_window,
         };
         retentiond::ingest::ingest_reader(&self.ledger, &ctx, ndjson.as_bytes()).await
     }
