@@ -1127,23 +1127,26 @@ async fn audit_cmd(command: AuditCommand, config: &Config, clock: &Clock, json: 
                     ),
                 });
             }
-            emit(json, &v, || {
-                let mut s = match (&v.error, &v.head) {
-                    (Some(e), _) if e.seq == 0 => format!(
-                        "audit chain NOT verified ({} entries link up): {}",
-                        v.entries, e.problem
-                    ),
-                    (Some(e), _) => {
-                        format!("audit chain BROKEN after {} good entries: {e}", v.entries)
-                    }
-                    (None, Some(h)) => format!(
-                        "audit chain intact: {} entries, head seq {} hash {}",
-                        v.entries, h.seq, h.hash
-                    ),
-                    (None, None) => "audit chain intact: no entries yet".into(),
-                };
-                if v.ok {
-                    match &v.last_checkpoint {
+            // A failed `--json` verify answers through its `Failure` (one JSON object only).
+            let answered_by_failure = json && !v.ok;
+            if !answered_by_failure {
+                emit(json, &v, || {
+                    let mut s = match (&v.error, &v.head) {
+                        (Some(e), _) if e.seq == 0 => format!(
+                            "audit chain NOT verified ({} entries link up): {}",
+                            v.entries, e.problem
+                        ),
+                        (Some(e), _) => {
+                            format!("audit chain BROKEN after {} good entries: {e}", v.entries)
+                        }
+                        (None, Some(h)) => format!(
+                            "audit chain intact: {} entries, head seq {} hash {}",
+                            v.entries, h.seq, h.hash
+                        ),
+                        (None, None) => "audit chain intact: no entries yet".into(),
+                    };
+                    if v.ok {
+                        match &v.last_checkpoint {
                         Some(c) => s.push_str(&format!(
                             "\nmatches {} signed checkpoint(s); up to seq {} it is the chain signed at {} ({})",
                             v.checkpoints_verified, c.seq, c.at, c.source
@@ -1152,18 +1155,22 @@ async fn audit_cmd(command: AuditCommand, config: &Config, clock: &Clock, json: 
                             "\nno signed checkpoint checked: a chain rewritten whole would pass; verify against a checkpoint kept elsewhere (--checkpoint)",
                         ),
                     }
-                    if !files.is_empty() || matches!(trust, Trust::Given(_)) {
-                        s.push_str(&format!(
-                            "\nsignatures checked against {}",
-                            trust.describe()
-                        ));
+                        if !files.is_empty() || matches!(trust, Trust::Given(_)) {
+                            s.push_str(&format!(
+                                "\nsignatures checked against {}",
+                                trust.describe()
+                            ));
+                        }
                     }
-                }
-                s
-            });
+                    s
+                });
+            }
             if v.ok {
                 Ok(())
             } else {
+                let answer = answered_by_failure
+                    .then(|| serde_json::to_value(&v).ok())
+                    .flatten();
                 Err(Failure {
                     code: 1,
                     message: match v.error {
@@ -1174,7 +1181,7 @@ async fn audit_cmd(command: AuditCommand, config: &Config, clock: &Clock, json: 
                         None => String::new(),
                     },
                     details: Vec::new(),
-                    json: None,
+                    json: answer,
                 })
             }
         }
