@@ -547,6 +547,7 @@ async fn ingest_text(s: &Stack, text: &str) -> retentiond::ingest::IngestReport 
         policy: &policy,
         now: s.clock.now(),
         max_clock_skew: s.config.max_clock_skew,
+        keep_attrs: &s.config.target_attrs,
     };
     ingest_reader(&s.ledger, &ctx, text.as_bytes())
         .await
@@ -1653,6 +1654,7 @@ async fn part_ingest(bench: &Bench, b: Backend, file: &Path, lines: usize) {
         policy: &policy,
         now: s.clock.now(),
         max_clock_skew: s.config.max_clock_skew,
+        keep_attrs: &s.config.target_attrs,
     };
     let t = Instant::now();
     let input = BufReader::with_capacity(1 << 20, std::fs::File::open(file).unwrap());

@@ -418,6 +418,7 @@ pub async fn run(cli: Cli) -> Outcome {
                 policy: &policy,
                 now: clock.now(),
                 max_clock_skew: config.max_clock_skew,
+                keep_attrs: &config.target_attrs,
             };
             let result = match file.as_deref() {
                 None => ingest::ingest_reader(&ledger, &ctx, std::io::stdin().lock()).await,
@@ -934,6 +935,7 @@ async fn org(command: OrgCommand, config: &Config, clock: &Clock, json: bool) ->
                 policy: &policy,
                 now: clock.now(),
                 max_clock_skew: config.max_clock_skew,
+                keep_attrs: &config.target_attrs,
             };
             match ingest::ingest_events(&ledger, &ctx, &[event]).await {
                 Ok(_) => {}

@@ -488,6 +488,7 @@ async fn events_inner(s: &HttpState, headers: &HeaderMap, body: Body) -> ApiResu
         policy: &policy,
         now: s.clock.now(),
         max_clock_skew: config.max_clock_skew,
+        keep_attrs: &config.target_attrs,
     };
     let result = if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
         match parse_array(&bytes) {

@@ -326,6 +326,7 @@ impl Poller {
             policy: &policy,
             now: self.clock.now(),
             max_clock_skew: self.config.max_clock_skew,
+            keep_attrs: &self.config.target_attrs,
         };
         // Line numbers are positions in `rows`, from 1, so a rejected line names its row.
         let parsed: Vec<Result<Event, String>> = rows

@@ -436,6 +436,7 @@ impl H {
             policy: &policy,
             now: self.clock.now(),
             max_clock_skew: self.config.max_clock_skew,
+            keep_attrs: &self.config.target_attrs,
         };
         retentiond::ingest::ingest_reader(&self.ledger, &ctx, ndjson.as_bytes()).await
     }
