@@ -548,6 +548,7 @@ async fn ingest_text(s: &Stack, text: &str) -> retentiond::ingest::IngestReport 
         now: s.clock.now(),
         max_clock_skew: s.config.max_clock_skew,
         dedup_window: s.config.dedup_window,
+        keep_attrs: &s.config.target_attrs,
     };
     ingest_reader(&s.ledger, &ctx, text.as_bytes())
         .await
@@ -1655,6 +1656,7 @@ async fn part_ingest(bench: &Bench, b: Backend, file: &Path, lines: usize) {
         now: s.clock.now(),
         max_clock_skew: s.config.max_clock_skew,
         dedup_window: s.config.dedup_window,
+        keep_attrs: &s.config.target_attrs,
     };
     let t = Instant::now();
     let input = BufReader::with_capacity(1 << 20, std::fs::File::open(file).unwrap());

@@ -426,6 +426,7 @@ pub async fn run(cli: Cli) -> Outcome {
                 now: clock.now(),
                 max_clock_skew: config.max_clock_skew,
                 dedup_window: config.dedup_window,
+                keep_attrs: &config.target_attrs,
             };
             let result = match file.as_deref() {
                 None => ingest::ingest_reader(&ledger, &ctx, std::io::stdin().lock()).await,
@@ -944,6 +945,7 @@ async fn org(command: OrgCommand, config: &Config, clock: &Clock, json: bool) ->
                 now: clock.now(),
                 max_clock_skew: config.max_clock_skew,
                 dedup_window: config.dedup_window,
+                keep_attrs: &config.target_attrs,
             };
             match ingest::ingest_events(&ledger, &ctx, &[event]).await {
                 Ok(_) => {}

@@ -20,8 +20,45 @@ pub const STATEFUL_KINDS: &[&str] = &["conversation", "file", "agent", "library"
 /// The named parameters a purge or verify statement may use.
 pub const STATEMENT_PARAMS: &[&str] = &["id", "kind", "account", "org"];
 
-/// The placeholders a files target's `path` may use.
+/// The placeholders a files target's `path`, an object store's `key` and an HTTP target's
+/// `url` may use, besides `attrs.NAME` (an attribute of `resource.created`).
 pub const PATH_PLACEHOLDERS: &[&str] = &["id", "kind", "account", "org"];
+
+/// The placeholders of a template (`{id}`, `{attrs.path}` …), or an error naming what is wrong.
+pub fn template_placeholders(template: &str) -> Result<Vec<String>, String> {
+    let mut names = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let close = after
+            .find('}')
+            .ok_or_else(|| format!("`{template}` has an unclosed `{{`"))?;
+        let name = &after[..close];
+        let attr_ok = name.strip_prefix("attrs.").is_some_and(|a| {
+            !a.is_empty()
+                && a.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        });
+        if !PATH_PLACEHOLDERS.contains(&name) && !attr_ok {
+            return Err(format!(
+                "`{template}` uses `{{{name}}}`; allowed: {{id}}, {{kind}}, {{account}}, {{org}}, {{attrs.NAME}}"
+            ));
+        }
+        names.push(name.to_string());
+        rest = &after[close + 1..];
+    }
+    if rest.contains('}') {
+        return Err(format!("`{template}` has an unmatched `}}`"));
+    }
+    Ok(names)
+}
+
+/// The attribute names (`NAME` of `{attrs.NAME}`) among a template's placeholders.
+fn attr_names(names: &[String]) -> impl Iterator<Item = String> + '_ {
+    names
+        .iter()
+        .filter_map(|n| n.strip_prefix("attrs.").map(str::to_string))
+}
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -430,6 +467,9 @@ pub struct Config {
     pub account_targets: Vec<String>,
     pub kinds: BTreeMap<String, KindConfig>,
     pub targets: BTreeMap<String, TargetConfig>,
+    /// The `resource.created` attributes some target's template names (`{attrs.NAME}`): the
+    /// only ones besides `endpoint` the ledger keeps.
+    pub target_attrs: BTreeSet<String>,
     pub max_newly_due: u64,
     pub http: Option<HttpConfig>,
     pub sources: BTreeMap<String, SourceConfig>,
@@ -852,25 +892,7 @@ pub fn rewrite_named(
 
 /// The placeholders of a path template, or an error naming what is wrong.
 pub fn path_placeholders(template: &str) -> Result<Vec<String>, String> {
-    let mut names = Vec::new();
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        let after = &rest[open + 1..];
-        let close = after
-            .find('}')
-            .ok_or_else(|| format!("`{template}` has an unclosed `{{`"))?;
-        let name = &after[..close];
-        if !PATH_PLACEHOLDERS.contains(&name) {
-            return Err(format!(
-                "`{template}` uses `{{{name}}}`; allowed: {{id}}, {{kind}}, {{account}}, {{org}}"
-            ));
-        }
-        names.push(name.to_string());
-        rest = &after[close + 1..];
-    }
-    if rest.contains('}') {
-        return Err(format!("`{template}` has an unmatched `}}`"));
-    }
+    let names = template_placeholders(template)?;
     let p = Path::new(template);
     if p.is_absolute() {
         return Err(format!("`{template}` must be relative to `root`"));
@@ -936,6 +958,7 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
 
     // Targets first: kinds refer to them.
     let mut targets = BTreeMap::new();
+    let mut target_attrs = BTreeSet::new();
     for (name, t) in raw.targets {
         let key = format!("targets.{name}");
         check_name(ctx, &key, &name)?;
@@ -983,11 +1006,12 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
                 }
                 let names =
                     path_placeholders(&f.path).map_err(|m| ctx.err(format!("{key}.path"), m))?;
-                if !names.iter().any(|n| n == "id") {
+                target_attrs.extend(attr_names(&names));
+                if !names.iter().any(|n| n == "id" || n.starts_with("attrs.")) {
                     return Err(ctx.err(
                         format!("{key}.path"),
                         format!(
-                            "`{}` must contain {{id}}, or every resource would map to one file",
+                            "`{}` must contain {{id}} (or an {{attrs.NAME}}), or every resource would map to one file",
                             f.path
                         ),
                     ));
@@ -996,7 +1020,9 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
                     let names = path_placeholders(ap)
                         .map_err(|m| ctx.err(format!("{key}.account_path"), m))?;
                     if !names.iter().any(|n| n == "account")
-                        || names.iter().any(|n| n == "id" || n == "kind")
+                        || names
+                            .iter()
+                            .any(|n| n == "id" || n == "kind" || n.starts_with("attrs."))
                     {
                         return Err(ctx.err(
                             format!("{key}.account_path"),
@@ -1203,6 +1229,7 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         account_targets: raw.accounts.targets,
         kinds,
         targets,
+        target_attrs,
         max_newly_due: raw.safety.max_newly_due,
         http,
         sources,

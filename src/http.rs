@@ -489,6 +489,7 @@ async fn events_inner(s: &HttpState, headers: &HeaderMap, body: Body) -> ApiResu
         now: s.clock.now(),
         max_clock_skew: config.max_clock_skew,
         dedup_window: config.dedup_window,
+        keep_attrs: &config.target_attrs,
     };
     let result = if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
         match parse_array(&bytes) {

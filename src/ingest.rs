@@ -10,7 +10,7 @@
 //! with each chunk on SQLite, whose write lock is already ours, and at the commit on PostgreSQL
 //! (see `store`).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::BufRead;
 
 use serde::Serialize;
@@ -53,6 +53,32 @@ pub struct IngestContext<'a> {
     /// event with an id dated before `now - dedup_window` is refused: its record may be gone,
     /// so a replay could not be told from a new event.
     pub dedup_window: Span,
+    /// The attributes of `resource.created` the targets' templates name (`Config::target_attrs`):
+    /// the only ones kept besides `endpoint`.
+    pub keep_attrs: &'a BTreeSet<String>,
+}
+
+/// The attributes of a `resource.created` that a target's template names, as the ledger keeps
+/// them (a JSON object of strings; numbers and booleans as their text); `None` when there are
+/// none. An attribute that is an object, an array or null is not kept: a purge that needs it
+/// fails naming it.
+fn kept_attrs(
+    attrs: Option<&serde_json::Map<String, serde_json::Value>>,
+    keep: &BTreeSet<String>,
+) -> Option<String> {
+    let attrs = attrs?;
+    let kept: BTreeMap<&str, String> = keep
+        .iter()
+        .filter_map(|k| {
+            let v = match attrs.get(k)? {
+                serde_json::Value::String(s) => s.clone(),
+                v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)) => v.to_string(),
+                _ => return None,
+            };
+            Some((k.as_str(), v))
+        })
+        .collect();
+    (!kept.is_empty()).then(|| serde_json::to_string(&kept).expect("a map of strings"))
 }
 
 /// Reads NDJSON from `input` and applies it.
@@ -500,8 +526,14 @@ impl State<'_> {
                     self.account_created(account, org, at)
                 }
                 EventBody::ResourceCreated {
-                    id, kind, account, ..
-                } => self.resource_created(id, kind, account, e.body.endpoint(), at),
+                    id,
+                    kind,
+                    account,
+                    attrs,
+                } => {
+                    let kept = kept_attrs(attrs.as_ref(), self.ctx.keep_attrs);
+                    self.resource_created(id, kind, account, e.body.endpoint(), kept, at)
+                }
                 EventBody::ResourceDeleted { id } => self.resource_deleted(id, at),
                 EventBody::ResourceRestored { id } => self.resource_restored(id, at),
                 EventBody::AccountDeletionRequested { account } => {
@@ -678,6 +710,7 @@ impl State<'_> {
         kind: &str,
         account: &str,
         endpoint: Option<&str>,
+        target_attrs: Option<String>,
         at: Timestamp,
     ) -> Result<(), String> {
         let Some(kp) = self.ctx.policy.kinds.get(kind) else {
@@ -715,6 +748,7 @@ impl State<'_> {
             last_error: None,
             purged_at: None,
             claim_batch: None,
+            target_attrs,
         };
         row.reschedule(&acct_facts, self.zdr_approved(&org), kp);
         self.audit.push(AuditDraft::with_details(

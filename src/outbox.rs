@@ -327,6 +327,7 @@ impl Poller {
             now: self.clock.now(),
             max_clock_skew: self.config.max_clock_skew,
             dedup_window: self.config.dedup_window,
+            keep_attrs: &self.config.target_attrs,
         };
         // Line numbers are positions in `rows`, from 1, so a rejected line names its row.
         let parsed: Vec<Result<Event, String>> = rows

@@ -261,10 +261,8 @@ impl Run<'_> {
             let items: Vec<PurgeItem> = rows
                 .iter()
                 .map(|r| PurgeItem {
-                    id: r.id.clone(),
                     kind: kind.clone(),
-                    account: r.account.clone(),
-                    org: r.org.clone(),
+                    ..PurgeItem::of(r)
                 })
                 .collect();
             let mut outcomes: Vec<Outcome> = items.iter().map(|_| Outcome::default()).collect();

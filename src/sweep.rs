@@ -427,12 +427,7 @@ fn target_summary(targets: &[TargetData]) -> String {
 }
 
 fn purge_item(r: &ResourceRow) -> PurgeItem {
-    PurgeItem {
-        id: r.id.clone(),
-        kind: r.kind.clone(),
-        account: r.account.clone(),
-        org: r.org.clone(),
-    }
+    PurgeItem::of(r)
 }
 
 /// Runs sweeps for one instance.
@@ -1359,6 +1354,7 @@ mod tests {
             last_error: None,
             purged_at: None,
             claim_batch: None,
+            target_attrs: None,
         }
     }
 

@@ -46,20 +46,20 @@
 // takes only `&'static str` SQL unless a string is explicitly asserted safe).
 macro_rules! resource_columns {
     () => {
-        "r.id, r.kind, r.account, a.org, r.created_at, r.endpoint, r.state, r.deleted_at, r.cause, r.purge_after, r.rule, r.held, r.lease_owner, r.lease_until, r.attempts, r.last_error, r.purged_at, r.claim_batch"
+        "r.id, r.kind, r.account, a.org, r.created_at, r.endpoint, r.state, r.deleted_at, r.cause, r.purge_after, r.rule, r.held, r.lease_owner, r.lease_until, r.attempts, r.last_error, r.purged_at, r.claim_batch, r.target_attrs"
     };
 }
 /// The names of [`resource_columns!`] in a derived table, in the same order.
 macro_rules! resource_names {
     () => {
-        "id, kind, account, org, created_at, endpoint, state, deleted_at, cause, purge_after, rule, held, lease_owner, lease_until, attempts, last_error, purged_at, claim_batch"
+        "id, kind, account, org, created_at, endpoint, state, deleted_at, cause, purge_after, rule, held, lease_owner, lease_until, attempts, last_error, purged_at, claim_batch, target_attrs"
     };
 }
 /// The columns `save_resources` writes, in bind order.
 macro_rules! resource_upsert_columns {
     () => {
         "INSERT INTO resources (id, kind, account, created_at, endpoint, state, deleted_at, cause, purge_after, rule, \
-         held, lease_owner, lease_until, attempts, last_error, purged_at) "
+         held, lease_owner, lease_until, attempts, last_error, purged_at, target_attrs) "
     };
 }
 /// What `save_resources` changes on a resource the ledger already has (both backends).
@@ -240,6 +240,10 @@ pub struct ResourceRow {
     /// whose target deletes may have started (see `touched_predicate!`).
     #[serde(skip)]
     pub claim_batch: Option<i64>,
+    /// The `resource.created` attributes a target's template names (`{attrs.NAME}`), as a JSON
+    /// object of strings; never shown (they may be names the user chose).
+    #[serde(skip)]
+    pub target_attrs: Option<String>,
 }
 
 impl ResourceRow {
@@ -891,6 +895,8 @@ struct RawResource {
     last_error: Option<String>,
     purged_at: Option<i64>,
     claim_batch: Option<i64>,
+    #[serde(default)]
+    target_attrs: Option<String>,
 }
 
 impl TryFrom<RawResource> for ResourceRow {
@@ -915,6 +921,7 @@ impl TryFrom<RawResource> for ResourceRow {
             last_error: r.last_error,
             purged_at: ts(r.purged_at),
             claim_batch: r.claim_batch,
+            target_attrs: r.target_attrs,
         })
     }
 }

@@ -957,7 +957,7 @@ impl Tx {
         if let Some(r) = direct_save_resources(&mut self.tx, rows).await {
             return r;
         }
-        for chunk in rows.chunks(MAX_BINDS / 16) {
+        for chunk in rows.chunks(MAX_BINDS / 17) {
             let mut q = QueryBuilder::<Db>::new(resource_upsert_columns!());
             q.push_values(chunk, |mut b, r| {
                 b.push_bind(r.id.clone())
@@ -975,7 +975,8 @@ impl Tx {
                     .push_bind(r.lease_until.map(|t| t.millis()))
                     .push_bind(r.attempts)
                     .push_bind(r.last_error.clone())
-                    .push_bind(r.purged_at.map(|t| t.millis()));
+                    .push_bind(r.purged_at.map(|t| t.millis()))
+                    .push_bind(r.target_attrs.clone());
             });
             q.push(resource_upsert_conflict!());
             q.build().execute(&mut *self.tx).await?;

@@ -152,7 +152,7 @@ fn step_each<T>(
 fn upsert_resources(conn: &rusqlite::Connection, rows: &[ResourceRow]) -> rusqlite::Result<()> {
     let sql = concat!(
         resource_upsert_columns!(),
-        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         resource_upsert_conflict!()
     );
     step_each(conn, sql, rows, |st, r| {
@@ -173,6 +173,7 @@ fn upsert_resources(conn: &rusqlite::Connection, rows: &[ResourceRow]) -> rusqli
             r.attempts,
             r.last_error,
             r.purged_at.map(|t| t.millis()),
+            r.target_attrs,
         ])
     })
 }
@@ -279,7 +280,7 @@ macro_rules! claimed_columns {
     () => {
         "id, kind, account, (SELECT org FROM accounts WHERE accounts.id = resources.account), created_at, endpoint, \
          state, deleted_at, cause, purge_after, rule, held, lease_owner, lease_until, attempts, last_error, purged_at, \
-         claim_batch"
+         claim_batch, target_attrs"
     };
 }
 
@@ -313,6 +314,7 @@ fn read_claimed(mut rows: rusqlite::Rows<'_>, out: &mut Vec<RawResource>) -> rus
             last_error: row.get(15)?,
             purged_at: row.get(16)?,
             claim_batch: row.get(17)?,
+            target_attrs: row.get(18)?,
         });
     }
     Ok(())

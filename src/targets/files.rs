@@ -57,12 +57,7 @@ impl FilesTarget {
             return Ok(Removed::default());
         };
         let me = self.clone();
-        let item = PurgeItem {
-            id: String::new(),
-            kind: "account".into(),
-            account: account.to_string(),
-            org: org.to_string(),
-        };
+        let item = PurgeItem::account(account, org);
         tokio::task::spawn_blocking(move || {
             let root = me.checked_root()?;
             let rel = render(&template, &item).map_err(|e| format!("target `{}`: {e}", me.name))?;
@@ -110,12 +105,7 @@ impl FilesTarget {
             return Ok(Removed::default());
         };
         let me = self.clone();
-        let item = PurgeItem {
-            id: String::new(),
-            kind: "account".into(),
-            account: account.to_string(),
-            org: org.to_string(),
-        };
+        let item = PurgeItem::account(account, org);
         tokio::task::spawn_blocking(move || {
             let root = me.checked_root()?;
             let rel = render(&template, &item).map_err(|e| format!("target `{}`: {e}", me.name))?;
@@ -270,28 +260,28 @@ fn count_files(dir: &Path) -> u64 {
         .sum()
 }
 
-/// Fills a path template. Each value must be a single, ordinary path component: no `/`, `\`,
-/// NUL, and not `.` or `..` — so an id can never point outside the folder it belongs in.
+/// Fills a path template. Each value of `id`, `kind`, `account`, `org` must be a single,
+/// ordinary path component: no `/`, `\\`, NUL, and not `.` or `..` — so an id can never point
+/// outside the folder it belongs in. An attribute (`{attrs.path}`) may hold a relative path of
+/// several components, each of them ordinary.
 pub fn render(template: &str, item: &PurgeItem) -> Result<PathBuf, String> {
-    let mut out = String::new();
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let after = &rest[open + 1..];
-        let close = after.find('}').ok_or("unclosed `{` in path template")?;
-        let name = &after[..close];
-        let value = item.param(name);
-        if value.is_empty() || value == "." || value == ".." || value.contains(['/', '\\', '\0']) {
-            return Err(format!(
-                "{name} `{}` cannot be used as a path component",
-                value.escape_debug()
-            ));
+    super::fill(template, item, |name, value| {
+        let parts: Vec<&str> = if name.starts_with("attrs.") {
+            value.split('/').collect()
+        } else {
+            vec![value]
+        };
+        for part in parts {
+            if part.is_empty() || part == "." || part == ".." || part.contains(['/', '\\', '\0']) {
+                return Err(format!(
+                    "{name} `{}` cannot be used as a path component",
+                    value.escape_debug()
+                ));
+            }
         }
-        out.push_str(value);
-        rest = &after[close + 1..];
-    }
-    out.push_str(rest);
-    Ok(PathBuf::from(out))
+        Ok(value.to_string())
+    })
+    .map(PathBuf::from)
 }
 
 #[cfg(test)]
@@ -304,6 +294,7 @@ mod tests {
             kind: "file".into(),
             account: account.into(),
             org: "o".into(),
+            attrs: Default::default(),
         }
     }
 

@@ -18,16 +18,44 @@ pub use files::FilesTarget;
 pub use sql::SqlTarget;
 pub(crate) use sql::blocking;
 
-/// One resource to purge, with everything a statement or path may refer to.
-#[derive(Debug, Clone)]
+/// One resource to purge, with everything a statement, path, key or URL may refer to.
+#[derive(Debug, Clone, Default)]
 pub struct PurgeItem {
     pub id: String,
     pub kind: String,
     pub account: String,
     pub org: String,
+    /// The `resource.created` attributes the config's templates name (`{attrs.NAME}`).
+    pub attrs: BTreeMap<String, String>,
 }
 
 impl PurgeItem {
+    /// The item a ledger row stands for.
+    pub fn of(r: &crate::store::ResourceRow) -> PurgeItem {
+        PurgeItem {
+            id: r.id.clone(),
+            kind: r.kind.clone(),
+            account: r.account.clone(),
+            org: r.org.clone(),
+            attrs: r
+                .target_attrs
+                .as_deref()
+                .and_then(|a| serde_json::from_str(a).ok())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The item of an account-level purge.
+    pub fn account(account: &str, org: &str) -> PurgeItem {
+        PurgeItem {
+            kind: "account".into(),
+            account: account.to_string(),
+            org: org.to_string(),
+            ..PurgeItem::default()
+        }
+    }
+
+    /// A statement parameter (`:id` …); unknown names are empty.
     pub fn param(&self, name: &str) -> &str {
         match name {
             "id" => &self.id,
@@ -37,6 +65,39 @@ impl PurgeItem {
             _ => "",
         }
     }
+
+    /// A template placeholder's value: `id`, `kind`, `account`, `org` or `attrs.NAME`. A
+    /// missing attribute is an error naming it, never an empty value (that could name another
+    /// object: a prefix, a folder, a collection).
+    pub fn placeholder(&self, name: &str) -> Result<&str, String> {
+        match name.strip_prefix("attrs.") {
+            Some(a) => self.attrs.get(a).map(String::as_str).ok_or_else(|| {
+                format!("attribute `{a}` ({{{name}}}) is missing from resource `{}`'s attrs (resource.created)", self.id)
+            }),
+            None => Ok(self.param(name)),
+        }
+    }
+}
+
+/// Fills a template's `{NAME}` placeholders, each value passed through `value(name, raw)`
+/// (which checks or escapes it).
+pub fn fill(
+    template: &str,
+    item: &PurgeItem,
+    mut value: impl FnMut(&str, &str) -> Result<String, String>,
+) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let close = after.find('}').ok_or("unclosed `{` in template")?;
+        let name = &after[..close];
+        out.push_str(&value(name, item.placeholder(name)?)?);
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// What a purge removed.

@@ -466,12 +466,7 @@ impl SqlTarget {
         let empty = Vec::new();
         let stmts = self.purge.get("account").unwrap_or(&empty);
         let verify = self.verify.get("account").unwrap_or(&empty);
-        let item = PurgeItem {
-            id: String::new(),
-            kind: "account".into(),
-            account: account.to_string(),
-            org: org.to_string(),
-        };
+        let item = PurgeItem::account(account, org);
         let r = self.purge_one(stmts, verify, &item).await;
         self.after_batch().await;
         r
@@ -594,12 +589,7 @@ impl SqlTarget {
         let empty = Vec::new();
         let stmts = self.purge.get("account").unwrap_or(&empty);
         let verify = self.verify.get("account").unwrap_or(&empty);
-        let item = PurgeItem {
-            id: String::new(),
-            kind: "account".into(),
-            account: account.to_string(),
-            org: org.to_string(),
-        };
+        let item = PurgeItem::account(account, org);
         self.probe_one(stmts, verify, &item).await
     }
 
@@ -708,6 +698,7 @@ mod tests {
             kind: "conversation".into(),
             account: "a1".into(),
             org: "o1".into(),
+            attrs: Default::default(),
         }
     }
 

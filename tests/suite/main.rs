@@ -21,6 +21,7 @@ mod reliability_clock;
 mod reliability_crash;
 mod reliability_faults;
 mod reliability_input;
+mod remote_targets;
 mod schema;
 mod systemd_unit;
 mod trust;

@@ -335,6 +335,7 @@ async fn ingest_fuzz(b: Backend, cases: u32) {
             now: h.now(),
             max_clock_skew: h.config.max_clock_skew,
             dedup_window: h.config.dedup_window,
+            keep_attrs: &h.config.target_attrs,
         };
         match retentiond::ingest::ingest_reader(&h.ledger, &ctx, &doc[..]).await {
             Ok(_) => accepted += 1,

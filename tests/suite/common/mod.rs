@@ -437,6 +437,7 @@ impl H {
             now: self.clock.now(),
             max_clock_skew: self.config.max_clock_skew,
             dedup_window: self.config.dedup_window,
+            keep_attrs: &self.config.target_attrs,
         };
         retentiond::ingest::ingest_reader(&self.ledger, &ctx, ndjson.as_bytes()).await
     }
