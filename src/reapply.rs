@@ -361,16 +361,12 @@ impl Run<'_> {
                 error: e.clone(),
             });
         }
-        if total.rows + total.files == 0 {
+        if total.total() == 0 {
             return None;
         }
         counts.came_back += 1;
         self.report.came_back += 1;
-        let targets: Vec<String> = o
-            .removed
-            .iter()
-            .map(|(t, x)| format!("{t}:{}r/{}f", x.rows, x.files))
-            .collect();
+        let targets: Vec<String> = o.removed.iter().map(|(t, x)| format!("{t}:{x}")).collect();
         if self.opts.dry_run {
             info!(subject = %subject, account = %account, targets = %targets.join(","), "reapply (dry run): erased data is back and would be removed");
             return None;
@@ -386,7 +382,7 @@ impl Run<'_> {
             subject.to_string(),
             json!({
                 "account": account, "since": self.opts.since, "by": self.opts.by,
-                "targets": o.removed.iter().map(|(t, x)| json!({"target": t, "rows": x.rows, "files": x.files})).collect::<Vec<_>>(),
+                "targets": o.removed.iter().map(|(t, x)| x.json_for(t)).collect::<Vec<_>>(),
                 "error": o.error,
             }),
         ))

@@ -169,8 +169,16 @@ struct FoundGone {
 #[derive(Serialize)]
 struct TargetRemoved<'a> {
     files: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    objects: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    requests: u64,
     rows: u64,
     target: &'a str,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What all of a resource's targets removed.
@@ -205,6 +213,8 @@ impl<'a> PurgeReceipt<'a> {
                 .iter()
                 .map(|(t, x)| TargetRemoved {
                     files: x.files,
+                    objects: x.objects,
+                    requests: x.requests,
                     rows: x.rows,
                     target: t,
                 })
@@ -273,10 +283,8 @@ impl BatchLog {
                     (Some(d), Some(p)) => Span((p.millis() - d.millis()).max(0)).to_string(),
                     _ => "-".into(),
                 };
-                let targets: Vec<String> = removed
-                    .iter()
-                    .map(|(t, x)| format!("{t}:{}r/{}f", x.rows, x.files))
-                    .collect();
+                let targets: Vec<String> =
+                    removed.iter().map(|(t, x)| format!("{t}:{x}")).collect();
                 info!(
                     kind = %r.kind, id = %r.id, account = %r.account,
                     cause = %cause_of(r),
@@ -1242,7 +1250,7 @@ impl Sweeper {
             json!({
                 "org": a.org, "deletion_requested_at": a.deletion_requested_at, "purge_after": a.purge_after,
                 "purged_at": now, "resources_purged": counts,
-                "targets": removed.iter().map(|(t, x)| json!({"target": t, "rows": x.rows, "files": x.files})).collect::<Vec<_>>(),
+                "targets": removed.iter().map(|(t, x)| x.json_for(t)).collect::<Vec<_>>(),
             }),
         );
         tx.commit_with_audit(&[draft]).await?;
@@ -1364,8 +1372,22 @@ mod tests {
     fn a_purge_receipt_serializes_like_the_json_object() {
         let now = Timestamp(1_702_592_150_001);
         let removed = vec![
-            ("app_db".to_string(), Removed { rows: 11, files: 0 }),
-            ("uploads".to_string(), Removed { rows: 0, files: 3 }),
+            (
+                "app_db".to_string(),
+                Removed {
+                    rows: 11,
+                    files: 0,
+                    ..Removed::default()
+                },
+            ),
+            (
+                "uploads".to_string(),
+                Removed {
+                    rows: 0,
+                    files: 3,
+                    ..Removed::default()
+                },
+            ),
         ];
         for r in [row(Some(Rule::ManualDelete), true), row(None, false)] {
             let typed = AuditDraft::with_details(
@@ -1387,11 +1409,18 @@ mod tests {
                     "account": r.account, "org": r.org, "cause": cause.as_str(), "rule": r.rule.map(|x| x.as_str()),
                     "created_at": r.created_at, "deleted_at": r.deleted_at, "purge_after": r.purge_after,
                     "purged_at": now, "attempts": r.attempts + 1,
-                    "targets": removed.iter().map(|(t, x)| json!({"target": t, "rows": x.rows, "files": x.files})).collect::<Vec<_>>(),
+                    "targets": removed.iter().map(|(t, x)| x.json_for(t)).collect::<Vec<_>>(),
                 }),
             );
             assert_eq!(typed.details, object.details);
-            assert_eq!(removed_total(&removed), Removed { rows: 11, files: 3 });
+            assert_eq!(
+                removed_total(&removed),
+                Removed {
+                    rows: 11,
+                    files: 3,
+                    ..Removed::default()
+                }
+            );
         }
     }
 }

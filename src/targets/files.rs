@@ -86,7 +86,10 @@ impl FilesTarget {
                         Some(p) => std::fs::symlink_metadata(&p).is_ok_and(|m| !m.is_dir()) as u64,
                         None => 0,
                     };
-                    Ok(Removed { rows: 0, files })
+                    Ok(Removed {
+                        files,
+                        ..Removed::default()
+                    })
                 })
                 .collect()
         })
@@ -117,7 +120,10 @@ impl FilesTarget {
                 },
                 None => 0,
             };
-            Ok(Removed { rows: 0, files })
+            Ok(Removed {
+                files,
+                ..Removed::default()
+            })
         })
         .await
         .map_err(|e| format!("target `{}`: worker failed: {e}", self.name))?
@@ -205,8 +211,8 @@ impl FilesTarget {
             dir = d.parent();
         }
         Ok(Removed {
-            rows: 0,
             files: removed,
+            ..Removed::default()
         })
     }
 
@@ -228,8 +234,8 @@ impl FilesTarget {
                     )
                 })?;
                 Ok(Removed {
-                    rows: 0,
                     files: count,
+                    ..Removed::default()
                 })
             }
             Ok(_) => {
@@ -240,7 +246,11 @@ impl FilesTarget {
                         path.display()
                     )
                 })?;
-                Ok(Removed { rows: 0, files: 1 })
+                Ok(Removed {
+                    rows: 0,
+                    files: 1,
+                    ..Removed::default()
+                })
             }
         }
     }
@@ -331,8 +341,22 @@ mod tests {
             },
         );
         let r = t.purge_blocking(&[item("f1", "a1"), item("f1", "a1"), item("f2", "a2")]);
-        assert_eq!(r[0], Ok(Removed { rows: 0, files: 1 }));
-        assert_eq!(r[1], Ok(Removed { rows: 0, files: 0 }));
+        assert_eq!(
+            r[0],
+            Ok(Removed {
+                rows: 0,
+                files: 1,
+                ..Removed::default()
+            })
+        );
+        assert_eq!(
+            r[1],
+            Ok(Removed {
+                rows: 0,
+                files: 0,
+                ..Removed::default()
+            })
+        );
         assert!(r[2].as_ref().unwrap_err().contains("outside root"), "{r:?}");
         assert!(outside.join("f2").exists());
         assert!(!root.join("a1").exists(), "empty folders are tidied");

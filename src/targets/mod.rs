@@ -100,17 +100,63 @@ pub fn fill(
     Ok(out)
 }
 
-/// What a purge removed.
+/// What a purge removed. `objects` (object-store keys and versions) and `requests` (HTTP
+/// deletes a service answered as done) are left out of JSON when zero, so receipts of SQL and
+/// files targets read as they always did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Removed {
     pub rows: u64,
     pub files: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub objects: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub requests: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl Removed {
+    /// Everything removed, whatever its unit.
+    pub fn total(&self) -> u64 {
+        self.rows + self.files + self.objects + self.requests
+    }
+
+    /// The per-target JSON of receipts and audit entries: `{"target", "rows", "files", …}`.
+    pub fn json_for(&self, target: &str) -> serde_json::Value {
+        let mut v = serde_json::json!({"target": target, "rows": self.rows, "files": self.files});
+        if self.objects > 0 {
+            v["objects"] = self.objects.into();
+        }
+        if self.requests > 0 {
+            v["requests"] = self.requests.into();
+        }
+        v
+    }
+}
+
+/// `NAME:3r/1f` (and `/2o`, `/1q` for objects and requests when there are any): one target's
+/// share in a log line.
+impl std::fmt::Display for Removed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}r/{}f", self.rows, self.files)?;
+        if self.objects > 0 {
+            write!(f, "/{}o", self.objects)?;
+        }
+        if self.requests > 0 {
+            write!(f, "/{}q", self.requests)?;
+        }
+        Ok(())
+    }
 }
 
 impl std::ops::AddAssign for Removed {
     fn add_assign(&mut self, o: Removed) {
         self.rows += o.rows;
         self.files += o.files;
+        self.objects += o.objects;
+        self.requests += o.requests;
     }
 }
 
@@ -160,7 +206,7 @@ impl Target {
                 .probe(items)
                 .await
                 .into_iter()
-                .map(|r| r.map(|x| x.files + x.rows))
+                .map(|r| r.map(|x| x.total()))
                 .collect(),
         }
     }
