@@ -115,7 +115,7 @@ pub async fn place_hold(
     crate::sweep::failpoint("hold_after_commit");
     info!(
         hold = id, case = %req.case, by = %req.by, scope = %req.scope.describe(), matched, already_purged, in_flight,
-        "hold placed"
+        message_id = crate::telemetry::message_id::HOLD_PLACED, "hold placed"
     );
     Ok(HoldPlaced {
         id,
@@ -171,7 +171,7 @@ pub async fn release_hold(
         json!({"case": hold.case, "released_by": by, "unblocked": unblocked, "purgeable_now": purgeable_now}),
     )])
     .await?;
-    info!(hold = id, case = %hold.case, by = %by, unblocked, purgeable_now, "hold released");
+    info!(hold = id, case = %hold.case, by = %by, unblocked, purgeable_now, message_id = crate::telemetry::message_id::HOLD_RELEASED, "hold released");
     Ok(HoldReleased {
         id,
         case: hold.case,

@@ -146,6 +146,7 @@ pub async fn record_config_loaded(
             "file": config.file, "fingerprint": crate::policy::fingerprint(&config.policy),
             "in_force": in_force, "kinds": config.kinds.keys().collect::<Vec<_>>(),
             "targets": config.targets.keys().collect::<Vec<_>>(), "by": actor,
+            "version": crate::version::VERSION, "commit": crate::version::COMMIT,
         }),
     )])
     .await?;

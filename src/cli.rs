@@ -26,7 +26,7 @@ use crate::telemetry::{self, LogFormat};
 #[derive(Debug, Parser)]
 #[command(
     name = "retentiond",
-    version,
+    version = crate::version::LONG,
     about = "Decides when stored user data may be destroyed, destroys it, and proves it."
 )]
 pub struct Cli {
@@ -36,8 +36,8 @@ pub struct Cli {
     /// Print results as one JSON object.
     #[arg(long, global = true)]
     pub json: bool,
-    /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    /// Log format: `auto` is journald under systemd (stderr is the journal), else text.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
@@ -119,6 +119,14 @@ pub enum Command {
         #[arg(long, default_value = "cli")]
         by: String,
     },
+    /// Print a shell completion script (e.g. `retentiond completions bash > /etc/bash_completion.d/retentiond`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the retentiond(8) man page (roff), generated from these definitions.
+    #[command(hide = true)]
+    Man,
     /// After a backup restore: re-run the purges done since TIME, removing erased data that came back.
     Reapply {
         /// RFC 3339 time, or a duration meaning that long ago (e.g. `7d`).
@@ -389,6 +397,17 @@ async fn open_read(config: &Config) -> Result<Ledger, Failure> {
     Ok(ledger)
 }
 
+/// Writes retentiond(8): section 8 (a system administration command), from the clap definitions.
+fn man(out: &mut dyn Write) -> Outcome {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    clap_mangen::Man::new(cmd)
+        .section("8")
+        .manual("System Administration")
+        .source(format!("retentiond {}", crate::version::LONG))
+        .render(out)
+        .map_err(|e| Failure::runtime(format!("cannot write the man page: {e}")))
+}
+
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Outcome {
     let clock = Clock::System;
@@ -398,6 +417,15 @@ pub async fn run(cli: Cli) -> Outcome {
     {
         // Needs no config: the key is made before the config names it.
         return keygen(out, cli.json);
+    }
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "retentiond", &mut std::io::stdout());
+            return Ok(());
+        }
+        Command::Man => return man(&mut std::io::stdout().lock()),
+        _ => {}
     }
     let config = Config::load(&cli.config)?;
     telemetry::init(cli.log_format, config.log_level.as_deref());
@@ -723,6 +751,8 @@ pub async fn run(cli: Cli) -> Outcome {
             dry_run,
             by,
         } => crate::reapply::cli(&config, &clock, json, &since, target, dry_run, by).await,
+        // Answered above, before the config is read.
+        Command::Completions { .. } | Command::Man => Ok(()),
         Command::Retry { ids, by } => {
             let (ledger, _) = daemon::prepare(&config, &clock, &actor("retry")).await?;
             let r = admin::retry(&ledger, &ids, &by, clock.now()).await?;

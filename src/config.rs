@@ -214,6 +214,8 @@ struct RawConfig {
     audit: RawAudit,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    metrics: RawMetrics,
 }
 
 #[derive(Debug, Deserialize)]
@@ -447,6 +449,12 @@ struct RawAudit {
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct RawLog {
     level: Option<String>,
 }
@@ -475,6 +483,8 @@ pub struct Config {
     pub sources: BTreeMap<String, SourceConfig>,
     pub audit: AuditConfig,
     pub log_level: Option<String>,
+    /// `[metrics] listen`: an address serving `/metrics` alone (with or without `[http]`).
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -714,6 +724,15 @@ impl Config {
                 let _ = writeln!(out, "http: off");
             }
         }
+        let _ = writeln!(
+            out,
+            "metrics: {}",
+            match (&self.metrics_listen, &self.http) {
+                (Some(m), _) => format!("{m}/metrics"),
+                (None, Some(h)) => format!("{}/metrics (the HTTP API)", h.listen),
+                (None, None) => "off".into(),
+            }
+        );
         out
     }
 }
@@ -1160,6 +1179,26 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         }
     };
 
+    let metrics_listen = raw.metrics.listen;
+    if let Some(listen) = &metrics_listen {
+        let Ok(addr) = listen.parse::<std::net::SocketAddr>() else {
+            return Err(ctx.err(
+                "metrics.listen",
+                format!("`{listen}` is not an address like \"127.0.0.1:9465\""),
+            ));
+        };
+        if let Some(h) = &http
+            && h.listen.parse::<std::net::SocketAddr>().ok() == Some(addr)
+        {
+            return Err(ctx.err(
+                "metrics.listen",
+                format!(
+                    "`{listen}` is http.listen too: the HTTP API already serves /metrics there; remove [metrics] or pick another port"
+                ),
+            ));
+        }
+    }
+
     let mut sources = BTreeMap::new();
     for (name, s) in raw.sources {
         let key = format!("sources.{name}");
@@ -1239,6 +1278,7 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
             checkpoint_dir: raw.audit.checkpoint_dir,
         },
         log_level: raw.log.level,
+        metrics_listen,
     })
 }
 

@@ -383,8 +383,23 @@ pub async fn run(config_path: PathBuf, config: Config, clock: Clock) -> anyhow::
             .with_config_source(source);
         crate::http::start(state, &shared.tracker, shared.stop.clone()).await?;
     }
+    if config.http.is_some() || config.metrics_listen.is_some() {
+        let handle = crate::metrics::install();
+        crate::metrics::init_targets(&config);
+        if let Some(listen) = &config.metrics_listen {
+            crate::metrics::start(listen, handle.clone(), &shared.tracker, shared.stop.clone())
+                .await?;
+        }
+        shared.tracker.spawn(crate::metrics::refresh_loop(
+            ledger.clone(),
+            clock.clone(),
+            handle,
+            shared.stop.clone(),
+        ));
+    }
 
     info!(
+        version = crate::version::VERSION, commit = crate::version::COMMIT,
         instance = %instance, ledger = ledger.backend(), sweep = %config.scheduler.sweep,
         batch_size = config.scheduler.batch_size, config = %config.file, "retentiond started"
     );
@@ -569,6 +584,7 @@ async fn try_reload(
         .stall_after_ms
         .store(new.scheduler.stall_after.millis(), Ordering::Relaxed);
     let targets = sweeper.targets();
+    crate::metrics::init_targets(&new);
     *shared.current.write().expect("not poisoned") = Some(Current {
         config: new.clone(),
         sweeper,

@@ -393,8 +393,8 @@ pub async fn serve(
         .await
 }
 
-/// Binds `http.listen` and runs the server and the metrics gauge refresher on `tracker` until
-/// `stop`. A bind failure is returned (the daemon does not start half-configured).
+/// Binds `http.listen` and runs the server on `tracker` until `stop` (the daemon runs the
+/// metrics gauge refresher). A bind failure is returned (the daemon does not start half-configured).
 pub async fn start(
     state: HttpState,
     tracker: &TaskTracker,
@@ -410,12 +410,6 @@ pub async fn start(
         addr: state.listen.clone(),
         source,
     })?;
-    tracker.spawn(crate::metrics::refresh_loop(
-        state.ledger.clone(),
-        state.clock.clone(),
-        state.metrics.clone(),
-        stop.clone(),
-    ));
     let reads = if state.tokens.read.is_some() {
         "write or read token"
     } else {
@@ -462,7 +456,7 @@ async fn metrics(State(s): State<HttpState>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        s.metrics.render(),
+        crate::metrics::render(&s.metrics),
     )
         .into_response()
 }

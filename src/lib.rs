@@ -27,3 +27,4 @@ pub mod store;
 pub mod sweep;
 pub mod targets;
 pub mod telemetry;
+pub mod version;

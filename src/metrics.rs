@@ -1,5 +1,7 @@
 //! Prometheus metrics: the process-wide recorder, every metric's name, what the sweep and the
-//! ingest paths record, and the ledger gauges refreshed on a timer (served by `http` at /metrics).
+//! ingest paths record, and the ledger gauges refreshed on a timer. Served at `/metrics` by the
+//! HTTP API (`[http]`) and, alone, on `[metrics] listen` ([`start`]); process metrics (RSS, CPU,
+//! open fds: `process_*`, the Prometheus client convention) are read from /proc at each scrape.
 //!
 //! Counters and the sweep histogram are recorded where things happen (a sweep finishing, a batch
 //! of events applied). Gauges that need a ledger query (resources by state and kind, due backlog,
@@ -45,6 +47,10 @@ pub const LAST_SUCCESS: &str = "retentiond_last_successful_sweep_timestamp_secon
 pub const EVENTS_INGESTED: &str = "retentiond_events_ingested_total";
 pub const EVENTS_DUPLICATE: &str = "retentiond_events_duplicate_total";
 pub const BATCHES_REJECTED: &str = "retentiond_event_batches_rejected_total";
+pub const BUILD_INFO: &str = "retentiond_build_info";
+pub const TARGET_PURGE_DURATION: &str = "retentiond_target_purge_duration_seconds";
+pub const LAST_CHECKPOINT: &str = "retentiond_last_checkpoint_timestamp_seconds";
+pub const OUTBOX_DEAD_LETTERS: &str = "retentiond_outbox_dead_letters";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -60,6 +66,14 @@ pub fn install() -> PrometheusHandle {
                         0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
                     ],
                 )
+                .expect("non-empty buckets")
+                .set_buckets_for_metric(
+                    Matcher::Full(TARGET_PURGE_DURATION.into()),
+                    &[
+                        0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                        60.0,
+                    ],
+                )
                 .expect("non-empty buckets");
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
@@ -67,13 +81,43 @@ pub fn install() -> PrometheusHandle {
                 warn!(error = %e, "a metrics recorder was already installed; /metrics stays empty");
             }
             describe();
+            process().describe();
+            gauge!(BUILD_INFO, "version" => crate::version::VERSION, "commit" => crate::version::COMMIT)
+                .set(1.0);
             handle
         })
         .clone()
 }
 
+fn process() -> &'static metrics_process::Collector {
+    static PROCESS: OnceLock<metrics_process::Collector> = OnceLock::new();
+    PROCESS.get_or_init(metrics_process::Collector::default)
+}
+
+/// The Prometheus text of every metric, process metrics read now.
+pub fn render(handle: &PrometheusHandle) -> String {
+    process().collect();
+    handle.render()
+}
+
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_histogram!(
+        TARGET_PURGE_DURATION,
+        "Duration of one target's purge of one batch (or of one account), by target."
+    );
+    describe_gauge!(
+        LAST_CHECKPOINT,
+        "When the newest signed audit checkpoint in the ledger was taken (absent before the first)."
+    );
+    describe_gauge!(
+        OUTBOX_DEAD_LETTERS,
+        "Outbox rows dead-lettered (failed_at set) and not yet requeued, by source."
+    );
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; labels name the build (crate version, git commit)."
+    );
     describe_gauge!(RESOURCES, "Resources in the ledger by state and kind.");
     describe_gauge!(ACCOUNTS, "Accounts in the ledger by state.");
     describe_gauge!(
@@ -169,6 +213,24 @@ pub fn record_ingest(source: &str, report: &IngestReport) {
     }
 }
 
+/// Starts the per-target failure counters at 0 for every configured target, so a rate is defined
+/// (and the series exists) before the first failure.
+pub fn init_targets(config: &crate::config::Config) {
+    for t in config.targets.keys() {
+        counter!(PURGE_FAILURES, "target" => t.clone()).increment(0);
+    }
+}
+
+/// Records how long `target` took to purge one batch (or one account).
+pub fn record_target_purge(target: &str, took: Duration) {
+    histogram!(TARGET_PURGE_DURATION, "target" => target.to_string()).record(took.as_secs_f64());
+}
+
+/// Records the dead-lettered rows an outbox holds now.
+pub fn record_dead_letters(source: &str, n: i64) {
+    gauge!(OUTBOX_DEAD_LETTERS, "source" => source.to_string()).set(n as f64);
+}
+
 /// Records a batch rejected whole.
 pub fn record_rejected(source: &str) {
     counter!(BATCHES_REJECTED, "source" => source.to_string()).increment(1);
@@ -185,6 +247,7 @@ pub async fn refresh_gauges(ledger: &Ledger, now: Timestamp) -> Result<(), Store
     let backlog = ledger.backlog(now).await?;
     let held = ledger.held_back().await?;
     let oldest = ledger.oldest_due(now).await?;
+    let checkpoint = ledger.last_checkpoint_at().await?;
     {
         let mut seen = SEEN.lock().expect("not poisoned");
         let fresh: BTreeSet<(String, String)> = counts
@@ -212,6 +275,9 @@ pub async fn refresh_gauges(ledger: &Ledger, now: Timestamp) -> Result<(), Store
     gauge!(HELD_BACK).set(held as f64);
     let age = oldest.map_or(0, |t| (now.millis() - t.millis()).max(0));
     gauge!(OLDEST_OVERDUE).set(age as f64 / 1000.0);
+    if let Some(t) = checkpoint {
+        gauge!(LAST_CHECKPOINT).set(t.millis() as f64 / 1000.0);
+    }
     gauge!(GAUGES_REFRESHED).set(now.millis() as f64 / 1000.0);
     Ok(())
 }
@@ -243,4 +309,58 @@ pub async fn refresh_loop(
             }
         }
     }
+}
+
+/// `/metrics` alone, for `[metrics] listen`.
+pub fn router(handle: PrometheusHandle) -> axum::Router {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let handle = handle.clone();
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        render(&handle),
+                    )
+                }
+            }),
+        )
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                "only /metrics is served here ([metrics] listen)\n",
+            )
+                .into_response()
+        })
+}
+
+/// Binds `[metrics] listen` and serves [`router`] on `tracker` until `stop`. A bind failure is
+/// returned: the daemon does not start half-configured.
+pub async fn start(
+    listen: &str,
+    handle: PrometheusHandle,
+    tracker: &tokio_util::task::TaskTracker,
+    stop: CancellationToken,
+) -> anyhow::Result<std::net::SocketAddr> {
+    use anyhow::Context;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("metrics.listen: cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(listen = %addr, "metrics listening (/metrics)");
+    tracker.spawn(async move {
+        if let Err(e) = axum::serve(listener, router(handle))
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+        {
+            tracing::error!(error = %e, "metrics server stopped with an error");
+        }
+    });
+    Ok(addr)
 }

@@ -417,6 +417,9 @@ impl Poller {
         tx.commit_with_audit(&drafts)
             .await
             .map_err(|e| self.ledger_err(e))?;
+        if let Ok(n) = self.dead_letters().await {
+            crate::metrics::record_dead_letters(&self.name, n);
+        }
         Ok(())
     }
 
@@ -424,7 +427,11 @@ impl Poller {
     /// by the next (a backlog drains at batch speed); failures back off up to 30 s and are
     /// logged when they start, change and end, not on every poll.
     pub async fn run(self, stop: CancellationToken) {
-        match self.dead_letters().await {
+        let dead = self.dead_letters().await;
+        if let Ok(n) = &dead {
+            crate::metrics::record_dead_letters(&self.name, *n);
+        }
+        match dead {
             Ok(0) => {}
             Ok(n) => {
                 warn!(source = %self.name, table = %self.table, dead_lettered = n, "outbox has dead-lettered rows (failed_at set): fix them and clear failed_at to requeue")

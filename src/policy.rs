@@ -268,7 +268,7 @@ pub async fn sync(
         ));
         for (item, n) in &per_item {
             warn!(
-                item = %item, newly_due = n, max_newly_due,
+                item = %item, newly_due = n, max_newly_due, message_id = crate::telemetry::message_id::POLICY_HELD_BACK,
                 "policy change held back: it would bring {n} purges forward to within the next 24 hours; run `retentiond policy accept` to apply it"
             );
         }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::audit::AuditDraft;
 use crate::clock::Clock;
@@ -290,7 +290,7 @@ impl BatchLog {
                     cause = %cause_of(r),
                     deleted_at = %r.deleted_at.map(|t| t.to_string()).unwrap_or_else(|| "-".into()),
                     grace = %grace, targets = %targets.join(","), rows = total.rows, files = total.files,
-                    "purged"
+                    message_id = crate::telemetry::message_id::PURGED, "purged"
                 );
             }
         }
@@ -314,10 +314,10 @@ impl BatchLog {
             if self.failed_recorded.contains(&f.id) {
                 match f.retry_at {
                     Some(t) => {
-                        warn!(id = %f.id, error = %f.error, retry_at = %t, "purge failed; will retry")
+                        warn!(id = %f.id, error = %f.error, retry_at = %t, message_id = crate::telemetry::message_id::TARGET_FAILURE, "purge failed; will retry")
                     }
                     None => {
-                        warn!(id = %f.id, error = %f.error, "purge failed too many times; resource is now `failed` (see `retentiond retry`)")
+                        error!(id = %f.id, error = %f.error, message_id = crate::telemetry::message_id::TARGET_FAILURE, "purge failed too many times; resource is now `failed` (see `retentiond retry`)")
                     }
                 }
             }
@@ -375,7 +375,9 @@ async fn run_targets(
                 }
                 continue;
             };
+            let started = std::time::Instant::now();
             let results = target.purge(kind, items).await;
+            crate::metrics::record_target_purge(tname, started.elapsed());
             for (&i, r) in idx.iter().zip(results) {
                 match r {
                     Ok(removed) => outcome[i].removed.push((tname.clone(), removed)),
@@ -1219,10 +1221,15 @@ impl Sweeper {
         for tname in &self.config.account_targets {
             match self.targets.get(tname) {
                 None => error = Some(format!("target `{tname}` is not configured")),
-                Some(t) => match t.purge_account(&a.id, &a.org).await {
-                    Ok(r) => removed.push((tname.clone(), r)),
-                    Err(e) => error = Some(e),
-                },
+                Some(t) => {
+                    let started = std::time::Instant::now();
+                    let r = t.purge_account(&a.id, &a.org).await;
+                    crate::metrics::record_target_purge(tname, started.elapsed());
+                    match r {
+                        Ok(r) => removed.push((tname.clone(), r)),
+                        Err(e) => error = Some(e),
+                    }
+                }
             }
             if error.is_some() {
                 break;
@@ -1232,7 +1239,7 @@ impl Sweeper {
             tx.rollback().await?;
             let mut failures = self.account_failures.lock().expect("not poisoned");
             if failures.get(&a.id) != Some(&e) {
-                warn!(account = %a.id, error = %e, "account purge failed; retried every sweep");
+                warn!(account = %a.id, error = %e, message_id = crate::telemetry::message_id::TARGET_FAILURE, "account purge failed; retried every sweep");
                 failures.insert(a.id.clone(), e);
             }
             return Ok(false);
@@ -1267,7 +1274,7 @@ impl Sweeper {
             account = %a.id, org = %a.org,
             deletion_requested_at = %a.deletion_requested_at.map(|t| t.to_string()).unwrap_or_default(),
             targets = %removed.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>().join(","),
-            rows = total.rows, files = total.files, "account purged"
+            rows = total.rows, files = total.files, message_id = crate::telemetry::message_id::PURGED, "account purged"
         );
         Ok(true)
     }

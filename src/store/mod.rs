@@ -727,6 +727,8 @@ forward! { ref Ledger;
     fn audit_since_time(&self, since: Timestamp, action: &str, after_seq: i64, limit: i64) -> Vec<AuditEntry>;
     /// Signed checkpoints of the audit chain after `after_seq`, in seq order.
     fn audit_checkpoints(&self, after_seq: i64, limit: i64) -> Vec<crate::checkpoint::Checkpoint>;
+    /// When the newest signed checkpoint was taken (the checkpoint-staleness metric).
+    fn last_checkpoint_at(&self) -> Option<Timestamp>;
     fn sweep_runs(&self) -> Vec<SweepRun>;
     fn policy_state(&self) -> Option<PolicyState>;
     /// Claims due work as a batch not started yet: stale claims first, then due resources,

@@ -636,6 +636,13 @@ impl Store {
         Ok(raw.into_iter().map(crate::checkpoint::Checkpoint::from).collect())
     }
 
+    pub async fn last_checkpoint_at(&self) -> Result<Option<Timestamp>> {
+        let v: Option<i64> = sqlx::query_scalar("SELECT MAX(at) FROM audit_checkpoints")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(v.map(Timestamp))
+    }
+
     pub async fn sweep_runs(&self) -> Result<Vec<SweepRun>> {
         let raw: Vec<RawSweep> = sqlx::query_as(
             "SELECT instance, started_at, finished_at, purged, failed, held, accounts_purged, error FROM sweep_runs ORDER BY started_at DESC",

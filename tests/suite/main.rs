@@ -24,6 +24,7 @@ mod reliability_input;
 mod remote_targets;
 mod schema;
 mod systemd_unit;
+mod toolkit;
 mod trust;
 mod wal;
 mod zdr;
