@@ -5,6 +5,7 @@
 //! the ledger records it exactly once.
 
 mod files;
+mod http;
 mod sql;
 mod sqlite_direct;
 
@@ -15,6 +16,7 @@ use serde::Serialize;
 use crate::config::{Config, TargetConfig};
 
 pub use files::FilesTarget;
+pub use http::HttpTarget;
 pub use sql::SqlTarget;
 pub(crate) use sql::blocking;
 
@@ -167,6 +169,7 @@ pub type ItemResult = Result<Removed, String>;
 pub enum Target {
     Sql(SqlTarget),
     Files(FilesTarget),
+    Http(HttpTarget),
 }
 
 impl Target {
@@ -175,6 +178,7 @@ impl Target {
         match self {
             Target::Sql(t) => t.purge(kind, items).await,
             Target::Files(t) => t.purge(items).await,
+            Target::Http(t) => t.purge(kind, items).await,
         }
     }
 
@@ -183,22 +187,32 @@ impl Target {
         match self {
             Target::Sql(t) => t.purge_account(account, org).await,
             Target::Files(t) => t.purge_account(account, org).await,
+            Target::Http(t) => t.purge_account(account, org).await,
         }
     }
 
     /// What [`Target::purge`] would remove now, changing nothing (SQL: the statements run in a
-    /// transaction that is rolled back; files: the files that exist).
+    /// transaction that is rolled back; files: the files that exist; http: nothing is sent, so
+    /// nothing is known — see [`Target::probe_is_blind`]).
     pub async fn probe(&self, kind: &str, items: &[PurgeItem]) -> Vec<ItemResult> {
         match self {
             Target::Sql(t) => t.probe(kind, items).await,
             Target::Files(t) => t.probe(items).await,
+            Target::Http(t) => t.probe(items),
         }
+    }
+
+    /// True when [`Target::probe`] cannot look without acting (an http target: any request
+    /// may delete), so its zeros mean "not checked", not "nothing there".
+    pub fn probe_is_blind(&self) -> bool {
+        matches!(self, Target::Http(_))
     }
 
     /// How much of each item's data the target still holds (0: none), changing nothing: what
     /// tells, after a crash, whether a purge that may have started had run here (issue 30).
     /// SQL: the kind's verify queries; without them, when every statement is a DELETE, the rows
-    /// those would delete; otherwise it cannot tell. Files: whether the file exists.
+    /// those would delete; otherwise it cannot tell. Files: whether the file exists. Http: a GET
+    /// of `verify_url` (404/410: none); without one it cannot tell.
     pub async fn remaining(&self, kind: &str, items: &[PurgeItem]) -> Vec<Result<u64, String>> {
         match self {
             Target::Sql(t) => t.remaining(kind, items).await,
@@ -208,6 +222,7 @@ impl Target {
                 .into_iter()
                 .map(|r| r.map(|x| x.total()))
                 .collect(),
+            Target::Http(t) => t.remaining(kind, items).await,
         }
     }
 
@@ -216,6 +231,7 @@ impl Target {
         match self {
             Target::Sql(t) => t.probe_account(account, org).await,
             Target::Files(t) => t.probe_account(account, org).await,
+            Target::Http(_) => Ok(Removed::default()),
         }
     }
 
@@ -224,6 +240,7 @@ impl Target {
         match self {
             Target::Sql(t) => t.vacuum_schedule(),
             Target::Files(_) => None,
+            Target::Http(_) => None,
         }
     }
 }
@@ -243,6 +260,7 @@ impl Targets {
             let target = match t {
                 TargetConfig::Sql(s) => Target::Sql(SqlTarget::new(name, s)?),
                 TargetConfig::Files(f) => Target::Files(FilesTarget::new(name, f)),
+                TargetConfig::Http(h) => Target::Http(HttpTarget::new(name, h)?),
             };
             by_name.insert(name.clone(), target);
         }
