@@ -362,6 +362,7 @@ enum RawTarget {
     Files(RawFilesTarget),
     #[serde(rename = "object_store")]
     ObjectStore(RawObjectStoreTarget),
+    Http(RawHttpTarget),
 }
 
 fn yes() -> bool {
@@ -408,6 +409,22 @@ struct RawObjectStoreTarget {
     session_token_file: Option<PathBuf>,
     concurrency: Option<usize>,
     timeout: Option<Span>,
+}
+
+/// `type = "http"`: a service's own deletion API (issue 21). The token is never inline.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttpTarget {
+    url: String,
+    method: Option<String>,
+    body: Option<String>,
+    token_file: Option<PathBuf>,
+    token_env: Option<String>,
+    /// A string, parsed here: inside the tagged enum serde would not name the key.
+    timeout: Option<String>,
+    verify_url: Option<String>,
+    concurrency: Option<usize>,
+    account_url: Option<String>,
 }
 
 fn default_max_newly_due() -> u64 {
@@ -540,6 +557,7 @@ pub enum TargetConfig {
     Sql(SqlTargetConfig),
     Files(FilesTargetConfig),
     ObjectStore(ObjectStoreTargetConfig),
+    Http(HttpTargetConfig),
 }
 
 #[derive(Debug, Clone)]
@@ -601,6 +619,53 @@ pub struct S3Credentials {
 impl fmt::Debug for S3Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "S3Credentials(from {}, secret ***)", self.source)
+    }
+}
+
+/// An `http` target: templates checked, token read (see [`build_http_target`]).
+#[derive(Debug, Clone)]
+pub struct HttpTargetConfig {
+    /// The URL template (`{id}` … percent-encoded when filled); may carry secrets: redacted.
+    pub url: SecretUrl,
+    pub method: HttpMethod,
+    /// The POST body template (`{{`/`}}` are literal braces; values are JSON-escaped).
+    pub body: Option<String>,
+    pub token: Option<SecretToken>,
+    pub timeout: Span,
+    pub verify_url: Option<SecretUrl>,
+    pub concurrency: usize,
+    /// The account-level purge (R8): a DELETE of this URL (`{account}`, `{org}` only).
+    pub account_url: Option<SecretUrl>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpMethod {
+    Delete,
+    Post,
+}
+
+impl HttpMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpMethod::Delete => "DELETE",
+            HttpMethod::Post => "POST",
+        }
+    }
+}
+
+/// A bearer token: never printed, not even by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretToken(String);
+
+impl SecretToken {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
     }
 }
 
@@ -791,6 +856,21 @@ impl Config {
                             .map(|p| format!(", account_prefix {p}"))
                             .unwrap_or_default(),
                         o.credentials.source
+                    );
+                }
+                TargetConfig::Http(h) => {
+                    let _ = writeln!(
+                        out,
+                        "  {name}: http {} {} (timeout {}, concurrency {}{})",
+                        h.method.as_str(),
+                        h.url.redacted(),
+                        h.timeout,
+                        h.concurrency,
+                        if h.verify_url.is_some() {
+                            ", verified"
+                        } else {
+                            ""
+                        }
                     );
                 }
             }
@@ -1152,6 +1232,11 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
                     &template_placeholders(&cfg.key).unwrap_or_default(),
                 ));
                 TargetConfig::ObjectStore(cfg)
+            }
+            RawTarget::Http(h) => {
+                let (cfg, attrs) = build_http_target(ctx, &key, h)?;
+                target_attrs.extend(attrs);
+                TargetConfig::Http(cfg)
             }
         };
         targets.insert(name, cfg);
@@ -1703,6 +1788,191 @@ fn token_source(
     }
 }
 
+/// Checks an `http` target: each URL template is http(s) with no placeholder before its path (a
+/// value never picks the host the token goes to), the token is read now (a missing or empty
+/// one is an error naming its key). Returns the config and the attributes its templates name.
+fn build_http_target(
+    ctx: &Ctx<'_>,
+    key: &str,
+    h: RawHttpTarget,
+) -> Result<(HttpTargetConfig, Vec<String>), ConfigError> {
+    let mut attrs = Vec::new();
+    let url = check_http_template(ctx, &format!("{key}.url"), &h.url, false)?;
+    attrs.extend(attr_names(&url.1));
+    let verify_url = match h.verify_url {
+        Some(v) => {
+            let (u, names) = check_http_template(ctx, &format!("{key}.verify_url"), &v, false)?;
+            attrs.extend(attr_names(&names));
+            Some(u)
+        }
+        None => None,
+    };
+    let account_url = match h.account_url {
+        Some(a) => Some(check_http_template(ctx, &format!("{key}.account_url"), &a, true)?.0),
+        None => None,
+    };
+    let method = match h.method.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        None | Some("DELETE") => HttpMethod::Delete,
+        Some("POST") => HttpMethod::Post,
+        Some(_) => {
+            return Err(ctx.err(
+                format!("{key}.method"),
+                format!(
+                    "`{}` is not DELETE or POST",
+                    h.method.unwrap_or_default().escape_debug()
+                ),
+            ));
+        }
+    };
+    if let Some(body) = &h.body {
+        if method != HttpMethod::Post {
+            return Err(ctx.err(
+                format!("{key}.body"),
+                "a body is sent only with method = \"POST\"",
+            ));
+        }
+        let names = crate::targets::HttpTarget::body_placeholders(body)
+            .map_err(|m| ctx.err(format!("{key}.body"), m))?;
+        attrs.extend(attr_names(&names));
+    }
+    let token = match token_source(ctx, key, h.token_file, h.token_env)? {
+        None => None,
+        Some(TokenSource::File(path)) => {
+            let k = format!("{key}.token_file");
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| ctx.err(&k, format!("cannot read `{}`: {e}", path.display())))?;
+            Some(check_token(
+                ctx,
+                &k,
+                text.trim(),
+                &path.display().to_string(),
+            )?)
+        }
+        Some(TokenSource::Env(var)) => {
+            let k = format!("{key}.token_env");
+            let v = std::env::var(&var).unwrap_or_default();
+            Some(check_token(
+                ctx,
+                &k,
+                v.trim(),
+                &format!("environment variable `{var}`"),
+            )?)
+        }
+    };
+    let timeout = match &h.timeout {
+        Some(t) => Span::parse(t).map_err(|m| ctx.err(format!("{key}.timeout"), m))?,
+        None => Span::from_secs(10),
+    };
+    if timeout < Span(1) || timeout > Span::from_secs(600) {
+        return Err(ctx.err(
+            format!("{key}.timeout"),
+            format!("{timeout} is out of range 1ms..=10m"),
+        ));
+    }
+    let concurrency = h.concurrency.unwrap_or(8);
+    if concurrency == 0 || concurrency > 256 {
+        return Err(ctx.err(
+            format!("{key}.concurrency"),
+            format!("{concurrency} is out of range 1..=256"),
+        ));
+    }
+    Ok((
+        HttpTargetConfig {
+            url: url.0,
+            method,
+            body: h.body,
+            token,
+            timeout,
+            verify_url,
+            concurrency,
+            account_url,
+        },
+        attrs,
+    ))
+}
+
+/// A token read from `source`: non-empty, and sendable in a header (visible ASCII). The error
+/// names where it came from, never its value.
+fn check_token(
+    ctx: &Ctx<'_>,
+    key: &str,
+    token: &str,
+    source: &str,
+) -> Result<SecretToken, ConfigError> {
+    if token.is_empty() {
+        return Err(ctx.err(key, format!("{source} is missing or empty")));
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ctx.err(
+            key,
+            format!("{source} holds a token with spaces or characters a header cannot carry"),
+        ));
+    }
+    Ok(SecretToken(token.to_string()))
+}
+
+/// An http target's URL template: `http://` or `https://`, a host, no placeholder in the
+/// scheme or authority, no fragment. A resource URL must name the resource (`{id}` or an
+/// `{attrs.NAME}`); an account URL uses `{account}` (and may use `{org}`), nothing else.
+fn check_http_template(
+    ctx: &Ctx<'_>,
+    key: &str,
+    template: &str,
+    account: bool,
+) -> Result<(SecretUrl, Vec<String>), ConfigError> {
+    let u = SecretUrl::new(template);
+    let shown = u.redacted();
+    let names =
+        template_placeholders(template).map_err(|m| ctx.err(key, m.replace(template, &shown)))?;
+    let lower = template.to_ascii_lowercase();
+    let rest = match (
+        lower.strip_prefix("http://"),
+        lower.strip_prefix("https://"),
+    ) {
+        (Some(r), _) | (_, Some(r)) => r,
+        _ => {
+            return Err(ctx.err(key, format!("`{shown}` is not an http:// or https:// URL")));
+        }
+    };
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    if authority.contains('{') {
+        return Err(ctx.err(
+            key,
+            format!(
+                "`{shown}`: placeholders may not choose the host; put them in the path or query"
+            ),
+        ));
+    }
+    if template.contains('#') {
+        return Err(ctx.err(
+            key,
+            format!("`{shown}` has a fragment (`#`), which is never sent"),
+        ));
+    }
+    let sample = crate::targets::HttpTarget::sample(template);
+    match url::Url::parse(&sample) {
+        Ok(p) if p.host_str().is_some_and(|h| !h.is_empty()) => {}
+        Ok(_) => return Err(ctx.err(key, format!("`{shown}` has no host"))),
+        Err(e) => return Err(ctx.err(key, format!("`{shown}` is not a valid URL ({e})"))),
+    }
+    if account {
+        if !names.iter().any(|n| n == "account")
+            || names.iter().any(|n| n != "account" && n != "org")
+        {
+            return Err(ctx.err(
+                key,
+                format!("`{shown}` must contain {{account}} and may use {{org}}, nothing else"),
+            ));
+        }
+    } else if !names.iter().any(|n| n == "id" || n.starts_with("attrs.")) {
+        return Err(ctx.err(
+            key,
+            format!("`{shown}` must contain {{id}} (or an {{attrs.NAME}}), or every resource would map to one URL"),
+        ));
+    }
+    Ok((u, names))
+}
+
 fn check_name(ctx: &Ctx<'_>, key: &str, name: &str) -> Result<(), ConfigError> {
     if name.is_empty()
         || !name
@@ -1753,6 +2023,16 @@ fn check_target_ref(
                     format!(
                         "object_store target `{target}` needs `account_prefix` (e.g. \"{{account}}/\") to purge at account level"
                     ),
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        Some(TargetConfig::Http(h)) => {
+            if kind == "account" && h.account_url.is_none() {
+                Err(ctx.err(
+                    key,
+                    format!("http target `{target}` needs `account_url` to purge at account level"),
                 ))
             } else {
                 Ok(())

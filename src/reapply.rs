@@ -11,7 +11,9 @@
 //! restored data under a hold is evidence, and a person decides about it. Each batch runs inside
 //! a purge transaction (the hold lock, shared), so a hold placed meanwhile is honoured exactly as
 //! by a sweep (Invariant H). A dry run executes each SQL purge in a transaction it rolls back and
-//! counts the files that exist: it reports what a real run would remove and changes nothing.
+//! counts the files that exist: it reports what a real run would remove and changes nothing. An
+//! http target is sent no request at all in a dry run (a request may delete), so it cannot know:
+//! its items are reported as not checked, never as "nothing came back".
 
 use std::collections::BTreeMap;
 
@@ -79,6 +81,11 @@ pub struct ReapplyReport {
     pub skipped: Vec<Skipped>,
     /// Target failures: the data may still be there; run again.
     pub failed: Vec<Failed>,
+    /// Dry run only: per target that cannot look without acting (http: any request may
+    /// delete), the items it was not asked about. Whether their data came back there is unknown;
+    /// they are not counted in `came_back`. A real run sends one request for each.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub not_checked: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +169,7 @@ pub async fn reapply(
             came_back: 0,
             skipped: Vec::new(),
             failed: Vec::new(),
+            not_checked: BTreeMap::new(),
         },
     };
     let batch = config.scheduler.batch_size as i64;
@@ -272,7 +280,13 @@ impl Run<'_> {
                         .iter()
                         .map(|_| Err(format!("target `{name}` is not configured")))
                         .collect(),
-                    Some(t) if self.opts.dry_run => t.probe(&kind, &items).await,
+                    Some(t) if self.opts.dry_run => {
+                        if t.probe_is_blind() {
+                            *self.report.not_checked.entry(name.clone()).or_default() +=
+                                items.len() as u64;
+                        }
+                        t.probe(&kind, &items).await
+                    }
                     Some(t) => t.purge(&kind, &items).await,
                 };
                 for (o, r) in outcomes.iter_mut().zip(results) {
@@ -325,7 +339,12 @@ impl Run<'_> {
             for name in &names {
                 let r = match self.targets.get(name) {
                     None => Err(format!("target `{name}` is not configured")),
-                    Some(t) if self.opts.dry_run => t.probe_account(&a.id, &a.org).await,
+                    Some(t) if self.opts.dry_run => {
+                        if t.probe_is_blind() {
+                            *self.report.not_checked.entry(name.clone()).or_default() += 1;
+                        }
+                        t.probe_account(&a.id, &a.org).await
+                    }
                     Some(t) => t.purge_account(&a.id, &a.org).await,
                 };
                 o.record(name, r);
@@ -442,7 +461,14 @@ pub fn describe(r: &ReapplyReport) -> String {
     for f in &r.failed {
         s.push_str(&format!("  FAILED {}: {}\n", f.subject, f.error));
     }
-    s.push_str(&if r.came_back == 0 {
+    for (t, n) in &r.not_checked {
+        s.push_str(&format!(
+            "  not checked: {n} item(s) on target {t}: a dry run sends it no request, so whether their data came back there is unknown (a real run sends one request each)\n"
+        ));
+    }
+    s.push_str(&if r.came_back == 0 && !r.not_checked.is_empty() {
+        "nothing had come back to the targets a dry run can check".to_string()
+    } else if r.came_back == 0 {
         "nothing had come back".to_string()
     } else {
         format!(

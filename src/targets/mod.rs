@@ -5,6 +5,7 @@
 //! the ledger records it exactly once.
 
 mod files;
+mod http;
 mod object_store;
 mod sql;
 mod sqlite_direct;
@@ -16,6 +17,7 @@ use serde::Serialize;
 use crate::config::{Config, TargetConfig};
 
 pub use files::FilesTarget;
+pub use http::HttpTarget;
 pub use object_store::ObjectStoreTarget;
 pub use sql::SqlTarget;
 pub(crate) use sql::blocking;
@@ -170,6 +172,7 @@ pub enum Target {
     Sql(SqlTarget),
     Files(FilesTarget),
     ObjectStore(ObjectStoreTarget),
+    Http(HttpTarget),
 }
 
 impl Target {
@@ -179,6 +182,7 @@ impl Target {
             Target::Sql(t) => t.purge(kind, items).await,
             Target::Files(t) => t.purge(items).await,
             Target::ObjectStore(t) => t.purge(items).await,
+            Target::Http(t) => t.purge(kind, items).await,
         }
     }
 
@@ -188,24 +192,34 @@ impl Target {
             Target::Sql(t) => t.purge_account(account, org).await,
             Target::Files(t) => t.purge_account(account, org).await,
             Target::ObjectStore(t) => t.purge_account(account, org).await,
+            Target::Http(t) => t.purge_account(account, org).await,
         }
     }
 
     /// What [`Target::purge`] would remove now, changing nothing (SQL: the statements run in a
-    /// transaction that is rolled back; files: the files that exist).
+    /// transaction that is rolled back; files: the files that exist; http: nothing is sent, so
+    /// nothing is known — see [`Target::probe_is_blind`]).
     pub async fn probe(&self, kind: &str, items: &[PurgeItem]) -> Vec<ItemResult> {
         match self {
             Target::Sql(t) => t.probe(kind, items).await,
             Target::Files(t) => t.probe(items).await,
             Target::ObjectStore(t) => t.probe(items).await,
+            Target::Http(t) => t.probe(items),
         }
+    }
+
+    /// True when [`Target::probe`] cannot look without acting (an http target: any request
+    /// may delete), so its zeros mean "not checked", not "nothing there".
+    pub fn probe_is_blind(&self) -> bool {
+        matches!(self, Target::Http(_))
     }
 
     /// How much of each item's data the target still holds (0: none), changing nothing: what
     /// tells, after a crash, whether a purge that may have started had run here (issue 30).
     /// SQL: the kind's verify queries; without them, when every statement is a DELETE, the rows
     /// those would delete; otherwise it cannot tell. Files: whether the file exists. Object
-    /// store: the key's versions (or its current object) still listed.
+    /// store: the key's versions (or its current object) still listed. Http: a GET of
+    /// `verify_url` (404/410: none); without one it cannot tell.
     pub async fn remaining(&self, kind: &str, items: &[PurgeItem]) -> Vec<Result<u64, String>> {
         match self {
             Target::Sql(t) => t.remaining(kind, items).await,
@@ -216,6 +230,7 @@ impl Target {
                 .map(|r| r.map(|x| x.total()))
                 .collect(),
             Target::ObjectStore(t) => t.remaining(items).await,
+            Target::Http(t) => t.remaining(kind, items).await,
         }
     }
 
@@ -225,6 +240,7 @@ impl Target {
             Target::Sql(t) => t.probe_account(account, org).await,
             Target::Files(t) => t.probe_account(account, org).await,
             Target::ObjectStore(t) => t.probe_account(account, org).await,
+            Target::Http(_) => Ok(Removed::default()),
         }
     }
 
@@ -234,6 +250,7 @@ impl Target {
             Target::Sql(t) => t.vacuum_schedule(),
             Target::Files(_) => None,
             Target::ObjectStore(_) => None,
+            Target::Http(_) => None,
         }
     }
 }
@@ -256,6 +273,7 @@ impl Targets {
                 TargetConfig::ObjectStore(o) => {
                     Target::ObjectStore(ObjectStoreTarget::new(name, o)?)
                 }
+                TargetConfig::Http(h) => Target::Http(HttpTarget::new(name, h)?),
             };
             by_name.insert(name.clone(), target);
         }

@@ -11,6 +11,7 @@ mod e2e;
 mod erasure;
 mod holds;
 mod http;
+mod http_target;
 mod interrupted;
 mod lifecycle;
 mod multi_instance;
