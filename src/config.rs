@@ -529,7 +529,7 @@ pub struct KindConfig {
 pub enum TargetConfig {
     Sql(SqlTargetConfig),
     Files(FilesTargetConfig),
-    ObjectStore(ObjectStoreTargetConfig),
+    ObjectStore(Box<ObjectStoreTargetConfig>),
 }
 
 #[derive(Debug, Clone)]
@@ -1132,7 +1132,7 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
                 target_attrs.extend(attr_names(
                     &template_placeholders(&cfg.key).unwrap_or_default(),
                 ));
-                TargetConfig::ObjectStore(cfg)
+                TargetConfig::ObjectStore(Box::new(cfg))
             }
         };
         targets.insert(name, cfg);
