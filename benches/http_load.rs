@@ -167,6 +167,7 @@ async fn run(backend: Backend, total: usize, batch: usize, clients: usize, http:
     let url = format!("http://{}/v1/events", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
     let server = tokio::spawn(serve(listener, state, stop.clone()));
+    retentiond::targets::install_tls_provider();
     let client = reqwest::Client::new();
     let (mut bodies, created) = batches(total, batch);
     let setup = bodies.remove(0);

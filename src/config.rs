@@ -556,7 +556,7 @@ pub struct KindConfig {
 pub enum TargetConfig {
     Sql(SqlTargetConfig),
     Files(FilesTargetConfig),
-    ObjectStore(ObjectStoreTargetConfig),
+    ObjectStore(Box<ObjectStoreTargetConfig>),
     Http(HttpTargetConfig),
 }
 
@@ -1231,7 +1231,7 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
                 target_attrs.extend(attr_names(
                     &template_placeholders(&cfg.key).unwrap_or_default(),
                 ));
-                TargetConfig::ObjectStore(cfg)
+                TargetConfig::ObjectStore(Box::new(cfg))
             }
             RawTarget::Http(h) => {
                 let (cfg, attrs) = build_http_target(ctx, &key, h)?;

@@ -22,6 +22,15 @@ pub use object_store::ObjectStoreTarget;
 pub use sql::SqlTarget;
 pub(crate) use sql::blocking;
 
+/// Installs ring as the process's rustls crypto provider (later calls do nothing). reqwest is
+/// built without a default provider (aws-lc-rs is a large C build), so every reqwest client —
+/// the object-store target's, the tests' and the benchmarks' — needs this first. rustls 0.23.48
+/// deprecates ring's provider for lacking post-quantum key exchange, which S3 does not require.
+pub fn install_tls_provider() {
+    #[allow(deprecated)]
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// One resource to purge, with everything a statement, path, key or URL may refer to.
 #[derive(Debug, Clone, Default)]
 pub struct PurgeItem {
@@ -171,7 +180,7 @@ pub type ItemResult = Result<Removed, String>;
 pub enum Target {
     Sql(SqlTarget),
     Files(FilesTarget),
-    ObjectStore(ObjectStoreTarget),
+    ObjectStore(Box<ObjectStoreTarget>),
     Http(HttpTarget),
 }
 
@@ -271,7 +280,7 @@ impl Targets {
                 TargetConfig::Sql(s) => Target::Sql(SqlTarget::new(name, s)?),
                 TargetConfig::Files(f) => Target::Files(FilesTarget::new(name, f)),
                 TargetConfig::ObjectStore(o) => {
-                    Target::ObjectStore(ObjectStoreTarget::new(name, o)?)
+                    Target::ObjectStore(Box::new(ObjectStoreTarget::new(name, o)?))
                 }
                 TargetConfig::Http(h) => Target::Http(HttpTarget::new(name, h)?),
             };

@@ -95,11 +95,7 @@ impl ObjectStoreTarget {
             ),
             None => Credentials::new(c.access_key_id.clone(), c.secret_access_key.clone()),
         };
-        // reqwest is built without a default TLS crypto provider (aws-lc-rs is a large C build):
-        // ring is installed as the process default, once. rustls 0.23.48 deprecates ring's
-        // provider for lacking post-quantum key exchange, which S3 does not require.
-        #[allow(deprecated)]
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        super::install_tls_provider();
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(cfg.timeout.millis() as u64))
             .connect_timeout(Duration::from_secs(10))
@@ -375,6 +371,8 @@ impl ObjectStoreTarget {
                         let mut q = rusty_s3::Map::new();
                         q.insert("versions", "");
                         q.insert("encoding-type", "url");
+                        // S3's default; some servers (moto) page by 100 otherwise.
+                        q.insert("max-keys", "1000");
                         q.insert("prefix", prefix);
                         if let Some((k, v)) = marker {
                             q.insert("key-marker", k.as_str());
@@ -398,6 +396,7 @@ impl ObjectStoreTarget {
                     ObjectVersions::Current => {
                         let mut a = self.bucket.list_objects_v2(Some(&self.credentials));
                         a.with_prefix(prefix);
+                        a.with_max_keys(1000);
                         if let Some((token, _)) = marker {
                             a.with_continuation_token(token.as_str());
                         }

@@ -59,7 +59,10 @@ impl Api {
         tokio::spawn(serve(listener, state, stop.clone()));
         Api {
             base: format!("http://{addr}"),
-            client: reqwest::Client::new(),
+            client: {
+                retentiond::targets::install_tls_provider();
+                reqwest::Client::new()
+            },
             stop,
         }
     }
@@ -747,7 +750,10 @@ both_backends! {
         ));
         let api = Api {
             base: format!("http://127.0.0.1:{port}"),
-            client: reqwest::Client::new(),
+            client: {
+                retentiond::targets::install_tls_provider();
+                reqwest::Client::new()
+            },
             stop: CancellationToken::new(),
         };
         let deadline = Instant::now() + Duration::from_secs(20);

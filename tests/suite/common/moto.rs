@@ -46,6 +46,7 @@ impl Moto {
                 panic!("cannot start `{bin}` ({e}): install it with `pip install 'moto[server]'` (.ci/run does)")
             });
         let endpoint = format!("http://127.0.0.1:{port}");
+        retentiond::targets::install_tls_provider();
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()
@@ -132,15 +133,22 @@ impl Moto {
         }
     }
 
-    /// Writes an object (a new version in a versioned bucket).
-    pub async fn put(&self, bucket: &str, key: &str, body: &str) {
+    /// Writes an object (a new version in a versioned bucket); returns its version id.
+    pub async fn put(&self, bucket: &str, key: &str, body: &str) -> Option<String> {
         let b = self.bucket(bucket);
         let url = b.put_object(Some(&self.creds), key).sign(SIGNED_FOR);
-        self.check(
-            &format!("put {key}"),
-            self.client.put(url).body(body.to_string()),
-        )
-        .await;
+        let r = self
+            .client
+            .put(url)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("put {key}: {e}"));
+        assert!(r.status().is_success(), "put {key}: {}", r.status());
+        r.headers()
+            .get("x-amz-version-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
     }
 
     /// A bucket policy that denies `s3:DeleteObject` on keys under `key_prefix`.
