@@ -24,6 +24,10 @@
 //!    sweep of 1,000 due among the largest ledger.
 //! 5. Holds: the purge of (1) with 1,000 active holds of mixed scopes, against none.
 //! 6. (1)–(4) on PostgreSQL too.
+//! 7. Object store (issue 21): N keys (10,000; quick 2,000) purged by sweeps through the
+//!    `object_store` target (versions = "all": list, DeleteObjects, list again to verify) on a
+//!    real S3-protocol server (moto), against a raw `DeleteObjects` loop over as many known
+//!    (key, version) pairs in another bucket of the same server; the two take turns by halves.
 
 use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -46,6 +50,9 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor, QueryBuilder, Row};
 use tokio_util::sync::CancellationToken;
+
+#[path = "../tests/suite/common/moto.rs"]
+mod moto;
 
 const MIN: i64 = 60_000;
 const HOUR: i64 = 60 * MIN;
@@ -90,6 +97,9 @@ struct Args {
     /// Active holds in (5) [default 1,000; quick 100].
     #[arg(long)]
     holds: Option<usize>,
+    /// Object-store keys in (7) [default 10,000; quick 2,000].
+    #[arg(long)]
+    object_keys: Option<usize>,
     /// PostgreSQL server; each part runs in a fresh schema that is dropped afterwards.
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
     pg_url: String,
@@ -102,7 +112,7 @@ struct Args {
     /// Keep the scratch files.
     #[arg(long)]
     keep: bool,
-    /// Only these parts: purge,holds,scale,ingest (memory runs with scale).
+    /// Only these parts: purge,holds,scale,ingest,objects (memory runs with scale).
     #[arg(long, value_delimiter = ',')]
     only: Option<Vec<String>>,
     /// Passed by `cargo bench`; ignored.
@@ -128,6 +138,7 @@ impl Backend {
 struct Bench {
     args: Args,
     n: usize,
+    object_keys: usize,
     sizes: Vec<u64>,
     ingest_lines: usize,
     holds: usize,
@@ -1785,6 +1796,136 @@ async fn copy_floor(bench: &Bench, b: Backend, src: &str) -> f64 {
     }
 }
 
+// ----- (7) object store ---------------------------------------------------------------------
+
+/// Writes `keys` into `bucket`, 16 requests at a time; returns (key, version id) pairs.
+async fn put_keys(m: &moto::Moto, bucket: &str, keys: &[String]) -> Vec<(String, Option<String>)> {
+    let mut out = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(16) {
+        let puts = chunk.iter().map(|k| m.put(bucket, k, "object body"));
+        let ids = futures_util::future::join_all(puts).await;
+        out.extend(chunk.iter().cloned().zip(ids));
+    }
+    out
+}
+
+async fn part_objects(bench: &Bench) {
+    let n = bench.object_keys;
+    log(format!(
+        "(7) object store: starting moto, writing 2 × {n} objects"
+    ));
+    let m = moto::Moto::start().await;
+    m.create_bucket("raw", true).await;
+    m.create_bucket("tgt", true).await;
+    let keys: Vec<String> = (0..n).map(|i| format!("u/a1/k{i:06}")).collect();
+    let raw_ids = put_keys(&m, "raw", &keys).await;
+    put_keys(&m, "tgt", &keys).await;
+
+    let ledger = format!(
+        "sqlite://{}",
+        bench
+            .dir
+            .join(format!("objects-{}.db", bench.next()))
+            .display()
+    );
+    let target = m.target_toml(
+        "blobs",
+        &bench.dir,
+        "s3://tgt/u",
+        "key = \"{account}/{id}\"\n",
+    );
+    let config = format!(
+        "[database]\nurl = \"{ledger}\"\n[scheduler]\nsweep = \"0 0 * * * *\"\nbatch_size = {batch}\nlease = \"10m\"\n\
+         [accounts]\ngrace_after_delete = \"30d\"\n[kinds.library]\ngrace_after_delete = \"0s\"\ntargets = [\"blobs\"]\n\
+         [safety]\nmax_newly_due = 1000000000\n{target}",
+        batch = bench.args.batch,
+    );
+    let s = stack(config, Clock::manual(Timestamp(bench.now0))).await;
+    let mut events = String::from(
+        "{\"type\":\"org.upsert\",\"org\":\"o1\",\"plan\":\"free\"}\n{\"type\":\"account.created\",\"account\":\"a1\",\"org\":\"o1\"}\n",
+    );
+    let half = n / 2;
+    for (i, k) in keys.iter().enumerate() {
+        let id = k.rsplit('/').next().unwrap();
+        events.push_str(&format!(
+            "{{\"type\":\"resource.created\",\"id\":\"{id}\",\"kind\":\"library\",\"account\":\"a1\"}}\n"
+        ));
+        // The second half is deleted later, for the second turn.
+        if i < half {
+            events.push_str(&format!(
+                "{{\"type\":\"resource.deleted\",\"id\":\"{id}\"}}\n"
+            ));
+        }
+    }
+    ingest_text(&s, &events).await;
+
+    let mut raw_secs = 0.0;
+    let mut tgt_secs = 0.0;
+    let mut purged = 0;
+    for turn in 0..2 {
+        let range = if turn == 0 { 0..half } else { half..n };
+        if turn == 1 {
+            let mut ev = String::new();
+            for k in &keys[range.clone()] {
+                let id = k.rsplit('/').next().unwrap();
+                ev.push_str(&format!(
+                    "{{\"type\":\"resource.deleted\",\"id\":\"{id}\"}}\n"
+                ));
+            }
+            ingest_text(&s, &ev).await;
+        }
+        let t = Instant::now();
+        m.raw_delete("raw", &raw_ids[range.clone()]).await;
+        raw_secs += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        loop {
+            let r = s
+                .sweeper
+                .sweep_once(&CancellationToken::new())
+                .await
+                .expect("sweep");
+            purged += r.purged;
+            assert_eq!(r.failed, 0, "object-store purge failures: {r:?}");
+            if r.purged == 0 {
+                break;
+            }
+        }
+        tgt_secs += t.elapsed().as_secs_f64();
+    }
+    assert_eq!(purged as usize, n, "every key purged");
+    assert!(
+        m.versions("tgt", "u/").await.is_empty(),
+        "nothing left in the target's bucket"
+    );
+    assert!(
+        m.versions("raw", "u/").await.is_empty(),
+        "nothing left in the raw bucket"
+    );
+    let raw = n as f64 / raw_secs;
+    let tgt = n as f64 / tgt_secs;
+    let ratio = tgt / raw;
+    let mut t = bench.table.lock().unwrap();
+    t.set(
+        "7a",
+        &format!("(a) raw DeleteObjects loop, (key, version) pairs known: items/s ({n} keys, 1,000 a request, moto)"),
+        Backend::Sqlite,
+        format!("{} ({:.2} s)", k(raw), raw_secs),
+    );
+    t.set(
+        "7b",
+        "(b) sweeps through the object_store target, versions = \"all\" (list, delete, list again): items/s",
+        Backend::Sqlite,
+        format!("{} ({:.2} s)", k(tgt), tgt_secs),
+    );
+    t.set(
+        "7c",
+        "(b)/(a), object store",
+        Backend::Sqlite,
+        format!("{ratio:.2}"),
+    );
+    t.target("7c", "≥ 0.70", yes(ratio >= 0.7));
+}
+
 // ----- main -----------------------------------------------------------------------------------
 
 fn want(args: &Args, part: &str) -> bool {
@@ -1811,6 +1952,7 @@ async fn main() {
     let now0 = (chrono::Utc::now().timestamp_millis() / 1000) * 1000;
     let bench = Bench {
         n: args.n.unwrap_or(if q { 2_000 } else { 100_000 }),
+        object_keys: args.object_keys.unwrap_or(if q { 2_000 } else { 10_000 }),
         sizes: args.sizes.clone().unwrap_or(if q {
             vec![1_000, 10_000, 100_000]
         } else {
@@ -1848,6 +1990,9 @@ async fn main() {
         let bench = bench.clone();
         async move {
             let ingest_path = bench.dir.join("events.ndjson");
+            if want(&bench.args, "objects") {
+                part_objects(&bench).await;
+            }
             for &b in &backends {
                 if want(&bench.args, "scale") {
                     self_check(&bench, b).await;

@@ -5,6 +5,7 @@
 //! the ledger records it exactly once.
 
 mod files;
+mod object_store;
 mod sql;
 mod sqlite_direct;
 
@@ -15,6 +16,7 @@ use serde::Serialize;
 use crate::config::{Config, TargetConfig};
 
 pub use files::FilesTarget;
+pub use object_store::ObjectStoreTarget;
 pub use sql::SqlTarget;
 pub(crate) use sql::blocking;
 
@@ -167,6 +169,7 @@ pub type ItemResult = Result<Removed, String>;
 pub enum Target {
     Sql(SqlTarget),
     Files(FilesTarget),
+    ObjectStore(ObjectStoreTarget),
 }
 
 impl Target {
@@ -175,6 +178,7 @@ impl Target {
         match self {
             Target::Sql(t) => t.purge(kind, items).await,
             Target::Files(t) => t.purge(items).await,
+            Target::ObjectStore(t) => t.purge(items).await,
         }
     }
 
@@ -183,6 +187,7 @@ impl Target {
         match self {
             Target::Sql(t) => t.purge_account(account, org).await,
             Target::Files(t) => t.purge_account(account, org).await,
+            Target::ObjectStore(t) => t.purge_account(account, org).await,
         }
     }
 
@@ -192,13 +197,15 @@ impl Target {
         match self {
             Target::Sql(t) => t.probe(kind, items).await,
             Target::Files(t) => t.probe(items).await,
+            Target::ObjectStore(t) => t.probe(items).await,
         }
     }
 
     /// How much of each item's data the target still holds (0: none), changing nothing: what
     /// tells, after a crash, whether a purge that may have started had run here (issue 30).
     /// SQL: the kind's verify queries; without them, when every statement is a DELETE, the rows
-    /// those would delete; otherwise it cannot tell. Files: whether the file exists.
+    /// those would delete; otherwise it cannot tell. Files: whether the file exists. Object
+    /// store: the key's versions (or its current object) still listed.
     pub async fn remaining(&self, kind: &str, items: &[PurgeItem]) -> Vec<Result<u64, String>> {
         match self {
             Target::Sql(t) => t.remaining(kind, items).await,
@@ -208,6 +215,7 @@ impl Target {
                 .into_iter()
                 .map(|r| r.map(|x| x.total()))
                 .collect(),
+            Target::ObjectStore(t) => t.remaining(items).await,
         }
     }
 
@@ -216,6 +224,7 @@ impl Target {
         match self {
             Target::Sql(t) => t.probe_account(account, org).await,
             Target::Files(t) => t.probe_account(account, org).await,
+            Target::ObjectStore(t) => t.probe_account(account, org).await,
         }
     }
 
@@ -224,6 +233,7 @@ impl Target {
         match self {
             Target::Sql(t) => t.vacuum_schedule(),
             Target::Files(_) => None,
+            Target::ObjectStore(_) => None,
         }
     }
 }
@@ -243,6 +253,9 @@ impl Targets {
             let target = match t {
                 TargetConfig::Sql(s) => Target::Sql(SqlTarget::new(name, s)?),
                 TargetConfig::Files(f) => Target::Files(FilesTarget::new(name, f)),
+                TargetConfig::ObjectStore(o) => {
+                    Target::ObjectStore(ObjectStoreTarget::new(name, o)?)
+                }
             };
             by_name.insert(name.clone(), target);
         }

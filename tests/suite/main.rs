@@ -14,6 +14,7 @@ mod http;
 mod interrupted;
 mod lifecycle;
 mod multi_instance;
+mod object_store_target;
 mod ops;
 mod outbox;
 mod reapply;

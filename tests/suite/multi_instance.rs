@@ -271,12 +271,17 @@ async fn run_instances(b: Backend, n: usize, instances: usize) -> Duration {
         n,
         "one purge log line per resource"
     );
-    // Sharing the work means each instance did some of it: at least one claim's worth.
-    for (i, s) in shares.iter().enumerate() {
-        assert!(
-            *s >= 500.min(n / instances),
-            "instance {i} purged only {s} of {n} ({shares:?}): the work was not shared"
-        );
+    // Sharing the work means each instance did some of it: at least one claim's worth. That is
+    // PostgreSQL's promise (§7). SQLite is the one-daemon default: a purge transaction holds its
+    // single writer lock across its targets and the next begins at once, so one instance may do
+    // all of it (seen: [0, 0, 5000]); there, further instances are checked to be safe (the sum above, the receipts below).
+    if b == Backend::Postgres {
+        for (i, s) in shares.iter().enumerate() {
+            assert!(
+                *s >= 500.min(n / instances),
+                "instance {i} purged only {s} of {n} ({shares:?}): the work was not shared"
+            );
+        }
     }
     assert_eq!(app_rows(&env, &app_url).await, 0);
     check_receipts(&ledger, n).await;

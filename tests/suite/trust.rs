@@ -118,6 +118,66 @@ both_backends! {
     }
 }
 
+both_backends! {
+    async fn shortening_a_short_account_grace_is_guarded_with_sweep_once(b: Backend) {
+        // Five accounts asked to be deleted under a 6 h grace; "0s" would erase them all now.
+        let env = Env::new(b).await;
+        let knobs = Knobs { account_grace: "6h", max_newly_due: 3, ..Default::default() };
+        let cfg = env.write_config(&env.config_text(&knobs));
+        let mut events = String::new();
+        for i in 0..5 {
+            env.seed_user(&format!("a{i}")).await;
+            events.push_str(&org_account("o1", "free", &format!("a{i}")));
+            events.push_str(&account_deleted(&format!("a{i}")));
+        }
+        ok(rd_stdin(&cfg, &["ingest", "-"], &events));
+        env.write_config(&env.config_text(&Knobs { account_grace: "0s", ..knobs }));
+        let log = text(&ok(rd(&cfg, &["sweep", "--once"])));
+        assert!(
+            log.contains("policy change held back") && log.contains("newly_due=5"),
+            "no held-back line counting 5:\n{log}"
+        );
+        let show = json_out(&ok(rd(&cfg, &["--json", "policy", "show"])));
+        assert_eq!(show["pending_newly_due"]["(accounts)"], 5, "policy show: {show}");
+        assert_eq!(env.app_count("SELECT COUNT(*) FROM users").await, 5, "a guarded change purged");
+        ok(rd(&cfg, &["policy", "accept", "--by", "test"]));
+        ok(rd(&cfg, &["sweep", "--once"]));
+        assert_eq!(env.app_count("SELECT COUNT(*) FROM users").await, 0);
+    }
+}
+
+both_backends! {
+    async fn shortening_a_short_max_age_is_guarded_in_the_daemon(b: Backend) {
+        // Five API logs written now under a 20 h max_age; "1s" would purge them at the next sweep.
+        let env = Env::new(b).await;
+        let knobs = Knobs {
+            api_log_max_age: "20h",
+            max_newly_due: 3,
+            sweep: "* * * * * *",
+            ..Default::default()
+        };
+        let cfg = env.write_config(&env.config_text(&knobs));
+        let mut events = org_account("o1", "free", "a1");
+        for i in 0..5 {
+            env.seed_api_log(&format!("l{i}"), "a1", "/v1/files").await;
+            events.push_str(&created_log(&format!("l{i}"), "a1", "/v1/files"));
+        }
+        ok(rd_stdin(&cfg, &["ingest", "-"], &events));
+        env.write_config(&env.config_text(&Knobs { api_log_max_age: "1s", ..knobs }));
+        let d = Daemon::start(&cfg, &[]);
+        assert!(wait_until(Duration::from_secs(30), || d.log().contains("retentiond started")), "{}", d.log());
+        std::thread::sleep(Duration::from_secs(3));
+        let log = d.stop();
+        assert!(
+            log.contains("policy change held back") && log.contains("newly_due=5"),
+            "no held-back line counting 5:\n{log}"
+        );
+        let show = json_out(&ok(rd(&cfg, &["--json", "policy", "show"])));
+        assert_eq!(show["pending_newly_due"]["api_log"], 5, "policy show: {show}");
+        assert_eq!(env.app_count("SELECT COUNT(*) FROM api_logs").await, 5, "a guarded change purged");
+    }
+}
+
 // ---- 2. secrets in URLs, and url_file --------------------------------------------------------
 
 /// `check-config` (text and `--json`) with `[targets.app_db] url = URL`.

@@ -7,6 +7,10 @@
 //! server fails them: they never skip silently.
 #![allow(dead_code)]
 
+mod moto;
+#[allow(unused_imports)]
+pub use moto::Moto;
+
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
