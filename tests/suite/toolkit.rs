@@ -555,7 +555,7 @@ JOURNAL_STREAM=$JS "$RD" --config "$CFG2" sweep --once 2>>"$ERR" >/dev/null || e
             "--by",
             "dan",
             "--account",
-            "u3",
+            "u1",
         ])
         .env("JOURNAL_STREAM", "1:2")
         .output()
