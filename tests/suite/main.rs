@@ -22,6 +22,7 @@ mod reliability_crash;
 mod reliability_faults;
 mod reliability_input;
 mod remote_targets;
+mod roles;
 mod schema;
 mod systemd_unit;
 mod trust;
