@@ -1174,7 +1174,7 @@ impl Tx {
     }
 
     pub async fn tx_release_approvals(&mut self, hold: i64) -> Result<Vec<ReleaseApproval>> {
-        q_release_approvals(&mut *self.tx, hold).await
+        q_release_approvals(&mut self.tx, hold).await
     }
 
     pub async fn add_release_approval(&mut self, hold: i64, by: &str, at: Timestamp, via: Option<&str>) -> Result<bool> {
