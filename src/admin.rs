@@ -13,13 +13,19 @@ use crate::holds::HoldScope;
 use crate::ingest;
 use crate::model::{Timestamp, ZdrStatus};
 use crate::rules::{self, SchedulePolicy};
-use crate::store::{HoldRow, InFlight, InFlightOutcome, Ledger, NewHold, StateCount, StoreError};
+use crate::store::{
+    HoldRow, InFlight, InFlightOutcome, Ledger, NewHold, ReleaseApproval, StateCount, StoreError,
+};
 
 #[derive(Debug, Error)]
 pub enum AdminError {
     /// The request is wrong (unknown id, refused transition, bad scope): nothing changed.
     #[error("{0}")]
     Invalid(String),
+    /// The request conflicts with the current state (a hold already released, the same person
+    /// asking twice, a ZDR decision on an org that is not `requested`): nothing changed.
+    #[error("{0}")]
+    Conflict(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -55,6 +61,16 @@ pub struct HoldPlaced {
 pub async fn place_hold(
     ledger: &Ledger,
     req: PlaceHold,
+    now: Timestamp,
+) -> Result<HoldPlaced, AdminError> {
+    place_hold_via(ledger, req, None, now).await
+}
+
+/// [`place_hold`], recording `via` (the API token's name) in the audit entry.
+pub async fn place_hold_via(
+    ledger: &Ledger,
+    req: PlaceHold,
+    via: Option<&str>,
     now: Timestamp,
 ) -> Result<HoldPlaced, AdminError> {
     if req.case.trim().is_empty() {
@@ -107,14 +123,14 @@ pub async fn place_hold(
         "hold.placed",
         format!("hold/{id}"),
         json!({
-            "case": req.case, "reason": req.reason, "placed_by": req.by, "scope": req.scope,
+            "case": req.case, "reason": req.reason, "placed_by": req.by, "via": via, "scope": req.scope,
             "matched": matched, "already_purged": already_purged, "in_flight": in_flight,
         }),
     )])
     .await?;
     crate::sweep::failpoint("hold_after_commit");
     info!(
-        hold = id, case = %req.case, by = %req.by, scope = %req.scope.describe(), matched, already_purged, in_flight,
+        hold = id, case = %req.case, by = %req.by, via = via.unwrap_or("cli"), scope = %req.scope.describe(), matched, already_purged, in_flight,
         message_id = crate::telemetry::message_id::HOLD_PLACED, "hold placed"
     );
     Ok(HoldPlaced {
@@ -138,12 +154,53 @@ pub struct HoldReleased {
     pub purgeable_now: u64,
 }
 
+/// An ask to release a hold that waits for more people (`[holds] release_approvals`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ReleasePending {
+    pub id: i64,
+    pub case: String,
+    pub pending: bool,
+    /// Different people who have asked so far.
+    pub approvals: u32,
+    pub needed: u32,
+    pub asked_by: Vec<String>,
+}
+
+/// What an ask to release a hold did.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum ReleaseOutcome {
+    Released(HoldReleased),
+    Pending(ReleasePending),
+}
+
+/// Releases hold `id` on one ask (`release_approvals = 1`, no API token).
 pub async fn release_hold(
     ledger: &Ledger,
     id: i64,
     by: &str,
     now: Timestamp,
 ) -> Result<HoldReleased, AdminError> {
+    match ask_release(ledger, id, by, None, 1, now).await? {
+        ReleaseOutcome::Released(r) => Ok(r),
+        ReleaseOutcome::Pending(p) => Err(AdminError::Invalid(format!(
+            "hold {id} still waits for {} more ask(s)",
+            p.needed - p.approvals
+        ))),
+    }
+}
+
+/// One person's ask to release hold `id`: it is released when `needed` different people have
+/// asked (the asks, the release and the unblocking in one hold-change transaction, audited).
+/// The same person asking twice, or a hold already released: [`AdminError::Conflict`].
+pub async fn ask_release(
+    ledger: &Ledger,
+    id: i64,
+    by: &str,
+    via: Option<&str>,
+    needed: u32,
+    now: Timestamp,
+) -> Result<ReleaseOutcome, AdminError> {
     if by.trim().is_empty() {
         return Err(AdminError::Invalid("--by must not be empty".into()));
     }
@@ -152,10 +209,36 @@ pub async fn release_hold(
         return Err(AdminError::Invalid(format!("unknown hold {id}")));
     };
     if let Some(at) = hold.released_at {
-        return Err(AdminError::Invalid(format!(
+        return Err(AdminError::Conflict(format!(
             "hold {id} was already released at {at} by {}",
             hold.released_by.as_deref().unwrap_or("?")
         )));
+    }
+    if !tx.add_release_approval(id, by, now, via).await? {
+        return Err(AdminError::Conflict(format!(
+            "{by} has already asked to release hold {id}; it takes {needed} different people"
+        )));
+    }
+    let asks = tx.tx_release_approvals(id).await?;
+    let asked_by: Vec<String> = asks.iter().map(|a| a.by.clone()).collect();
+    let approvals = asks.len() as u32;
+    if approvals < needed {
+        tx.commit_with_audit(&[AuditDraft::new(
+            now,
+            "hold.release_requested",
+            format!("hold/{id}"),
+            json!({"case": hold.case, "asked_by": by, "via": via, "approvals": approvals, "needed": needed}),
+        )])
+        .await?;
+        info!(hold = id, case = %hold.case, by = %by, via = via.unwrap_or("cli"), approvals, needed, "hold release asked; waiting for more people");
+        return Ok(ReleaseOutcome::Pending(ReleasePending {
+            id,
+            case: hold.case,
+            pending: true,
+            approvals,
+            needed,
+            asked_by,
+        }));
     }
     tx.release_hold(id, by, now).await?;
     let freed = tx.unblock(id).await?;
@@ -164,20 +247,24 @@ pub async fn release_hold(
         .filter(|r| r.purge_after.is_some_and(|p| p <= now))
         .count() as u64;
     let unblocked = freed.len() as u64;
+    let mut entry = json!({"case": hold.case, "released_by": by, "via": via, "unblocked": unblocked, "purgeable_now": purgeable_now});
+    if needed > 1 {
+        entry["approved_by"] = json!(asked_by);
+    }
     tx.commit_with_audit(&[AuditDraft::new(
         now,
         "hold.released",
         format!("hold/{id}"),
-        json!({"case": hold.case, "released_by": by, "unblocked": unblocked, "purgeable_now": purgeable_now}),
+        entry,
     )])
     .await?;
-    info!(hold = id, case = %hold.case, by = %by, unblocked, purgeable_now, message_id = crate::telemetry::message_id::HOLD_RELEASED, "hold released");
-    Ok(HoldReleased {
+    info!(hold = id, case = %hold.case, by = %by, via = via.unwrap_or("cli"), unblocked, purgeable_now, message_id = crate::telemetry::message_id::HOLD_RELEASED, "hold released");
+    Ok(ReleaseOutcome::Released(HoldReleased {
         id,
         case: hold.case,
         unblocked,
         purgeable_now,
-    })
+    }))
 }
 
 /// A hold with what it matches now, and its answer made exact (issue 30).
@@ -198,6 +285,9 @@ pub struct HoldDetail {
     /// The resources its answer called in flight, and how each ended (`outcome` null: not
     /// found out yet, which happens when their claim is taken over).
     pub in_flight_resources: Vec<InFlight>,
+    /// Asks to release it still waiting for more people (`[holds] release_approvals`); empty
+    /// once released.
+    pub pending_approvals: Vec<ReleaseApproval>,
 }
 
 pub async fn hold_detail(ledger: &Ledger, id: i64) -> Result<HoldDetail, AdminError> {
@@ -212,6 +302,11 @@ pub async fn hold_detail(ledger: &Ledger, id: i64) -> Result<HoldDetail, AdminEr
     }
     let by_state = by_state(&counts);
     let in_flight = ledger.hold_in_flight(id).await?;
+    let pending_approvals = if hold.is_active() {
+        ledger.release_approvals(id).await?
+    } else {
+        Vec::new()
+    };
     let found_gone = in_flight
         .iter()
         .filter(|f| f.outcome == Some(InFlightOutcome::Purged))
@@ -224,6 +319,7 @@ pub async fn hold_detail(ledger: &Ledger, id: i64) -> Result<HoldDetail, AdminEr
         already_purged: hold.placed_already_purged.map(|n| n + found_gone),
         in_flight: in_flight.iter().filter(|f| f.outcome.is_none()).count() as i64,
         in_flight_resources: in_flight,
+        pending_approvals,
         hold,
     })
 }

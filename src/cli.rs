@@ -331,7 +331,7 @@ impl From<StoreError> for Failure {
 impl From<AdminError> for Failure {
     fn from(e: AdminError) -> Self {
         match e {
-            AdminError::Invalid(m) => Failure::bad_input(m),
+            AdminError::Invalid(m) | AdminError::Conflict(m) => Failure::bad_input(m),
             AdminError::Store(s) => s.into(),
         }
     }
@@ -892,12 +892,28 @@ async fn hold(command: HoldCommand, config: &Config, clock: &Clock, json: bool) 
         }
         HoldCommand::Release { id, by } => {
             let (ledger, _) = daemon::prepare(config, clock, "retentiond hold release").await?;
-            let r = admin::release_hold(&ledger, id, &by, clock.now()).await?;
-            emit(json, &r, || {
-                format!(
+            let r = admin::ask_release(
+                &ledger,
+                id,
+                &by,
+                None,
+                config.release_approvals,
+                clock.now(),
+            )
+            .await?;
+            emit(json, &r, || match &r {
+                admin::ReleaseOutcome::Released(r) => format!(
                     "hold {} released (case {}): {} resource(s) no longer held, {} purgeable at the next sweep",
                     r.id, r.case, r.unblocked, r.purgeable_now
-                )
+                ),
+                admin::ReleaseOutcome::Pending(p) => format!(
+                    "hold {} stays active (case {}): {} of {} people have asked to release it ({})",
+                    p.id,
+                    p.case,
+                    p.approvals,
+                    p.needed,
+                    p.asked_by.join(", ")
+                ),
             });
             Ok(())
         }
@@ -951,6 +967,10 @@ async fn hold(command: HoldCommand, config: &Config, clock: &Clock, json: bool) 
                         .collect::<Vec<_>>()
                         .join(" ")
                 ) + &hold_answer_text(&d)
+                    + &d.pending_approvals
+                        .iter()
+                        .map(|a| format!("\n  release asked by {} at {}", a.by, a.at))
+                        .collect::<String>()
             });
             Ok(())
         }

@@ -209,6 +209,8 @@ struct RawConfig {
     safety: RawSafety,
     http: Option<RawHttp>,
     #[serde(default)]
+    holds: RawHolds,
+    #[serde(default)]
     sources: BTreeMap<String, RawSource>,
     #[serde(default)]
     audit: RawAudit,
@@ -427,6 +429,25 @@ struct RawHttpTarget {
     account_url: Option<String>,
 }
 
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHolds {
+    #[serde(default = "one")]
+    release_approvals: u32,
+}
+
+impl Default for RawHolds {
+    fn default() -> Self {
+        RawHolds {
+            release_approvals: 1,
+        }
+    }
+}
+
 fn default_max_newly_due() -> u64 {
     1000
 }
@@ -457,9 +478,21 @@ struct RawHttp {
     read_token_file: Option<PathBuf>,
     read_token_env: Option<String>,
     #[serde(default)]
+    tokens: Vec<RawToken>,
+    #[serde(default)]
     max_body: Option<usize>,
     #[serde(default)]
     timeout: Option<Span>,
+}
+
+/// One `[[http.tokens]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    name: String,
+    file: Option<PathBuf>,
+    env: Option<String>,
+    scopes: Vec<String>,
 }
 
 fn default_poll() -> Span {
@@ -518,6 +551,8 @@ pub struct Config {
     pub target_attrs: BTreeSet<String>,
     pub max_newly_due: u64,
     pub http: Option<HttpConfig>,
+    /// `holds.release_approvals`: how many different people must ask before a hold is released.
+    pub release_approvals: u32,
     pub sources: BTreeMap<String, SourceConfig>,
     pub audit: AuditConfig,
     pub log_level: Option<String>,
@@ -672,11 +707,69 @@ impl fmt::Debug for SecretToken {
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     pub listen: String,
-    pub write_token: Option<TokenSource>,
-    pub token_name: String,
-    pub read_token: Option<TokenSource>,
+    /// Every accepted token: `[[http.tokens]]`, then the legacy write token (`token_file` /
+    /// `token_env`, scopes events, read, holds) and read token (`read_token_*`, scope read).
+    pub tokens: Vec<TokenConfig>,
+    /// Whether the legacy keys were used (the daemon then warns once at start-up).
+    pub legacy_tokens: bool,
     pub max_body: usize,
     pub timeout: Span,
+}
+
+/// A bearer token the API accepts: its name (recorded as `via`), where its secret is, and
+/// what it may do.
+#[derive(Debug, Clone)]
+pub struct TokenConfig {
+    pub name: String,
+    /// The config key its secret comes from, for errors (`http.tokens[0]`, `http.token`).
+    pub key: String,
+    pub source: TokenSource,
+    pub scopes: BTreeSet<Scope>,
+}
+
+/// What a bearer token may do (§8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scope {
+    /// `POST /v1/events`.
+    Events,
+    /// Every `GET` under `/v1`.
+    Read,
+    /// Place and release legal holds.
+    Holds,
+    /// Create and update orgs, training opt-out, request ZDR.
+    Orgs,
+    /// Approve and deny ZDR requests.
+    ZdrDecide,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 5] = [
+        Scope::Events,
+        Scope::Read,
+        Scope::Holds,
+        Scope::Orgs,
+        Scope::ZdrDecide,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Events => "events",
+            Scope::Read => "read",
+            Scope::Holds => "holds",
+            Scope::Orgs => "orgs",
+            Scope::ZdrDecide => "zdr:decide",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -888,6 +981,10 @@ impl Config {
         match &self.http {
             Some(h) => {
                 let _ = writeln!(out, "http: {}", h.listen);
+                for t in &h.tokens {
+                    let scopes: Vec<&str> = t.scopes.iter().map(|s| s.as_str()).collect();
+                    let _ = writeln!(out, "  token {}: {}", t.name, scopes.join(", "));
+                }
             }
             None => {
                 let _ = writeln!(out, "http: off");
@@ -1347,11 +1444,81 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
                             format!("`{listen}` is not an address like \"127.0.0.1:9464\""),
                         ));
                     }
+                    let legacy_tokens = write_token.is_some() || read_token.is_some();
+                    let mut tokens = Vec::new();
+                    for (i, t) in h.tokens.into_iter().enumerate() {
+                        let key = format!("http.tokens[{i}]");
+                        check_name(ctx, &format!("{key}.name"), &t.name)?;
+                        let source = match (t.file, t.env) {
+                            (Some(f), None) => TokenSource::File(f),
+                            (None, Some(e)) => TokenSource::Env(e),
+                            (Some(_), Some(_)) => {
+                                return Err(ctx.err(key, "give either `file` or `env`, not both"));
+                            }
+                            (None, None) => {
+                                return Err(ctx.err(
+                                    key,
+                                    "missing: give `file` (a token file) or `env` (a variable)",
+                                ));
+                            }
+                        };
+                        let mut scopes = BTreeSet::new();
+                        for (j, sc) in t.scopes.iter().enumerate() {
+                            let Some(scope) = Scope::parse(sc) else {
+                                return Err(ctx.err(
+                                    format!("{key}.scopes[{j}]"),
+                                    format!(
+                                        "unknown scope `{sc}` (scopes: events, read, holds, orgs, zdr:decide)"
+                                    ),
+                                ));
+                            };
+                            scopes.insert(scope);
+                        }
+                        if scopes.is_empty() {
+                            return Err(ctx.err(
+                                format!("{key}.scopes"),
+                                "empty: a token needs at least one scope",
+                            ));
+                        }
+                        tokens.push(TokenConfig {
+                            name: t.name,
+                            key,
+                            source,
+                            scopes,
+                        });
+                    }
+                    if let Some(source) = write_token {
+                        tokens.push(TokenConfig {
+                            name: h.token_name.unwrap_or_else(|| "http-token".into()),
+                            key: "http.token".into(),
+                            source,
+                            scopes: [Scope::Events, Scope::Read, Scope::Holds].into(),
+                        });
+                    }
+                    if let Some(source) = read_token {
+                        tokens.push(TokenConfig {
+                            name: "read-token".into(),
+                            key: "http.read_token".into(),
+                            source,
+                            scopes: [Scope::Read].into(),
+                        });
+                    }
+                    let mut names = BTreeSet::new();
+                    for t in &tokens {
+                        if !names.insert(t.name.as_str()) {
+                            return Err(ctx.err(
+                                format!("{}.name", t.key),
+                                format!(
+                                    "two tokens are named `{}`: a name says who acted (`via`), so it must be unique",
+                                    t.name
+                                ),
+                            ));
+                        }
+                    }
                     Some(HttpConfig {
                         listen,
-                        write_token,
-                        token_name: h.token_name.unwrap_or_else(|| "http-token".into()),
-                        read_token,
+                        tokens,
+                        legacy_tokens,
                         max_body: h.max_body.unwrap_or(16 * 1024 * 1024),
                         timeout: h.timeout.unwrap_or(Span::from_secs(30)),
                     })
@@ -1430,6 +1597,15 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         ));
     }
 
+    if !(1..=9).contains(&raw.holds.release_approvals) {
+        return Err(ctx.err(
+            "holds.release_approvals",
+            format!(
+                "{} is out of range 1..=9 (people who must ask before a hold is released)",
+                raw.holds.release_approvals
+            ),
+        ));
+    }
     if raw.ingest.dedup_window.millis() <= 0 {
         return Err(ctx.err(
             "ingest.dedup_window",
@@ -1452,6 +1628,7 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         target_attrs,
         max_newly_due: raw.safety.max_newly_due,
         http,
+        release_approvals: raw.holds.release_approvals,
         sources,
         audit: AuditConfig {
             signing_key_file: raw.audit.signing_key_file,
@@ -2102,6 +2279,54 @@ path = "{account}/{id}"
         assert!(c.policy.kinds["api_log"].zdr_endpoints.is_some());
         assert_eq!(c.scheduler.batch_size, 500);
         assert!(c.describe().contains("api_log"));
+    }
+
+    #[test]
+    fn scoped_tokens_are_validated() {
+        let http = |t: &str| format!("{GOOD}\n[http]\nlisten = \"127.0.0.1:1\"\n{t}");
+        let c = Config::parse(
+            &http(
+                "token_file = \"/t\"\n[[http.tokens]]\nname = \"legal\"\nenv = \"T\"\nscopes = [\"holds\", \"read\"]\n",
+            ),
+            "t.toml",
+        )
+        .unwrap();
+        let h = c.http.unwrap();
+        assert!(h.legacy_tokens);
+        assert_eq!(h.tokens.len(), 2);
+        assert_eq!(h.tokens[0].name, "legal");
+        assert_eq!(h.tokens[0].scopes, [Scope::Holds, Scope::Read].into());
+        assert_eq!(h.tokens[1].name, "http-token");
+        assert_eq!(
+            h.tokens[1].scopes,
+            [Scope::Events, Scope::Read, Scope::Holds].into()
+        );
+        let e = err_of(&http(
+            "[[http.tokens]]\nname = \"a\"\nenv = \"T\"\nscopes = [\"delete-everything\"]\n",
+        ));
+        assert!(
+            e.contains("http.tokens[0].scopes[0]") && e.contains("delete-everything"),
+            "{e}"
+        );
+        let e = err_of(&http(
+            "[[http.tokens]]\nname = \"a\"\nenv = \"T\"\nscopes = [\"read\"]\n[[http.tokens]]\nname = \"a\"\nenv = \"U\"\nscopes = [\"events\"]\n",
+        ));
+        assert!(
+            e.contains("http.tokens[1].name") && e.contains("`a`"),
+            "{e}"
+        );
+        let e = err_of(&http(
+            "token_name = \"app\"\ntoken_env = \"T\"\n[[http.tokens]]\nname = \"app\"\nenv = \"U\"\nscopes = [\"read\"]\n",
+        ));
+        assert!(e.contains("two tokens are named `app`"), "{e}");
+        let e = err_of(&http(
+            "[[http.tokens]]\nname = \"a\"\nscopes = [\"read\"]\n",
+        ));
+        assert!(e.contains("http.tokens[0]") && e.contains("`file`"), "{e}");
+        let e = err_of(&http(
+            "[[http.tokens]]\nname = \"a\"\nenv = \"T\"\nscopes = []\n",
+        ));
+        assert!(e.contains("http.tokens[0].scopes"), "{e}");
     }
 
     #[test]

@@ -7,11 +7,13 @@
 //! # Access
 //! - `/healthz`, `/readyz`, `/metrics`: open (no user content; meant for probes and scrapers on
 //!   a loopback or otherwise protected listener).
-//! - Reads (`GET /v1/…`): the write token, or the read token when one is configured. With no
-//!   token configured at all, `/v1` answers 403: the API is off, never open.
-//! - Writes (`POST /v1/events`, `POST /v1/holds`, `POST /v1/holds/{id}/release`): the write
-//!   token only. Holds placed or released over HTTP record `http.token_name` as who did it.
-//! - No or unknown token: 401 (with `WWW-Authenticate: Bearer`); the read token on a write: 403.
+//! - Everything under `/v1` needs a bearer token with the route's scope (§8): `events` (`POST
+//!   /v1/events`), `read` (every `GET`), `holds` (place, release), `orgs` (`PUT /v1/orgs/{id}`,
+//!   ZDR requests), `zdr:decide` (ZDR approve, deny). The token's name is recorded as `via`.
+//! - Tokens come from `[[http.tokens]]`; the legacy `token_file`/`token_env` token has the
+//!   scopes it always had (events, read, holds) and `read_token_*` has `read`.
+//! - No or unknown token: 401 (with `WWW-Authenticate: Bearer`); a token without the scope: 403
+//!   naming the scope. With no token configured at all, `/v1` answers 403: off, never open.
 //!
 //! Tokens are compared in constant time: both the configured and the presented token are
 //! hashed with SHA-256 and the digests compared with `subtle`, so neither the content nor the
@@ -23,6 +25,7 @@
 //! so is rolled back (the future holding the ledger transaction is dropped) unless its commit
 //! was already under way — replay it: `event_id` makes that safe.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,7 +52,7 @@ use tracing::{error, info, warn};
 
 use crate::admin::{self, AdminError, PlaceHold};
 use crate::clock::Clock;
-use crate::config::{Config, HttpConfig, TokenSource};
+use crate::config::{Config, HttpConfig, Scope, TokenSource};
 use crate::daemon::Health;
 use crate::events::{self, Event, LineError};
 use crate::holds::HoldScope;
@@ -130,11 +133,16 @@ impl HttpState {
     }
 }
 
-/// The configured tokens, as SHA-256 digests.
+/// One accepted token, as a SHA-256 digest, with its name and scopes.
+struct Token {
+    name: String,
+    digest: [u8; 32],
+    scopes: BTreeSet<Scope>,
+}
+
+/// The configured tokens.
 struct Tokens {
-    write: Option<[u8; 32]>,
-    read: Option<[u8; 32]>,
-    write_name: String,
+    all: Vec<Token>,
 }
 
 fn digest(token: &[u8]) -> [u8; 32] {
@@ -143,46 +151,54 @@ fn digest(token: &[u8]) -> [u8; 32] {
 
 impl Tokens {
     fn load(http: &HttpConfig) -> Result<Tokens, HttpError> {
-        let write = http
-            .write_token
-            .as_ref()
-            .map(|s| load_token("http.token", s))
-            .transpose()?;
-        let read = http
-            .read_token
-            .as_ref()
-            .map(|s| load_token("http.read_token", s))
-            .transpose()?;
-        if write.is_none() {
+        let mut all: Vec<Token> = Vec::with_capacity(http.tokens.len());
+        for t in &http.tokens {
+            let secret = load_token(&t.key, &t.source)?;
+            let d = digest(secret.as_bytes());
+            if let Some(other) = all.iter().find(|o| bool::from(o.digest.ct_eq(&d))) {
+                return Err(HttpError::Config(format!(
+                    "{}: the token `{}` has the same secret as `{}`; each token needs its own secret, or its name would not say who acted",
+                    t.key, t.name, other.name
+                )));
+            }
+            all.push(Token {
+                name: t.name.clone(),
+                digest: d,
+                scopes: t.scopes.clone(),
+            });
+        }
+        if http.legacy_tokens {
             warn!(
-                "http: no write token (http.token_file or http.token_env): POST /v1/events and holds are refused"
+                "http: token_file/token_env/read_token_* give one token events, reads and holds together; [[http.tokens]] with scopes separates those duties (see the README)"
             );
         }
-        Ok(Tokens {
-            write: write.map(|t| digest(t.as_bytes())),
-            read: read.map(|t| digest(t.as_bytes())),
-            write_name: http.token_name.clone(),
-        })
+        if all.is_empty() {
+            warn!("http: no token configured ([[http.tokens]] or http.token_file): /v1 is refused");
+        }
+        Ok(Tokens { all })
     }
 }
 
 fn load_token(key: &str, source: &TokenSource) -> Result<String, HttpError> {
+    // `http.token` → `http.token_file`; `http.tokens[0]` → `http.tokens[0].file`.
+    let sep = if key.ends_with(']') { "." } else { "_" };
     let token = match source {
         TokenSource::File(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| HttpError::Config(format!("{key}_file `{}`: {e}", path.display())))?;
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                HttpError::Config(format!("{key}{sep}file `{}`: {e}", path.display()))
+            })?;
             #[cfg(unix)]
             if let Ok(meta) = std::fs::metadata(path) {
                 use std::os::unix::fs::PermissionsExt;
                 if meta.permissions().mode() & 0o004 != 0 {
-                    warn!(file = %path.display(), "{key}_file is readable by everyone; chmod o-r it");
+                    warn!(file = %path.display(), "{key}{sep}file is readable by everyone; chmod o-r it");
                 }
             }
             text
         }
         TokenSource::Env(var) => std::env::var(var).map_err(|e| {
             HttpError::Config(format!(
-                "{key}_env `{var}`: the variable is not usable ({e})"
+                "{key}{sep}env `{var}`: the variable is not usable ({e})"
             ))
         })?,
     };
@@ -194,12 +210,6 @@ fn load_token(key: &str, source: &TokenSource) -> Result<String, HttpError> {
         warn!("{key}: the token is shorter than 16 characters; use a long random one");
     }
     Ok(token)
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Access {
-    Read,
-    Write,
 }
 
 /// An error answer: `{"error": message, …extra}`.
@@ -249,6 +259,7 @@ impl From<AdminError> for ApiError {
     fn from(e: AdminError) -> Self {
         match e {
             AdminError::Invalid(m) => ApiError::new(StatusCode::BAD_REQUEST, m),
+            AdminError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
             AdminError::Store(s) => s.into(),
         }
     }
@@ -262,19 +273,14 @@ fn ok<T: Serialize>(value: &T) -> Response {
 }
 
 impl HttpState {
-    fn authorize(&self, headers: &HeaderMap, need: Access) -> ApiResult<()> {
+    /// The name of the presented token when it has `need`: 401 for no or an unknown token,
+    /// 403 for a token without the scope (the message names it), or with no token configured.
+    fn authorize(&self, headers: &HeaderMap, need: Scope) -> ApiResult<String> {
         let t = &self.tokens;
-        if t.write.is_none() && (need == Access::Write || t.read.is_none()) {
+        if t.all.is_empty() {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
-                match need {
-                    Access::Write => {
-                        "writes over HTTP are off: no write token is configured (http.token_file or http.token_env)"
-                    }
-                    Access::Read => {
-                        "the HTTP API is off: no token is configured (http.token_file or http.token_env)"
-                    }
-                },
+                "the HTTP API is off: no token is configured ([[http.tokens]], http.token_file or http.token_env)",
             ));
         }
         let presented = headers
@@ -292,23 +298,33 @@ impl HttpState {
             ));
         };
         let d = digest(presented.as_bytes());
-        // Both comparisons always run, in constant time.
-        let is_write: bool = t
-            .write
-            .map_or(subtle::Choice::from(0), |w| w.ct_eq(&d))
-            .into();
-        let is_read: bool = t
-            .read
-            .map_or(subtle::Choice::from(0), |r| r.ct_eq(&d))
-            .into();
-        match (is_write, is_read, need) {
-            (true, _, _) | (false, true, Access::Read) => Ok(()),
-            (false, true, Access::Write) => Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "this token may only read; writes need the write token",
-            )),
-            (false, false, _) => Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid token")),
+        // Every comparison runs, in constant time; secrets are unique, so at most one matches.
+        let mut found: Option<&Token> = None;
+        for token in &t.all {
+            if bool::from(token.digest.ct_eq(&d)) {
+                found = Some(token);
+            }
         }
+        let Some(token) = found else {
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid token"));
+        };
+        if !token.scopes.contains(&need) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                if need != Scope::Read && token.scopes.iter().all(|s| *s == Scope::Read) {
+                    format!(
+                        "the token `{}` may only read; this needs a token with the `{need}` scope",
+                        token.name
+                    )
+                } else {
+                    format!(
+                        "the token `{}` lacks the `{need}` scope this needs",
+                        token.name
+                    )
+                },
+            ));
+        }
+        Ok(token.name.clone())
     }
 
     async fn read_body(&self, headers: &HeaderMap, body: Body) -> ApiResult<Bytes> {
@@ -410,12 +426,14 @@ pub async fn start(
         addr: state.listen.clone(),
         source,
     })?;
-    let reads = if state.tokens.read.is_some() {
-        "write or read token"
-    } else {
-        "write token"
-    };
-    info!(listen = %addr, reads, token_name = %state.tokens.write_name, "HTTP API listening");
+    let tokens = state
+        .tokens
+        .all
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    info!(listen = %addr, tokens = %tokens, "HTTP API listening");
     tracker.spawn(async move {
         if let Err(e) = serve(listener, state, stop).await {
             error!(error = %e, "HTTP API stopped with an error");
@@ -472,7 +490,7 @@ async fn post_events(State(s): State<HttpState>, headers: HeaderMap, body: Body)
 }
 
 async fn events_inner(s: &HttpState, headers: &HeaderMap, body: Body) -> ApiResult<Response> {
-    s.authorize(headers, Access::Write)?;
+    s.authorize(headers, Scope::Events)?;
     let bytes = s.read_body(headers, body).await?;
     let config = (s.config)();
     let policy = policy::in_force(&s.ledger)
@@ -542,7 +560,7 @@ fn parse_array(bytes: &[u8]) -> Result<Vec<Event>, Vec<LineError>> {
 }
 
 async fn get_status(State(s): State<HttpState>, headers: HeaderMap) -> ApiResult<Response> {
-    s.authorize(&headers, Access::Read)?;
+    s.authorize(&headers, Scope::Read)?;
     let st = report::status(&s.ledger, s.clock.now()).await?;
     Ok(ok(&st))
 }
@@ -552,7 +570,7 @@ async fn get_resource(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    s.authorize(&headers, Access::Read)?;
+    s.authorize(&headers, Scope::Read)?;
     let r = report::resource(&s.ledger, &id)
         .await?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown resource `{id}`")))?;
@@ -564,7 +582,7 @@ async fn get_account(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    s.authorize(&headers, Access::Read)?;
+    s.authorize(&headers, Scope::Read)?;
     let a = report::account(&s.ledger, &id)
         .await?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown account `{id}`")))?;
@@ -577,7 +595,7 @@ async fn get_holds(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
-    s.authorize(&headers, Access::Read)?;
+    s.authorize(&headers, Scope::Read)?;
     let mut active = false;
     for pair in query.as_deref().unwrap_or("").split('&') {
         match pair.split_once('=').unwrap_or((pair, "true")) {
@@ -611,7 +629,7 @@ async fn get_hold(
     headers: HeaderMap,
     Path(raw): Path<String>,
 ) -> ApiResult<Response> {
-    s.authorize(&headers, Access::Read)?;
+    s.authorize(&headers, Scope::Read)?;
     let id = hold_id(&raw)?;
     if s.ledger.hold(id).await?.is_none() {
         return Err(ApiError::new(
@@ -626,6 +644,9 @@ async fn get_hold(
 #[serde(deny_unknown_fields)]
 struct HoldRequest {
     case: String,
+    /// The person placing it.
+    #[serde(default)]
+    by: Option<String>,
     #[serde(default)]
     reason: Option<String>,
     #[serde(default)]
@@ -653,20 +674,20 @@ fn time_field(name: &str, v: Option<String>) -> ApiResult<Option<Timestamp>> {
     .transpose()
 }
 
-/// `POST /v1/holds` with `{"case", "reason"?, "scope": {org?, account?, resource?, kind?,
-/// created_from?, created_to?}}`: as `hold place --json`, answered with 201. `placed_by` is the
-/// write token's name (`http.token_name`).
+/// `POST /v1/holds` with `{"case", "by", "reason"?, "scope": {org?, account?, resource?, kind?,
+/// created_from?, created_to?}}`: as `hold place --json`, answered with 201. `by` is the person
+/// (`placed_by`); the token's name goes into the audit entry as `via`.
 async fn post_hold(
     State(s): State<HttpState>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    s.authorize(&headers, Access::Write)?;
+    let via = s.authorize(&headers, Scope::Holds)?;
     let bytes = s.read_body(&headers, body).await?;
     let req: HoldRequest = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            format!("bad hold request: {e} (expected {{\"case\", \"reason\", \"scope\": {{org, account, resource, kind, created_from, created_to}}}})"),
+            format!("bad hold request: {e} (expected {{\"case\", \"by\", \"reason\", \"scope\": {{org, account, resource, kind, created_from, created_to}}}})"),
         )
     })?;
     if req.case.trim().is_empty() {
@@ -675,6 +696,7 @@ async fn post_hold(
             "`case` must not be empty",
         ));
     }
+    let by = person(req.by, "placing the hold")?;
     let sc = req.scope;
     let scope = HoldScope {
         created_from: time_field("created_from", sc.created_from)?,
@@ -690,14 +712,15 @@ async fn post_hold(
             "a hold needs a scope: give at least one of scope.org, scope.account, scope.resource, scope.kind, scope.created_from, scope.created_to",
         ));
     }
-    let placed = admin::place_hold(
+    let placed = admin::place_hold_via(
         &s.ledger,
         PlaceHold {
             case: req.case,
-            by: s.tokens.write_name.clone(),
+            by,
             reason: req.reason,
             scope,
         },
+        Some(&via),
         s.clock.now(),
     )
     .await?;
@@ -708,36 +731,57 @@ async fn post_hold(
     Ok(r)
 }
 
-/// `POST /v1/holds/{id}/release`: as `hold release ID --json`; `released_by` is the write
-/// token's name. 404 for an unknown hold, 409 for one already released.
+/// `"by"`: the person acting, required and non-empty (400 otherwise).
+fn person(by: Option<String>, doing: &str) -> ApiResult<String> {
+    match by {
+        Some(b) if !b.trim().is_empty() => Ok(b),
+        _ => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("`by` is required: the name of the person {doing}"),
+        )),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReleaseRequest {
+    #[serde(default)]
+    by: Option<String>,
+}
+
+/// `POST /v1/holds/{id}/release` with `{"by"}`: one person's ask. When it completes
+/// `holds.release_approvals` asks, the hold is released: 200 as `hold release ID --json`;
+/// otherwise 202 `{"id", "pending": true, "approvals", "needed", …}` and the hold stays active.
+/// 404 for an unknown hold; 409 for one already released, or the same person asking again.
 async fn post_release(
     State(s): State<HttpState>,
     headers: HeaderMap,
     Path(raw): Path<String>,
+    body: Body,
 ) -> ApiResult<Response> {
-    s.authorize(&headers, Access::Write)?;
+    let via = s.authorize(&headers, Scope::Holds)?;
     let id = hold_id(&raw)?;
-    match s.ledger.hold(id).await? {
-        None => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("unknown hold {id}"),
-            ));
-        }
-        Some(h) if !h.is_active() => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                format!(
-                    "hold {id} was already released at {} by {}",
-                    h.released_at.map(|t| t.to_string()).unwrap_or_default(),
-                    h.released_by.as_deref().unwrap_or("?")
-                ),
-            ));
-        }
-        Some(_) => {}
+    let bytes = s.read_body(&headers, body).await?;
+    let req: ReleaseRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("bad release request: {e} (expected {{\"by\"}})"),
+        )
+    })?;
+    let by = person(req.by, "asking to release the hold")?;
+    if s.ledger.hold(id).await?.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("unknown hold {id}"),
+        ));
     }
-    let released = admin::release_hold(&s.ledger, id, &s.tokens.write_name, s.clock.now()).await?;
-    Ok(ok(&released))
+    let needed = (s.config)().release_approvals;
+    match admin::ask_release(&s.ledger, id, &by, Some(&via), needed, s.clock.now()).await? {
+        admin::ReleaseOutcome::Released(r) => Ok(ok(&r)),
+        admin::ReleaseOutcome::Pending(p) => {
+            Ok((StatusCode::ACCEPTED, axum::Json(&p)).into_response())
+        }
+    }
 }
 
 #[cfg(test)]

@@ -358,6 +358,15 @@ impl HoldRow {
     }
 }
 
+/// One person's ask to release a hold (`[holds] release_approvals`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReleaseApproval {
+    pub by: String,
+    pub at: Timestamp,
+    /// The API token's name when asked over HTTP.
+    pub via: Option<String>,
+}
+
 /// A new hold, before it has an id, with its answer (Invariant H).
 #[derive(Debug, Clone)]
 pub struct NewHold {
@@ -739,6 +748,8 @@ forward! { ref Ledger;
     fn start_claimed_batch(&self, batch: i64, at: Timestamp) -> ();
     /// The resources hold `hold`'s answer called `in_flight`, and how each ended.
     fn hold_in_flight(&self, hold: i64) -> Vec<InFlight>;
+    /// The asks to release hold `hold` (`[holds] release_approvals`), oldest first.
+    fn release_approvals(&self, hold: i64) -> Vec<ReleaseApproval>;
     /// Why a resource is `interrupted`, if it ever was.
     fn interruption(&self, resource: &str) -> Option<Interruption>;
     /// Accounts whose grace has passed (R8 checks the rest), after the cursor
@@ -805,6 +816,10 @@ forward! { mut LedgerTx;
     /// Marks a claimed batch started (see `Tx::start_batch`).
     fn start_batch(&mut self, batch: i64, at: Timestamp) -> ();
     fn release_hold(&mut self, id: i64, by: &str, at: Timestamp) -> bool;
+    /// The asks to release hold `hold`, read in this transaction.
+    fn tx_release_approvals(&mut self, hold: i64) -> Vec<ReleaseApproval>;
+    /// Records `by`'s ask to release `hold`; false when `by` had already asked.
+    fn add_release_approval(&mut self, hold: i64, by: &str, at: Timestamp, via: Option<&str>) -> bool;
     /// Forgets the blocks of a released hold and clears `held` where no active hold remains;
     /// returns the resources that became purgeable again.
     fn unblock(&mut self, hold: i64) -> Vec<ResourceRow>;

@@ -14,7 +14,7 @@ use crate::model::{Cause, Timestamp};
 use super::{
     ClaimedBatch, InFlight, InFlightOutcome, IngestWrite, Interruption, SettledClaim, parse, ts,
     AccountRow, AuditHead, HoldRow, MAX_BINDS, NewHold, OrgRow, PolicyState, PurgeFailure, RawAccount, RawAudit,
-    RawHold, RawOrg, RawResource, RawSweep, ResourceRow, Result, StateCount, StoreError, SweepRun, ForecastRow,
+    RawHold, RawOrg, RawResource, ReleaseApproval, RawSweep, ResourceRow, Result, StateCount, StoreError, SweepRun, ForecastRow,
 };
 
 type Conn = <Db as Database>::Connection;
@@ -768,7 +768,22 @@ impl Store {
     }
 }
 
+async fn q_release_approvals(c: &mut Conn, hold: i64) -> Result<Vec<ReleaseApproval>> {
+    let rows = sqlx::query("SELECT asked_by, asked_at, via FROM hold_release_approvals WHERE hold = $1 ORDER BY asked_at, asked_by")
+        .bind(hold)
+        .fetch_all(&mut *c)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| ReleaseApproval { by: r.get(0), at: Timestamp(r.get(1)), via: r.get(2) })
+        .collect())
+}
+
 impl Store {
+    pub async fn release_approvals(&self, hold: i64) -> Result<Vec<ReleaseApproval>> {
+        q_release_approvals(&mut *self.conn().await?, hold).await
+    }
+
     pub async fn hold_in_flight(&self, hold: i64) -> Result<Vec<InFlight>> {
         let rows = sqlx::query("SELECT resource, outcome, resolved_at FROM hold_in_flight WHERE hold = $1 ORDER BY resource")
             .bind(hold)
@@ -1163,6 +1178,24 @@ impl Tx {
             .execute(&mut *self.tx)
             .await?;
         Ok(id)
+    }
+
+    pub async fn tx_release_approvals(&mut self, hold: i64) -> Result<Vec<ReleaseApproval>> {
+        q_release_approvals(&mut self.tx, hold).await
+    }
+
+    pub async fn add_release_approval(&mut self, hold: i64, by: &str, at: Timestamp, via: Option<&str>) -> Result<bool> {
+        let n = sqlx::query(
+            "INSERT INTO hold_release_approvals (hold, asked_by, asked_at, via) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(hold)
+        .bind(by)
+        .bind(at.millis())
+        .bind(via)
+        .execute(&mut *self.tx)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
     }
 
     pub async fn release_hold(&mut self, id: i64, by: &str, at: Timestamp) -> Result<bool> {

@@ -135,7 +135,7 @@ both_backends! {
         assert_eq!(h.env.app_count("SELECT COUNT(*) FROM messages").await, 0);
         assert!(!exists(&f1));
         // Releasing twice, or an unknown hold, is refused.
-        assert!(matches!(admin::release_hold(&h.ledger, placed.id, "legal", h.now()).await, Err(admin::AdminError::Invalid(_))));
+        assert!(matches!(admin::release_hold(&h.ledger, placed.id, "legal", h.now()).await, Err(admin::AdminError::Conflict(_))));
         assert!(matches!(admin::release_hold(&h.ledger, 999, "legal", h.now()).await, Err(admin::AdminError::Invalid(_))));
         h.audit_ok().await;
     }

@@ -441,10 +441,10 @@ both_backends! {
 
         // Place one hold over HTTP and an equivalent one with the CLI.
         let (s, placed_http) = api
-            .post("/v1/holds", Some(WRITE), r#"{"case":"LEGAL-1","reason":"litigation","scope":{"account":"a1","kind":"conversation"}}"#)
+            .post("/v1/holds", Some(WRITE), r#"{"case":"LEGAL-1","by":"Jo Legal","reason":"litigation","scope":{"account":"a1","kind":"conversation"}}"#)
             .await;
         assert_eq!(s, StatusCode::CREATED, "{placed_http}");
-        let placed_cli = cli_json(&cfg, &["hold", "place", "--case", "LEGAL-1", "--by", "app-backend", "--reason", "litigation", "--account", "a1", "--kind", "conversation"]);
+        let placed_cli = cli_json(&cfg, &["hold", "place", "--case", "LEGAL-1", "--by", "Jo Legal", "--reason", "litigation", "--account", "a1", "--kind", "conversation"]);
         assert_eq!(without(&placed_http, &["id"]), without(&placed_cli, &["id"]));
         assert_eq!(placed_http["matched"], 2);
         assert_ne!(placed_http["id"], placed_cli["id"]);
@@ -466,23 +466,23 @@ both_backends! {
             assert_eq!(http, cli, "{path} differs from `{}`", args.join(" "));
         }
         let (_, holds) = api.get("/v1/holds", Some(READ)).await;
-        assert_eq!(holds["holds"][0]["placed_by"], "app-backend", "{holds}");
+        assert_eq!(holds["holds"][0]["placed_by"], "Jo Legal", "{holds}");
         let (_, c2) = api.get("/v1/resources/c2", Some(READ)).await;
         assert_eq!(c2["holds"].as_array().unwrap().len(), 2, "{c2}");
 
         // Releasing: the same answer shape as `hold release --json`.
         let id = placed_http["id"].as_i64().unwrap();
-        let (s, rel_http) = api.post(&format!("/v1/holds/{id}/release"), Some(WRITE), "").await;
+        let (s, rel_http) = api.post(&format!("/v1/holds/{id}/release"), Some(WRITE), r#"{"by":"Sam Counsel"}"#).await;
         assert_eq!(s, StatusCode::OK, "{rel_http}");
         let cli_id = placed_cli["id"].to_string();
         let rel_cli = cli_json(&cfg, &["hold", "release", &cli_id, "--by", "legal"]);
         assert_eq!(without(&rel_http, &["id"]), without(&rel_cli, &["id"]));
         let (_, holds) = api.get("/v1/holds", Some(READ)).await;
         let released = holds["holds"].as_array().unwrap().iter().find(|h| h["id"] == id).unwrap().clone();
-        assert_eq!(released["released_by"], "app-backend");
-        let (s, v) = api.post(&format!("/v1/holds/{id}/release"), Some(WRITE), "").await;
+        assert_eq!(released["released_by"], "Sam Counsel");
+        let (s, v) = api.post(&format!("/v1/holds/{id}/release"), Some(WRITE), r#"{"by":"Sam Counsel"}"#).await;
         assert_eq!(s, StatusCode::CONFLICT, "{v}");
-        assert_eq!(api.post("/v1/holds/999/release", Some(WRITE), "").await.0, StatusCode::NOT_FOUND);
+        assert_eq!(api.post("/v1/holds/999/release", Some(WRITE), r#"{"by":"x"}"#).await.0, StatusCode::NOT_FOUND);
 
         // Unknown ids: 404 with the CLI's message.
         let (s, v) = api.get("/v1/resources/nope", Some(READ)).await;
@@ -492,11 +492,13 @@ both_backends! {
         assert_eq!(s, StatusCode::NOT_FOUND);
         // Bad hold requests: 400, nothing placed.
         for bad in [
-            r#"{"case":"K"}"#,
-            r#"{"case":"","scope":{"org":"o1"}}"#,
+            r#"{"case":"K","by":"Jo"}"#,
+            r#"{"case":"K","scope":{"org":"o1"}}"#,
+            r#"{"case":"K","by":" ","scope":{"org":"o1"}}"#,
+            r#"{"case":"","by":"Jo","scope":{"org":"o1"}}"#,
             r#"{"case":"K","scope":{"org":"o1"},"placed_by":"mallory"}"#,
-            r#"{"case":"K","scope":{"account":"nobody"}}"#,
-            r#"{"case":"K","scope":{"created_from":"yesterday"}}"#,
+            r#"{"case":"K","by":"Jo","scope":{"account":"nobody"}}"#,
+            r#"{"case":"K","by":"Jo","scope":{"created_from":"yesterday"}}"#,
             "not json",
         ] {
             let (s, v) = api.post("/v1/holds", Some(WRITE), bad).await;
@@ -798,6 +800,8 @@ both_backends! {
         let logs = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "{logs}");
         assert!(logs.contains("HTTP API listening"), "{logs}");
+        // The legacy token keys: one warning at start-up that scoped tokens separate duties.
+        assert_eq!(logs.matches("separates those duties").count(), 1, "{logs}");
         assert!(api.client.get(format!("{}/healthz", api.base)).send().await.is_err());
     }
 }

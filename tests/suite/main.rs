@@ -24,6 +24,7 @@ mod reliability_crash;
 mod reliability_faults;
 mod reliability_input;
 mod remote_targets;
+mod roles;
 mod schema;
 mod systemd_unit;
 mod toolkit;
