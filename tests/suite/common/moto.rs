@@ -120,8 +120,11 @@ impl Moto {
     pub async fn create_bucket(&self, name: &str, versioned: bool) {
         let b = self.bucket(name);
         let url = b.create_bucket(&self.creds).sign(SIGNED_FOR);
-        self.check(&format!("create bucket {name}"), self.client.put(url))
-            .await;
+        self.check(
+            &format!("create bucket {name}"),
+            self.client.put(url).body(""),
+        )
+        .await;
         if versioned {
             let url = self.signed(name, Method::Put, &[("versioning", "")]);
             let body = r#"<VersioningConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Status>Enabled</Status></VersioningConfiguration>"#;
