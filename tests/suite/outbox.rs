@@ -425,3 +425,39 @@ async fn a_source_added_on_reload_starts_polling() {
     let l = ledger(&env).await;
     assert!(l.org("o1").await.unwrap().is_some());
 }
+
+both_backends! {
+    /// A row dated further back than `[ingest] dedup_window` is refused (its id may already be
+    /// forgotten) and stays refused when requeued; with the window raised and reloaded, the
+    /// requeued row applies (the README's advice).
+    async fn a_row_older_than_the_dedup_window_is_refused_until_the_window_is_raised(b: Backend) {
+        let env = Env::new(b).await;
+        let app = App::new(&env, b).await;
+        let cfg = config(&env, &app, 500);
+        let old = (chrono::Utc::now() - chrono::Duration::days(40))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        app.sql(&format!(
+            "INSERT INTO retention_outbox (event) VALUES ({});",
+            lit(&format!(r#"{{"type":"org.upsert","org":"o7","plan":"free","at":"{old}"}}"#))
+        ));
+        let daemon = Daemon::start(&cfg, env.dir.path(), None);
+        until("the old row dead-lettered", || async { app.dead().await.len() == 1 }).await;
+        let dead = app.dead().await;
+        assert!(dead[0].1.contains("dedup_window"), "{dead:?}");
+        let l = ledger(&env).await;
+        // Requeued as is: refused again.
+        app.sql(&format!("UPDATE retention_outbox SET failed_at = NULL, error = NULL WHERE id = {};", dead[0].0));
+        until("refused again", || async { app.dead().await.len() == 1 && app.pending().await == 0 }).await;
+        assert!(l.org("o7").await.unwrap().is_none());
+        // Raise the window, reload, requeue: applied.
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        std::fs::write(&cfg, text.replace("max_clock_skew = \"5m\"", "max_clock_skew = \"5m\"\ndedup_window = \"60d\"")).unwrap();
+        daemon.signal("HUP");
+        until("the reload", || async { std::fs::read_to_string(&daemon.log).unwrap_or_default().contains("config reloaded") }).await;
+        app.sql(&format!("UPDATE retention_outbox SET failed_at = NULL, error = NULL WHERE id = {};", dead[0].0));
+        until("o7 applied", || async { l.org("o7").await.unwrap().is_some() }).await;
+        assert!(app.dead().await.is_empty());
+        let logs = daemon.stop();
+        assert!(!logs.contains("panicked"));
+    }
+}

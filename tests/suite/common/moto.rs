@@ -122,7 +122,11 @@ impl Moto {
         let url = b.create_bucket(&self.creds).sign(SIGNED_FOR);
         self.check(
             &format!("create bucket {name}"),
-            self.client.put(url).body(""),
+            // hyper sends no Content-Length for an empty body; moto answers 411 without one.
+            self.client
+                .put(url)
+                .header(reqwest::header::CONTENT_LENGTH, "0")
+                .body(""),
         )
         .await;
         if versioned {
