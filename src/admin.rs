@@ -214,7 +214,21 @@ pub async fn ask_release(
             hold.released_by.as_deref().unwrap_or("?")
         )));
     }
-    if !tx.add_release_approval(id, by, now, via).await? {
+    // Different people: names compared trimmed and case-blind, and over HTTP each ask must come
+    // through a different token, or one caller could name two people and release a hold alone.
+    let by = by.trim();
+    let earlier = tx.tx_release_approvals(id).await?;
+    if let Some(v) = via
+        && let Some(a) = earlier.iter().find(|a| a.via.as_deref() == Some(v))
+    {
+        return Err(AdminError::Conflict(format!(
+            "token `{v}` already carried {}'s ask to release hold {id}; each of the {needed} people asks with a token of their own",
+            a.by
+        )));
+    }
+    if earlier.iter().any(|a| a.by.trim().eq_ignore_ascii_case(by))
+        || !tx.add_release_approval(id, by, now, via).await?
+    {
         return Err(AdminError::Conflict(format!(
             "{by} has already asked to release hold {id}; it takes {needed} different people"
         )));

@@ -275,23 +275,7 @@ fn count_files(dir: &Path) -> u64 {
 /// outside the folder it belongs in. An attribute (`{attrs.path}`) may hold a relative path of
 /// several components, each of them ordinary.
 pub fn render(template: &str, item: &PurgeItem) -> Result<PathBuf, String> {
-    super::fill(template, item, |name, value| {
-        let parts: Vec<&str> = if name.starts_with("attrs.") {
-            value.split('/').collect()
-        } else {
-            vec![value]
-        };
-        for part in parts {
-            if part.is_empty() || part == "." || part == ".." || part.contains(['/', '\\', '\0']) {
-                return Err(format!(
-                    "{name} `{}` cannot be used as a path component",
-                    value.escape_debug()
-                ));
-            }
-        }
-        Ok(value.to_string())
-    })
-    .map(PathBuf::from)
+    super::fill_segments(template, item, "path component", |c| c == '\0').map(PathBuf::from)
 }
 
 #[cfg(test)]

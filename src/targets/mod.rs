@@ -113,6 +113,40 @@ pub fn fill(
     Ok(out)
 }
 
+/// Fills a template whose values become segments of a path or key. Each value of `id`, `kind`,
+/// `account`, `org` must be one ordinary segment (not empty, `.` or `..`; no `/`, `\\`, nor a
+/// character `bad` refuses), so an id never names something outside its folder; an attribute
+/// (`{attrs.path}`) may hold several segments, each of them ordinary. `what` names a segment in
+/// the error ("path component", "key segment").
+pub fn fill_segments(
+    template: &str,
+    item: &PurgeItem,
+    what: &str,
+    bad: fn(char) -> bool,
+) -> Result<String, String> {
+    fill(template, item, |name, value| {
+        let parts: Vec<&str> = if name.starts_with("attrs.") {
+            value.split('/').collect()
+        } else {
+            vec![value]
+        };
+        for part in parts {
+            if part.is_empty()
+                || part == "."
+                || part == ".."
+                || part.contains(['/', '\\'])
+                || part.chars().any(bad)
+            {
+                return Err(format!(
+                    "{name} `{}` cannot be used as a {what}",
+                    value.escape_debug()
+                ));
+            }
+        }
+        Ok(value.to_string())
+    })
+}
+
 /// What a purge removed. `objects` (object-store keys and versions) and `requests` (HTTP
 /// deletes a service answered as done) are left out of JSON when zero, so receipts of SQL and
 /// files targets read as they always did.

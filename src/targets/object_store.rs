@@ -652,7 +652,8 @@ fn parse_versions(body: &str) -> Result<Page, String> {
     let encoded = r.encoding_type.as_deref() == Some("url");
     let decode = |s: String| {
         if encoded {
-            percent_encoding::percent_decode_str(&s)
+            // Form encoding, as AWS and MinIO send it: a space is `+` (a `+` itself is `%2B`).
+            percent_encoding::percent_decode_str(&s.replace('+', " "))
                 .decode_utf8()
                 .map(|c| c.into_owned())
                 .unwrap_or(s)
@@ -765,27 +766,7 @@ fn excerpt(s: &str) -> String {
 /// names a key outside its folder; an attribute (`{attrs.path}`) may hold several segments,
 /// each of them ordinary.
 pub fn render(template: &str, item: &PurgeItem) -> Result<String, String> {
-    super::fill(template, item, |name, value| {
-        let parts: Vec<&str> = if name.starts_with("attrs.") {
-            value.split('/').collect()
-        } else {
-            vec![value]
-        };
-        for part in parts {
-            if part.is_empty()
-                || part == "."
-                || part == ".."
-                || part.contains(['/', '\\'])
-                || part.chars().any(char::is_control)
-            {
-                return Err(format!(
-                    "{name} `{}` cannot be used as a key segment",
-                    value.escape_debug()
-                ));
-            }
-        }
-        Ok(value.to_string())
-    })
+    super::fill_segments(template, item, "key segment", char::is_control)
 }
 
 #[cfg(test)]
@@ -861,6 +842,31 @@ mod tests {
             ]
         );
         assert_eq!(p.next, Some(("p/a b".to_string(), Some("v3".to_string()))));
+    }
+
+    #[test]
+    fn form_encoded_keys_decode_plus_as_space() {
+        // AWS and MinIO: a space is `+`, a `+` is `%2B`.
+        let body = r#"<?xml version="1.0" encoding="UTF-8"?>
+<ListVersionsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+  <Name>b</Name><Prefix>p/</Prefix><KeyMarker></KeyMarker><VersionIdMarker></VersionIdMarker>
+  <MaxKeys>1000</MaxKeys><EncodingType>url</EncodingType><IsTruncated>true</IsTruncated>
+  <NextKeyMarker>p/Q1+2024.pdf</NextKeyMarker><NextVersionIdMarker>v2</NextVersionIdMarker>
+  <Version><Key>p/a%2Bb</Key><VersionId>v1</VersionId><IsLatest>true</IsLatest><Size>3</Size></Version>
+  <Version><Key>p/Q1+2024.pdf</Key><VersionId>v2</VersionId><IsLatest>true</IsLatest><Size>3</Size></Version>
+</ListVersionsResult>"#;
+        let p = parse_versions(body).unwrap();
+        assert_eq!(
+            p.entries,
+            vec![
+                ("p/Q1 2024.pdf".to_string(), Some("v2".to_string())),
+                ("p/a+b".to_string(), Some("v1".to_string())),
+            ]
+        );
+        assert_eq!(
+            p.next,
+            Some(("p/Q1 2024.pdf".to_string(), Some("v2".to_string())))
+        );
     }
 
     #[test]

@@ -10,10 +10,16 @@ use crate::rel::bin;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-/// The tokens of the table test: name, secret, scopes.
+/// The tokens of the table test: name, secret, scopes (two for holds: a two-person release
+/// takes two tokens).
 const TOKENS: &[(&str, &str, &[&str])] = &[
     ("app", "app-secret-0123456789abcdef", &["events", "read"]),
     ("legal", "legal-secret-0123456789abcdef", &["holds", "read"]),
+    (
+        "counsel",
+        "counsel-secret-0123456789abcdef",
+        &["holds", "read"],
+    ),
     (
         "console",
         "console-secret-0123456789abcdef",
@@ -285,7 +291,7 @@ both_backends! {
                 .await;
             assert_eq!(s, StatusCode::UNAUTHORIZED, "{} {}: {v}", route.method, route.path);
         }
-        assert_eq!((allowed, refused), (29, 19), "8 routes x 6 tokens");
+        assert_eq!((allowed, refused), (36, 20), "8 routes x 7 tokens");
         // The app token never places or releases a hold.
         let (s, _) = d.post("/v1/holds", secret("app"), r#"{"case":"K","by":"x","scope":{"org":"o1"}}"#).await;
         assert_eq!(s, StatusCode::FORBIDDEN);
@@ -320,7 +326,7 @@ fn two_tokens_with_the_same_secret_stop_the_daemon() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("http.tokens[6]") && err.contains("same secret as `legal`"),
+        err.contains("http.tokens[7]") && err.contains("same secret as `legal`"),
         "{err}"
     );
     // Two with the same name: a config error, exit 2, naming the key.
@@ -337,7 +343,7 @@ fn two_tokens_with_the_same_secret_stop_the_daemon() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("http.tokens[6].name") && err.contains("`legal`"),
+        err.contains("http.tokens[7].name") && err.contains("`legal`"),
         "{err}"
     );
 }
@@ -409,8 +415,16 @@ both_backends! {
         assert!(String::from_utf8_lossy(&o.stderr).contains("already asked"));
         let (_, hold) = d.get(&format!("/v1/holds/{id}"), secret("reader")).await;
         assert_eq!(hold["active"], true, "{hold}");
-        // A second person: released, as today.
+        // A second name through the same token is not a second person; nor is a name that
+        // differs only in case and spaces.
         let (s, v) = d.post(&release, secret("legal"), r#"{"by":"Sam Counsel"}"#).await;
+        assert_eq!(s, StatusCode::CONFLICT, "{v}");
+        let (s, v) = d.post(&release, secret("counsel"), r#"{"by":" jo legal "}"#).await;
+        assert_eq!(s, StatusCode::CONFLICT, "{v}");
+        let (_, hold) = d.get(&format!("/v1/holds/{id}"), secret("reader")).await;
+        assert_eq!(hold["active"], true, "{hold}");
+        // A second person with a token of their own: released, as today.
+        let (s, v) = d.post(&release, secret("counsel"), r#"{"by":"Sam Counsel"}"#).await;
         assert_eq!(s, StatusCode::OK, "{v}");
         assert_eq!(v["id"], id);
         assert!(v.get("pending").is_none(), "{v}");
@@ -427,7 +441,7 @@ both_backends! {
         let released = d.audit("hold.released");
         assert_eq!(released.len(), 1, "{released:?}");
         assert_eq!(released[0]["details"]["released_by"], "Sam Counsel");
-        assert_eq!(released[0]["details"]["via"], "legal");
+        assert_eq!(released[0]["details"]["via"], "counsel");
         assert_eq!(released[0]["details"]["approved_by"], serde_json::json!(["Jo Legal", "Sam Counsel"]));
 
         // The CLI follows the same rule.
