@@ -79,11 +79,7 @@ enum Answer {
 
 impl HttpTarget {
     pub fn new(name: &str, cfg: &HttpTargetConfig) -> Result<HttpTarget, String> {
-        // rustls's crypto comes from `ring` (see Cargo.toml); a second install is a no-op error.
-        // rustls 0.23.48 deprecates it for lacking post-quantum key exchange, which only
-        // aws-lc-rs has — and that needs cmake and nasm to build, which our hosts lack.
-        #[allow(deprecated)]
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        super::install_tls_provider();
         let client = Client::builder()
             .timeout(cfg.timeout.as_std())
             // A redirect is an answer like any other status: never follow it with the token.
