@@ -23,9 +23,13 @@ pub enum AdminError {
     #[error("{0}")]
     Invalid(String),
     /// The request conflicts with the current state (a hold already released, the same person
-    /// asking twice, a ZDR decision on an org that is not `requested`): nothing changed.
+    /// asking twice, a ZDR decision on an org that is not `requested`, a ZDR request from a
+    /// `free` org): nothing changed.
     #[error("{0}")]
     Conflict(String),
+    /// What the request names does not exist (an unknown org): nothing changed.
+    #[error("{0}")]
+    NotFound(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -346,6 +350,45 @@ fn by_state(counts: &[StateCount]) -> BTreeMap<String, i64> {
     m
 }
 
+/// `org set` / `PUT /v1/orgs/{id}`: creates an org or changes its plan and training opt-out,
+/// through the ingest of an `org.upsert` event, so it follows exactly the event's rules (a new
+/// org needs a plan; moving to `free` revokes ZDR; every change audited). Returns the org.
+pub async fn set_org(
+    ledger: &Ledger,
+    ctx: &ingest::IngestContext<'_>,
+    id: &str,
+    plan: Option<crate::model::Plan>,
+    training_opt_out: Option<bool>,
+) -> Result<crate::report::OrgView, AdminError> {
+    if plan.is_none() && training_opt_out.is_none() {
+        return Err(AdminError::Invalid(
+            "nothing to set: give a plan, a training opt-out, or both".into(),
+        ));
+    }
+    crate::model::check_id("the org id", id).map_err(AdminError::Invalid)?;
+    let event = crate::events::Event {
+        line: 1,
+        event_id: None,
+        at: None,
+        body: crate::events::EventBody::OrgUpsert {
+            org: id.to_string(),
+            plan,
+            training_opt_out,
+        },
+    };
+    match ingest::ingest_events(ledger, ctx, &[event]).await {
+        Ok(_) => {}
+        Err(ingest::IngestError::Invalid(e)) => {
+            let reason = e.into_iter().map(|l| l.reason).collect::<Vec<_>>();
+            return Err(AdminError::Invalid(reason.join("; ")));
+        }
+        Err(ingest::IngestError::Store(e)) => return Err(e.into()),
+    }
+    crate::report::org(ledger, id)
+        .await?
+        .ok_or_else(|| AdminError::NotFound(format!("unknown org `{id}`")))
+}
+
 /// A ZDR action on an org.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ZdrAction {
@@ -371,24 +414,47 @@ pub async fn zdr(
     reason: Option<&str>,
     now: Timestamp,
 ) -> Result<ZdrDecision, AdminError> {
+    zdr_via(ledger, policy, org_id, action, by, reason, None, now).await
+}
+
+/// [`zdr`], recording `via` (the API token's name) in the audit entry. A request needs its
+/// reasons (the org must state them) and a denial its reason (what the org is told); a
+/// request from a `free` org and a decision on an org that is not `requested` conflict.
+#[allow(clippy::too_many_arguments)]
+pub async fn zdr_via(
+    ledger: &Ledger,
+    policy: &SchedulePolicy,
+    org_id: &str,
+    action: ZdrAction,
+    by: &str,
+    reason: Option<&str>,
+    via: Option<&str>,
+    now: Timestamp,
+) -> Result<ZdrDecision, AdminError> {
     if by.trim().is_empty() {
         return Err(AdminError::Invalid("--by must not be empty".into()));
     }
-    if action == ZdrAction::Deny && reason.is_none_or(|r| r.trim().is_empty()) {
+    let no_reason = reason.is_none_or(|r| r.trim().is_empty());
+    if action == ZdrAction::Request && no_reason {
+        return Err(AdminError::Invalid(
+            "a ZDR request needs --reason: the org's legitimate reasons for it".into(),
+        ));
+    }
+    if action == ZdrAction::Deny && no_reason {
         return Err(AdminError::Invalid(
             "a denial needs --reason: it is what the org is told".into(),
         ));
     }
     let mut tx = ledger.begin().await?;
     let Some(mut org) = tx.load_orgs(&[org_id.to_string()]).await?.pop() else {
-        return Err(AdminError::Invalid(format!("unknown org `{org_id}`")));
+        return Err(AdminError::NotFound(format!("unknown org `{org_id}`")));
     };
     let next = match action {
         ZdrAction::Request => rules::request_zdr(org.plan, org.zdr),
         ZdrAction::Approve => rules::decide_zdr(org.zdr, true),
         ZdrAction::Deny => rules::decide_zdr(org.zdr, false),
     }
-    .map_err(|r| AdminError::Invalid(r.to_string()))?;
+    .map_err(|r| AdminError::Conflict(r.to_string()))?;
     org.zdr = next;
     org.zdr_by = Some(by.to_string());
     org.zdr_reason = reason.map(str::to_string);
@@ -409,18 +475,18 @@ pub async fn zdr(
         now,
         action_name,
         format!("org/{org_id}"),
-        json!({"by": by, "reason": reason, "plan": org.plan.as_str(), "zdr": next.as_str(), "rescheduled": rescheduled}),
+        json!({"by": by, "via": via, "reason": reason, "plan": org.plan.as_str(), "zdr": next.as_str(), "rescheduled": rescheduled}),
     )])
     .await?;
     match action {
         ZdrAction::Request => {
-            info!(org = %org_id, by = %by, reason = %reason.unwrap_or(""), "ZDR requested")
+            info!(org = %org_id, by = %by, via = via.unwrap_or("cli"), reason = %reason.unwrap_or(""), "ZDR requested")
         }
         ZdrAction::Approve => {
-            info!(org = %org_id, by = %by, covered_now_due = rescheduled, "ZDR approved")
+            info!(org = %org_id, by = %by, via = via.unwrap_or("cli"), covered_now_due = rescheduled, "ZDR approved")
         }
         ZdrAction::Deny => {
-            info!(org = %org_id, by = %by, reason = %reason.unwrap_or(""), "ZDR denied")
+            info!(org = %org_id, by = %by, via = via.unwrap_or("cli"), reason = %reason.unwrap_or(""), "ZDR denied")
         }
     }
     Ok(ZdrDecision {

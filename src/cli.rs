@@ -198,11 +198,16 @@ pub struct HoldPlaceArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum OrgCommand {
-    /// Create an org or change its plan (moving to `free` revokes ZDR).
+    /// Create an org (needs --plan) or change its plan (moving to `free` revokes ZDR) and
+    /// training opt-out (a control separate from ZDR).
+    #[command(arg_required_else_help = true)]
     Set {
         id: String,
-        #[arg(long, value_parser = parse_plan)]
-        plan: Plan,
+        #[arg(long, value_parser = parse_plan, required_unless_present = "training_opt_out")]
+        plan: Option<Plan>,
+        /// Whether the org's eligible data may not be used to improve models.
+        #[arg(long, value_name = "true|false", action = clap::ArgAction::Set)]
+        training_opt_out: Option<bool>,
     },
     /// Plan, ZDR status and covered resources waiting for purge.
     Show { id: String },
@@ -331,7 +336,9 @@ impl From<StoreError> for Failure {
 impl From<AdminError> for Failure {
     fn from(e: AdminError) -> Self {
         match e {
-            AdminError::Invalid(m) | AdminError::Conflict(m) => Failure::bad_input(m),
+            AdminError::Invalid(m) | AdminError::Conflict(m) | AdminError::NotFound(m) => {
+                Failure::bad_input(m)
+            }
             AdminError::Store(s) => s.into(),
         }
     }
@@ -979,17 +986,12 @@ async fn hold(command: HoldCommand, config: &Config, clock: &Clock, json: bool) 
 
 async fn org(command: OrgCommand, config: &Config, clock: &Clock, json: bool) -> Outcome {
     match command {
-        OrgCommand::Set { id, plan } => {
+        OrgCommand::Set {
+            id,
+            plan,
+            training_opt_out,
+        } => {
             let (ledger, policy) = daemon::prepare(config, clock, "retentiond org set").await?;
-            let event = crate::events::Event {
-                line: 1,
-                event_id: None,
-                at: None,
-                body: crate::events::EventBody::OrgUpsert {
-                    org: id.clone(),
-                    plan,
-                },
-            };
             let ctx = IngestContext {
                 policy: &policy,
                 now: clock.now(),
@@ -997,23 +999,12 @@ async fn org(command: OrgCommand, config: &Config, clock: &Clock, json: bool) ->
                 dedup_window: config.dedup_window,
                 keep_attrs: &config.target_attrs,
             };
-            match ingest::ingest_events(&ledger, &ctx, &[event]).await {
-                Ok(_) => {}
-                Err(IngestError::Invalid(e)) => {
-                    return Err(Failure::bad_input(
-                        e.iter()
-                            .map(|l| l.reason.clone())
-                            .collect::<Vec<_>>()
-                            .join("; "),
-                    ));
-                }
-                Err(IngestError::Store(e)) => return Err(e.into()),
-            }
-            let o = report::org(&ledger, &id)
-                .await?
-                .ok_or_else(|| Failure::runtime("org vanished"))?;
+            let o = admin::set_org(&ledger, &ctx, &id, plan, training_opt_out).await?;
             emit(json, &o, || {
-                format!("org {} plan={} zdr={}", o.id, o.plan, o.zdr)
+                format!(
+                    "org {} plan={} zdr={} training_opt_out={}",
+                    o.id, o.plan, o.zdr, o.training_opt_out
+                )
             });
             Ok(())
         }
@@ -1024,7 +1015,7 @@ async fn org(command: OrgCommand, config: &Config, clock: &Clock, json: bool) ->
                 .ok_or_else(|| Failure::bad_input(format!("unknown org `{id}`")))?;
             emit(json, &o, || {
                 format!(
-                    "org {}\n  plan     {}\n  zdr      {}{}\n  covered resources waiting for purge: {}",
+                    "org {}\n  plan              {}\n  zdr               {}{}\n  training opt-out  {}\n  covered resources waiting for purge: {}",
                     o.id,
                     o.plan,
                     o.zdr,
@@ -1035,6 +1026,7 @@ async fn org(command: OrgCommand, config: &Config, clock: &Clock, json: bool) ->
                             opt(&o.zdr_reason)
                         ))
                         .unwrap_or_default(),
+                    o.training_opt_out,
                     o.zdr_waiting
                 )
             });

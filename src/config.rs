@@ -550,6 +550,9 @@ pub struct Config {
     /// only ones besides `endpoint` the ledger keeps.
     pub target_attrs: BTreeSet<String>,
     pub max_newly_due: u64,
+    /// `[zdr] endpoints`: the stateless endpoints whose inputs and outputs an approved org's
+    /// requests must not leave behind (R6; `GET /v1/data-controls`).
+    pub zdr_endpoints: BTreeSet<String>,
     pub http: Option<HttpConfig>,
     /// `holds.release_approvals`: how many different people must ask before a hold is released.
     pub release_approvals: u32,
@@ -1627,6 +1630,7 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         targets,
         target_attrs,
         max_newly_due: raw.safety.max_newly_due,
+        zdr_endpoints: endpoints,
         http,
         release_approvals: raw.holds.release_approvals,
         sources,

@@ -23,8 +23,16 @@ pub struct Event {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "type", deny_unknown_fields)]
 pub enum EventBody {
+    /// Creates or updates an org. `plan` is required for a new org; `training_opt_out` is
+    /// optional (unchanged when absent, `false` for a new org).
     #[serde(rename = "org.upsert")]
-    OrgUpsert { org: String, plan: Plan },
+    OrgUpsert {
+        org: String,
+        #[serde(default)]
+        plan: Option<Plan>,
+        #[serde(default)]
+        training_opt_out: Option<bool>,
+    },
     #[serde(rename = "account.created")]
     AccountCreated { account: String, org: String },
     #[serde(rename = "resource.created")]
@@ -112,6 +120,15 @@ pub fn parse_line(line: usize, text: &str) -> Result<Event, LineError> {
     let body: EventBody =
         serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| err(e.to_string()))?;
     let ids: Vec<(&str, &str)> = match &body {
+        EventBody::OrgUpsert {
+            plan: None,
+            training_opt_out: None,
+            ..
+        } => {
+            return Err(err(
+                "`org.upsert` needs `plan` (free or scale), `training_opt_out`, or both".into(),
+            ));
+        }
         EventBody::OrgUpsert { org, .. } => vec![("`org`", org)],
         EventBody::AccountCreated { account, org } => vec![("`account`", account), ("`org`", org)],
         EventBody::ResourceCreated {
@@ -259,6 +276,31 @@ mod tests {
         assert_eq!(events[3].body.endpoint(), Some("/v1/embeddings"));
         assert_eq!(events[4].line, 6, "line numbers count blank lines");
         assert_eq!(events[7].event_id.as_deref(), Some("e-9"));
+    }
+
+    #[test]
+    fn org_upsert_needs_a_plan_or_a_training_opt_out() {
+        let ok = parse_line(
+            1,
+            r#"{"type":"org.upsert","org":"o1","training_opt_out":true}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            ok.body,
+            EventBody::OrgUpsert {
+                org: "o1".into(),
+                plan: None,
+                training_opt_out: Some(true)
+            }
+        );
+        let e = parse_line(1, r#"{"type":"org.upsert","org":"o1"}"#).unwrap_err();
+        assert!(e.reason.contains("needs `plan`"), "{e}");
+        let e = parse_line(
+            1,
+            r#"{"type":"org.upsert","org":"o1","training_opt_out":"yes"}"#,
+        )
+        .unwrap_err();
+        assert!(e.reason.contains("invalid type"), "{e}");
     }
 
     #[test]

@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::extract::Query;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -260,6 +261,7 @@ impl From<AdminError> for ApiError {
         match e {
             AdminError::Invalid(m) => ApiError::new(StatusCode::BAD_REQUEST, m),
             AdminError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
+            AdminError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, m),
             AdminError::Store(s) => s.into(),
         }
     }
@@ -371,6 +373,10 @@ pub fn router(state: HttpState) -> Router {
         .route("/v1/holds", get(get_holds).post(post_hold))
         .route("/v1/holds/{id}", get(get_hold))
         .route("/v1/holds/{id}/release", post(post_release))
+        .route("/v1/orgs/{id}", get(get_org).put(put_org))
+        .route("/v1/orgs/{id}/zdr/{action}", post(post_zdr))
+        .route("/v1/orgs/{id}/data-controls", get(get_data_control))
+        .route("/v1/data-controls", get(get_data_controls))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(middleware::from_fn_with_state(state.clone(), timeout))
         .with_state(state)
@@ -492,25 +498,19 @@ async fn post_events(State(s): State<HttpState>, headers: HeaderMap, body: Body)
 async fn events_inner(s: &HttpState, headers: &HeaderMap, body: Body) -> ApiResult<Response> {
     s.authorize(headers, Scope::Events)?;
     let bytes = s.read_body(headers, body).await?;
-    let config = (s.config)();
-    let policy = policy::in_force(&s.ledger)
-        .await?
-        .unwrap_or_else(|| config.policy.clone());
-    let ctx = IngestContext {
-        policy: &policy,
-        now: s.clock.now(),
-        max_clock_skew: config.max_clock_skew,
-        dedup_window: config.dedup_window,
-        keep_attrs: &config.target_attrs,
-    };
-    let result = if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
-        match parse_array(&bytes) {
-            Ok(events) => ingest::ingest_events(&s.ledger, &ctx, &events).await,
-            Err(errors) => Err(IngestError::Invalid(errors)),
-        }
-    } else {
-        ingest::ingest_reader(&s.ledger, &ctx, &bytes[..]).await
-    };
+    let result = with_ingest_context(s, async |ctx| {
+        Ok(
+            if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+                match parse_array(&bytes) {
+                    Ok(events) => ingest::ingest_events(&s.ledger, ctx, &events).await,
+                    Err(errors) => Err(IngestError::Invalid(errors)),
+                }
+            } else {
+                ingest::ingest_reader(&s.ledger, ctx, &bytes[..]).await
+            },
+        )
+    })
+    .await?;
     match result {
         Ok(report) => {
             crate::metrics::record_ingest("http", &report);
@@ -782,6 +782,209 @@ async fn post_release(
             Ok((StatusCode::ACCEPTED, axum::Json(&p)).into_response())
         }
     }
+}
+
+/// The ingest context of the config and policy in force now.
+async fn with_ingest_context<T>(
+    s: &HttpState,
+    f: impl AsyncFnOnce(&IngestContext<'_>) -> ApiResult<T>,
+) -> ApiResult<T> {
+    let config = (s.config)();
+    let policy = policy::in_force(&s.ledger)
+        .await?
+        .unwrap_or_else(|| config.policy.clone());
+    let ctx = IngestContext {
+        policy: &policy,
+        now: s.clock.now(),
+        max_clock_skew: config.max_clock_skew,
+        dedup_window: config.dedup_window,
+        keep_attrs: &config.target_attrs,
+    };
+    f(&ctx).await
+}
+
+/// A JSON body of type `T`, or 400 naming what is wrong and what was `expected`.
+fn json_body<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    what: &str,
+    expected: &str,
+) -> ApiResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("bad {what}: {e} (expected {expected})"),
+        )
+    })
+}
+
+/// `GET /v1/orgs/{id}`: as `org show --json` (plan, ZDR status and who decided it, training
+/// opt-out).
+async fn get_org(
+    State(s): State<HttpState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    s.authorize(&headers, Scope::Read)?;
+    let o = report::org(&s.ledger, &id)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown org `{id}`")))?;
+    Ok(ok(&o))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrgRequest {
+    #[serde(default)]
+    plan: Option<crate::model::Plan>,
+    #[serde(default)]
+    training_opt_out: Option<bool>,
+}
+
+/// `PUT /v1/orgs/{id}` with `{"plan"?, "training_opt_out"?}`: creates the org (a plan is then
+/// required) or updates it, exactly as an `org.upsert` event; answers as `GET`.
+async fn put_org(
+    State(s): State<HttpState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> ApiResult<Response> {
+    let via = s.authorize(&headers, Scope::Orgs)?;
+    let bytes = s.read_body(&headers, body).await?;
+    let req: OrgRequest = json_body(
+        &bytes,
+        "org update",
+        "{\"plan\": \"free\"|\"scale\", \"training_opt_out\": true|false}",
+    )?;
+    let o = with_ingest_context(&s, async |ctx| {
+        Ok(admin::set_org(&s.ledger, ctx, &id, req.plan, req.training_opt_out).await?)
+    })
+    .await?;
+    info!(org = %id, via = %via, plan = %o.plan, training_opt_out = o.training_opt_out, "http: org set");
+    Ok(ok(&o))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ZdrRequest {
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    by: Option<String>,
+}
+
+/// `POST /v1/orgs/{id}/zdr/request` (scope `orgs`; `reason` required: the org's legitimate
+/// reasons) and `…/zdr/approve`, `…/zdr/deny` (scope `zdr:decide`; a denial needs its reason),
+/// each with `{"reason", "by"}`: as `org zdr … --json`. 404 for an unknown org; 409 for a
+/// request from a `free` org or a decision on an org that is not `requested`.
+async fn post_zdr(
+    State(s): State<HttpState>,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+    body: Body,
+) -> ApiResult<Response> {
+    let (action, scope) = match action.as_str() {
+        "request" => (admin::ZdrAction::Request, Scope::Orgs),
+        "approve" => (admin::ZdrAction::Approve, Scope::ZdrDecide),
+        "deny" => (admin::ZdrAction::Deny, Scope::ZdrDecide),
+        _ => return Err(ApiError::new(StatusCode::NOT_FOUND, "no such endpoint")),
+    };
+    let via = s.authorize(&headers, scope)?;
+    let bytes = s.read_body(&headers, body).await?;
+    let req: ZdrRequest = json_body(&bytes, "ZDR request", "{\"reason\", \"by\"}")?;
+    let by = person(req.by, "acting")?;
+    if action == admin::ZdrAction::Request
+        && req.reason.as_deref().is_none_or(|r| r.trim().is_empty())
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "`reason` is required: the org's legitimate reasons for ZDR",
+        ));
+    }
+    let policy = policy::in_force(&s.ledger)
+        .await?
+        .unwrap_or_else(|| (s.config)().policy.clone());
+    let d = admin::zdr_via(
+        &s.ledger,
+        &policy,
+        &id,
+        action,
+        &by,
+        req.reason.as_deref(),
+        Some(&via),
+        s.clock.now(),
+    )
+    .await?;
+    Ok(ok(&d))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DataControlQuery {
+    endpoint: Option<String>,
+}
+
+/// `GET /v1/orgs/{id}/data-controls?endpoint=/v1/embeddings`: whether the API's request path
+/// may keep that endpoint's inputs and outputs for the org (`store`), and its training opt-out.
+async fn get_data_control(
+    State(s): State<HttpState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    query: Result<Query<DataControlQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    s.authorize(&headers, Scope::Read)?;
+    let endpoint = query
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("{e} (only endpoint=PATH)")))?
+        .0
+        .endpoint
+        .filter(|e| !e.is_empty())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "`endpoint` is required, e.g. ?endpoint=/v1/embeddings",
+            )
+        })?;
+    let zdr_endpoints = (s.config)().zdr_endpoints.clone();
+    let c = report::data_control(&s.ledger, &id, &endpoint, &zdr_endpoints)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown org `{id}`")))?;
+    Ok(ok(&c))
+}
+
+/// `GET /v1/data-controls`: every org with ZDR approved or training opted out, and the
+/// endpoints ZDR covers, with an `ETag` (a digest of the body); `If-None-Match` with it answers
+/// 304 without a body, so a gateway can poll every second for the cost of one indexed read.
+async fn get_data_controls(State(s): State<HttpState>, headers: HeaderMap) -> ApiResult<Response> {
+    s.authorize(&headers, Scope::Read)?;
+    let zdr_endpoints = (s.config)().zdr_endpoints.clone();
+    let snapshot = report::data_controls(&s.ledger, &zdr_endpoints).await?;
+    let body = serde_json::to_vec(&snapshot)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let etag = format!("\"{}\"", hex::encode(&digest(&body)[..16]));
+    let matches = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim())
+        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag);
+    let etag_value = HeaderValue::from_str(&etag)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let mut r = if matches {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response()
+    };
+    r.headers_mut().insert(header::ETAG, etag_value);
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(r)
 }
 
 #[cfg(test)]

@@ -159,6 +159,7 @@ enum LedgerStep<'e> {
     RevokeZdr {
         org: &'e str,
         plan: Plan,
+        training_opt_out: Option<bool>,
     },
     DeleteAccount(&'e str),
     RestoreAccount(&'e str),
@@ -299,8 +300,12 @@ impl<'a> Engine<'a> {
         };
         let at = e.at.unwrap_or(self.st.ctx.now);
         let result = match step {
-            LedgerStep::RevokeZdr { org, plan } => {
-                self.revoke_zdr(org, plan, at).await?;
+            LedgerStep::RevokeZdr {
+                org,
+                plan,
+                training_opt_out,
+            } => {
+                self.revoke_zdr(org, plan, training_opt_out, at).await?;
                 Ok(())
             }
             LedgerStep::DeleteAccount(account) => {
@@ -316,9 +321,11 @@ impl<'a> Engine<'a> {
         &mut self,
         org: &str,
         plan: crate::model::Plan,
+        training_opt_out: Option<bool>,
         at: Timestamp,
     ) -> Result<(), StoreError> {
-        let Some(row) = self.st.upsert_org(org, plan, at) else {
+        // `revokes_zdr` found the org, so the upsert cannot be refused.
+        let Ok(Some(row)) = self.st.upsert_org(org, Some(plan), training_opt_out, at) else {
             return Ok(());
         };
         info!(org = %org, plan = %plan, "ZDR revoked: the org left the Scale plan");
@@ -515,12 +522,22 @@ impl State<'_> {
         let result = match rules::check_event_time(at, now, self.ctx.max_clock_skew) {
             Err(reason) => Err(reason),
             Ok(()) => match &e.body {
-                EventBody::OrgUpsert { org, plan } => {
-                    if self.revokes_zdr(org, *plan) {
-                        return Some(LedgerStep::RevokeZdr { org, plan: *plan });
+                EventBody::OrgUpsert {
+                    org,
+                    plan,
+                    training_opt_out,
+                } => {
+                    if let Some(plan) = *plan
+                        && self.revokes_zdr(org, plan)
+                    {
+                        return Some(LedgerStep::RevokeZdr {
+                            org,
+                            plan,
+                            training_opt_out: *training_opt_out,
+                        });
                     }
-                    self.upsert_org(org, *plan, at);
-                    Ok(())
+                    self.upsert_org(org, *plan, *training_opt_out, at)
+                        .map(|_| ())
                 }
                 EventBody::AccountCreated { account, org } => {
                     self.account_created(account, org, at)
@@ -630,18 +647,29 @@ impl State<'_> {
         matches!(self.orgs.get(org), Some(Some(o)) if rules::change_plan(plan, o.zdr) != o.zdr)
     }
 
-    /// Creates or updates an org; returns its row when the change revoked ZDR (the caller then
-    /// reschedules its resources).
-    fn upsert_org(&mut self, org: &str, plan: crate::model::Plan, at: Timestamp) -> Option<OrgRow> {
+    /// Creates or updates an org (a new one needs a plan); returns its row when the change
+    /// revoked ZDR (the caller then reschedules its resources). Training opt-out is set only
+    /// when given; it never changes ZDR, and ZDR never changes it (§2).
+    fn upsert_org(
+        &mut self,
+        org: &str,
+        plan: Option<crate::model::Plan>,
+        training_opt_out: Option<bool>,
+        at: Timestamp,
+    ) -> Result<Option<OrgRow>, String> {
         let existing = self.orgs.get(org).cloned().flatten();
-        let (row, revoked) = match existing {
+        let (row, revoked, opt_out_changed) = match existing {
             Some(mut o) => {
+                let plan = plan.unwrap_or(o.plan);
                 let new_zdr = rules::change_plan(plan, o.zdr);
                 let revoked = new_zdr != o.zdr;
-                if o.plan == plan && !revoked {
-                    return None;
+                let opt_out = training_opt_out.unwrap_or(o.training_opt_out);
+                let opt_out_changed = opt_out != o.training_opt_out;
+                if o.plan == plan && !revoked && !opt_out_changed {
+                    return Ok(None);
                 }
                 o.plan = plan;
+                o.training_opt_out = opt_out;
                 if revoked {
                     o.zdr = new_zdr;
                     o.zdr_reason = Some("plan changed to free".into());
@@ -649,21 +677,31 @@ impl State<'_> {
                     o.zdr_at = Some(at);
                 }
                 o.updated_at = at;
-                (o, revoked)
+                (o, revoked, opt_out_changed)
             }
-            None => (
-                OrgRow {
-                    id: org.to_string(),
-                    plan,
-                    zdr: ZdrStatus::Off,
-                    zdr_reason: None,
-                    zdr_by: None,
-                    zdr_at: None,
-                    created_at: at,
-                    updated_at: at,
-                },
-                false,
-            ),
+            None => {
+                let Some(plan) = plan else {
+                    return Err(format!(
+                        "unknown org `{org}`: a new org needs `plan` (free or scale)"
+                    ));
+                };
+                let opt_out = training_opt_out.unwrap_or(false);
+                (
+                    OrgRow {
+                        id: org.to_string(),
+                        plan,
+                        zdr: ZdrStatus::Off,
+                        zdr_reason: None,
+                        zdr_by: None,
+                        zdr_at: None,
+                        created_at: at,
+                        updated_at: at,
+                        training_opt_out: opt_out,
+                    },
+                    false,
+                    opt_out,
+                )
+            }
         };
         self.orgs.insert(org.to_string(), Some(row.clone()));
         self.dirty_orgs.insert(org.to_string());
@@ -671,9 +709,18 @@ impl State<'_> {
             at,
             "org.upserted",
             format!("org/{org}"),
-            json!({"plan": plan.as_str(), "zdr": row.zdr.as_str()}),
+            json!({"plan": row.plan.as_str(), "zdr": row.zdr.as_str(), "training_opt_out": row.training_opt_out}),
         ));
-        revoked.then_some(row)
+        if opt_out_changed {
+            self.audit.push(AuditDraft::new(
+                at,
+                "org.training_opt_out_changed",
+                format!("org/{org}"),
+                json!({"training_opt_out": row.training_opt_out}),
+            ));
+            info!(org = %org, training_opt_out = row.training_opt_out, "training opt-out changed");
+        }
+        Ok(revoked.then_some(row))
     }
 
     fn account_created(&mut self, account: &str, org: &str, at: Timestamp) -> Result<(), String> {

@@ -2,7 +2,7 @@
 //! proof-of-deletion receipts — computed from the ledger. The CLI's `--json` output and the HTTP
 //! API's bodies are these same structures, so they cannot disagree.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
@@ -137,6 +137,8 @@ pub struct OrgView {
     pub zdr_at: Option<Timestamp>,
     /// ZDR-covered resources not yet purged: ~0 for an approved org outside a sweep interval.
     pub zdr_waiting: i64,
+    /// Whether the org's eligible data may not be used to improve models (separate from ZDR).
+    pub training_opt_out: bool,
 }
 
 pub async fn org(ledger: &Ledger, id: &str) -> Result<Option<OrgView>, StoreError> {
@@ -151,7 +153,83 @@ pub async fn org(ledger: &Ledger, id: &str) -> Result<Option<OrgView>, StoreErro
         zdr_reason: o.zdr_reason,
         zdr_by: o.zdr_by,
         zdr_at: o.zdr_at,
+        training_opt_out: o.training_opt_out,
     }))
+}
+
+/// Whether the API's request path may keep one endpoint's inputs and outputs for an org
+/// (`GET /v1/orgs/{id}/data-controls`).
+#[derive(Debug, Clone, Serialize)]
+pub struct DataControl {
+    pub org: String,
+    pub endpoint: String,
+    /// `false` when the org's ZDR is approved and the endpoint is covered (`[zdr] endpoints`).
+    pub store: bool,
+    /// Why not (`"zdr"`), or `null` when it may store.
+    pub reason: Option<&'static str>,
+    pub zdr: ZdrStatus,
+    /// A separate control: whether eligible data may be used to improve models.
+    pub training_opt_out: bool,
+}
+
+/// The data controls of `org` for `endpoint`; `None` for an unknown org.
+pub async fn data_control(
+    ledger: &Ledger,
+    org: &str,
+    endpoint: &str,
+    zdr_endpoints: &BTreeSet<String>,
+) -> Result<Option<DataControl>, StoreError> {
+    let Some(o) = ledger.org(org).await? else {
+        return Ok(None);
+    };
+    let zdr = o.zdr == ZdrStatus::Approved && zdr_endpoints.contains(endpoint);
+    Ok(Some(DataControl {
+        org: o.id,
+        endpoint: endpoint.to_string(),
+        store: !zdr,
+        reason: zdr.then_some("zdr"),
+        zdr: o.zdr,
+        training_opt_out: o.training_opt_out,
+    }))
+}
+
+/// Every org whose data controls differ from the defaults, for a gateway to cache
+/// (`GET /v1/data-controls`). Deterministic for the same ledger state: the HTTP layer's `ETag`
+/// is a digest of its JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct DataControlsSnapshot {
+    /// The endpoints ZDR covers: an org with `zdr: true` must not keep their inputs and outputs.
+    pub zdr_endpoints: Vec<String>,
+    /// Orgs with ZDR approved or training opted out, by id; every other org has the defaults
+    /// (may store, not opted out).
+    pub orgs: Vec<OrgDataControls>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OrgDataControls {
+    pub org: String,
+    /// ZDR approved.
+    pub zdr: bool,
+    pub training_opt_out: bool,
+}
+
+pub async fn data_controls(
+    ledger: &Ledger,
+    zdr_endpoints: &BTreeSet<String>,
+) -> Result<DataControlsSnapshot, StoreError> {
+    Ok(DataControlsSnapshot {
+        zdr_endpoints: zdr_endpoints.iter().cloned().collect(),
+        orgs: ledger
+            .data_control_orgs()
+            .await?
+            .into_iter()
+            .map(|o| OrgDataControls {
+                zdr: o.zdr == ZdrStatus::Approved,
+                training_opt_out: o.training_opt_out,
+                org: o.id,
+            })
+            .collect(),
+    })
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -87,14 +87,15 @@ macro_rules! account_upsert_conflict {
 /// The columns `save_orgs` writes, in bind order.
 macro_rules! org_upsert_columns {
     () => {
-        "INSERT INTO orgs (id, plan, zdr, zdr_reason, zdr_by, zdr_at, created_at, updated_at) "
+        "INSERT INTO orgs (id, plan, zdr, zdr_reason, zdr_by, zdr_at, created_at, updated_at, training_opt_out) "
     };
 }
 /// What `save_orgs` changes on an org the ledger already has (both backends).
 macro_rules! org_upsert_conflict {
     () => {
         " ON CONFLICT (id) DO UPDATE SET plan = excluded.plan, zdr = excluded.zdr, zdr_reason = excluded.zdr_reason, \
-         zdr_by = excluded.zdr_by, zdr_at = excluded.zdr_at, updated_at = excluded.updated_at"
+         zdr_by = excluded.zdr_by, zdr_at = excluded.zdr_at, updated_at = excluded.updated_at, \
+         training_opt_out = excluded.training_opt_out"
     };
 }
 macro_rules! account_columns {
@@ -104,7 +105,7 @@ macro_rules! account_columns {
 }
 macro_rules! org_columns {
     () => {
-        "id, plan, zdr, zdr_reason, zdr_by, zdr_at, created_at, updated_at"
+        "id, plan, zdr, zdr_reason, zdr_by, zdr_at, created_at, updated_at, training_opt_out"
     };
 }
 macro_rules! hold_columns {
@@ -332,6 +333,9 @@ pub struct OrgRow {
     pub zdr_at: Option<Timestamp>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// Whether the org's eligible data may not be used to improve models (§2): a control
+    /// separate from ZDR; neither ever changes the other.
+    pub training_opt_out: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -705,6 +709,8 @@ forward! { ref Ledger;
     fn account(&self, id: &str) -> Option<AccountRow>;
     fn org(&self, id: &str) -> Option<OrgRow>;
     fn orgs(&self) -> Vec<OrgRow>;
+    /// Orgs with ZDR approved or training opted out, by id.
+    fn data_control_orgs(&self) -> Vec<OrgRow>;
     fn state_counts(&self) -> Vec<StateCount>;
     fn account_state_counts(&self) -> Vec<(String, i64)>;
     /// Resources of an account, all states.
@@ -980,6 +986,7 @@ struct RawOrg {
     zdr_at: Option<i64>,
     created_at: i64,
     updated_at: i64,
+    training_opt_out: bool,
 }
 
 impl TryFrom<RawOrg> for OrgRow {
@@ -994,6 +1001,7 @@ impl TryFrom<RawOrg> for OrgRow {
             zdr_at: ts(o.zdr_at),
             created_at: Timestamp(o.created_at),
             updated_at: Timestamp(o.updated_at),
+            training_opt_out: o.training_opt_out,
         })
     }
 }

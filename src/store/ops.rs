@@ -424,6 +424,16 @@ impl Store {
         rows(raw)
     }
 
+    /// Orgs with ZDR approved or training opted out, by id (the `orgs_data_controls` index).
+    pub async fn data_control_orgs(&self) -> Result<Vec<OrgRow>> {
+        let raw: Vec<RawOrg> = sqlx::query_as(concat!(
+            "SELECT ", org_columns!(), " FROM orgs WHERE zdr = 'approved' OR training_opt_out = TRUE ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows(raw)
+    }
+
     pub async fn state_counts(&self) -> Result<Vec<StateCount>> {
         let rows = sqlx::query("SELECT state, kind, COUNT(*) FROM resources GROUP BY state, kind ORDER BY state, kind")
             .fetch_all(&self.pool)
@@ -1025,7 +1035,7 @@ impl Tx {
     }
 
     pub async fn save_orgs(&mut self, rows: &[OrgRow]) -> Result<()> {
-        for chunk in rows.chunks(MAX_BINDS / 8) {
+        for chunk in rows.chunks(MAX_BINDS / 9) {
             let mut q = QueryBuilder::<Db>::new(org_upsert_columns!());
             q.push_values(chunk, |mut b, o| {
                 b.push_bind(o.id.clone())
@@ -1035,7 +1045,8 @@ impl Tx {
                     .push_bind(o.zdr_by.clone())
                     .push_bind(o.zdr_at.map(|t| t.millis()))
                     .push_bind(o.created_at.millis())
-                    .push_bind(o.updated_at.millis());
+                    .push_bind(o.updated_at.millis())
+                    .push_bind(o.training_opt_out);
             });
             q.push(org_upsert_conflict!());
             q.build().execute(&mut *self.tx).await?;

@@ -200,7 +200,7 @@ fn upsert_accounts(conn: &rusqlite::Connection, rows: &[AccountRow]) -> rusqlite
 fn upsert_orgs(conn: &rusqlite::Connection, rows: &[OrgRow]) -> rusqlite::Result<()> {
     let sql = concat!(
         org_upsert_columns!(),
-        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         org_upsert_conflict!()
     );
     step_each(conn, sql, rows, |st, o| {
@@ -213,6 +213,7 @@ fn upsert_orgs(conn: &rusqlite::Connection, rows: &[OrgRow]) -> rusqlite::Result
             o.zdr_at.map(|t| t.millis()),
             o.created_at.millis(),
             o.updated_at.millis(),
+            o.training_opt_out,
         ])
     })
 }

@@ -97,7 +97,10 @@ impl Daemon {
         let mut d = Daemon {
             child: Some(child),
             base: format!("http://127.0.0.1:{port}"),
-            client: reqwest::Client::new(),
+            client: {
+                retentiond::targets::install_tls_provider();
+                reqwest::Client::new()
+            },
             cfg: cfg.to_path_buf(),
             log,
         };
@@ -160,7 +163,6 @@ impl Daemon {
             .await
     }
 
-    #[allow(dead_code)]
     pub async fn put(&self, path: &str, token: &str, body: &str) -> (StatusCode, Value) {
         self.call(reqwest::Method::PUT, path, Some(token), Some(body))
             .await
@@ -244,6 +246,33 @@ fn routes() -> Vec<Route> {
             Some(r#"{"by":"Jo Legal"}"#),
             "holds",
         ),
+        r(M::GET, "/v1/orgs/o1", None, "read"),
+        r(M::PUT, "/v1/orgs/o9", Some(r#"{"plan":"scale"}"#), "orgs"),
+        r(
+            M::POST,
+            "/v1/orgs/o1/zdr/request",
+            Some(r#"{"reason":"contract","by":"Ann Admin"}"#),
+            "orgs",
+        ),
+        r(
+            M::POST,
+            "/v1/orgs/o1/zdr/approve",
+            Some(r#"{"reason":"reviewed","by":"Pat Privacy"}"#),
+            "zdr:decide",
+        ),
+        r(
+            M::POST,
+            "/v1/orgs/o1/zdr/deny",
+            Some(r#"{"reason":"not eligible","by":"Pat Privacy"}"#),
+            "zdr:decide",
+        ),
+        r(
+            M::GET,
+            "/v1/orgs/o1/data-controls?endpoint=/v1/embeddings",
+            None,
+            "read",
+        ),
+        r(M::GET, "/v1/data-controls", None, "read"),
     ]
 }
 
@@ -291,11 +320,16 @@ both_backends! {
                 .await;
             assert_eq!(s, StatusCode::UNAUTHORIZED, "{} {}: {v}", route.method, route.path);
         }
-        assert_eq!((allowed, refused), (36, 20), "8 routes x 7 tokens");
+        assert_eq!((allowed, refused), (58, 47), "15 routes x 7 tokens");
         // The app token never places or releases a hold.
         let (s, _) = d.post("/v1/holds", secret("app"), r#"{"case":"K","by":"x","scope":{"org":"o1"}}"#).await;
         assert_eq!(s, StatusCode::FORBIDDEN);
         let (s, _) = d.post("/v1/holds/1/release", secret("app"), r#"{"by":"x"}"#).await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+        // Nor decides ZDR, nor changes an org.
+        let (s, _) = d.post("/v1/orgs/o1/zdr/approve", secret("app"), r#"{"by":"x"}"#).await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+        let (s, _) = d.put("/v1/orgs/o1", secret("app"), r#"{"training_opt_out":true}"#).await;
         assert_eq!(s, StatusCode::FORBIDDEN);
         // Probes and the scrape stay open.
         for p in ["/healthz", "/readyz", "/metrics"] {
@@ -454,5 +488,149 @@ both_backends! {
         let asks = d.audit("hold.release_requested");
         assert_eq!(asks.len(), 2);
         assert_eq!(asks[1]["details"]["via"], Value::Null);
+    }
+}
+
+/// `GET /v1/data-controls` with `If-None-Match: etag` (when given): status, ETag, body.
+async fn snapshot(d: &Daemon, etag: Option<&str>) -> (StatusCode, String, Value) {
+    let mut req = d
+        .client
+        .get(format!("{}/v1/data-controls", d.base))
+        .header("authorization", format!("Bearer {}", secret("reader")));
+    if let Some(e) = etag {
+        req = req.header("if-none-match", e);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status();
+    let etag = r.headers()["etag"].to_str().unwrap().to_string();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        etag,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+    )
+}
+
+both_backends! {
+    async fn the_zdr_workflow_and_training_opt_out_over_http(b: Backend) {
+        let (_env, d) = start(b, Knobs::default(), "").await;
+        // The Admin Console creates orgs; a new org needs a plan.
+        let (s, v) = d.put("/v1/orgs/o1", secret("console"), r#"{"training_opt_out":true}"#).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert!(v["error"].as_str().unwrap().contains("needs `plan`"), "{v}");
+        let (s, v) = d.put("/v1/orgs/o1", secret("console"), r#"{"plan":"scale"}"#).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!((v["plan"].as_str(), v["zdr"].as_str(), v["training_opt_out"].as_bool()), (Some("scale"), Some("off"), Some(false)), "{v}");
+        let (s, v) = d.put("/v1/orgs/f1", secret("console"), r#"{"plan":"free"}"#).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let (s, v) = d.put("/v1/orgs/o1", secret("console"), r#"{"plan":"gold"}"#).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        let (s, v) = d.put("/v1/orgs/o1", secret("console"), r#"{"plan":"scale","zdr":"approved"}"#).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "ZDR is not set by PUT: {v}");
+        let (s, v) = d.get("/v1/orgs/nope", secret("reader")).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+        let (s, v) = d.get("/v1/orgs/nope/data-controls?endpoint=/v1/ocr", secret("reader")).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+        let (s, v) = d.get("/v1/orgs/o1/data-controls", secret("reader")).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+
+        let (s, etag0, snap) = snapshot(&d, None).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(snap["orgs"], serde_json::json!([]), "{snap}");
+        assert!(snap["zdr_endpoints"].as_array().unwrap().iter().any(|e| e == "/v1/embeddings"), "{snap}");
+        let (s, etag, _) = snapshot(&d, Some(&etag0)).await;
+        assert_eq!((s, etag.as_str()), (StatusCode::NOT_MODIFIED, etag0.as_str()));
+
+        // The request: reasons required; a free org is refused; unknown org 404.
+        let (s, v) = d.post("/v1/orgs/o1/zdr/request", secret("console"), r#"{"by":"Ann Admin"}"#).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        let (s, v) = d.post("/v1/orgs/o1/zdr/request", secret("console"), r#"{"reason":"  ","by":"Ann Admin"}"#).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        let (s, v) = d.post("/v1/orgs/f1/zdr/request", secret("console"), r#"{"reason":"contract","by":"Ann Admin"}"#).await;
+        assert_eq!(s, StatusCode::CONFLICT, "{v}");
+        assert_eq!(v["error"], "ZDR requires the Scale plan");
+        let (s, _) = d.post("/v1/orgs/zz/zdr/request", secret("console"), r#"{"reason":"contract","by":"Ann Admin"}"#).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        // Only a requested org can be decided.
+        let (s, v) = d.post("/v1/orgs/o1/zdr/approve", secret("privacy"), r#"{"reason":"ok","by":"Pat Privacy"}"#).await;
+        assert_eq!(s, StatusCode::CONFLICT, "{v}");
+        let (s, v) = d.post("/v1/orgs/o1/zdr/request", secret("console"), r#"{"reason":"DPA signed","by":"Ann Admin"}"#).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["zdr"], "requested");
+        // The request path may still store while ZDR is only requested.
+        let (_, c) = d.get("/v1/orgs/o1/data-controls?endpoint=/v1/embeddings", secret("app")).await;
+        assert_eq!((c["store"].as_bool(), c["reason"].clone()), (Some(true), Value::Null), "{c}");
+        // A console token cannot decide its own request; a denial needs a reason.
+        let (s, _) = d.post("/v1/orgs/o1/zdr/approve", secret("console"), r#"{"by":"Ann Admin"}"#).await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+        let (s, v) = d.post("/v1/orgs/o1/zdr/deny", secret("privacy"), r#"{"by":"Pat Privacy"}"#).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        let (s, v) = d.post("/v1/orgs/o1/zdr/approve", secret("privacy"), r#"{"reason":"reviewed","by":"Pat Privacy"}"#).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["zdr"], "approved");
+        let (s, v) = d.post("/v1/orgs/o1/zdr/deny", secret("privacy"), r#"{"reason":"late","by":"Pat Privacy"}"#).await;
+        assert_eq!(s, StatusCode::CONFLICT, "decided already: {v}");
+        let (_, o) = d.get("/v1/orgs/o1", secret("reader")).await;
+        assert_eq!((o["zdr"].as_str(), o["zdr_by"].as_str(), o["zdr_reason"].as_str()), (Some("approved"), Some("Pat Privacy"), Some("reviewed")), "{o}");
+        assert!(o["zdr_at"].is_string(), "{o}");
+        let decided = d.audit("zdr.approved");
+        assert_eq!((decided[0]["details"]["by"].as_str(), decided[0]["details"]["via"].as_str()), (Some("Pat Privacy"), Some("privacy")), "{decided:?}");
+        assert_eq!(d.audit("zdr.requested")[0]["details"]["via"], "console");
+
+        // data-controls: covered endpoints are not stored; others are.
+        let (_, c) = d.get("/v1/orgs/o1/data-controls?endpoint=/v1/embeddings", secret("reader")).await;
+        assert_eq!(c, serde_json::json!({"org": "o1", "endpoint": "/v1/embeddings", "store": false, "reason": "zdr", "zdr": "approved", "training_opt_out": false}));
+        let (_, c) = d.get("/v1/orgs/o1/data-controls?endpoint=/v1/files", secret("reader")).await;
+        assert_eq!((c["store"].as_bool(), c["reason"].clone()), (Some(true), Value::Null), "{c}");
+        // The snapshot changed: a new ETag; the old one no longer answers 304.
+        let (s, etag1, snap) = snapshot(&d, Some(&etag0)).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_ne!(etag1, etag0);
+        assert_eq!(snap["orgs"], serde_json::json!([{"org": "o1", "zdr": true, "training_opt_out": false}]));
+        let (s, _, _) = snapshot(&d, Some(&format!("W/{etag1}"))).await;
+        assert_eq!(s, StatusCode::NOT_MODIFIED, "a weak validator matches too");
+
+        // Training opt-out and ZDR are independent: opting out leaves ZDR approved, and an
+        // opt-out org without ZDR is listed with zdr false.
+        let (s, v) = d.put("/v1/orgs/o1", secret("console"), r#"{"training_opt_out":true}"#).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!((v["zdr"].as_str(), v["training_opt_out"].as_bool(), v["plan"].as_str()), (Some("approved"), Some(true), Some("scale")), "{v}");
+        let (s, v) = d.put("/v1/orgs/f1", secret("console"), r#"{"training_opt_out":true}"#).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!((v["zdr"].as_str(), v["training_opt_out"].as_bool()), (Some("off"), Some(true)), "{v}");
+        let (s, etag2, snap) = snapshot(&d, Some(&etag1)).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_ne!(etag2, etag1);
+        assert_eq!(snap["orgs"], serde_json::json!([
+            {"org": "f1", "zdr": false, "training_opt_out": true},
+            {"org": "o1", "zdr": true, "training_opt_out": true},
+        ]));
+        let (_, c) = d.get("/v1/orgs/f1/data-controls?endpoint=/v1/embeddings", secret("reader")).await;
+        assert_eq!((c["store"].as_bool(), c["training_opt_out"].as_bool()), (Some(true), Some(true)), "{c}");
+        // Opting back in leaves ZDR approved; a PUT that changes nothing changes no ETag.
+        let (_, v) = d.put("/v1/orgs/o1", secret("console"), r#"{"training_opt_out":false}"#).await;
+        assert_eq!((v["zdr"].as_str(), v["training_opt_out"].as_bool()), (Some("approved"), Some(false)), "{v}");
+        let (_, etag3, _) = snapshot(&d, None).await;
+        let (_, v) = d.put("/v1/orgs/o1", secret("console"), r#"{"plan":"scale"}"#).await;
+        assert_eq!(v["zdr"], "approved");
+        let (s, _, _) = snapshot(&d, Some(&etag3)).await;
+        assert_eq!(s, StatusCode::NOT_MODIFIED);
+        // Moving to free revokes ZDR, and leaves the opt-out alone.
+        d.put("/v1/orgs/f1", secret("console"), r#"{"plan":"scale"}"#).await;
+        let (_, v) = d.put("/v1/orgs/f1", secret("console"), r#"{"plan":"free"}"#).await;
+        assert_eq!((v["zdr"].as_str(), v["training_opt_out"].as_bool()), (Some("off"), Some(true)), "{v}");
+        let changes = d.audit("org.training_opt_out_changed");
+        assert_eq!(changes.len(), 3, "{changes:?}");
+        // The CLI and events set the same control; `org show` prints it.
+        let v = d.cli_json(&["org", "set", "o1", "--training-opt-out", "true"]);
+        assert_eq!((v["zdr"].as_str(), v["training_opt_out"].as_bool()), (Some("approved"), Some(true)), "{v}");
+        let (s, v) = d.post("/v1/events", secret("app"), r#"{"type":"org.upsert","org":"o1","plan":"scale","training_opt_out":false}"#).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let shown = d.cli_json(&["org", "show", "o1"]);
+        assert_eq!((shown["zdr"].as_str(), shown["training_opt_out"].as_bool()), (Some("approved"), Some(false)), "{shown}");
+        let o = d.cli(&["org", "set", "o1"]);
+        assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+        let text = bin().arg("--config").arg(&d.cfg).args(["org", "show", "o1"]).output().unwrap();
+        assert!(String::from_utf8_lossy(&text.stdout).contains("training opt-out  false"));
     }
 }

@@ -60,12 +60,13 @@ both_backends! {
         let h = H::new(b, Knobs::default()).await;
         h.ingest(&(org_account("o1", "free", "a1") + &created_log("l1", "a1", "/v1/chat/completions"))).await;
         match zdr(&h, "o1", ZdrAction::Request, Some("please")).await {
-            Err(AdminError::Invalid(m)) => assert_eq!(m, "ZDR requires the Scale plan"),
+            Err(AdminError::Conflict(m)) => assert_eq!(m, "ZDR requires the Scale plan"),
             other => panic!("expected refusal, got {other:?}"),
         }
         assert_eq!(h.ledger.org("o1").await.unwrap().unwrap().zdr.to_string(), "off", "nothing changed");
         // Approve and deny only from `requested`.
-        assert!(matches!(zdr(&h, "o1", ZdrAction::Approve, None).await, Err(AdminError::Invalid(_))));
+        assert!(matches!(zdr(&h, "o1", ZdrAction::Approve, None).await, Err(AdminError::Conflict(_))));
+        assert!(matches!(zdr(&h, "nope", ZdrAction::Approve, None).await, Err(AdminError::NotFound(_))));
         h.advance("29d");
         assert_eq!(h.sweep().await.purged, 0);
         h.advance("1d");
