@@ -635,3 +635,78 @@ async fn bad_http_target_config_is_refused_naming_the_key() {
     ));
     ok(&rd(&cfg, &["check-config"]));
 }
+
+/// A service authorised by its URL (`?api_key=`, a signature, a key as the user-info): the
+/// request carries them, but `check-config`, the failure's log line and `status` show `***`.
+/// (Before, only passwords and pass/pwd/secret/token parameters were hidden.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_in_a_service_url_are_never_printed() {
+    const SECRETS: [&str; 3] = ["K3YUSER", "AP1KEY", "S1GNATURE"];
+    let env = Env::new(Backend::Sqlite).await;
+    let svc = Svc::start();
+    let port = svc.port;
+    let doc = "/v1/collections/{attrs.collection}/documents/{id}";
+    let cfg = config(
+        &env,
+        Knobs {
+            extra: vectors(
+                &env,
+                &svc,
+                false,
+                &format!(
+                    "verify_url = \"http://127.0.0.1:{port}{doc}?sig=S1GNATURE\"\n\
+                     account_url = \"https://K3YUSER@127.0.0.1:{port}/v1/users/{{account}}?api_key=AP1KEY&org={{org}}\"\n"
+                ),
+            )
+            .replace(
+                &format!("url = \"http://127.0.0.1:{port}{doc}\"\n"),
+                &format!("url = \"http://K3YUSER@127.0.0.1:{port}{doc}?api_key=AP1KEY\"\n"),
+            ),
+            max_attempts: 1,
+            ..Knobs::default()
+        },
+    );
+    let shown = ok(&rd(&cfg, &["check-config"]));
+    assert!(
+        shown.contains(&format!(
+            "vectors: http DELETE http://***@127.0.0.1:{port}{doc}?api_key=*** "
+        )),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!(
+            "account purge: DELETE https://***@127.0.0.1:{port}/v1/users/{{account}}?api_key=***&org={{org}}"
+        )),
+        "{shown}"
+    );
+    let l1 = Svc::doc("c1", "l1");
+    svc.put(&l1);
+    svc.s().forbidden.insert(l1.clone());
+    let mut ev = org_account("o1", "free", "a1");
+    ev.push_str(&library("l1", "a1", "c1"));
+    ok(&rd_stdin(&cfg, &["ingest", "-"], &ev));
+    let out = rd(&cfg, &["sweep", "--once", "--json"]);
+    assert_eq!(json(&out)["failed"], 1, "{}", text(&out));
+    let seen = svc.to(&l1);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(
+        seen[0].uri.ends_with("?api_key=AP1KEY"),
+        "the request itself carries the key: {seen:?}"
+    );
+    let log = stderr(&out);
+    let line = log
+        .lines()
+        .find(|l| l.contains("l1") && l.contains("answered 40"))
+        .unwrap_or_else(|| panic!("a target-failure line for l1: {log}"));
+    assert!(
+        line.contains(&format!("http://***@127.0.0.1:{port}{doc}?api_key=***")),
+        "{line}"
+    );
+    let status = ok(&rd(&cfg, &["status"]));
+    assert!(status.contains("api_key=***"), "{status}");
+    for s in SECRETS {
+        assert!(!shown.contains(s), "check-config shows {s}: {shown}");
+        assert!(!log.contains(s), "the log shows {s}: {log}");
+        assert!(!status.contains(s), "status shows {s}: {status}");
+    }
+}
