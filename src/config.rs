@@ -104,6 +104,89 @@ impl fmt::Debug for SecretUrl {
     }
 }
 
+/// An http target's URL template (`url`, `verify_url`, `account_url`): a service's deletion API
+/// is often authorised by the URL itself (`?api_key=…`, a signature `?sig=…`, a key as the
+/// user-info `https://KEY@host/`), so it is shown with [`redact_http_url`], which hides more
+/// than [`redact_url`] does.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretHttpUrl(String);
+
+impl SecretHttpUrl {
+    pub fn new(s: impl Into<String>) -> Self {
+        SecretHttpUrl(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// The template with its user-info and every query value replaced by `***`.
+    pub fn redacted(&self) -> String {
+        redact_http_url(&self.0)
+    }
+}
+
+impl fmt::Debug for SecretHttpUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+/// How an http target's URL template is printed (check-config, logs, errors, `status`): the
+/// user-info, whatever it holds (`KEY@`, `user:pass@`), becomes `***@`; every query value
+/// becomes `***` (a parameter without `=` becomes `***` whole), except a value that is exactly
+/// one placeholder (`?account={account}`: the template, not a value); a fragment becomes `#***`.
+/// The scheme, host, port and path are kept as written, placeholders included. Works on the
+/// text, not on a parsed URL, so a template that does not parse is redacted just the same. A
+/// secret in the *path* cannot be told from an id and is shown: put secrets in `token_file`.
+pub fn redact_http_url(raw: &str) -> String {
+    let (scheme, rest) = match raw.find("://") {
+        Some(i) => raw.split_at(i + 3),
+        None => ("", raw),
+    };
+    let end = rest.find(['/', '?', '#', '\\']).unwrap_or(rest.len());
+    let (authority, rest) = rest.split_at(end);
+    let host = match authority.rfind('@') {
+        Some(at) => format!("***@{}", &authority[at + 1..]),
+        None => authority.to_string(),
+    };
+    let (rest, fragment) = match rest.split_once('#') {
+        Some((r, f)) if !f.is_empty() => (r, "#***"),
+        Some((r, _)) => (r, "#"),
+        None => (rest, ""),
+    };
+    let (path, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    };
+    let query = query.map(|q| {
+        let pairs: Vec<String> = q
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, v)) if v.is_empty() || is_one_placeholder(v) => format!("{k}={v}"),
+                Some((k, _)) => format!("{k}=***"),
+                None if pair.is_empty() => String::new(),
+                None => "***".to_string(),
+            })
+            .collect();
+        format!("?{}", pairs.join("&"))
+    });
+    format!(
+        "{scheme}{host}{path}{}{fragment}",
+        query.unwrap_or_default()
+    )
+}
+
+/// `{name}` with a placeholder name (letters, digits, `_`, `.`): a template's value, not a
+/// secret.
+fn is_one_placeholder(v: &str) -> bool {
+    v.strip_prefix('{')
+        .and_then(|v| v.strip_suffix('}'))
+        .is_some_and(|n| {
+            !n.is_empty()
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        })
+}
+
 /// Query parameters whose value is a secret (a password in `?password=` or `?sslpassword=`).
 fn is_secret_param(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
@@ -664,16 +747,16 @@ impl fmt::Debug for S3Credentials {
 #[derive(Debug, Clone)]
 pub struct HttpTargetConfig {
     /// The URL template (`{id}` … percent-encoded when filled); may carry secrets: redacted.
-    pub url: SecretUrl,
+    pub url: SecretHttpUrl,
     pub method: HttpMethod,
     /// The POST body template (`{{`/`}}` are literal braces; values are JSON-escaped).
     pub body: Option<String>,
     pub token: Option<SecretToken>,
     pub timeout: Span,
-    pub verify_url: Option<SecretUrl>,
+    pub verify_url: Option<SecretHttpUrl>,
     pub concurrency: usize,
     /// The account-level purge (R8): a DELETE of this URL (`{account}`, `{org}` only).
-    pub account_url: Option<SecretUrl>,
+    pub account_url: Option<SecretHttpUrl>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -968,6 +1051,9 @@ impl Config {
                             ""
                         }
                     );
+                    if let Some(a) = &h.account_url {
+                        let _ = writeln!(out, "    account purge: DELETE {}", a.redacted());
+                    }
                 }
             }
         }
@@ -2100,8 +2186,8 @@ fn check_http_template(
     key: &str,
     template: &str,
     account: bool,
-) -> Result<(SecretUrl, Vec<String>), ConfigError> {
-    let u = SecretUrl::new(template);
+) -> Result<(SecretHttpUrl, Vec<String>), ConfigError> {
+    let u = SecretHttpUrl::new(template);
     let shown = u.redacted();
     let names =
         template_placeholders(template).map_err(|m| ctx.err(key, m.replace(template, &shown)))?;
@@ -2437,5 +2523,48 @@ path = "{account}/{id}"
                 assert!(!redact_url(url).contains(secret), "{url}");
             }
         }
+    }
+
+    /// An http target's URL hides what `redact_url` keeps: any query value (`api_key`, `sig`)
+    /// and a user-only user-info (`https://KEY@host/`); placeholders and the path stay.
+    #[test]
+    fn http_target_urls_hide_user_info_and_every_query_value() {
+        for (url, shown) in [
+            (
+                "https://svc/v1/docs/{id}?api_key=K3Y&sig=S1G",
+                "https://svc/v1/docs/{id}?api_key=***&sig=***",
+            ),
+            (
+                "https://K3Y@svc/v1/docs/{id}",
+                "https://***@svc/v1/docs/{id}",
+            ),
+            (
+                "http://u:S1G@svc:8080/d/{id}?account={account}&x=K3Y",
+                "http://***@svc:8080/d/{id}?account={account}&x=***",
+            ),
+            (
+                "http://svc/d/{id}?K3Y&a=&b={attrs.c}",
+                "http://svc/d/{id}?***&a=&b={attrs.c}",
+            ),
+            (
+                "http://svc/d/{id}?a={id}K3Y&b=S1G;c=d#K3Y",
+                "http://svc/d/{id}?a=***&b=***#***",
+            ),
+            ("K3Y@svc/d/{id}?t=S1G", "***@svc/d/{id}?t=***"),
+            (
+                "http://127.0.0.1:8081/v1/documents/{id}",
+                "http://127.0.0.1:8081/v1/documents/{id}",
+            ),
+        ] {
+            let u = SecretHttpUrl::new(url);
+            assert_eq!(u.redacted(), shown, "{url}");
+            for secret in ["K3Y", "S1G"] {
+                assert!(!u.redacted().contains(secret), "{url}");
+                assert!(!format!("{u:?}").contains(secret), "{url}");
+            }
+        }
+        // What the database URLs' redaction (all an http URL had before) lets through.
+        assert!(redact_url("https://svc/d/{id}?api_key=K3Y").contains("K3Y"));
+        assert!(redact_url("https://K3Y@svc/d/{id}").contains("K3Y"));
     }
 }

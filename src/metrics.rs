@@ -49,6 +49,7 @@ pub const EVENTS_DUPLICATE: &str = "retentiond_events_duplicate_total";
 pub const BATCHES_REJECTED: &str = "retentiond_event_batches_rejected_total";
 pub const BUILD_INFO: &str = "retentiond_build_info";
 pub const TARGET_PURGE_DURATION: &str = "retentiond_target_purge_duration_seconds";
+pub const TARGET_REQUEST_DURATION: &str = "retentiond_target_request_duration_seconds";
 pub const LAST_CHECKPOINT: &str = "retentiond_last_checkpoint_timestamp_seconds";
 pub const OUTBOX_DEAD_LETTERS: &str = "retentiond_outbox_dead_letters";
 
@@ -64,6 +65,13 @@ pub fn install() -> PrometheusHandle {
                     Matcher::Full(SWEEP_DURATION.into()),
                     &[
                         0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+                    ],
+                )
+                .expect("non-empty buckets")
+                .set_buckets_for_metric(
+                    Matcher::Full(TARGET_REQUEST_DURATION.into()),
+                    &[
+                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
                     ],
                 )
                 .expect("non-empty buckets")
@@ -105,6 +113,10 @@ fn describe() {
     describe_histogram!(
         TARGET_PURGE_DURATION,
         "Duration of one target's purge of one batch (or of one account), by target."
+    );
+    describe_histogram!(
+        TARGET_REQUEST_DURATION,
+        "Duration of each request an object-store target sent (retries included), by target and op (list, delete)."
     );
     describe_gauge!(
         LAST_CHECKPOINT,
@@ -224,6 +236,12 @@ pub fn init_targets(config: &crate::config::Config) {
 /// Records how long `target` took to purge one batch (or one account).
 pub fn record_target_purge(target: &str, took: Duration) {
     histogram!(TARGET_PURGE_DURATION, "target" => target.to_string()).record(took.as_secs_f64());
+}
+
+/// Records one request of `target` (an object store's `list` or `delete`) and how long it took.
+pub fn record_target_request(target: &str, op: &'static str, took: Duration) {
+    histogram!(TARGET_REQUEST_DURATION, "target" => target.to_string(), "op" => op)
+        .record(took.as_secs_f64());
 }
 
 /// Records the dead-lettered rows an outbox holds now.

@@ -1,8 +1,8 @@
 //! `retentiond reapply --since TIME [--target NAME] [--dry-run]`: after a backup of an
 //! application database or file store is restored, data that was erased is back. This re-runs the
 //! purge targets for every resource and account the ledger's tombstones say were purged since
-//! TIME, and reports per kind how many had come back and how many rows and files were removed
-//! again.
+//! TIME, and reports per kind how many had come back and how many rows, files, object-store
+//! objects (keys and versions) and http deletes were removed again.
 //!
 //! It is idempotent (target deletes of missing rows and files are no-ops), changes no ledger
 //! state (tombstones stay tombstones, no second purge receipt), and audits what it removed:
@@ -43,10 +43,15 @@ pub struct ReapplyOptions {
 pub struct KindCounts {
     /// Tombstones whose targets were re-run.
     pub checked: u64,
-    /// Of those, how many had something back (rows or files).
+    /// Of those, how many had something back (rows, files, objects or, for an http target,
+    /// a delete the service answered as done).
     pub came_back: u64,
     pub rows: u64,
     pub files: u64,
+    /// Object-store keys and versions removed (or that would be).
+    pub objects: u64,
+    /// Deletes an http service answered as done (a real run only: a dry run sends none).
+    pub requests: u64,
 }
 
 /// Something reapply did not touch, and why.
@@ -73,7 +78,7 @@ pub struct ReapplyReport {
     pub targets: Vec<String>,
     /// Per kind, plus `account` for account-level targets.
     pub kinds: BTreeMap<String, KindCounts>,
-    /// Rows and files removed again (or, in a dry run, that would be).
+    /// Rows, files, objects and requests removed again (or, in a dry run, that would be).
     pub removed: Removed,
     /// Items that had come back.
     pub came_back: u64,
@@ -201,6 +206,7 @@ pub async fn reapply(
             json!({
                 "since": report.since, "by": opts.by, "targets": report.targets,
                 "kinds": report.kinds, "rows": report.removed.rows, "files": report.removed.files,
+                "objects": report.removed.objects, "requests": report.removed.requests,
                 "came_back": report.came_back, "skipped": report.skipped.len(), "failed": report.failed.len(),
             }),
         )])
@@ -209,6 +215,7 @@ pub async fn reapply(
     info!(
         since = %report.since, dry_run = report.dry_run, targets = %report.targets.join(","),
         came_back = report.came_back, rows = report.removed.rows, files = report.removed.files,
+        objects = report.removed.objects, requests = report.removed.requests,
         skipped = report.skipped.len(), failed = report.failed.len(),
         "reapply finished"
     );
@@ -372,6 +379,8 @@ impl Run<'_> {
         let total = o.total();
         counts.rows += total.rows;
         counts.files += total.files;
+        counts.objects += total.objects;
+        counts.requests += total.requests;
         self.report.removed += total;
         if let Some(e) = &o.error {
             warn!(subject = %subject, error = %e, "reapply failed for this item; run reapply again");
@@ -390,7 +399,7 @@ impl Run<'_> {
             info!(subject = %subject, account = %account, targets = %targets.join(","), "reapply (dry run): erased data is back and would be removed");
             return None;
         }
-        info!(subject = %subject, account = %account, targets = %targets.join(","), rows = total.rows, files = total.files, "reapply: erased data had come back; removed again");
+        info!(subject = %subject, account = %account, targets = %targets.join(","), rows = total.rows, files = total.files, objects = total.objects, requests = total.requests, "reapply: erased data had come back; removed again");
         Some(AuditDraft::new(
             self.now,
             if kind == "account" {
@@ -421,6 +430,19 @@ pub fn parse_since(s: &str, now: Timestamp) -> Result<Timestamp, String> {
     }
 }
 
+/// `3 row(s), 1 file(s)`, then `2 object(s)` and `1 request(s)` when there are any (SQL and
+/// files reports read as they always did).
+fn amounts(r: &Removed) -> String {
+    let mut s = format!("{} row(s), {} file(s)", r.rows, r.files);
+    if r.objects > 0 {
+        s.push_str(&format!(", {} object(s)", r.objects));
+    }
+    if r.requests > 0 {
+        s.push_str(&format!(", {} request(s)", r.requests));
+    }
+    s
+}
+
 /// The report as text.
 pub fn describe(r: &ReapplyReport) -> String {
     let mut s = format!(
@@ -431,11 +453,15 @@ pub fn describe(r: &ReapplyReport) -> String {
     );
     for (kind, c) in &r.kinds {
         s.push_str(&format!(
-            "  {kind:<14} {} checked, {} had come back: {} row(s), {} file(s) {}\n",
+            "  {kind:<14} {} checked, {} had come back: {} {}\n",
             c.checked,
             c.came_back,
-            c.rows,
-            c.files,
+            amounts(&Removed {
+                rows: c.rows,
+                files: c.files,
+                objects: c.objects,
+                requests: c.requests,
+            }),
             if r.dry_run {
                 "would be removed"
             } else {
@@ -472,10 +498,9 @@ pub fn describe(r: &ReapplyReport) -> String {
         "nothing had come back".to_string()
     } else {
         format!(
-            "{} item(s) had come back; {} row(s), {} file(s) {}",
+            "{} item(s) had come back; {} {}",
             r.came_back,
-            r.removed.rows,
-            r.removed.files,
+            amounts(&r.removed),
             if r.dry_run {
                 "would be removed (nothing was changed)"
             } else {

@@ -99,7 +99,7 @@ impl HttpTarget {
             }
             None => None,
         };
-        let pair = |u: &crate::config::SecretUrl| (u.expose().to_string(), u.redacted());
+        let pair = |u: &crate::config::SecretHttpUrl| (u.expose().to_string(), u.redacted());
         Ok(HttpTarget {
             inner: Arc::new(Inner {
                 name: name.to_string(),
@@ -665,7 +665,7 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(async move { axum::serve(listener, app).await });
         let cfg = HttpTargetConfig {
-            url: crate::config::SecretUrl::new(format!("http://127.0.0.1:{port}/d/{{id}}")),
+            url: crate::config::SecretHttpUrl::new(format!("http://127.0.0.1:{port}/d/{{id}}")),
             method: HttpMethod::Delete,
             body: None,
             token: None,

@@ -365,7 +365,7 @@ impl ObjectStoreTarget {
         marker: Option<&(String, Option<String>)>,
     ) -> Result<Page, String> {
         let body = self
-            .send(|| {
+            .send("list", || {
                 let url = match self.versions {
                     ObjectVersions::All => {
                         let mut q = rusty_s3::Map::new();
@@ -457,7 +457,7 @@ impl ObjectStoreTarget {
         let mut errors = BTreeMap::new();
         for attempt in 0..ATTEMPTS {
             let answer = self
-                .send(|| {
+                .send("delete", || {
                     let mut a = self
                         .bucket
                         .delete_objects(Some(&self.credentials), pending.iter());
@@ -553,11 +553,17 @@ impl ObjectStoreTarget {
     // Requests
 
     /// Sends the request `build` makes (signed anew each attempt), retrying 5xx, 429 and
-    /// transport failures with backoff. Returns the body of a 2xx answer.
-    async fn send(&self, build: impl Fn() -> reqwest::RequestBuilder) -> Result<String, String> {
+    /// transport failures with backoff. Returns the body of a 2xx answer. Each attempt is
+    /// counted and timed under `op` (metrics `retentiond_target_request*`).
+    async fn send(
+        &self,
+        op: &'static str,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<String, String> {
         let _slot = self.slots.acquire().await.map_err(|e| e.to_string())?;
         let mut attempt = 0;
         loop {
+            let started = std::time::Instant::now();
             let outcome = match build().send().await {
                 Err(e) => Err(Failure {
                     retry: true,
@@ -578,6 +584,7 @@ impl ObjectStoreTarget {
                     }
                 }
             };
+            crate::metrics::record_target_request(&self.name, op, started.elapsed());
             match outcome {
                 Ok(body) => return Ok(body),
                 Err(f) if f.retry && attempt + 1 < ATTEMPTS => {

@@ -1,6 +1,7 @@
 //! Issue 21: the `http` purge target, end to end through the built binary, against a small
-//! document service written here (axum on 127.0.0.1:0) that stores documents, answers DELETE
-//! and GET, counts every request, checks the bearer token and records `Idempotency-Key`.
+//! document service written here (axum on 127.0.0.1:0) that stores documents, answers DELETE,
+//! GET and a JSON `POST /v1/purge/{id}`, counts every request, checks the bearer token and
+//! records `Idempotency-Key` and the body.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -24,6 +25,8 @@ struct Seen {
     uri: String,
     key: Option<String>,
     authorized: bool,
+    content_type: Option<String>,
+    body: String,
 }
 
 #[derive(Default)]
@@ -50,6 +53,7 @@ async fn answer(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    body: axum::body::Bytes,
 ) -> Response {
     let path = uri.path().to_string();
     let authorized = headers
@@ -66,6 +70,10 @@ async fn answer(
             .get("idempotency-key")
             .map(|v| v.to_str().unwrap().to_string()),
         authorized,
+        content_type: headers
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string()),
+        body: String::from_utf8_lossy(&body).into_owned(),
     });
     if !authorized {
         return StatusCode::UNAUTHORIZED.into_response();
@@ -85,6 +93,25 @@ async fn answer(
     let found = match method {
         Method::DELETE => s.docs.remove(&path),
         Method::GET => s.docs.contains(&path),
+        // `POST /v1/purge/{id}` with `{"id", "account", "collection"}`: deletes that document;
+        // 400 unless the body is that JSON object and names the id of the path.
+        Method::POST => {
+            let v: serde_json::Value = match serde_json::from_slice(&body) {
+                Ok(v) => v,
+                Err(_) => return (StatusCode::BAD_REQUEST, "not JSON").into_response(),
+            };
+            let (Some(id), Some(coll), Some(_)) = (
+                v["id"].as_str(),
+                v["collection"].as_str(),
+                v["account"].as_str(),
+            ) else {
+                return (StatusCode::BAD_REQUEST, "id, account, collection").into_response();
+            };
+            if path != format!("/v1/purge/{id}") {
+                return (StatusCode::BAD_REQUEST, "another id").into_response();
+            }
+            s.docs.remove(&Svc::doc(coll, id))
+        }
         _ => return StatusCode::METHOD_NOT_ALLOWED.into_response(),
     };
     if found {
@@ -179,28 +206,112 @@ fn library(id: &str, account: &str, collection: &str) -> String {
     )
 }
 
+/// The document URL template, after `http://127.0.0.1:PORT`.
+const DOC: &str = "/v1/collections/{attrs.collection}/documents/{id}";
+
+/// How a test's `vectors` target is configured.
+struct Vectors {
+    /// `url`'s path (and query), after `http://127.0.0.1:PORT`.
+    path: String,
+    /// `verify_url` = the document's URL.
+    verify: bool,
+    /// More keys of `[targets.vectors]`, `{port}` replaced by the service's port.
+    more: String,
+    /// Also an account-level target (`accounts.targets`).
+    accounts: bool,
+}
+
+impl Default for Vectors {
+    fn default() -> Self {
+        Vectors {
+            path: DOC.into(),
+            verify: false,
+            more: String::new(),
+            accounts: false,
+        }
+    }
+}
+
+impl Vectors {
+    fn verified() -> Vectors {
+        Vectors {
+            verify: true,
+            ..Vectors::default()
+        }
+    }
+}
+
 /// The `vectors` target and a `library` kind purged through it, due at once.
-fn vectors(env: &Env, svc: &Svc, verify: bool, more: &str) -> String {
+fn vectors(env: &Env, port: u16, v: &Vectors) -> String {
     let token = env.dir.path().join("vectors-token");
     std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
-    let url = format!(
-        "http://127.0.0.1:{}/v1/collections/{{attrs.collection}}/documents/{{id}}",
-        svc.port
-    );
+    let base = format!("http://127.0.0.1:{port}");
     format!(
         "[kinds.library]\ngrace_after_delete = \"0s\"\ntargets = [\"vectors\"]\n\n\
-         [targets.vectors]\ntype = \"http\"\nurl = \"{url}\"\ntoken_file = \"{}\"\ntimeout = \"5s\"\n{}{more}\n",
+         [targets.vectors]\ntype = \"http\"\nurl = \"{base}{}\"\ntoken_file = \"{}\"\ntimeout = \"5s\"\n{}{}\n",
+        v.path,
         token.display(),
-        if verify {
-            format!("verify_url = \"{url}\"\n")
+        if v.verify {
+            format!("verify_url = \"{base}{DOC}\"\n")
         } else {
             String::new()
-        }
+        },
+        v.more.replace("{port}", &port.to_string()),
     )
 }
 
-fn config(env: &Env, knobs: Knobs) -> PathBuf {
-    env.write_config(&env.config_text(&knobs))
+/// One test: its ledger and application files, the document service, and a config whose
+/// `vectors` target calls it (with `knobs` for the rest).
+struct World {
+    env: Env,
+    svc: Svc,
+    cfg: PathBuf,
+}
+
+impl World {
+    async fn new(b: Backend, v: Vectors, knobs: Knobs) -> World {
+        let env = Env::new(b).await;
+        let svc = Svc::start();
+        let extra = vectors(&env, svc.port, &v) + &knobs.extra;
+        let mut text = env.config_text(&Knobs { extra, ..knobs });
+        if v.accounts {
+            let plain = "targets = [\"app_db\", \"uploads\"]\n\n[zdr]";
+            assert!(text.contains(plain));
+            text = text.replace(
+                plain,
+                "targets = [\"app_db\", \"uploads\", \"vectors\"]\n\n[zdr]",
+            );
+        }
+        let cfg = env.write_config(&text);
+        World { env, svc, cfg }
+    }
+
+    /// Ingests org `o1` (free), its `accounts`, then `library` items (id, account, collection)
+    /// created and deleted.
+    fn ingest(&self, accounts: &[&str], items: &[(&str, &str, &str)]) {
+        let mut ev = "{\"type\":\"org.upsert\",\"org\":\"o1\",\"plan\":\"free\"}\n".to_string();
+        for a in accounts {
+            ev.push_str(&format!(
+                "{{\"type\":\"account.created\",\"account\":\"{a}\",\"org\":\"o1\"}}\n"
+            ));
+        }
+        for (id, account, collection) in items {
+            ev.push_str(&library(id, account, collection));
+        }
+        self.events(&ev);
+    }
+
+    fn events(&self, ndjson: &str) {
+        ok(&rd_stdin(&self.cfg, &["ingest", "-"], ndjson));
+    }
+
+    fn sweep(&self) -> serde_json::Value {
+        sweep(&self.cfg)
+    }
+
+    async fn receipts(&self) -> std::collections::BTreeMap<String, Vec<serde_json::Value>> {
+        receipts(&open_ledger(&self.env).await).await
+    }
 }
 
 fn sweep(cfg: &Path) -> serde_json::Value {
@@ -217,9 +328,8 @@ both_backends! {
     /// a hold on a2 keeps its document (no request for it at all); receipts count requests; a
     /// reapply dry run afterwards sends nothing and says it could not check.
     async fn purges_through_the_service_and_a_hold_keeps_an_account(b: Backend) {
-        let env = Env::new(b).await;
-        let svc = Svc::start();
-        let cfg = config(&env, Knobs { extra: vectors(&env, &svc, true, ""), ..Knobs::default() });
+        let w = World::new(b, Vectors::verified(), Knobs::default()).await;
+        let (svc, cfg) = (&w.svc, &w.cfg);
         let (l1, l2, l3, other) = (
             Svc::doc("c1", "l1"),
             Svc::doc("c2", "l2"),
@@ -229,17 +339,12 @@ both_backends! {
         for p in [&l1, &l2, &l3, &other] {
             svc.put(p);
         }
-        let mut ev = org_account("o1", "free", "a1");
-        ev.push_str("{\"type\":\"account.created\",\"account\":\"a2\",\"org\":\"o1\"}\n");
-        ev.push_str(&library("l1", "a1", "c1"));
-        ev.push_str(&library("l2", "a1", "c2"));
-        ev.push_str(&library("l3", "a2", "c1"));
-        ok(&rd_stdin(&cfg, &["ingest", "-"], &ev));
-        let hold = hold_account(&cfg, "a2");
+        w.ingest(&["a1", "a2"], &[("l1", "a1", "c1"), ("l2", "a1", "c2"), ("l3", "a2", "c1")]);
+        let hold = hold_account(cfg, "a2");
         assert_eq!(hold["matched"], 1, "{hold}");
         assert_eq!(svc.requests(), 0);
 
-        let report = sweep(&cfg);
+        let report = w.sweep();
         assert_eq!((report["purged"].as_i64(), report["held"].as_i64()), (Some(2), Some(1)), "{report}");
         assert!(!svc.has(&l1) && !svc.has(&l2));
         assert!(svc.has(&l3), "the held account's document is kept");
@@ -254,7 +359,7 @@ both_backends! {
         assert_eq!(svc.requests(), 4);
         assert!(svc.s().seen.iter().all(|r| r.authorized));
 
-        let receipts = receipts(&open_ledger(&env).await).await;
+        let receipts = w.receipts().await;
         for id in ["l1", "l2"] {
             assert_eq!(receipts[id].len(), 1);
             assert_eq!(
@@ -264,21 +369,21 @@ both_backends! {
             );
         }
         assert!(!receipts.contains_key("l3"));
-        let status = json(&rd(&cfg, &["status", "--json"]));
+        let status = json(&rd(cfg, &["status", "--json"]));
         assert_eq!(status["resources"]["purged"], 2, "{status}");
 
         // A dry run sends nothing, and does not claim that nothing came back.
-        let dry = json(&rd(&cfg, &["reapply", "--since", "1d", "--dry-run", "--json"]));
+        let dry = json(&rd(cfg, &["reapply", "--since", "1d", "--dry-run", "--json"]));
         assert_eq!(svc.requests(), 4, "a dry run sends no request");
         assert_eq!(dry["not_checked"], serde_json::json!({"vectors": 2}), "{dry}");
         assert_eq!(dry["came_back"], 0, "{dry}");
-        let text = ok(&rd(&cfg, &["reapply", "--since", "1d", "--dry-run"]));
+        let text = ok(&rd(cfg, &["reapply", "--since", "1d", "--dry-run"]));
         assert!(text.contains("not checked: 2 item(s) on target vectors"), "{text}");
         assert!(!text.contains("\nnothing had come back\n") && !text.ends_with("nothing had come back"), "{text}");
-        let dry_sweep = ok(&rd(&cfg, &["sweep", "--once", "--dry-run"]));
+        let dry_sweep = ok(&rd(cfg, &["sweep", "--once", "--dry-run"]));
         assert!(!dry_sweep.is_empty());
         assert_eq!(svc.requests(), 4, "nor does a sweep dry run");
-        audit_verify(&cfg);
+        audit_verify(cfg);
     }
 }
 
@@ -287,16 +392,16 @@ both_backends! {
 /// 503 fails the item, which the sweep's own backoff retries later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_answers_are_retried_and_a_hostile_id_stays_one_segment() {
-    let env = Env::new(Backend::Sqlite).await;
-    let svc = Svc::start();
-    let cfg = config(
-        &env,
+    let w = World::new(
+        Backend::Sqlite,
+        Vectors::default(),
         Knobs {
-            extra: vectors(&env, &svc, false, ""),
             retry_backoff: "1s",
             ..Knobs::default()
         },
-    );
+    )
+    .await;
+    let (svc, cfg) = (&w.svc, &w.cfg);
     let hostile = "../x?y=1#z";
     let (l1, l2, l3, l4) = (
         Svc::doc("c1", "l1"),
@@ -316,24 +421,23 @@ async fn transient_answers_are_retried_and_a_hostile_id_stays_one_segment() {
         s.script
             .insert(l4.clone(), VecDeque::from([(503, None); 4]));
     }
-    let mut ev = org_account("o1", "free", "a1");
-    for id in ["l1", "l2", hostile] {
-        ev.push_str(&library(id, "a1", "c1"));
-    }
-    ok(&rd_stdin(&cfg, &["ingest", "-"], &ev));
-    let report = sweep(&cfg);
+    w.ingest(
+        &["a1"],
+        &[
+            ("l1", "a1", "c1"),
+            ("l2", "a1", "c1"),
+            (hostile, "a1", "c1"),
+        ],
+    );
+    let report = w.sweep();
     assert_eq!(
         (report["purged"].as_i64(), report["failed"].as_i64()),
         (Some(3), Some(0)),
         "{report}"
     );
     // A separate sweep: a call whose request used up its tries sends no more of that batch.
-    ok(&rd_stdin(
-        &cfg,
-        &["ingest", "-"],
-        &library("l4", "a1", "c1"),
-    ));
-    let out = rd(&cfg, &["sweep", "--once", "--json"]);
+    w.events(&library("l4", "a1", "c1"));
+    let out = rd(cfg, &["sweep", "--once", "--json"]);
     let report = json(&out);
     assert_eq!(
         (report["purged"].as_i64(), report["failed"].as_i64()),
@@ -365,20 +469,20 @@ async fn transient_answers_are_retried_and_a_hostile_id_stays_one_segment() {
         log.contains("503 Service Unavailable") && log.contains("4 tries"),
         "{log}"
     );
-    let r4 = json(&rd(&cfg, &["resource", "show", "l4", "--json"]));
+    let r4 = json(&rd(cfg, &["resource", "show", "l4", "--json"]));
     assert_ne!(r4["state"], "purged", "{r4}");
     assert!(r4["last_error"].as_str().unwrap().contains("503"), "{r4}");
 
     // The sweep's backoff (1s here) retries it; the service has recovered.
     std::thread::sleep(Duration::from_millis(1600));
-    let report = sweep(&cfg);
+    let report = w.sweep();
     assert_eq!(report["purged"], 1, "{report}");
     assert!(!svc.has(&l4));
     assert_eq!(svc.to(&l4).len(), 5);
-    let receipts = receipts(&open_ledger(&env).await).await;
+    let receipts = w.receipts().await;
     assert_eq!(receipts.len(), 4);
     assert!(receipts.values().all(|r| r.len() == 1));
-    audit_verify(&cfg);
+    audit_verify(cfg);
 }
 
 /// A 403 fails the purge (never a success) with the status and a short printable excerpt in
@@ -386,30 +490,28 @@ async fn transient_answers_are_retried_and_a_hostile_id_stays_one_segment() {
 /// service allows it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_403_fails_the_purge_and_retry_brings_it_back() {
-    let env = Env::new(Backend::Sqlite).await;
-    let svc = Svc::start();
-    let cfg = config(
-        &env,
+    let w = World::new(
+        Backend::Sqlite,
+        Vectors::default(),
         Knobs {
-            extra: vectors(&env, &svc, false, ""),
             max_attempts: 1,
             ..Knobs::default()
         },
-    );
+    )
+    .await;
+    let (svc, cfg) = (&w.svc, &w.cfg);
     let l1 = Svc::doc("c1", "l1");
     svc.put(&l1);
     svc.s().forbidden.insert(l1.clone());
-    let mut ev = org_account("o1", "free", "a1");
-    ev.push_str(&library("l1", "a1", "c1"));
-    ok(&rd_stdin(&cfg, &["ingest", "-"], &ev));
+    w.ingest(&["a1"], &[("l1", "a1", "c1")]);
 
-    let out = rd(&cfg, &["sweep", "--once", "--json"]);
+    let out = rd(cfg, &["sweep", "--once", "--json"]);
     assert_eq!(json(&out)["failed"], 1, "{}", text(&out));
     assert_eq!(svc.to(&l1).len(), 1, "a 403 is not retried in place");
     let log = stderr(&out);
     assert!(log.contains("403 Forbidden") && log.contains("l1"), "{log}");
     assert!(!log.contains(TOKEN));
-    let status = json(&rd(&cfg, &["status", "--json"]));
+    let status = json(&rd(cfg, &["status", "--json"]));
     let failed = &status["failed"][0];
     assert_eq!(failed["id"], "l1", "{status}");
     let err = failed["last_error"].as_str().unwrap();
@@ -423,14 +525,13 @@ async fn a_403_fails_the_purge_and_retry_brings_it_back() {
     assert!(err.bytes().all(|b| (0x20..=0x7e).contains(&b)), "{err}");
     assert!(svc.has(&l1));
 
-    let retried = json(&rd(&cfg, &["retry", "--json"]));
+    let retried = json(&rd(cfg, &["retry", "--json"]));
     assert_eq!(retried["requeued"], serde_json::json!(["l1"]), "{retried}");
     svc.s().forbidden.clear();
-    assert_eq!(sweep(&cfg)["purged"], 1);
+    assert_eq!(w.sweep()["purged"], 1);
     assert!(!svc.has(&l1));
-    let receipts = receipts(&open_ledger(&env).await).await;
-    assert_eq!(receipts["l1"].len(), 1);
-    audit_verify(&cfg);
+    assert_eq!(w.receipts().await["l1"].len(), 1);
+    audit_verify(cfg);
 }
 
 both_backends! {
@@ -439,32 +540,23 @@ both_backends! {
     /// and recorded purged; l2 (a2) is simply purged again (404: already gone). One receipt
     /// each; the retried DELETE carried the same idempotency key.
     async fn a_crash_after_the_request_is_finished_by_the_next_sweep(b: Backend) {
-        let env = Env::new(b).await;
-        let svc = Svc::start();
-        let cfg = config(&env, Knobs {
-            extra: vectors(&env, &svc, true, ""),
-            lease: "1s",
-            ..Knobs::default()
-        });
+        let w = World::new(b, Vectors::verified(), Knobs { lease: "1s", ..Knobs::default() }).await;
+        let (svc, cfg) = (&w.svc, &w.cfg);
         let (l1, l2) = (Svc::doc("c1", "l1"), Svc::doc("c1", "l2"));
         svc.put(&l1);
         svc.put(&l2);
-        let mut ev = org_account("o1", "free", "a1");
-        ev.push_str("{\"type\":\"account.created\",\"account\":\"a2\",\"org\":\"o1\"}\n");
-        ev.push_str(&library("l1", "a1", "c1"));
-        ev.push_str(&library("l2", "a2", "c1"));
-        ok(&rd_stdin(&cfg, &["ingest", "-"], &ev));
+        w.ingest(&["a1", "a2"], &[("l1", "a1", "c1"), ("l2", "a2", "c1")]);
 
-        let o = rd_crash(&cfg, "after_target_0", &["sweep", "--once"], None);
+        let o = rd_crash(cfg, "after_target_0", &["sweep", "--once"], None);
         assert_eq!(o.status.code(), Some(86), "{}", text(&o));
         assert!(!svc.has(&l1) && !svc.has(&l2), "the service was called");
-        assert!(receipts(&open_ledger(&env).await).await.is_empty());
-        let hold = hold_account(&cfg, "a1");
+        assert!(w.receipts().await.is_empty());
+        let hold = hold_account(cfg, "a1");
         std::thread::sleep(Duration::from_millis(1150));
 
-        let report = sweep(&cfg);
+        let report = w.sweep();
         assert_eq!((report["purged"].as_i64(), report["found_gone"].as_i64()), (Some(2), Some(1)), "{report}");
-        let receipts = receipts(&open_ledger(&env).await).await;
+        let receipts = w.receipts().await;
         assert_eq!(receipts.len(), 2);
         assert!(receipts.values().all(|r| r.len() == 1));
         assert_eq!(receipts["l1"][0]["found_gone"]["holds"], serde_json::json!([hold["id"]]), "{}", receipts["l1"][0]);
@@ -479,8 +571,8 @@ both_backends! {
         let deletes: Vec<&Seen> = l2_seen.iter().filter(|r| r.method == "DELETE").collect();
         assert_eq!(deletes.len(), 2);
         assert!(deletes.iter().all(|r| r.key.as_deref() == Some(key("library", "l2").as_str())));
-        assert_eq!(sweep(&cfg)["purged"], 0);
-        audit_verify(&cfg);
+        assert_eq!(w.sweep()["purged"], 0);
+        audit_verify(cfg);
     }
 }
 
@@ -634,4 +726,205 @@ async fn bad_http_target_config_is_refused_naming_the_key() {
         true,
     ));
     ok(&rd(&cfg, &["check-config"]));
+}
+
+/// A service authorised by its URL (`?api_key=`, a signature, a key as the user-info): the
+/// request carries them, but `check-config`, the failure's log line and `status` show `***`.
+/// (Before, only passwords and pass/pwd/secret/token parameters were hidden.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_in_a_service_url_are_never_printed() {
+    const SECRETS: [&str; 3] = ["K3YUSER", "AP1KEY", "S1GNATURE"];
+    let w = World::new(
+        Backend::Sqlite,
+        Vectors {
+            path: format!("{DOC}?api_key=AP1KEY"),
+            more: format!(
+                "verify_url = \"http://127.0.0.1:{{port}}{DOC}?sig=S1GNATURE\"\n\
+                 account_url = \"https://K3YUSER@127.0.0.1:{{port}}/v1/users/{{account}}?api_key=AP1KEY&org={{org}}\"\n"
+            ),
+            ..Vectors::default()
+        },
+        Knobs {
+            max_attempts: 1,
+            ..Knobs::default()
+        },
+    )
+    .await;
+    let (svc, cfg, port) = (&w.svc, &w.cfg, w.svc.port);
+    // The user-info too (written here: a template's `{port}` is filled by `vectors`).
+    let with_user = std::fs::read_to_string(cfg).unwrap().replace(
+        &format!("url = \"http://127.0.0.1:{port}{DOC}?api_key"),
+        &format!("url = \"http://K3YUSER@127.0.0.1:{port}{DOC}?api_key"),
+    );
+    std::fs::write(cfg, with_user).unwrap();
+    let shown = ok(&rd(cfg, &["check-config"]));
+    assert!(
+        shown.contains(&format!(
+            "vectors: http DELETE http://***@127.0.0.1:{port}{DOC}?api_key=*** "
+        )),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!(
+            "account purge: DELETE https://***@127.0.0.1:{port}/v1/users/{{account}}?api_key=***&org={{org}}"
+        )),
+        "{shown}"
+    );
+    let l1 = Svc::doc("c1", "l1");
+    svc.put(&l1);
+    svc.s().forbidden.insert(l1.clone());
+    w.ingest(&["a1"], &[("l1", "a1", "c1")]);
+    let out = rd(cfg, &["sweep", "--once", "--json"]);
+    assert_eq!(json(&out)["failed"], 1, "{}", text(&out));
+    let seen = svc.to(&l1);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(
+        seen[0].uri.ends_with("?api_key=AP1KEY"),
+        "the request itself carries the key: {seen:?}"
+    );
+    let log = stderr(&out);
+    let line = log
+        .lines()
+        .find(|l| l.contains("l1") && l.contains("answered 40"))
+        .unwrap_or_else(|| panic!("a target-failure line for l1: {log}"));
+    assert!(
+        line.contains(&format!("http://***@127.0.0.1:{port}{DOC}?api_key=***")),
+        "{line}"
+    );
+    let status = ok(&rd(cfg, &["status"]));
+    assert!(status.contains("api_key=***"), "{status}");
+    for s in SECRETS {
+        assert!(!shown.contains(s), "check-config shows {s}: {shown}");
+        assert!(!log.contains(s), "the log shows {s}: {log}");
+        assert!(!status.contains(s), "status shows {s}: {status}");
+    }
+}
+
+both_backends! {
+    /// `method = "POST"` with a JSON `body`: one POST per resource to `/v1/purge/{id}`, whose
+    /// body the service parses and checks (placeholders filled, JSON-escaped; `{attrs.…}`
+    /// included), then deletes the document it names; verified by a GET, counted in the
+    /// receipt; the same idempotency key as a DELETE would carry.
+    async fn a_post_with_a_body_purges_through_the_service(b: Backend) {
+        let w = World::new(
+            b,
+            Vectors {
+                path: "/v1/purge/{id}".into(),
+                verify: true,
+                more: "method = \"POST\"\n\
+                       body = '{{\"id\": \"{id}\", \"account\": \"{account}\", \"collection\": \"{attrs.collection}\", \"reason\": \"retention\"}}'\n"
+                    .into(),
+                ..Vectors::default()
+            },
+            Knobs::default(),
+        )
+        .await;
+        let svc = &w.svc;
+        let (l1, l2, other) = (Svc::doc("c1", "l1"), Svc::doc("c2", "l2"), Svc::doc("c1", "l9"));
+        for p in [&l1, &l2, &other] {
+            svc.put(p);
+        }
+        w.ingest(&["a1", "a2"], &[("l1", "a1", "c1"), ("l2", "a2", "c2")]);
+        let report = w.sweep();
+        assert_eq!((report["purged"].as_i64(), report["failed"].as_i64()), (Some(2), Some(0)), "{report}");
+        assert!(!svc.has(&l1) && !svc.has(&l2));
+        assert!(svc.has(&other));
+        for (id, account, collection, doc) in [("l1", "a1", "c1", &l1), ("l2", "a2", "c2", &l2)] {
+            let posts = svc.to(&format!("/v1/purge/{id}"));
+            assert_eq!(posts.len(), 1, "{posts:?}");
+            let p = &posts[0];
+            assert_eq!(p.method, "POST");
+            assert!(p.authorized);
+            assert_eq!(p.content_type.as_deref(), Some("application/json"));
+            assert_eq!(p.key.as_deref(), Some(key("library", id).as_str()));
+            let body: serde_json::Value = serde_json::from_str(&p.body).unwrap();
+            assert_eq!(
+                body,
+                serde_json::json!({"id": id, "account": account, "collection": collection, "reason": "retention"}),
+                "{}", p.body
+            );
+            let verify: Vec<String> = svc.to(doc).iter().map(|r| r.method.clone()).collect();
+            assert_eq!(verify, vec!["GET"], "verified by a GET of the document");
+        }
+        assert_eq!(svc.requests(), 4);
+        let receipts = w.receipts().await;
+        for id in ["l1", "l2"] {
+            assert_eq!(
+                targets_of(&receipts[id][0]),
+                serde_json::json!([{"target": "vectors", "rows": 0, "files": 0, "requests": 1}]),
+                "{}", receipts[id][0]
+            );
+        }
+        // Purged again (nothing there): the service answers 404, which counts as removed.
+        assert_eq!(w.sweep()["purged"], 0);
+        audit_verify(&w.cfg);
+    }
+}
+
+both_backends! {
+    /// R8 through `account_url`: an account deletion purges its resources, and the account
+    /// URL is called only once every one of them is purged — not while a hold keeps one — then
+    /// exactly once (DELETE, `{account}` and `{org}` filled, an idempotency key of its own),
+    /// counted in the account's audit entry. Another account's record is not touched.
+    async fn the_account_url_is_called_after_every_resource_is_purged(b: Backend) {
+        let w = World::new(
+            b,
+            Vectors {
+                more: "account_url = \"http://127.0.0.1:{port}/v1/users/{account}?org={org}\"\n".into(),
+                accounts: true,
+                ..Vectors::default()
+            },
+            Knobs { account_grace: "0s", ..Knobs::default() },
+        )
+        .await;
+        let (svc, cfg) = (&w.svc, &w.cfg);
+        let (l1, l2, user, other) = (
+            Svc::doc("c1", "l1"),
+            Svc::doc("c1", "l2"),
+            "/v1/users/a1".to_string(),
+            "/v1/users/a2".to_string(),
+        );
+        for p in [&l1, &l2, &user, &other] {
+            svc.put(p);
+        }
+        w.ingest(&["a1", "a2"], &[("l1", "a1", "c1"), ("l2", "a1", "c1")]);
+        w.events(&account_deleted("a1"));
+        let held = json(&rd(cfg, &["hold", "place", "--case", "LEGAL-2", "--by", "legal", "--resource", "l2", "--json"]));
+        assert_eq!(held["matched"], 1, "{held}");
+
+        let r = w.sweep();
+        assert_eq!((r["purged"].as_i64(), r["held"].as_i64(), r["accounts_purged"].as_i64()), (Some(1), Some(1), Some(0)), "{r}");
+        assert!(!svc.has(&l1) && svc.has(&l2));
+        assert!(svc.to(&user).is_empty(), "no account request while a resource is held");
+        assert!(svc.has(&user));
+
+        let hold = held["id"].as_i64().unwrap().to_string();
+        ok(&rd(cfg, &["hold", "release", &hold, "--by", "legal"]));
+        let r = w.sweep();
+        assert_eq!((r["purged"].as_i64(), r["accounts_purged"].as_i64()), (Some(1), Some(1)), "{r}");
+        assert!(!svc.has(&l2) && !svc.has(&user));
+        assert!(svc.has(&other), "another account's record stays");
+        let seen = svc.s().seen.clone();
+        let at = |p: &str, m: &str| seen.iter().rposition(|r| r.uri.split('?').next() == Some(p) && r.method == m);
+        let account_call = at(&user, "DELETE").expect("the account URL was called");
+        assert!(account_call > at(&l2, "DELETE").unwrap(), "after the last resource: {seen:?}");
+        let calls = svc.to(&user);
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        assert_eq!(calls[0].uri, "/v1/users/a1?org=o1");
+        assert!(calls[0].authorized);
+        assert_eq!(calls[0].key.as_deref(), Some(key("account", "a1").as_str()));
+        assert!(svc.to(&other).is_empty());
+        assert_eq!(json(&rd(cfg, &["account", "show", "a1", "--json"]))["state"], "purged");
+        let export = ok(&rd(cfg, &["audit", "export"]));
+        let line = export
+            .lines()
+            .find(|l| l.contains("\"action\":\"account.purged\""))
+            .expect("an account.purged entry");
+        assert!(line.contains("\"vectors\"") && line.contains("\"requests\":1"), "{line}");
+        // Nothing more to do: the account is not called again.
+        let r = w.sweep();
+        assert_eq!((r["purged"].as_i64(), r["accounts_purged"].as_i64()), (Some(0), Some(0)), "{r}");
+        assert_eq!(svc.to(&user).len(), 1);
+        audit_verify(cfg);
+    }
 }

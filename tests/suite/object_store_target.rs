@@ -274,9 +274,25 @@ both_backends! {
         let dry = json(&rd(&cfg, &["reapply", "--since", &since, "--dry-run", "--json"]));
         assert_eq!(dry["came_back"], 1, "{dry}");
         assert_eq!(dry["removed"]["objects"], 2, "{dry}");
+        // Per kind too: the keys' versions, not rows or files.
+        assert_eq!(
+            dry["kinds"]["library"],
+            serde_json::json!({"checked": 2, "came_back": 1, "rows": 0, "files": 0, "objects": 2, "requests": 0}),
+            "{dry}"
+        );
+        let text = ok(&rd(&cfg, &["reapply", "--since", &since, "--dry-run"]));
+        assert!(text.contains("library        2 checked, 1 had come back: 0 row(s), 0 file(s), 2 object(s) would be removed"), "{text}");
+        assert!(text.contains("1 item(s) had come back; 0 row(s), 0 file(s), 2 object(s) would be removed"), "{text}");
         assert_eq!(moto.versions(BUCKET, "p/a1/l1").await.len(), 2, "a dry run deletes nothing");
         let real = json(&rd(&cfg, &["reapply", "--since", &since, "--json"]));
         assert_eq!(real["came_back"], 1, "{real}");
+        assert_eq!(real["kinds"]["library"]["objects"], 2, "{real}");
+        let export = ok(&rd(&cfg, &["audit", "export"]));
+        let summary = export
+            .lines()
+            .find(|l| l.contains("\"action\":\"purges.reapplied\""))
+            .expect("a purges.reapplied entry");
+        assert!(summary.contains("\"objects\":2"), "{summary}");
         assert!(moto.versions(BUCKET, "p/").await.is_empty());
         let again = json(&rd(&cfg, &["reapply", "--since", &since, "--json"]));
         assert_eq!(again["came_back"], 0, "{again}");

@@ -60,3 +60,39 @@ both_backends! {
         h.audit_ok().await;
     }
 }
+
+/// The example configs in `config/` load as README says (from the repository root, which their
+/// relative `var/` paths expect): the main one as it is, `remote-targets.toml` with the S3
+/// credentials in the environment; without them it is refused naming the key.
+#[test]
+fn the_example_configs_load() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let check = |file: &str, creds: bool| {
+        let mut c = crate::rel::bin();
+        c.current_dir(root)
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_SESSION_TOKEN");
+        if creds {
+            c.env("AWS_ACCESS_KEY_ID", "test")
+                .env("AWS_SECRET_ACCESS_KEY", "test");
+        }
+        c.args(["--config", file, "check-config"]).output().unwrap()
+    };
+    crate::rel::ok(&check("config/retentiond.toml", false));
+    let out = crate::rel::ok(&check("config/remote-targets.toml", true));
+    for want in [
+        "blobs: object_store s3://uploads/libraries key {account}/{id} versions all, endpoint http://127.0.0.1:9000/, account_prefix {account}/",
+        "vectors: http DELETE http://127.0.0.1:8081/v1/documents/{id} (timeout 10s, concurrency 8, verified)",
+        "account purge: DELETE http://127.0.0.1:8081/v1/accounts/{account}",
+    ] {
+        assert!(out.contains(want), "want {want:?} in {out}");
+    }
+    let o = check("config/remote-targets.toml", false);
+    assert_eq!(o.status.code(), Some(2), "{}", crate::rel::text(&o));
+    assert!(
+        crate::rel::stderr(&o).contains("AWS_ACCESS_KEY_ID"),
+        "{}",
+        crate::rel::text(&o)
+    );
+}
