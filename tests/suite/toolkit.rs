@@ -148,6 +148,7 @@ fn free_port() -> u16 {
 }
 
 async fn get(url: &str) -> (u16, String) {
+    retentiond::targets::install_tls_provider();
     let r = reqwest::get(url).await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
 }
