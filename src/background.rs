@@ -1,5 +1,6 @@
 //! The daemon's background work besides the sweep: each SQL target's `vacuum` cron, retries of
-//! WAL checkpoints a purge could not finish, and the outbox pollers (`[sources.NAME]`).
+//! WAL checkpoints a purge could not finish, the outbox pollers (`[sources.NAME]`) and the
+//! notification deliveries (`[notify.NAME]`).
 //!
 //! Started by `daemon::run` with the sweeper's targets (so a checkpoint a purge owes is the one
 //! retried), restarted on reload, stopped with the daemon: cancellation lets the batch or
@@ -64,6 +65,16 @@ impl Background {
                     tracker.spawn(async move { p.run(stop).await });
                 }
                 Err(e) => error!(error = %e, "outbox source not started"),
+            }
+        }
+        if !config.notify.is_empty() {
+            match crate::notify::Notifier::new(ledger.clone(), clock.clone(), config.notify.clone())
+            {
+                Ok(n) => {
+                    let stop = stop.clone();
+                    tracker.spawn(async move { n.run(stop).await });
+                }
+                Err(e) => error!(error = %e, "notifications not started"),
             }
         }
         tracker.close();

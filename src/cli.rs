@@ -90,6 +90,11 @@ pub enum Command {
         #[command(subcommand)]
         command: OrgCommand,
     },
+    /// Signed notifications to the platform (`[notify.NAME]`): list, re-send dead letters.
+    Notify {
+        #[command(subcommand)]
+        command: NotifyCommand,
+    },
     /// Forecast purges per day and what holds keep back.
     Plan {
         /// Horizon.
@@ -220,6 +225,26 @@ pub enum OrgCommand {
         reason: Option<String>,
         #[arg(long, default_value = "cli")]
         by: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotifyCommand {
+    /// Notifications to the `[notify.NAME]` receivers, newest first.
+    List {
+        /// Only the dead-lettered ones (retries ran out).
+        #[arg(long)]
+        failed: bool,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Put dead-lettered notifications back in the queue (all of them if no ID); the daemon
+    /// delivers them, retrying for the receiver's max_age again.
+    Retry {
+        ids: Vec<String>,
+        /// Only this receiver's.
+        #[arg(long)]
+        receiver: Option<String>,
     },
 }
 
@@ -667,6 +692,7 @@ pub async fn run(cli: Cli) -> Outcome {
         }
         Command::Hold { command } => hold(command, &config, &clock, json).await,
         Command::Org { command } => org(command, &config, &clock, json).await,
+        Command::Notify { command } => notify(command, &config, &clock, json).await,
         Command::Plan { until } => {
             let ledger = open_read(&config).await?;
             let p = report::plan(&ledger, clock.now(), until).await?;
@@ -853,7 +879,107 @@ fn status_text(s: &report::Status) -> String {
             o.id, o.zdr, o.zdr_waiting
         ));
     }
+    for n in &s.notifications {
+        out.push_str(&format!(
+            "notify     {}: {} pending, {} dead-lettered{}\n",
+            n.receiver,
+            n.pending,
+            n.dead,
+            if n.dead > 0 {
+                " (run `retentiond notify list --failed`)"
+            } else {
+                ""
+            }
+        ));
+    }
     out
+}
+
+async fn notify(command: NotifyCommand, config: &Config, clock: &Clock, json: bool) -> Outcome {
+    match command {
+        NotifyCommand::List { failed, limit } => {
+            let ledger = open_read(config).await?;
+            let rows = ledger.notifications(failed, limit).await?;
+            let out = serde_json::json!({ "notifications": rows });
+            emit(json, &out, || {
+                let mut t = String::new();
+                for n in &rows {
+                    let state = match (n.delivered_at, n.dead_at) {
+                        (Some(at), _) => format!("delivered {at}"),
+                        (None, Some(at)) => format!("dead-lettered {at}"),
+                        (None, None) => format!("pending, next attempt {}", n.next_attempt_at),
+                    };
+                    t.push_str(&format!(
+                        "{} {} {} seq={} attempts={} {}{}\n",
+                        n.id,
+                        n.receiver,
+                        n.event_type,
+                        n.seq,
+                        n.attempts,
+                        state,
+                        n.last_error
+                            .as_ref()
+                            .map(|e| format!(" last_error={e}"))
+                            .unwrap_or_default()
+                    ));
+                }
+                if t.is_empty() {
+                    t.push_str(if failed {
+                        "no dead-lettered notifications\n"
+                    } else {
+                        "no notifications\n"
+                    });
+                }
+                t.trim_end().to_string()
+            });
+            Ok(())
+        }
+        NotifyCommand::Retry { ids, receiver } => {
+            if let Some(r) = &receiver
+                && !config.notify.contains_key(r)
+            {
+                return Err(Failure::bad_input(format!(
+                    "--receiver `{r}` is not configured (configured: {})",
+                    config.notify.keys().cloned().collect::<Vec<_>>().join(", ")
+                )));
+            }
+            let (ledger, _) = daemon::prepare(config, clock, "retentiond notify retry").await?;
+            let now = clock.now();
+            let mut requeued = Vec::new();
+            for (name, cfg) in &config.notify {
+                if receiver.as_ref().is_some_and(|r| r != name) {
+                    continue;
+                }
+                requeued.extend(
+                    ledger
+                        .requeue_notifications(name, &ids, now, now.plus(cfg.max_age))
+                        .await?,
+                );
+            }
+            if let Some(missing) = ids.iter().find(|id| !requeued.contains(id)) {
+                return Err(Failure::bad_input(format!(
+                    "`{missing}` is not a dead-lettered notification of a configured receiver (see `retentiond notify list --failed`){}",
+                    if requeued.is_empty() {
+                        ""
+                    } else {
+                        "; the others were re-queued"
+                    }
+                )));
+            }
+            tracing::info!(
+                requeued = requeued.len(),
+                "dead-lettered notifications re-queued"
+            );
+            let out = serde_json::json!({ "requeued": requeued });
+            emit(json, &out, || {
+                format!(
+                    "re-queued {} notification(s); the daemon delivers them",
+                    requeued.len()
+                )
+            });
+            Ok(())
+        }
+    }
 }
 
 async fn hold(command: HoldCommand, config: &Config, clock: &Clock, json: bool) -> Outcome {

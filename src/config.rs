@@ -301,6 +301,22 @@ struct RawConfig {
     log: RawLog,
     #[serde(default)]
     metrics: RawMetrics,
+    #[serde(default)]
+    notify: BTreeMap<String, RawNotify>,
+}
+
+/// `[notify.NAME]`: a receiver of signed notifications (§8).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    url: String,
+    secret_file: Option<PathBuf>,
+    secret_env: Option<String>,
+    events: Vec<String>,
+    retry_backoff: Option<Span>,
+    retry_backoff_max: Option<Span>,
+    max_age: Option<Span>,
+    timeout: Option<Span>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -644,6 +660,24 @@ pub struct Config {
     pub log_level: Option<String>,
     /// `[metrics] listen`: an address serving `/metrics` alone (with or without `[http]`).
     pub metrics_listen: Option<String>,
+    /// `[notify.NAME]`: receivers of signed notifications, by name.
+    pub notify: BTreeMap<String, NotifyConfig>,
+}
+
+/// A receiver of signed notifications (`[notify.NAME]`).
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    pub url: SecretHttpUrl,
+    /// The HMAC-SHA256 key of `Retentiond-Signature`.
+    pub secret: SecretToken,
+    /// The decision types it gets (`notify::TYPES`).
+    pub events: BTreeSet<String>,
+    /// The first retry's delay; doubles up to `retry_backoff_max`.
+    pub retry_backoff: Span,
+    pub retry_backoff_max: Span,
+    /// Retries stop this long after the decision; the notification is then dead-lettered.
+    pub max_age: Span,
+    pub timeout: Span,
 }
 
 #[derive(Debug, Clone)]
@@ -1088,6 +1122,17 @@ impl Config {
                 (None, None) => "off".into(),
             }
         );
+        for (name, n) in &self.notify {
+            let _ = writeln!(
+                out,
+                "notify {name}: POST {} for {} (signed; retries from {} up to {} for {})",
+                n.url.redacted(),
+                n.events.iter().cloned().collect::<Vec<_>>().join(","),
+                n.retry_backoff,
+                n.retry_backoff_max,
+                n.max_age
+            );
+        }
         out
     }
 }
@@ -1616,6 +1661,13 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         }
     };
 
+    let mut notify = BTreeMap::new();
+    for (name, n) in raw.notify {
+        let key = format!("notify.{name}");
+        let cfg = build_notify(ctx, &key, n)?;
+        notify.insert(name, cfg);
+    }
+
     let metrics_listen = raw.metrics.listen;
     if let Some(listen) = &metrics_listen {
         let Ok(addr) = listen.parse::<std::net::SocketAddr>() else {
@@ -1727,6 +1779,7 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         },
         log_level: raw.log.level,
         metrics_listen,
+        notify,
     })
 }
 
@@ -2102,30 +2155,7 @@ fn build_http_target(
             .map_err(|m| ctx.err(format!("{key}.body"), m))?;
         attrs.extend(attr_names(&names));
     }
-    let token = match token_source(ctx, key, h.token_file, h.token_env)? {
-        None => None,
-        Some(TokenSource::File(path)) => {
-            let k = format!("{key}.token_file");
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| ctx.err(&k, format!("cannot read `{}`: {e}", path.display())))?;
-            Some(check_token(
-                ctx,
-                &k,
-                text.trim(),
-                &path.display().to_string(),
-            )?)
-        }
-        Some(TokenSource::Env(var)) => {
-            let k = format!("{key}.token_env");
-            let v = std::env::var(&var).unwrap_or_default();
-            Some(check_token(
-                ctx,
-                &k,
-                v.trim(),
-                &format!("environment variable `{var}`"),
-            )?)
-        }
-    };
+    let token = read_secret(ctx, key, "token", h.token_file, h.token_env)?;
     let timeout = match &h.timeout {
         Some(t) => Span::parse(t).map_err(|m| ctx.err(format!("{key}.timeout"), m))?,
         None => Span::from_secs(10),
@@ -2160,6 +2190,145 @@ fn build_http_target(
 
 /// A token read from `source`: non-empty, and sendable in a header (visible ASCII). The error
 /// names where it came from, never its value.
+/// A secret from `{key}.{what}_file` or `{key}.{what}_env` (exactly one may be given), read
+/// now: a missing, empty or unprintable one is an error naming its key.
+fn read_secret(
+    ctx: &Ctx<'_>,
+    key: &str,
+    what: &str,
+    file: Option<PathBuf>,
+    env: Option<String>,
+) -> Result<Option<SecretToken>, ConfigError> {
+    Ok(match token_source(ctx, key, file, env)? {
+        None => None,
+        Some(TokenSource::File(path)) => {
+            let k = format!("{key}.{what}_file");
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| ctx.err(&k, format!("cannot read `{}`: {e}", path.display())))?;
+            Some(check_token(
+                ctx,
+                &k,
+                text.trim(),
+                &path.display().to_string(),
+            )?)
+        }
+        Some(TokenSource::Env(var)) => {
+            let k = format!("{key}.{what}_env");
+            let v = std::env::var(&var).unwrap_or_default();
+            Some(check_token(
+                ctx,
+                &k,
+                v.trim(),
+                &format!("environment variable `{var}`"),
+            )?)
+        }
+    })
+}
+
+/// Checks a `[notify.NAME]` receiver: an http(s) URL without placeholders, a secret, known
+/// event types, sane durations.
+fn build_notify(ctx: &Ctx<'_>, key: &str, n: RawNotify) -> Result<NotifyConfig, ConfigError> {
+    let url = SecretHttpUrl::new(n.url);
+    let shown = url.redacted();
+    match url::Url::parse(url.expose()) {
+        Ok(u)
+            if matches!(u.scheme(), "http" | "https")
+                && u.host_str().is_some_and(|h| !h.is_empty())
+                && u.fragment().is_none()
+                && !url.expose().contains('{') => {}
+        Ok(_) => {
+            return Err(ctx.err(
+                format!("{key}.url"),
+                format!("`{shown}` must be an http:// or https:// URL with a host, without placeholders or a fragment"),
+            ));
+        }
+        Err(e) => {
+            return Err(ctx.err(
+                format!("{key}.url"),
+                format!("`{shown}` is not a valid URL ({e})"),
+            ));
+        }
+    }
+    let secret =
+        read_secret(ctx, key, "secret", n.secret_file, n.secret_env)?.ok_or_else(|| {
+            ctx.err(
+            key,
+            "a receiver needs `secret_file` or `secret_env`: the key notifications are signed with",
+        )
+        })?;
+    if n.events.is_empty() {
+        return Err(ctx.err(
+            format!("{key}.events"),
+            format!(
+                "empty: name the decisions to send ({})",
+                NOTIFY_TYPES.join(", ")
+            ),
+        ));
+    }
+    let mut events = BTreeSet::new();
+    for (i, e) in n.events.iter().enumerate() {
+        if !NOTIFY_TYPES.contains(&e.as_str()) {
+            return Err(ctx.err(
+                format!("{key}.events[{i}]"),
+                format!("unknown `{e}` (one of {})", NOTIFY_TYPES.join(", ")),
+            ));
+        }
+        events.insert(e.clone());
+    }
+    let span = |name: &str, v: Option<Span>, default: Span, min: Span| {
+        let v = v.unwrap_or(default);
+        if v < min {
+            Err(ctx.err(
+                format!("{key}.{name}"),
+                format!("{v} is shorter than {min}"),
+            ))
+        } else {
+            Ok(v)
+        }
+    };
+    let retry_backoff = span(
+        "retry_backoff",
+        n.retry_backoff,
+        Span::from_secs(5),
+        Span(1),
+    )?;
+    let retry_backoff_max = span(
+        "retry_backoff_max",
+        n.retry_backoff_max,
+        Span::from_secs(3600).max(retry_backoff),
+        retry_backoff,
+    )?;
+    let max_age = span("max_age", n.max_age, Span::from_secs(3 * 86_400), Span(1))?;
+    let timeout = span("timeout", n.timeout, Span::from_secs(10), Span(1))?;
+    if timeout > Span::from_secs(600) {
+        return Err(ctx.err(
+            format!("{key}.timeout"),
+            format!("{timeout} is out of range 1ms..=10m"),
+        ));
+    }
+    Ok(NotifyConfig {
+        url,
+        secret,
+        events,
+        retry_backoff,
+        retry_backoff_max,
+        max_age,
+        timeout,
+    })
+}
+
+/// The decisions a `[notify.NAME]` receiver can subscribe to: each is the action of the audit
+/// entry the decision writes. The `audit_notifiable` index (migration 0010) lists the same.
+pub const NOTIFY_TYPES: [&str; 7] = [
+    "account.purged",
+    "hold.placed",
+    "hold.released",
+    "zdr.approved",
+    "zdr.denied",
+    "zdr.requested",
+    "zdr.revoked",
+];
+
 fn check_token(
     ctx: &Ctx<'_>,
     key: &str,

@@ -350,6 +350,8 @@ pub async fn run(config_path: PathBuf, config: Config, clock: Clock) -> anyhow::
         background: tokio::sync::Mutex::new(None),
     });
     let sweeper = build_sweeper(&ledger, &config, &clock, &instance, &health)?;
+    // Before any request is served: decisions from now on reach every receiver.
+    crate::notify::init(&ledger, &config.notify).await?;
     *shared.background.lock().await = Some(crate::background::Background::start(
         &config,
         sweeper.targets(),
@@ -590,6 +592,10 @@ async fn try_reload(
         sweeper,
         job,
     });
+    // A receiver added by the reload gets the decisions from now on.
+    if let Err(e) = crate::notify::init(&shared.ledger, &new.notify).await {
+        warn!(error = %e, "cannot start the cursors of new notification receivers; retried by their delivery loop");
+    }
     // Restart the background work with the new targets and sources (the batch in flight ends).
     let mut background = shared.background.lock().await;
     if let Some(b) = background.take() {

@@ -18,6 +18,7 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod outbox;
 pub mod policy;
 pub mod reapply;

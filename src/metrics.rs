@@ -48,6 +48,9 @@ pub const EVENTS_INGESTED: &str = "retentiond_events_ingested_total";
 pub const EVENTS_DUPLICATE: &str = "retentiond_events_duplicate_total";
 pub const BATCHES_REJECTED: &str = "retentiond_event_batches_rejected_total";
 pub const BUILD_INFO: &str = "retentiond_build_info";
+pub const NOTIFICATIONS: &str = "retentiond_notifications_total";
+pub const NOTIFICATIONS_PENDING: &str = "retentiond_notifications_pending";
+pub const NOTIFICATIONS_DEAD: &str = "retentiond_notifications_dead";
 pub const TARGET_PURGE_DURATION: &str = "retentiond_target_purge_duration_seconds";
 pub const TARGET_REQUEST_DURATION: &str = "retentiond_target_request_duration_seconds";
 pub const LAST_CHECKPOINT: &str = "retentiond_last_checkpoint_timestamp_seconds";
@@ -180,6 +183,18 @@ fn describe() {
         BATCHES_REJECTED,
         "Event batches rejected whole because of invalid lines, by source."
     );
+    describe_counter!(
+        NOTIFICATIONS,
+        "Notification delivery attempts, by receiver and outcome (delivered, retry, dead)."
+    );
+    describe_gauge!(
+        NOTIFICATIONS_PENDING,
+        "Notifications waiting for delivery or a retry, by receiver."
+    );
+    describe_gauge!(
+        NOTIFICATIONS_DEAD,
+        "Dead-lettered notifications (retries ran out), by receiver: `notify list --failed`."
+    );
 }
 
 /// Records a finished sweep: what it purged and what failed, per kind and target.
@@ -249,6 +264,11 @@ pub fn record_dead_letters(source: &str, n: i64) {
     gauge!(OUTBOX_DEAD_LETTERS, "source" => source.to_string()).set(n as f64);
 }
 
+/// Records one notification delivery attempt.
+pub fn record_notification(receiver: &str, outcome: &'static str) {
+    counter!(NOTIFICATIONS, "receiver" => receiver.to_string(), "outcome" => outcome).increment(1);
+}
+
 /// Records a batch rejected whole.
 pub fn record_rejected(source: &str) {
     counter!(BATCHES_REJECTED, "source" => source.to_string()).increment(1);
@@ -257,6 +277,8 @@ pub fn record_rejected(source: &str) {
 /// Label sets of the resource gauges set last time, so a (state, kind) that vanished is zeroed
 /// rather than left at its old value.
 static SEEN: Mutex<BTreeSet<(String, String)>> = Mutex::new(BTreeSet::new());
+/// Notification receivers whose gauges were set (zeroed once their queue empties).
+static SEEN_RECEIVERS: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 
 /// Recomputes the ledger gauges now.
 pub async fn refresh_gauges(ledger: &Ledger, now: Timestamp) -> Result<(), StoreError> {
@@ -266,6 +288,7 @@ pub async fn refresh_gauges(ledger: &Ledger, now: Timestamp) -> Result<(), Store
     let held = ledger.held_back().await?;
     let oldest = ledger.oldest_due(now).await?;
     let checkpoint = ledger.last_checkpoint_at().await?;
+    let notifications = ledger.notification_counts().await?;
     {
         let mut seen = SEEN.lock().expect("not poisoned");
         let fresh: BTreeSet<(String, String)> = counts
@@ -295,6 +318,20 @@ pub async fn refresh_gauges(ledger: &Ledger, now: Timestamp) -> Result<(), Store
     gauge!(OLDEST_OVERDUE).set(age as f64 / 1000.0);
     if let Some(t) = checkpoint {
         gauge!(LAST_CHECKPOINT).set(t.millis() as f64 / 1000.0);
+    }
+    {
+        let mut seen = SEEN_RECEIVERS.lock().expect("not poisoned");
+        for r in seen.iter() {
+            if !notifications.iter().any(|n| &n.receiver == r) {
+                gauge!(NOTIFICATIONS_PENDING, "receiver" => r.clone()).set(0.0);
+                gauge!(NOTIFICATIONS_DEAD, "receiver" => r.clone()).set(0.0);
+            }
+        }
+        for n in &notifications {
+            gauge!(NOTIFICATIONS_PENDING, "receiver" => n.receiver.clone()).set(n.pending as f64);
+            gauge!(NOTIFICATIONS_DEAD, "receiver" => n.receiver.clone()).set(n.dead as f64);
+            seen.insert(n.receiver.clone());
+        }
     }
     gauge!(GAUGES_REFRESHED).set(now.millis() as f64 / 1000.0);
     Ok(())

@@ -262,6 +262,8 @@ pub struct Status {
     pub policy_pending: bool,
     /// Orgs with a ZDR status other than `off`.
     pub zdr_orgs: Vec<OrgView>,
+    /// Notifications waiting for delivery and dead-lettered, per receiver (`[notify.NAME]`).
+    pub notifications: Vec<crate::store::NotificationCount>,
 }
 
 pub async fn status(ledger: &Ledger, now: Timestamp) -> Result<Status, StoreError> {
@@ -320,6 +322,7 @@ pub async fn status(ledger: &Ledger, now: Timestamp) -> Result<Status, StoreErro
             .map(|p| policy::fingerprint(&p)),
         policy_pending: policy_state.is_some_and(|s| s.pending.is_some()),
         zdr_orgs,
+        notifications: ledger.notification_counts().await?,
     })
 }
 

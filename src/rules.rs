@@ -345,12 +345,31 @@ pub fn change_plan(new_plan: Plan, status: ZdrStatus) -> ZdrStatus {
     }
 }
 
+/// The delay before retry number `attempt` (1 = the first retry): `base` doubled per attempt,
+/// capped at `cap` (never below `base`). Failed purges add jitter on top; notifications do not.
+pub fn retry_delay(base: Span, cap: Span, attempt: i64) -> Span {
+    let base = base.millis().max(1);
+    Span(
+        base.saturating_mul(1i64 << (attempt - 1).clamp(0, 40))
+            .min(cap.millis().max(base)),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
     const DAY: i64 = 86_400_000;
+
+    #[test]
+    fn retries_double_up_to_the_cap() {
+        let d = |a| retry_delay(Span::from_secs(5), Span::from_secs(60), a).millis() / 1000;
+        assert_eq!(
+            [d(0), d(1), d(2), d(3), d(4), d(5), d(62)],
+            [5, 5, 10, 20, 40, 60, 60]
+        );
+    }
 
     fn policy(grace: i64, acct_grace: i64) -> KindPolicy {
         KindPolicy {

@@ -1151,11 +1151,12 @@ impl Sweeper {
 
     /// Exponential backoff with ±25% jitter, capped.
     fn backoff(&self, attempt: i64) -> Span {
-        let base = self.config.scheduler.retry_backoff.millis().max(1);
-        let cap = self.config.scheduler.retry_backoff_max.millis().max(base);
-        let exp = base
-            .saturating_mul(1i64 << (attempt - 1).clamp(0, 30))
-            .min(cap);
+        let exp = crate::rules::retry_delay(
+            self.config.scheduler.retry_backoff,
+            self.config.scheduler.retry_backoff_max,
+            attempt,
+        )
+        .millis();
         let jitter: f64 = rand::random_range(0.75..1.25);
         Span(((exp as f64) * jitter) as i64)
     }

@@ -108,6 +108,12 @@ macro_rules! org_columns {
         "id, plan, zdr, zdr_reason, zdr_by, zdr_at, created_at, updated_at, training_opt_out"
     };
 }
+macro_rules! notification_columns {
+    () => {
+        "id, receiver, seq, event_type, body, created_at, expires_at, attempts, next_attempt_at, last_error, delivered_at, dead_at"
+    };
+}
+
 macro_rules! hold_columns {
     () => {
         "id, case_ref, reason, placed_by, placed_at, org, account, resource, kind, created_from, created_to, released_at, released_by, placed_already_purged, placed_in_flight"
@@ -463,6 +469,94 @@ pub struct PurgeFailure {
     pub error: String,
 }
 
+/// One notification to one receiver (`[notify.NAME]`) as the ledger queues it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NotificationRow {
+    pub id: String,
+    pub receiver: String,
+    /// The audit entry it reports.
+    pub seq: i64,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The JSON object sent (signed at each attempt).
+    #[serde(skip)]
+    pub body: String,
+    pub created_at: Timestamp,
+    /// Retries stop here; the notification is then dead-lettered.
+    pub expires_at: Timestamp,
+    pub attempts: i64,
+    pub next_attempt_at: Timestamp,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<Timestamp>,
+    pub dead_at: Option<Timestamp>,
+}
+
+/// A notification to queue (see [`Ledger::queue_notifications`]).
+#[derive(Debug, Clone)]
+pub struct NewNotification {
+    pub id: String,
+    pub seq: i64,
+    pub event_type: String,
+    pub body: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// Notifications per receiver: waiting for delivery (or a retry) and dead-lettered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NotificationCount {
+    pub receiver: String,
+    pub pending: i64,
+    pub dead: i64,
+}
+
+/// How one delivery attempt ended.
+#[derive(Debug, Clone)]
+pub enum DeliveryOutcome {
+    Delivered,
+    /// Failed: retried at `retry_at`, or dead-lettered when `None`.
+    Failed {
+        error: String,
+        retry_at: Option<Timestamp>,
+    },
+}
+
+#[derive(sqlx::FromRow)]
+struct RawNotification {
+    id: String,
+    receiver: String,
+    seq: i64,
+    event_type: String,
+    body: String,
+    created_at: i64,
+    expires_at: i64,
+    attempts: i64,
+    next_attempt_at: i64,
+    last_error: Option<String>,
+    delivered_at: Option<i64>,
+    dead_at: Option<i64>,
+}
+
+impl TryFrom<RawNotification> for NotificationRow {
+    type Error = StoreError;
+    fn try_from(n: RawNotification) -> Result<Self> {
+        Ok(NotificationRow {
+            id: n.id,
+            receiver: n.receiver,
+            seq: n.seq,
+            event_type: n.event_type,
+            body: n.body,
+            created_at: Timestamp(n.created_at),
+            expires_at: Timestamp(n.expires_at),
+            attempts: n.attempts,
+            next_attempt_at: Timestamp(n.next_attempt_at),
+            last_error: n.last_error,
+            delivered_at: ts(n.delivered_at),
+            dead_at: ts(n.dead_at),
+        })
+    }
+}
+
 /// Counts by (state, kind).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StateCount {
@@ -765,6 +859,26 @@ forward! { ref Ledger;
     /// Forgets up to `limit` idempotency records of events dated before `before` (older than
     /// `ingest.dedup_window`: a replay of them is refused anyway); returns how many.
     fn forget_events(&self, before: Timestamp, limit: i64) -> u64;
+    /// The audit seq up to which `receiver`'s notifications are queued; set to the chain's head
+    /// the first time (a new receiver gets the decisions made from then on).
+    fn notify_cursor(&self, receiver: &str) -> i64;
+    /// Audit entries of the notifiable types (`notify::TYPES`) after `after_seq`, in seq order.
+    fn notifiable_audit(&self, after_seq: i64, limit: i64) -> Vec<AuditEntry>;
+    /// Queues `rows` for `receiver` and moves its cursor from `from_seq` to `to_seq`, in one
+    /// transaction; false (nothing written) when the cursor is no longer at `from_seq`
+    /// (another instance queued them).
+    fn queue_notifications(&self, receiver: &str, from_seq: i64, to_seq: i64, rows: &[NewNotification]) -> bool;
+    /// Takes up to `limit` notifications due at `now` for delivery: their next attempt moves
+    /// to `lease_until`, so an instance that dies mid-delivery leaves them to be retried.
+    fn claim_notifications(&self, now: Timestamp, lease_until: Timestamp, limit: i64) -> Vec<NotificationRow>;
+    /// Records one delivery attempt of notification `id`.
+    fn record_delivery(&self, id: &str, at: Timestamp, outcome: &DeliveryOutcome) -> ();
+    /// Notifications, newest first: all, or only the dead-lettered ones.
+    fn notifications(&self, dead_only: bool, limit: i64) -> Vec<NotificationRow>;
+    fn notification_counts(&self) -> Vec<NotificationCount>;
+    /// Puts dead-lettered notifications of `receiver` (those in `ids`, or all when empty) back
+    /// in the queue, due at `now`, retried until `expires_at`; returns their ids.
+    fn requeue_notifications(&self, receiver: &str, ids: &[String], now: Timestamp, expires_at: Timestamp) -> Vec<String>;
     /// Resources purged since `since`, after the cursor (`purged_at`, `id`) — `reapply`.
     fn purged_since(&self, since: Timestamp, after: (Timestamp, &str), limit: i64) -> Vec<ResourceRow>;
     /// Accounts purged since `since`, after the cursor (`purged_at`, `id`) — `reapply`.

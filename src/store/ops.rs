@@ -15,6 +15,7 @@ use super::{
     ClaimedBatch, InFlight, InFlightOutcome, IngestWrite, Interruption, SettledClaim, parse, ts,
     AccountRow, AuditHead, HoldRow, MAX_BINDS, NewHold, OrgRow, PolicyState, PurgeFailure, RawAccount, RawAudit,
     RawHold, RawOrg, RawResource, ReleaseApproval, RawSweep, ResourceRow, Result, StateCount, StoreError, SweepRun, ForecastRow,
+    DeliveryOutcome, NewNotification, NotificationCount, NotificationRow, RawNotification,
 };
 
 type Conn = <Db as Database>::Connection;
@@ -684,6 +685,160 @@ impl Store {
 
     pub async fn policy_state(&self) -> Result<Option<PolicyState>> {
         q_policy_state(&mut *self.conn().await?, false).await
+    }
+
+    pub async fn notify_cursor(&self, receiver: &str) -> Result<i64> {
+        sqlx::query(
+            // `WHERE true`: SQLite's parser needs a WHERE before an upsert clause of INSERT … SELECT.
+            "INSERT INTO notify_cursors (receiver, seq) SELECT $1, COALESCE(MAX(seq), 0) FROM audit \
+             WHERE true ON CONFLICT (receiver) DO NOTHING",
+        )
+        .bind(receiver)
+        .execute(&self.pool)
+        .await?;
+        Ok(sqlx::query_scalar("SELECT seq FROM notify_cursors WHERE receiver = $1")
+            .bind(receiver)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    pub async fn notifiable_audit(&self, after_seq: i64, limit: i64) -> Result<Vec<AuditEntry>> {
+        // The predicate is the `audit_notifiable` index's, word for word, so both backends use it.
+        let raw: Vec<RawAudit> = sqlx::query_as(
+            "SELECT seq, at, action, subject, details, prev_hash, hash FROM audit WHERE seq > $1 AND action IN \
+             ('account.purged', 'hold.placed', 'hold.released', 'zdr.approved', 'zdr.denied', 'zdr.requested', 'zdr.revoked') \
+             ORDER BY seq LIMIT $2",
+        )
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(raw.into_iter().map(AuditEntry::from).collect())
+    }
+
+    pub async fn queue_notifications(&self, receiver: &str, from_seq: i64, to_seq: i64, rows: &[NewNotification]) -> Result<bool> {
+        let mut t = self.begin().await?;
+        let moved = sqlx::query("UPDATE notify_cursors SET seq = $3 WHERE receiver = $1 AND seq = $2")
+            .bind(receiver)
+            .bind(from_seq)
+            .bind(to_seq)
+            .execute(&mut *t.tx)
+            .await?;
+        if moved.rows_affected() != 1 {
+            t.tx.rollback().await?;
+            return Ok(false);
+        }
+        for chunk in rows.chunks(MAX_BINDS / 8) {
+            let mut q = QueryBuilder::<Db>::new(
+                "INSERT INTO notifications (id, receiver, seq, event_type, body, created_at, expires_at, next_attempt_at) ",
+            );
+            q.push_values(chunk, |mut b, n| {
+                b.push_bind(n.id.clone())
+                    .push_bind(receiver.to_string())
+                    .push_bind(n.seq)
+                    .push_bind(n.event_type.clone())
+                    .push_bind(n.body.clone())
+                    .push_bind(n.created_at.millis())
+                    .push_bind(n.expires_at.millis())
+                    .push_bind(n.created_at.millis());
+            });
+            q.push(" ON CONFLICT DO NOTHING");
+            q.build().execute(&mut *t.tx).await?;
+        }
+        t.tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn claim_notifications(&self, now: Timestamp, lease_until: Timestamp, limit: i64) -> Result<Vec<NotificationRow>> {
+        let raw: Vec<RawNotification> = sqlx::query_as(concat!(
+            "UPDATE notifications SET next_attempt_at = $2 WHERE id IN (SELECT id FROM notifications ",
+            "WHERE delivered_at IS NULL AND dead_at IS NULL AND next_attempt_at <= $1 ORDER BY next_attempt_at, seq LIMIT $3",
+            skip_locked!(), ") RETURNING ", notification_columns!()
+        ))
+        .bind(now.millis())
+        .bind(lease_until.millis())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: Vec<NotificationRow> = rows(raw)?;
+        out.sort_by_key(|n| n.seq);
+        Ok(out)
+    }
+
+    pub async fn record_delivery(&self, id: &str, at: Timestamp, outcome: &DeliveryOutcome) -> Result<()> {
+        let q = match outcome {
+            DeliveryOutcome::Delivered => sqlx::query(
+                "UPDATE notifications SET attempts = attempts + 1, delivered_at = $2, last_error = NULL WHERE id = $1",
+            )
+            .bind(id)
+            .bind(at.millis()),
+            DeliveryOutcome::Failed { error, retry_at } => sqlx::query(
+                "UPDATE notifications SET attempts = attempts + 1, last_error = $3, \
+                 next_attempt_at = COALESCE($4, next_attempt_at), dead_at = CASE WHEN $4 IS NULL THEN $2 ELSE NULL END \
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(at.millis())
+            .bind(error.clone())
+            .bind(retry_at.map(|t| t.millis())),
+        };
+        q.execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn notifications(&self, dead_only: bool, limit: i64) -> Result<Vec<NotificationRow>> {
+        let raw: Vec<RawNotification> = if dead_only {
+            sqlx::query_as(concat!(
+                "SELECT ", notification_columns!(), " FROM notifications WHERE dead_at IS NOT NULL ORDER BY dead_at DESC, seq DESC LIMIT $1"
+            ))
+        } else {
+            sqlx::query_as(concat!(
+                "SELECT ", notification_columns!(), " FROM notifications ORDER BY seq DESC, receiver LIMIT $1"
+            ))
+        }
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows(raw)
+    }
+
+    pub async fn notification_counts(&self) -> Result<Vec<NotificationCount>> {
+        let rows = sqlx::query(
+            "SELECT receiver, \
+             SUM(CASE WHEN delivered_at IS NULL AND dead_at IS NULL THEN 1 ELSE 0 END), \
+             SUM(CASE WHEN dead_at IS NOT NULL THEN 1 ELSE 0 END) \
+             FROM notifications WHERE delivered_at IS NULL GROUP BY receiver ORDER BY receiver",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(NotificationCount {
+                    receiver: r.try_get(0)?,
+                    pending: r.try_get::<Option<i64>, _>(1)?.unwrap_or(0),
+                    dead: r.try_get::<Option<i64>, _>(2)?.unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    pub async fn requeue_notifications(&self, receiver: &str, ids: &[String], now: Timestamp, expires_at: Timestamp) -> Result<Vec<String>> {
+        let q = if ids.is_empty() {
+            sqlx::query_scalar(
+                "UPDATE notifications SET dead_at = NULL, last_error = NULL, next_attempt_at = $2, expires_at = $3 \
+                 WHERE receiver = $1 AND dead_at IS NOT NULL RETURNING id",
+            )
+        } else {
+            sqlx::query_scalar(concat!(
+                "UPDATE notifications SET dead_at = NULL, last_error = NULL, next_attempt_at = $2, expires_at = $3 ",
+                "WHERE receiver = $1 AND dead_at IS NOT NULL AND id ", in_ids!(4), " RETURNING id"
+            ))
+        };
+        let q = q.bind(receiver).bind(now.millis()).bind(expires_at.millis());
+        let q = if ids.is_empty() { q } else { q.bind(ids_arg(ids)) };
+        let mut out: Vec<String> = q.fetch_all(&self.pool).await?;
+        out.sort();
+        Ok(out)
     }
 
     pub async fn forget_events(&self, before: Timestamp, limit: i64) -> Result<u64> {

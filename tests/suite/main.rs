@@ -15,6 +15,7 @@ mod http_target;
 mod interrupted;
 mod lifecycle;
 mod multi_instance;
+mod notify;
 mod object_store_target;
 mod ops;
 mod outbox;
