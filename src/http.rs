@@ -329,6 +329,26 @@ impl HttpState {
         Ok(token.name.clone())
     }
 
+    /// The name of the token a request presents, if it is a known one (for the access log).
+    fn token_name(&self, headers: &HeaderMap) -> Option<&str> {
+        let presented = headers
+            .get(header::AUTHORIZATION)?
+            .to_str()
+            .ok()?
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))?
+            .1
+            .trim();
+        let d = digest(presented.as_bytes());
+        let mut found = None;
+        for token in &self.tokens.all {
+            if bool::from(token.digest.ct_eq(&d)) {
+                found = Some(token.name.as_str());
+            }
+        }
+        found
+    }
+
     async fn read_body(&self, headers: &HeaderMap, body: Body) -> ApiResult<Bytes> {
         let too_large = || {
             ApiError::new(
@@ -379,7 +399,47 @@ pub fn router(state: HttpState) -> Router {
         .route("/v1/data-controls", get(get_data_controls))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(middleware::from_fn_with_state(state.clone(), timeout))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
+        .layer(middleware::from_fn_with_state(state.clone(), access))
         .with_state(state)
+}
+
+/// A handler that panicked: 500, logged, and the connection kept (instead of dropped).
+fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    error!("http: a request handler panicked; answered 500");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error (logged); nothing of this request is known to be applied",
+    )
+    .into_response()
+}
+
+/// The access log and the request metrics: one line per request — method, route (the
+/// pattern, never the ids in it), status, duration, the token's name (never a body or a
+/// secret) — at INFO for the API and DEBUG for probes, scrapes and 304s (a gateway polling
+/// `/v1/data-controls` every second must not flood the journal).
+async fn access(State(s): State<HttpState>, req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "(unmatched)".to_string());
+    let via = s.token_name(req.headers());
+    let response = next.run(req).await;
+    let status = response.status().as_u16();
+    let took = started.elapsed();
+    crate::metrics::record_http_request(method.as_str(), &route, status, took);
+    let quiet = matches!(route.as_str(), "/healthz" | "/readyz" | "/metrics") || status == 304;
+    let ms = took.as_millis() as u64;
+    let via = via.unwrap_or("-");
+    if quiet {
+        tracing::debug!(method = %method, route = %route, status, duration_ms = ms, via = %via, "http request");
+    } else {
+        info!(method = %method, route = %route, status, duration_ms = ms, via = %via, "http request");
+    }
+    response
 }
 
 async fn timeout(State(s): State<HttpState>, req: Request, next: Next) -> Response {
@@ -497,6 +557,7 @@ async fn post_events(State(s): State<HttpState>, headers: HeaderMap, body: Body)
 
 async fn events_inner(s: &HttpState, headers: &HeaderMap, body: Body) -> ApiResult<Response> {
     s.authorize(headers, Scope::Events)?;
+    crate::sweep::panic_point("http.events");
     let bytes = s.read_body(headers, body).await?;
     let result = with_ingest_context(s, async |ctx| {
         Ok(

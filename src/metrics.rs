@@ -49,6 +49,8 @@ pub const EVENTS_DUPLICATE: &str = "retentiond_events_duplicate_total";
 pub const BATCHES_REJECTED: &str = "retentiond_event_batches_rejected_total";
 pub const BUILD_INFO: &str = "retentiond_build_info";
 pub const NOTIFICATIONS: &str = "retentiond_notifications_total";
+pub const HTTP_REQUESTS: &str = "retentiond_http_requests_total";
+pub const HTTP_DURATION: &str = "retentiond_http_request_duration_seconds";
 pub const NOTIFICATIONS_PENDING: &str = "retentiond_notifications_pending";
 pub const NOTIFICATIONS_DEAD: &str = "retentiond_notifications_dead";
 pub const TARGET_PURGE_DURATION: &str = "retentiond_target_purge_duration_seconds";
@@ -69,6 +71,11 @@ pub fn install() -> PrometheusHandle {
                     &[
                         0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
                     ],
+                )
+                .expect("non-empty buckets")
+                .set_buckets_for_metric(
+                    Matcher::Full(HTTP_DURATION.into()),
+                    &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
                 )
                 .expect("non-empty buckets")
                 .set_buckets_for_metric(
@@ -184,6 +191,14 @@ fn describe() {
         "Event batches rejected whole because of invalid lines, by source."
     );
     describe_counter!(
+        HTTP_REQUESTS,
+        "HTTP API requests, by method, route (the pattern) and status."
+    );
+    describe_histogram!(
+        HTTP_DURATION,
+        "HTTP API request durations, by method and route."
+    );
+    describe_counter!(
         NOTIFICATIONS,
         "Notification delivery attempts, by receiver and outcome (delivered, retry, dead)."
     );
@@ -262,6 +277,14 @@ pub fn record_target_request(target: &str, op: &'static str, took: Duration) {
 /// Records the dead-lettered rows an outbox holds now.
 pub fn record_dead_letters(source: &str, n: i64) {
     gauge!(OUTBOX_DEAD_LETTERS, "source" => source.to_string()).set(n as f64);
+}
+
+/// Records one HTTP API request.
+pub fn record_http_request(method: &str, route: &str, status: u16, took: Duration) {
+    counter!(HTTP_REQUESTS, "method" => method.to_string(), "route" => route.to_string(), "status" => status.to_string())
+        .increment(1);
+    histogram!(HTTP_DURATION, "method" => method.to_string(), "route" => route.to_string())
+        .record(took.as_secs_f64());
 }
 
 /// Records one notification delivery attempt.

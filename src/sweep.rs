@@ -128,6 +128,19 @@ pub fn failpoint(name: &str) {
 #[inline(always)]
 pub fn failpoint(_name: &str) {}
 
+/// Panic points for tests of panic handling: `RETENTIOND_PANIC_AT=<name>` panics there.
+/// Compiled in only with the `failpoints` feature.
+#[cfg(feature = "failpoints")]
+pub fn panic_point(name: &str) {
+    if std::env::var("RETENTIOND_PANIC_AT").is_ok_and(|v| v == name) {
+        panic!("panic point {name}");
+    }
+}
+
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn panic_point(_name: &str) {}
+
 /// A committed purge transaction: what it did, what it claimed next, and its log lines.
 struct BatchDone {
     report: SweepReport,

@@ -634,3 +634,52 @@ both_backends! {
         assert!(String::from_utf8_lossy(&text.stdout).contains("training opt-out  false"));
     }
 }
+
+both_backends! {
+    async fn every_request_is_logged_counted_and_a_panic_answers_500(b: Backend) {
+        let env = Env::new(b).await;
+        let port = free_port();
+        let text = env.config_text(&Knobs {
+            extra: tokens_toml(env.dir.path(), &format!("127.0.0.1:{port}")),
+            ..Knobs::default()
+        });
+        let cfg = env.write_config(&text);
+        let d = Daemon::start(&cfg, port, &[("RETENTIOND_PANIC_AT", "http.events")]).await;
+        // The handler panics: 500 with a JSON error, and the server keeps serving.
+        let (s, v) = d.post("/v1/events", secret("app"), &org_account("o1", "free", "a1")).await;
+        assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{v}");
+        assert!(v["error"].as_str().unwrap().contains("internal error"), "{v}");
+        let (s, _) = d.get("/v1/status", secret("reader")).await;
+        assert_eq!(s, StatusCode::OK);
+        let (s, _) = d.get("/v1/resources/c%2F1", secret("reader")).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let (_, metrics) = d.call(reqwest::Method::GET, "/metrics", None, None).await;
+        let metrics = metrics.as_str().unwrap().to_string();
+        for line in [
+            r#"retentiond_http_requests_total{method="POST",route="/v1/events",status="500"} 1"#,
+            r#"retentiond_http_requests_total{method="GET",route="/v1/status",status="200"} 1"#,
+            r#"retentiond_http_requests_total{method="GET",route="/v1/resources/{id}",status="404"} 1"#,
+            r#"retentiond_http_request_duration_seconds_count{method="GET",route="/v1/status"} 1"#,
+        ] {
+            assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+        }
+        let logs = d.logs();
+        assert!(logs.contains("a request handler panicked"), "{logs}");
+        let access: Vec<&str> = logs.lines().filter(|l| l.contains("http request")).collect();
+        assert!(
+            access.iter().any(|l| l.contains("route=/v1/events") && l.contains("status=500") && l.contains("via=app")),
+            "{access:?}"
+        );
+        assert!(
+            access.iter().any(|l| l.contains("route=/v1/resources/{id}") && l.contains("status=404") && l.contains("via=reader")),
+            "the route pattern, not the id: {access:?}"
+        );
+        assert!(!logs.contains("c%2F1") && !logs.contains("c/1"), "no ids from paths");
+        for (_, secret, _) in TOKENS {
+            assert!(!logs.contains(secret), "a token leaked into the log");
+        }
+        // Probes are not logged at INFO (a load balancer polls them).
+        assert!(!access.iter().any(|l| l.contains("route=/readyz")), "{access:?}");
+        drop(env);
+    }
+}
