@@ -128,7 +128,10 @@ pub async fn queue(
                     event_type: e.action.clone(),
                     body,
                     created_at: now,
-                    expires_at: e.at.plus(cfg.max_age).max(now),
+                    // From the decision, but never before it is queued plus max_age: a
+                    // backdated event or a CLI decision made while no daemon ran still gets
+                    // its retries.
+                    expires_at: e.at.max(now).plus(cfg.max_age),
                 }
             })
             .collect();
@@ -219,9 +222,15 @@ impl Notifier {
             .map(|c| c.timeout)
             .max()
             .unwrap_or(Span::from_secs(10));
+        let receivers: Vec<String> = self.receivers.keys().cloned().collect();
         let claimed = self
             .ledger
-            .claim_notifications(now, now.plus(lease).plus(Span::from_secs(30)), BATCH)
+            .claim_notifications(
+                &receivers,
+                now,
+                now.plus(lease).plus(Span::from_secs(30)),
+                BATCH,
+            )
             .await?;
         let n = claimed.len();
         let sends = claimed.into_iter().map(|row| self.deliver(row));
@@ -233,7 +242,7 @@ impl Notifier {
 
     async fn deliver(&self, row: NotificationRow) -> Result<(), StoreError> {
         let Some(cfg) = self.receivers.get(&row.receiver) else {
-            // A receiver no longer configured: left in the queue, untouched.
+            // Not claimed (the claim names the configured receivers); kept for safety.
             return Ok(());
         };
         let t = self.clock.now().millis().div_euclid(1000);

@@ -868,9 +868,10 @@ forward! { ref Ledger;
     /// transaction; false (nothing written) when the cursor is no longer at `from_seq`
     /// (another instance queued them).
     fn queue_notifications(&self, receiver: &str, from_seq: i64, to_seq: i64, rows: &[NewNotification]) -> bool;
-    /// Takes up to `limit` notifications due at `now` for delivery: their next attempt moves
-    /// to `lease_until`, so an instance that dies mid-delivery leaves them to be retried.
-    fn claim_notifications(&self, now: Timestamp, lease_until: Timestamp, limit: i64) -> Vec<NotificationRow>;
+    /// Takes up to `limit` notifications of `receivers` due at `now` for delivery: their next
+    /// attempt moves to `lease_until`, so an instance that dies mid-delivery leaves them to be
+    /// retried. A receiver no longer configured keeps its rows untouched.
+    fn claim_notifications(&self, receivers: &[String], now: Timestamp, lease_until: Timestamp, limit: i64) -> Vec<NotificationRow>;
     /// Records one delivery attempt of notification `id`.
     fn record_delivery(&self, id: &str, at: Timestamp, outcome: &DeliveryOutcome) -> ();
     /// Notifications, newest first: all, or only the dead-lettered ones.

@@ -749,15 +749,16 @@ impl Store {
         Ok(true)
     }
 
-    pub async fn claim_notifications(&self, now: Timestamp, lease_until: Timestamp, limit: i64) -> Result<Vec<NotificationRow>> {
+    pub async fn claim_notifications(&self, receivers: &[String], now: Timestamp, lease_until: Timestamp, limit: i64) -> Result<Vec<NotificationRow>> {
         let raw: Vec<RawNotification> = sqlx::query_as(concat!(
             "UPDATE notifications SET next_attempt_at = $2 WHERE id IN (SELECT id FROM notifications ",
-            "WHERE delivered_at IS NULL AND dead_at IS NULL AND next_attempt_at <= $1 ORDER BY next_attempt_at, seq LIMIT $3",
-            skip_locked!(), ") RETURNING ", notification_columns!()
+            "WHERE delivered_at IS NULL AND dead_at IS NULL AND next_attempt_at <= $1 AND receiver ", in_ids!(4),
+            " ORDER BY next_attempt_at, seq LIMIT $3", skip_locked!(), ") RETURNING ", notification_columns!()
         ))
         .bind(now.millis())
         .bind(lease_until.millis())
         .bind(limit)
+        .bind(ids_arg(receivers))
         .fetch_all(&self.pool)
         .await?;
         let mut out: Vec<NotificationRow> = rows(raw)?;
@@ -825,12 +826,12 @@ impl Store {
     pub async fn requeue_notifications(&self, receiver: &str, ids: &[String], now: Timestamp, expires_at: Timestamp) -> Result<Vec<String>> {
         let q = if ids.is_empty() {
             sqlx::query_scalar(
-                "UPDATE notifications SET dead_at = NULL, last_error = NULL, next_attempt_at = $2, expires_at = $3 \
+                "UPDATE notifications SET dead_at = NULL, last_error = NULL, attempts = 0, next_attempt_at = $2, expires_at = $3 \
                  WHERE receiver = $1 AND dead_at IS NOT NULL RETURNING id",
             )
         } else {
             sqlx::query_scalar(concat!(
-                "UPDATE notifications SET dead_at = NULL, last_error = NULL, next_attempt_at = $2, expires_at = $3 ",
+                "UPDATE notifications SET dead_at = NULL, last_error = NULL, attempts = 0, next_attempt_at = $2, expires_at = $3 ",
                 "WHERE receiver = $1 AND dead_at IS NOT NULL AND id ", in_ids!(4), " RETURNING id"
             ))
         };

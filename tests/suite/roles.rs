@@ -653,8 +653,15 @@ both_backends! {
         assert_eq!(s, StatusCode::OK);
         let (s, _) = d.get("/v1/resources/c%2F1", secret("reader")).await;
         assert_eq!(s, StatusCode::NOT_FOUND);
+        // A made-up method is one `other` label, not a label set per name.
+        for m in ["FOO1", "FOO2"] {
+            let (s, _) = d.call(reqwest::Method::from_bytes(m.as_bytes()).unwrap(), "/v1/status", None, None).await;
+            assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{m}");
+        }
         let (_, metrics) = d.call(reqwest::Method::GET, "/metrics", None, None).await;
         let metrics = metrics.as_str().unwrap().to_string();
+        assert!(!metrics.contains("FOO1"), "{metrics}");
+        assert!(metrics.contains(r#"retentiond_http_requests_total{method="other",route="/v1/status",status="405"} 2"#), "{metrics}");
         for line in [
             r#"retentiond_http_requests_total{method="POST",route="/v1/events",status="500"} 1"#,
             r#"retentiond_http_requests_total{method="GET",route="/v1/status",status="200"} 1"#,
