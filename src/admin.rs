@@ -109,7 +109,7 @@ pub async fn place_hold_via(
     // transaction and then sees the hold.
     let in_flight_resources = tx.in_flight(s).await?;
     let in_flight = in_flight_resources.len() as i64;
-    crate::sweep::failpoint("hold_before_insert");
+    crate::failpoint::crash("hold_before_insert");
     let id = tx
         .insert_hold(&NewHold {
             case: req.case.clone(),
@@ -132,7 +132,7 @@ pub async fn place_hold_via(
         }),
     )])
     .await?;
-    crate::sweep::failpoint("hold_after_commit");
+    crate::failpoint::crash("hold_after_commit");
     info!(
         hold = id, case = %req.case, by = %req.by, via = via.unwrap_or("cli"), scope = %req.scope.describe(), matched, already_purged, in_flight,
         message_id = crate::telemetry::message_id::HOLD_PLACED, "hold placed"

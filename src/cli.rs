@@ -17,6 +17,7 @@ use crate::holds::HoldScope;
 use crate::ingest::{self, IngestContext, IngestError};
 use crate::model::{Plan, Span, Timestamp};
 use crate::policy;
+use crate::reapply;
 use crate::report;
 use crate::store::{Ledger, OpenOptions, StoreError};
 use crate::sweep::{Sweeper, instance_id};
@@ -377,6 +378,48 @@ impl From<anyhow::Error> for Failure {
 }
 
 type Outcome = Result<(), Failure>;
+
+/// `retentiond reapply`: exit 0 when done, 1 when a target failed for some item (after printing
+/// the report), 2 for bad arguments.
+async fn reapply_command(
+    config: &Config,
+    clock: &crate::clock::Clock,
+    json: bool,
+    since: &str,
+    target: Option<String>,
+    dry_run: bool,
+    by: String,
+) -> Result<(), Failure> {
+    let now = clock.now();
+    let since = reapply::parse_since(since, now).map_err(Failure::bad_input)?;
+    let (ledger, _) = daemon::prepare(config, clock, "retentiond reapply").await?;
+    let targets = Targets::from_config(config).map_err(Failure::bad_input)?;
+    let opts = reapply::ReapplyOptions {
+        since,
+        target,
+        dry_run,
+        by,
+    };
+    let report = match reapply::reapply(&ledger, config, &targets, &opts, now).await {
+        Ok(r) => r,
+        Err(reapply::ReapplyError::Invalid(m)) => return Err(Failure::bad_input(m)),
+        Err(reapply::ReapplyError::Store(e)) => return Err(e.into()),
+    };
+    if json {
+        println!("{}", json_line(&report));
+    } else {
+        println!("{}", reapply::describe(&report));
+    }
+    if report.failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::runtime(format!(
+            "reapply failed for {} item(s); their data may still be there: fix the cause and run it again",
+            report.failed.len()
+        )))
+    }
+}
+
 
 /// Prints `value` as JSON, or `text` for people.
 /// One JSON answer as a line of text, always valid JSON: a value that cannot be serialized
@@ -783,7 +826,7 @@ pub async fn run(cli: Cli) -> Outcome {
             target,
             dry_run,
             by,
-        } => crate::reapply::cli(&config, &clock, json, &since, target, dry_run, by).await,
+        } => reapply_command(&config, &clock, json, &since, target, dry_run, by).await,
         // Answered above, before the config is read.
         Command::Completions { .. } | Command::Man => Ok(()),
         Command::Retry { ids, by } => {
@@ -1282,7 +1325,7 @@ async fn audit_cmd(command: AuditCommand, config: &Config, clock: &Clock, json: 
                 },
             };
             let (anchors, problems) = checkpoint::anchors(&ledger, &files, &trust).await?;
-            let mut v = audit::verify_anchored(&ledger, anchors, problems).await?;
+            let mut v = checkpoint::verify_anchored(&ledger, anchors, problems).await?;
             if v.ok
                 && files.is_empty()
                 && matches!(trust, Trust::Given(_))

@@ -3,12 +3,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use thiserror::Error;
 
 use crate::model::Span;
+use crate::template::{
+    self, STATEMENT_PARAMS, key_placeholders, path_placeholders, statement_params,
+    template_placeholders,
+};
 use crate::rules::{KindPolicy, SchedulePolicy};
 
 pub const DEFAULT_PATH: &str = "/etc/retentiond/retentiond.toml";
@@ -16,42 +20,6 @@ pub const DEFAULT_PATH: &str = "/etc/retentiond/retentiond.toml";
 /// Kinds that are stateful products: ZDR never touches them (R6). Marking one `zdr = true` is a
 /// config error rather than silently ignored, so a mistaken config is caught before it deploys.
 pub const STATEFUL_KINDS: &[&str] = &["conversation", "file", "agent", "library", "batch_file"];
-
-/// The named parameters a purge or verify statement may use.
-pub const STATEMENT_PARAMS: &[&str] = &["id", "kind", "account", "org"];
-
-/// The placeholders a files target's `path`, an object store's `key` and an HTTP target's
-/// `url` may use, besides `attrs.NAME` (an attribute of `resource.created`).
-pub const PATH_PLACEHOLDERS: &[&str] = &["id", "kind", "account", "org"];
-
-/// The placeholders of a template (`{id}`, `{attrs.path}` …), or an error naming what is wrong.
-pub fn template_placeholders(template: &str) -> Result<Vec<String>, String> {
-    let mut names = Vec::new();
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        let after = &rest[open + 1..];
-        let close = after
-            .find('}')
-            .ok_or_else(|| format!("`{template}` has an unclosed `{{`"))?;
-        let name = &after[..close];
-        let attr_ok = name.strip_prefix("attrs.").is_some_and(|a| {
-            !a.is_empty()
-                && a.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        });
-        if !PATH_PLACEHOLDERS.contains(&name) && !attr_ok {
-            return Err(format!(
-                "`{template}` uses `{{{name}}}`; allowed: {{id}}, {{kind}}, {{account}}, {{org}}, {{attrs.NAME}}"
-            ));
-        }
-        names.push(name.to_string());
-        rest = &after[close + 1..];
-    }
-    if rest.contains('}') {
-        return Err(format!("`{template}` has an unmatched `}}`"));
-    }
-    Ok(names)
-}
 
 /// The attribute names (`NAME` of `{attrs.NAME}`) among a template's placeholders.
 fn attr_names(names: &[String]) -> impl Iterator<Item = String> + '_ {
@@ -1242,96 +1210,6 @@ pub fn check_cron(expr: &str) -> Result<(), String> {
         .map_err(|e| format!("`{expr}` is not a valid cron expression ({e})"))
 }
 
-/// The named parameters (`:id` …) used by a statement, in order of first use.
-pub fn statement_params(sql: &str) -> Vec<String> {
-    named_to_positional(sql).1
-}
-
-/// Rewrites `:name` parameters to `$1`, `$2`… (understood by both SQLite and PostgreSQL),
-/// skipping string literals, quoted identifiers, comments and PostgreSQL `::` casts. Returns the
-/// new text and the parameter names in positional order.
-pub fn named_to_positional(sql: &str) -> (String, Vec<String>) {
-    rewrite_named(sql, |_, pos| format!("${pos}"))
-}
-
-/// Rewrites each `:name` parameter to what `param(name, position)` returns (positions count
-/// distinct names from 1, in order of first use), with the same lexical rules as
-/// [`named_to_positional`]. Returns the new text and the names in positional order.
-pub fn rewrite_named(
-    sql: &str,
-    mut param: impl FnMut(&str, usize) -> String,
-) -> (String, Vec<String>) {
-    let b = sql.as_bytes();
-    let mut names: Vec<String> = Vec::new();
-    let mut out = String::with_capacity(sql.len());
-    let mut i = 0;
-    let mut copied = 0;
-    while i < b.len() {
-        match b[i] {
-            q @ (b'\'' | b'"' | b'`') => {
-                i += 1;
-                while i < b.len() && b[i] != q {
-                    i += 1;
-                }
-                i += 1;
-            }
-            b'-' if b.get(i + 1) == Some(&b'-') => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b':' if b.get(i + 1) == Some(&b':') => i += 2,
-            b':' => {
-                let start = i + 1;
-                let mut j = start;
-                while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
-                    j += 1;
-                }
-                if j > start && !b[start].is_ascii_digit() {
-                    let name = &sql[start..j];
-                    let pos = match names.iter().position(|n| n == name) {
-                        Some(p) => p + 1,
-                        None => {
-                            names.push(name.to_string());
-                            names.len()
-                        }
-                    };
-                    out.push_str(&sql[copied..i]);
-                    out.push_str(&param(name, pos));
-                    copied = j;
-                }
-                i = j.max(i + 1);
-            }
-            _ => i += 1,
-        }
-    }
-    out.push_str(&sql[copied.min(sql.len())..]);
-    (out, names)
-}
-
-/// The placeholders of a path template, or an error naming what is wrong.
-pub fn path_placeholders(template: &str) -> Result<Vec<String>, String> {
-    let names = template_placeholders(template)?;
-    let p = Path::new(template);
-    if p.is_absolute() {
-        return Err(format!("`{template}` must be relative to `root`"));
-    }
-    for c in p.components() {
-        match c {
-            Component::Normal(_) | Component::CurDir => {}
-            _ => {
-                return Err(format!(
-                    "`{template}` could escape `root` (`..` or absolute part)"
-                ));
-            }
-        }
-    }
-    if template.is_empty() {
-        return Err("must not be empty".into());
-    }
-    Ok(names)
-}
-
 fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
     let db = raw.database.ok_or_else(|| {
         ctx.err(
@@ -1783,28 +1661,6 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
     })
 }
 
-/// The placeholders of an object key template (`{account}/{id}`), or why it could name a key
-/// outside the target's prefix: a leading `/`, an empty segment or a `.`/`..` segment.
-pub fn key_placeholders(template: &str) -> Result<Vec<String>, String> {
-    let names = template_placeholders(template)?;
-    if template.is_empty() {
-        return Err("must not be empty".into());
-    }
-    if template.starts_with('/') {
-        return Err(format!(
-            "`{template}` starts with `/`; keys are relative to the url's prefix"
-        ));
-    }
-    for seg in template.split('/') {
-        if seg.is_empty() || seg == "." || seg == ".." {
-            return Err(format!(
-                "`{template}` has an empty, `.` or `..` segment: it could name a key outside the prefix"
-            ));
-        }
-    }
-    Ok(names)
-}
-
 /// Validates an `object_store` target and resolves its credentials.
 fn object_store_target(
     ctx: &Ctx<'_>,
@@ -2151,7 +2007,7 @@ fn build_http_target(
                 "a body is sent only with method = \"POST\"",
             ));
         }
-        let names = crate::targets::HttpTarget::body_placeholders(body)
+        let names = template::body_placeholders(body)
             .map_err(|m| ctx.err(format!("{key}.body"), m))?;
         attrs.extend(attr_names(&names));
     }
@@ -2385,7 +2241,7 @@ fn check_http_template(
             format!("`{shown}` has a fragment (`#`), which is never sent"),
         ));
     }
-    let sample = crate::targets::HttpTarget::sample(template);
+    let sample = template::sample_url(template);
     match url::Url::parse(&sample) {
         Ok(p) if p.host_str().is_some_and(|h| !h.is_empty()) => {}
         Ok(_) => return Err(ctx.err(key, format!("`{shown}` has no host"))),
@@ -2629,28 +2485,6 @@ path = "{account}/{id}"
         );
         let e = err_of("[database\nurl=1");
         assert!(e.contains("line 1"), "{e}");
-    }
-
-    #[test]
-    fn statement_params_skip_literals_and_casts() {
-        assert_eq!(
-            statement_params(
-                "DELETE FROM t WHERE a = :id AND b = ':nope' AND c = :id::text AND d = :org -- :x"
-            ),
-            vec!["id", "org"]
-        );
-    }
-
-    #[test]
-    fn named_parameters_become_positional() {
-        let (sql, names) = named_to_positional(
-            "DELETE FROM m WHERE c = :id AND o = :org AND x = ':id' AND c2 = :id::text",
-        );
-        assert_eq!(
-            sql,
-            "DELETE FROM m WHERE c = $1 AND o = $2 AND x = ':id' AND c2 = $1::text"
-        );
-        assert_eq!(names, vec!["id", "org"]);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! graceful stop that finishes the purge transaction in flight.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -17,92 +17,11 @@ use tracing::{debug, error, info, warn};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::model::{Span, Timestamp};
+use crate::health::Health;
 use crate::policy;
 use crate::store::{Ledger, OpenOptions};
 use crate::sweep::{Sweeper, instance_id};
 use crate::targets::Targets;
-
-/// Liveness facts the watchdog and `/readyz` decide from. Times are epoch milliseconds.
-#[derive(Debug, Default)]
-pub struct Health {
-    pub started: AtomicI64,
-    /// Last cron firing (even a skipped one): the scheduler is alive.
-    pub last_tick: AtomicI64,
-    /// Start of the sweep in flight, 0 when none.
-    pub running_since: AtomicI64,
-    /// Last completed batch or sweep.
-    pub last_progress: Arc<AtomicI64>,
-    pub last_success: AtomicI64,
-    /// The sweep cron: when the next firing is due is judged against its own occurrences, so
-    /// an irregular cron (office hours, weekdays) is not taken for a dead scheduler.
-    schedule: RwLock<Option<croner::Cron>>,
-    pub stall_after_ms: AtomicI64,
-}
-
-/// How late a firing may be before the scheduler counts as silent.
-pub const TICK_SLACK: Span = Span(60_000);
-
-impl Health {
-    /// Judges the scheduler against this cron from now on (start and reload).
-    pub fn set_schedule(&self, expr: &str) {
-        *self.schedule.write().expect("not poisoned") = parse_cron(expr);
-    }
-
-    /// The cron's first firing after `after_ms` (epoch ms), or a minute later when the cron
-    /// has none (no schedule set, or no future firing at all).
-    pub fn next_firing(&self, after_ms: i64) -> i64 {
-        let fallback = after_ms + 60_000;
-        let schedule = self.schedule.read().expect("not poisoned");
-        let Some(cron) = schedule.as_ref() else {
-            return fallback;
-        };
-        let Some(after) = chrono::DateTime::from_timestamp_millis(after_ms) else {
-            return fallback;
-        };
-        cron.find_next_occurrence(&after, false)
-            .map(|t| t.timestamp_millis())
-            .unwrap_or(fallback)
-    }
-
-    /// The scheduler still fires — the cron's next firing after the last tick has not passed
-    /// by more than [`TICK_SLACK`] — and a running sweep is not stuck: the watchdog may be
-    /// pinged. Idle by schedule (a weekend gap) is alive.
-    pub fn alive(&self, now: Timestamp) -> bool {
-        let now = now.millis();
-        let last_tick = self
-            .last_tick
-            .load(Ordering::Relaxed)
-            .max(self.started.load(Ordering::Relaxed));
-        let scheduler_alive = now <= self.next_firing(last_tick) + TICK_SLACK.millis();
-        let running = self.running_since.load(Ordering::Relaxed);
-        let progress = self.last_progress.load(Ordering::Relaxed).max(running);
-        let stalled = running != 0 && now - progress > self.stall_after_ms.load(Ordering::Relaxed);
-        scheduler_alive && !stalled
-    }
-
-    /// Alive, and the sweep the cron fired after the last completed one (or after the start)
-    /// has had `stall_after` to complete.
-    pub fn ready(&self, now: Timestamp) -> bool {
-        let last = self
-            .last_success
-            .load(Ordering::Relaxed)
-            .max(self.last_progress.load(Ordering::Relaxed))
-            .max(self.started.load(Ordering::Relaxed));
-        let deadline = self.next_firing(last)
-            + self.stall_after_ms.load(Ordering::Relaxed)
-            + TICK_SLACK.millis();
-        self.alive(now) && now.millis() <= deadline
-    }
-}
-
-fn parse_cron(expr: &str) -> Option<croner::Cron> {
-    croner::parser::CronParser::builder()
-        .seconds(croner::parser::Seconds::Required)
-        .dom_and_dow(true)
-        .build()
-        .parse(expr)
-        .ok()
-}
 
 /// What the daemon runs with; swapped whole on reload.
 struct Current {
@@ -161,7 +80,7 @@ impl Shared {
                 Ok(Ok(report)) => {
                     me.health.last_success.store(now, Ordering::Relaxed);
                     me.health.last_progress.store(now, Ordering::Relaxed);
-                    crate::metrics::record_sweep(&report, started.elapsed(), Timestamp(now));
+                    report.record_metrics(started.elapsed(), Timestamp(now));
                 }
                 Ok(Err(e)) => {
                     error!(error = %e, "sweep failed; the next sweep retries");
@@ -318,7 +237,7 @@ pub async fn run(config_path: PathBuf, config: Config, clock: Clock) -> anyhow::
     let mut sighup = signal(SignalKind::hangup())?;
     let start = async {
         let (ledger, _) = prepare(&config, &clock, "retentiond run").await?;
-        crate::audit::record_config_loaded(&ledger, &config, clock.now(), "retentiond run").await?;
+        crate::policy::record_config_loaded(&ledger, &config, clock.now(), "retentiond run").await?;
         anyhow::Ok(ledger)
     };
     let start = extending(
@@ -610,7 +529,7 @@ async fn try_reload(
     ));
     drop(background);
     info!(config = %new.file, fingerprint = %policy::fingerprint(&new.policy), "config reloaded");
-    if let Err(e) = crate::audit::record_config_loaded(
+    if let Err(e) = crate::policy::record_config_loaded(
         &shared.ledger,
         &new,
         shared.clock.now(),
@@ -624,64 +543,4 @@ async fn try_reload(
         warn!("[audit] changes (signing key, checkpoint cron) take effect at the next restart");
     }
     true
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn at(rfc3339: &str) -> i64 {
-        Timestamp::parse_rfc3339(rfc3339).unwrap().millis()
-    }
-
-    #[test]
-    fn watchdog_follows_sweep_progress() {
-        let h = Health::default();
-        h.set_schedule("*/10 * * * * *");
-        h.started.store(0, Ordering::Relaxed);
-        h.stall_after_ms.store(60_000, Ordering::Relaxed);
-        h.last_tick.store(100_000, Ordering::Relaxed);
-        assert!(h.alive(Timestamp(105_000)));
-        // A sweep running for long without a completed batch is stalled.
-        h.running_since.store(100_000, Ordering::Relaxed);
-        assert!(h.alive(Timestamp(150_000)));
-        h.last_tick.store(170_000, Ordering::Relaxed);
-        assert!(!h.alive(Timestamp(170_001)));
-        h.last_progress.store(170_000, Ordering::Relaxed);
-        assert!(h.alive(Timestamp(171_000)));
-        // A scheduler that stopped firing is not alive either: next firing 180 s, plus slack.
-        h.running_since.store(0, Ordering::Relaxed);
-        assert!(h.alive(Timestamp(180_000 + 60_000)));
-        assert!(!h.alive(Timestamp(180_000 + 60_001)));
-    }
-
-    #[test]
-    fn an_office_hours_cron_is_idle_over_the_weekend_not_dead() {
-        let h = Health::default();
-        h.set_schedule("0 */10 9-17 * * MON-FRI");
-        h.stall_after_ms.store(600_000, Ordering::Relaxed);
-        // Friday 2026-12-04, last firing of the week at 17:50, its sweep done at once.
-        let friday = at("2026-12-04T17:50:00Z");
-        h.started.store(friday - 3_600_000, Ordering::Relaxed);
-        h.last_tick.store(friday, Ordering::Relaxed);
-        h.last_success.store(friday + 1_000, Ordering::Relaxed);
-        h.last_progress.store(friday + 1_000, Ordering::Relaxed);
-        for idle in [
-            "2026-12-04T23:00:00Z",
-            "2026-12-05T12:00:00Z",
-            "2026-12-07T09:00:59Z",
-        ] {
-            assert!(h.alive(Timestamp(at(idle))), "alive at {idle}");
-            assert!(h.ready(Timestamp(at(idle))), "ready at {idle}");
-        }
-        // Monday 09:00 was due: a scheduler silent past it (and the slack) is dead.
-        assert!(!h.alive(Timestamp(at("2026-12-07T09:01:01Z"))));
-        // A sweep stuck since Monday 09:00 stops the pings though the schedule is sparse.
-        h.last_tick
-            .store(at("2026-12-07T09:00:00Z"), Ordering::Relaxed);
-        h.running_since
-            .store(at("2026-12-07T09:00:00Z"), Ordering::Relaxed);
-        assert!(h.alive(Timestamp(at("2026-12-07T09:05:00Z"))));
-        assert!(!h.alive(Timestamp(at("2026-12-07T09:10:01Z"))));
-    }
 }

@@ -54,7 +54,7 @@ use tracing::{error, info, warn};
 use crate::admin::{self, AdminError, PlaceHold};
 use crate::clock::Clock;
 use crate::config::{Config, HttpConfig, Scope, TokenSource};
-use crate::daemon::Health;
+use crate::health::Health;
 use crate::events::{self, Event, LineError};
 use crate::holds::HoldScope;
 use crate::ingest::{self, IngestContext, IngestError};
@@ -568,7 +568,7 @@ async fn post_events(State(s): State<HttpState>, headers: HeaderMap, body: Body)
 
 async fn events_inner(s: &HttpState, headers: &HeaderMap, body: Body) -> ApiResult<Response> {
     s.authorize(headers, Scope::Events)?;
-    crate::sweep::panic_point("http.events");
+    crate::failpoint::panic("http.events");
     let bytes = s.read_body(headers, body).await?;
     let result = with_ingest_context(s, async |ctx| {
         Ok(
@@ -585,7 +585,7 @@ async fn events_inner(s: &HttpState, headers: &HeaderMap, body: Body) -> ApiResu
     .await?;
     match result {
         Ok(report) => {
-            crate::metrics::record_ingest("http", &report);
+            report.record_metrics("http");
             Ok(ok(&report))
         }
         Err(IngestError::Invalid(errors)) => {

@@ -269,9 +269,9 @@ impl<'a> Engine<'a> {
             return Err(IngestError::Invalid(parse_errors));
         }
         self.tx.write_ingest(last, || ()).await?;
-        crate::sweep::failpoint("ingest_before_commit");
+        crate::failpoint::crash("ingest_before_commit");
         self.tx.commit_with_audit(&[]).await?;
-        crate::sweep::failpoint("ingest_after_commit");
+        crate::failpoint::crash("ingest_after_commit");
         let report = self.st.report;
         if report.applied > 0 || report.duplicates > 0 {
             let types: Vec<String> = report
@@ -1028,6 +1028,20 @@ fn dedup(v: &mut Vec<String>) {
 
 fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map(|t| t.to_string()).unwrap_or_else(|| "none".into())
+}
+
+impl IngestReport {
+/// Records an applied batch of events from `source` (`http`, `outbox/NAME`) in the metrics.
+pub fn record_metrics(&self, source: &str) {
+let report = self;
+
+    for (kind, n) in &report.by_type {
+        ::metrics::counter!(crate::metrics::EVENTS_INGESTED, "source" => source.to_string(), "type" => *kind).increment(*n);
+    }
+    if report.duplicates > 0 {
+        ::metrics::counter!(crate::metrics::EVENTS_DUPLICATE, "source" => source.to_string()).increment(report.duplicates);
+    }
+}
 }
 
 #[cfg(test)]

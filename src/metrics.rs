@@ -19,10 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::clock::Clock;
-use crate::ingest::IngestReport;
 use crate::model::{AccountState, Timestamp};
 use crate::store::{Ledger, StoreError};
-use crate::sweep::SweepReport;
 
 /// How often the ledger gauges are recomputed.
 pub const GAUGE_REFRESH: Duration = Duration::from_secs(15);
@@ -212,47 +210,10 @@ fn describe() {
     );
 }
 
-/// Records a finished sweep: what it purged and what failed, per kind and target.
-pub fn record_sweep(report: &SweepReport, took: Duration, finished: Timestamp) {
-    for (kind, n) in &report.purged_by_kind {
-        counter!(PURGES, "kind" => kind.clone()).increment(*n);
-    }
-    for (target, n) in &report.failures_by_target {
-        counter!(PURGE_FAILURES, "target" => target.clone()).increment(*n);
-    }
-    counter!(PURGES_GAVE_UP).increment(report.gave_up);
-    counter!(PURGES_HELD).increment(report.held);
-    for (outcome, n) in [
-        ("gone", report.found_gone),
-        ("intact", report.found_intact),
-        ("interrupted", report.interrupted),
-    ] {
-        if n > 0 {
-            counter!(PURGES_FOUND_OUT, "outcome" => outcome).increment(n);
-        }
-    }
-    counter!(ACCOUNTS_PURGED).increment(report.accounts_purged);
-    counter!(ROWS_REMOVED).increment(report.removed.rows);
-    counter!(FILES_REMOVED).increment(report.removed.files);
-    counter!(SWEEPS, "outcome" => "ok").increment(1);
-    histogram!(SWEEP_DURATION).record(took.as_secs_f64());
-    gauge!(LAST_SUCCESS).set(finished.millis() as f64 / 1000.0);
-}
-
 /// Records a sweep that failed (`outcome` = `error`) or panicked (`panic`).
 pub fn record_sweep_failure(outcome: &'static str, took: Duration) {
     counter!(SWEEPS, "outcome" => outcome).increment(1);
     histogram!(SWEEP_DURATION).record(took.as_secs_f64());
-}
-
-/// Records an applied batch of events from `source` (`http`, `outbox/NAME`).
-pub fn record_ingest(source: &str, report: &IngestReport) {
-    for (kind, n) in &report.by_type {
-        counter!(EVENTS_INGESTED, "source" => source.to_string(), "type" => *kind).increment(*n);
-    }
-    if report.duplicates > 0 {
-        counter!(EVENTS_DUPLICATE, "source" => source.to_string()).increment(report.duplicates);
-    }
 }
 
 /// Starts the per-target failure counters at 0 for every configured target, so a rate is defined

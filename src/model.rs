@@ -253,6 +253,53 @@ pub fn check_id(what: &str, id: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// One resource to purge, with everything a statement, path, key or URL may refer to.
+#[derive(Debug, Clone, Default)]
+pub struct PurgeItem {
+    pub id: String,
+    pub kind: String,
+    pub account: String,
+    pub org: String,
+    /// The `resource.created` attributes the config's templates name (`{attrs.NAME}`).
+    pub attrs: std::collections::BTreeMap<String, String>,
+}
+
+impl PurgeItem {
+    /// The item of an account-level purge.
+    pub fn account(account: &str, org: &str) -> PurgeItem {
+        PurgeItem {
+            kind: "account".into(),
+            account: account.to_string(),
+            org: org.to_string(),
+            ..PurgeItem::default()
+        }
+    }
+
+    /// A statement parameter (`:id` …); unknown names are empty.
+    pub fn param(&self, name: &str) -> &str {
+        match name {
+            "id" => &self.id,
+            "kind" => &self.kind,
+            "account" => &self.account,
+            "org" => &self.org,
+            _ => "",
+        }
+    }
+
+    /// A template placeholder's value: `id`, `kind`, `account`, `org` or `attrs.NAME`. A
+    /// missing attribute is an error naming it, never an empty value (that could name another
+    /// object: a prefix, a folder, a collection).
+    pub fn placeholder(&self, name: &str) -> Result<&str, String> {
+        match name.strip_prefix("attrs.") {
+            Some(a) => self.attrs.get(a).map(String::as_str).ok_or_else(|| {
+                format!("attribute `{a}` ({{{name}}}) is missing from resource `{}`'s attrs (resource.created)", self.id)
+            }),
+            None => Ok(self.param(name)),
+        }
+    }
+}
+
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,7 +41,7 @@ use crate::events::{self, Event};
 use crate::ingest::{self, IngestContext, IngestError};
 use crate::model::{Timestamp, check_id};
 use crate::store::{Ledger, StoreError};
-use crate::sweep::failpoint;
+use crate::failpoint;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -193,7 +193,7 @@ impl Poller {
                 let rows = rows.iter().map(outbox_row).collect::<Result<Vec<_>, _>>();
                 let rows = rows.map_err(|e| self.source_err(e))?;
                 let (mut report, consumed, dead) = self.apply(&rows).await?;
-                failpoint("outbox_after_apply");
+                failpoint::crash("outbox_after_apply");
                 let mut tx = pool
                     .begin_with("BEGIN IMMEDIATE")
                     .await
@@ -253,7 +253,7 @@ impl Poller {
                 let rows = rows.iter().map(outbox_row).collect::<Result<Vec<_>, _>>();
                 let rows = rows.map_err(|e| self.source_err(e))?;
                 let (mut report, consumed, dead) = self.apply(&rows).await?;
-                failpoint("outbox_after_apply");
+                failpoint::crash("outbox_after_apply");
                 if !consumed.is_empty() {
                     sqlx::query(AssertSqlSafe(format!(
                         "DELETE FROM {} WHERE id = ANY($1)",
@@ -356,7 +356,7 @@ impl Poller {
                     .collect();
                 match ingest::ingest_events(&self.ledger, &ctx, &batch).await {
                     Ok(r) => {
-                        crate::metrics::record_ingest(&format!("outbox/{}", self.name), &r);
+                        r.record_metrics(&format!("outbox/{}", self.name));
                         report.applied += r.applied;
                         report.duplicates += r.duplicates;
                         consumed.extend(rows[start..end].iter().map(|r| r.id));

@@ -398,6 +398,34 @@ async fn walk_kind(
     Ok((changed, due))
 }
 
+/// Records that a daemon started or reloaded with a config: the fingerprint of the config's
+/// schedule policy and of the policy in force (they differ while a change waits for `policy
+/// accept`), the file, kinds and targets. The `policy.*` entries hold the values themselves.
+pub async fn record_config_loaded(
+    ledger: &Ledger,
+    config: &crate::config::Config,
+    now: Timestamp,
+    actor: &str,
+) -> Result<(), StoreError> {
+    let in_force = in_force(ledger)
+        .await?
+        .map(|p| fingerprint(&p));
+    let tx = ledger.begin().await?;
+    tx.commit_with_audit(&[AuditDraft::new(
+        now,
+        "config.loaded",
+        "config",
+        serde_json::json!({
+            "file": config.file, "fingerprint": fingerprint(&config.policy),
+            "in_force": in_force, "kinds": config.kinds.keys().collect::<Vec<_>>(),
+            "targets": config.targets.keys().collect::<Vec<_>>(), "by": actor,
+            "version": crate::version::VERSION, "commit": crate::version::COMMIT,
+        }),
+    )])
+    .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

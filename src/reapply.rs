@@ -277,7 +277,7 @@ impl Run<'_> {
                 .iter()
                 .map(|r| PurgeItem {
                     kind: kind.clone(),
-                    ..PurgeItem::of(r)
+                    ..r.purge_item()
                 })
                 .collect();
             let mut outcomes: Vec<Outcome> = items.iter().map(|_| Outcome::default()).collect();
@@ -509,46 +509,4 @@ pub fn describe(r: &ReapplyReport) -> String {
         )
     });
     s
-}
-
-/// `retentiond reapply`: exit 0 when done, 1 when a target failed for some item (after printing
-/// the report), 2 for bad arguments.
-pub async fn cli(
-    config: &Config,
-    clock: &crate::clock::Clock,
-    json: bool,
-    since: &str,
-    target: Option<String>,
-    dry_run: bool,
-    by: String,
-) -> Result<(), crate::cli::Failure> {
-    use crate::cli::Failure;
-    let now = clock.now();
-    let since = parse_since(since, now).map_err(Failure::bad_input)?;
-    let (ledger, _) = crate::daemon::prepare(config, clock, "retentiond reapply").await?;
-    let targets = Targets::from_config(config).map_err(Failure::bad_input)?;
-    let opts = ReapplyOptions {
-        since,
-        target,
-        dry_run,
-        by,
-    };
-    let report = match reapply(&ledger, config, &targets, &opts, now).await {
-        Ok(r) => r,
-        Err(ReapplyError::Invalid(m)) => return Err(Failure::bad_input(m)),
-        Err(ReapplyError::Store(e)) => return Err(e.into()),
-    };
-    if json {
-        println!("{}", crate::cli::json_line(&report));
-    } else {
-        println!("{}", describe(&report));
-    }
-    if report.failed.is_empty() {
-        Ok(())
-    } else {
-        Err(Failure::runtime(format!(
-            "reapply failed for {} item(s); their data may still be there: fix the cause and run it again",
-            report.failed.len()
-        )))
-    }
 }

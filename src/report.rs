@@ -528,7 +528,11 @@ pub async fn receipt(ledger: &Ledger, account: &str) -> Result<Option<Receipt>, 
         .chain(account_entry.as_ref().map(|e| e.seq))
         .max();
     let checkpoint = match last_evidence {
-        Some(seq) => ledger.audit_checkpoints(seq - 1, 1).await?.pop(),
+        Some(seq) => ledger
+            .audit_checkpoints(seq - 1, 1)
+            .await?
+            .pop()
+            .map(crate::checkpoint::Checkpoint::from),
         None => None,
     };
     Ok(Some(Receipt {

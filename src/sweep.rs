@@ -114,33 +114,6 @@ pub enum SweepError {
     PurgeTask(String),
 }
 
-/// Failpoints for crash tests: `RETENTIOND_CRASH_AT=<name>` makes the process exit abruptly
-/// there. Compiled in only with the `failpoints` feature.
-#[cfg(feature = "failpoints")]
-pub fn failpoint(name: &str) {
-    if std::env::var("RETENTIOND_CRASH_AT").is_ok_and(|v| v == name) {
-        eprintln!("failpoint {name}: exiting");
-        std::process::exit(86);
-    }
-}
-
-#[cfg(not(feature = "failpoints"))]
-#[inline(always)]
-pub fn failpoint(_name: &str) {}
-
-/// Panic points for tests of panic handling: `RETENTIOND_PANIC_AT=<name>` panics there.
-/// Compiled in only with the `failpoints` feature.
-#[cfg(feature = "failpoints")]
-pub fn panic_point(name: &str) {
-    if std::env::var("RETENTIOND_PANIC_AT").is_ok_and(|v| v == name) {
-        panic!("panic point {name}");
-    }
-}
-
-#[cfg(not(feature = "failpoints"))]
-#[inline(always)]
-pub fn panic_point(_name: &str) {}
-
 /// A committed purge transaction: what it did, what it claimed next, and its log lines.
 struct BatchDone {
     report: SweepReport,
@@ -355,7 +328,7 @@ fn kind_work(part: &[ResourceRow]) -> Vec<KindWork> {
     by_kind
         .into_iter()
         .map(|(kind, idx)| KindWork {
-            items: idx.iter().map(|&i| purge_item(&part[i])).collect(),
+            items: idx.iter().map(|&i| part[i].purge_item()).collect(),
             kind: kind.to_string(),
             idx,
         })
@@ -400,7 +373,7 @@ async fn run_targets(
                     }
                 }
             }
-            failpoint(&format!("after_target_{ti}"));
+            crate::failpoint::crash(&format!("after_target_{ti}"));
         }
     }
     (outcome, failures)
@@ -447,10 +420,6 @@ fn target_summary(targets: &[TargetData]) -> String {
         .map(|t| format!("{}:{}", t.target, t.data))
         .collect::<Vec<_>>()
         .join(",")
-}
-
-fn purge_item(r: &ResourceRow) -> PurgeItem {
-    PurgeItem::of(r)
 }
 
 /// Runs sweeps for one instance.
@@ -584,7 +553,7 @@ impl Sweeper {
         // Each purge transaction claims the next one's work while its targets run, so claims
         // cost no extra time. What was claimed is always purged, even when `stop` comes.
         while !claims.resources.is_empty() {
-            failpoint("after_claim");
+            crate::failpoint::crash("after_claim");
             let full = claims.resources.len() as i64 == asked;
             asked = claim;
             let want_next = full && !stop.is_cancelled();
@@ -866,7 +835,7 @@ impl Sweeper {
         let mut out = Vec::with_capacity(unsure.len());
         for u in unsure {
             let r = &u.row;
-            let item = purge_item(r);
+            let item = r.purge_item();
             let names = self.config.kinds.get(&r.kind).map(|k| k.targets.clone());
             let Some(names) = names else {
                 out.push(vec![TargetData {
@@ -930,7 +899,7 @@ impl Sweeper {
         let started = self.start(claims, &holds, now, &mut log).await?;
         report.add(started.report);
         let (free, taken_over) = (started.free, started.taken_over);
-        failpoint("after_start");
+        crate::failpoint::crash("after_start");
         let mut tx = gate.begin_purge().await?;
 
         // The targets' task sends each batch's outcome as it finishes it. Aborted if this
@@ -996,7 +965,7 @@ impl Sweeper {
                     )
                     .await?;
                 outcome.extend(part_outcome);
-                failpoint(&format!("after_batch_recorded_{}", report.batches - 1));
+                crate::failpoint::crash(&format!("after_batch_recorded_{}", report.batches - 1));
             }
             Ok::<_, SweepError>(())
         }
@@ -1029,9 +998,9 @@ impl Sweeper {
                 .collect();
             tx.resolve_in_flight(&done, now).await?;
         }
-        failpoint("before_commit");
+        crate::failpoint::crash("before_commit");
         tx.commit_with_audit(&[]).await?;
-        failpoint("after_commit");
+        crate::failpoint::crash("after_commit");
         log.free = free;
         log.outcome = outcome;
         Ok(BatchDone { report, next, log })
@@ -1258,7 +1227,7 @@ impl Sweeper {
             }
             return Ok(false);
         }
-        failpoint("account_after_targets");
+        crate::failpoint::crash("account_after_targets");
         if !tx.finish_account_purged(&a.id, now).await? {
             tx.rollback().await?;
             return Ok(false);
@@ -1275,7 +1244,7 @@ impl Sweeper {
             }),
         );
         tx.commit_with_audit(&[draft]).await?;
-        failpoint("account_after_commit");
+        crate::failpoint::crash("account_after_commit");
         self.account_failures
             .lock()
             .expect("not poisoned")
@@ -1356,6 +1325,37 @@ pub fn instance_id() -> String {
         std::process::id(),
         rand::random::<u32>()
     )
+}
+
+impl SweepReport {
+/// Records a finished sweep in the metrics: what it purged and what failed, per kind and target.
+pub fn record_metrics(&self, took: std::time::Duration, finished: Timestamp) {
+let report = self;
+
+    for (kind, n) in &report.purged_by_kind {
+        ::metrics::counter!(crate::metrics::PURGES, "kind" => kind.clone()).increment(*n);
+    }
+    for (target, n) in &report.failures_by_target {
+        ::metrics::counter!(crate::metrics::PURGE_FAILURES, "target" => target.clone()).increment(*n);
+    }
+    ::metrics::counter!(crate::metrics::PURGES_GAVE_UP).increment(report.gave_up);
+    ::metrics::counter!(crate::metrics::PURGES_HELD).increment(report.held);
+    for (outcome, n) in [
+        ("gone", report.found_gone),
+        ("intact", report.found_intact),
+        ("interrupted", report.interrupted),
+    ] {
+        if n > 0 {
+            ::metrics::counter!(crate::metrics::PURGES_FOUND_OUT, "outcome" => outcome).increment(n);
+        }
+    }
+    ::metrics::counter!(crate::metrics::ACCOUNTS_PURGED).increment(report.accounts_purged);
+    ::metrics::counter!(crate::metrics::ROWS_REMOVED).increment(report.removed.rows);
+    ::metrics::counter!(crate::metrics::FILES_REMOVED).increment(report.removed.files);
+    ::metrics::counter!(crate::metrics::SWEEPS, "outcome" => "ok").increment(1);
+    ::metrics::histogram!(crate::metrics::SWEEP_DURATION).record(took.as_secs_f64());
+    ::metrics::gauge!(crate::metrics::LAST_SUCCESS).set(finished.millis() as f64 / 1000.0);
+}
 }
 
 #[cfg(test)]

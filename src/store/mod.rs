@@ -148,7 +148,9 @@ use thiserror::Error;
 use crate::audit::{AuditDraft, AuditEntry};
 use crate::config::SecretUrl;
 use crate::holds::{ActiveHold, HoldScope};
-use crate::model::{AccountState, Cause, Plan, ResourceState, Rule, Timestamp, ZdrStatus};
+use crate::model::{
+    AccountState, Cause, Plan, PurgeItem, ResourceState, Rule, Timestamp, ZdrStatus,
+};
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -169,21 +171,11 @@ pub enum StoreError {
     Busy(String),
 }
 
-/// The primary result code of an SQLite error (an extended code keeps its primary one in the low
-/// byte: 778 IOERR_WRITE is 10 IOERR); `None` for anything that is not an SQLite error.
-pub(crate) fn sqlite_primary_code(e: &sqlx::Error) -> Option<i64> {
-    let sqlx::Error::Database(d) = e else {
-        return None;
-    };
-    d.try_downcast_ref::<sqlx::sqlite::SqliteError>()?;
-    d.code()?.parse::<i64>().ok().map(|c| c & 0xff)
-}
-
 /// What an operator should check when SQLite could not write or read the ledger file: SQLite
 /// reports ENOSPC as "database or disk is full", but a write refused for another reason (a file
 /// size limit, EFBIG; a failing device) only as "disk I/O error".
 fn storage_hint(e: &sqlx::Error) -> &'static str {
-    code_hint(sqlite_primary_code(e))
+    code_hint(crate::sqlite_handle::primary_code(e))
 }
 
 /// [`storage_hint`] by SQLite's primary result code.
@@ -214,7 +206,7 @@ impl StoreError {
     /// SQLite's primary result code, whichever path the error came by (sqlx or the handle).
     fn sqlite_primary_code(&self) -> Option<i64> {
         match self {
-            StoreError::Database(e) => sqlite_primary_code(e),
+            StoreError::Database(e) => crate::sqlite_handle::primary_code(e),
             StoreError::Sqlite { code, .. } => code.map(|c| c & 0xff),
             _ => None,
         }
@@ -251,6 +243,23 @@ pub struct ResourceRow {
     /// object of strings; never shown (they may be names the user chose).
     #[serde(skip)]
     pub target_attrs: Option<String>,
+}
+
+impl ResourceRow {
+    /// The item a target purges for this row, with the attributes the templates name.
+    pub fn purge_item(&self) -> PurgeItem {
+        PurgeItem {
+            id: self.id.clone(),
+            kind: self.kind.clone(),
+            account: self.account.clone(),
+            org: self.org.clone(),
+            attrs: self
+                .target_attrs
+                .as_deref()
+                .and_then(|a| serde_json::from_str(a).ok())
+                .unwrap_or_default(),
+        }
+    }
 }
 
 impl ResourceRow {
@@ -835,7 +844,7 @@ forward! { ref Ledger;
     fn audit_for_subjects(&self, subjects: &[String], action: &str) -> Vec<AuditEntry>;
     fn audit_since_time(&self, since: Timestamp, action: &str, after_seq: i64, limit: i64) -> Vec<AuditEntry>;
     /// Signed checkpoints of the audit chain after `after_seq`, in seq order.
-    fn audit_checkpoints(&self, after_seq: i64, limit: i64) -> Vec<crate::checkpoint::Checkpoint>;
+    fn audit_checkpoints(&self, after_seq: i64, limit: i64) -> Vec<CheckpointRow>;
     /// When the newest signed checkpoint was taken (the checkpoint-staleness metric).
     fn last_checkpoint_at(&self) -> Option<Timestamp>;
     fn sweep_runs(&self) -> Vec<SweepRun>;
@@ -960,7 +969,7 @@ forward! { mut LedgerTx;
     fn release_owner_claims(&mut self, owner: &str) -> u64;
     /// The last audit entry, locking the chain until the transaction ends.
     fn audit_last_locked(&mut self) -> Option<AuditEntry>;
-    fn insert_checkpoint(&mut self, cp: &crate::checkpoint::Checkpoint) -> ();
+    fn insert_checkpoint(&mut self, cp: &CheckpointRow) -> ();
 }
 
 impl LedgerTx {
@@ -1226,6 +1235,16 @@ impl From<RawSweep> for SweepRun {
     }
 }
 
+/// A signed checkpoint of the audit chain as the ledger stores it (see `checkpoint`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointRow {
+    pub seq: i64,
+    pub hash: String,
+    pub at: Timestamp,
+    pub public_key: String,
+    pub signature: String,
+}
+
 #[derive(sqlx::FromRow)]
 struct RawCheckpoint {
     seq: i64,
@@ -1235,10 +1254,9 @@ struct RawCheckpoint {
     signature: String,
 }
 
-impl From<RawCheckpoint> for crate::checkpoint::Checkpoint {
+impl From<RawCheckpoint> for CheckpointRow {
     fn from(c: RawCheckpoint) -> Self {
-        crate::checkpoint::Checkpoint {
-            format: crate::checkpoint::FORMAT.to_string(),
+        CheckpointRow {
             seq: c.seq,
             hash: c.hash,
             at: Timestamp(c.at),

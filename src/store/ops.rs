@@ -636,7 +636,7 @@ impl Store {
     }
 
     /// Signed checkpoints of the audit chain with seq > `after_seq`, in seq order.
-    pub async fn audit_checkpoints(&self, after_seq: i64, limit: i64) -> Result<Vec<crate::checkpoint::Checkpoint>> {
+    pub async fn audit_checkpoints(&self, after_seq: i64, limit: i64) -> Result<Vec<super::CheckpointRow>> {
         let raw: Vec<super::RawCheckpoint> = sqlx::query_as(
             "SELECT seq, hash, at, public_key, signature FROM audit_checkpoints WHERE seq > $1 ORDER BY seq LIMIT $2",
         )
@@ -644,7 +644,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(raw.into_iter().map(crate::checkpoint::Checkpoint::from).collect())
+        Ok(raw.into_iter().map(super::CheckpointRow::from).collect())
     }
 
     pub async fn last_checkpoint_at(&self) -> Result<Option<Timestamp>> {
@@ -1002,7 +1002,7 @@ impl Tx {
         if !drafts.is_empty() {
             lock_audit(&mut self.tx).await?;
             let (seq, hash) = q_chain_head(&mut self.tx).await?;
-            let entries = audit::chain(seq, &hash, &drafts);
+            let entries = audit::chain::extend(seq, &hash, &drafts);
             if let Some(r) = direct_insert_audit(&mut self.tx, &entries).await {
                 r?;
             } else {
@@ -1529,7 +1529,7 @@ impl Tx {
         Ok(raw.map(AuditEntry::from))
     }
 
-    pub async fn insert_checkpoint(&mut self, cp: &crate::checkpoint::Checkpoint) -> Result<()> {
+    pub async fn insert_checkpoint(&mut self, cp: &super::CheckpointRow) -> Result<()> {
         sqlx::query("INSERT INTO audit_checkpoints (seq, hash, at, public_key, signature) VALUES ($1, $2, $3, $4, $5)")
             .bind(cp.seq)
             .bind(&cp.hash)

@@ -12,6 +12,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::OpenOptions;
+use crate::sqlite_handle::{Lent, blocking};
 use crate::config::SecretUrl;
 
 type Db = sqlx::Sqlite;
@@ -96,26 +97,6 @@ fn sqlite_error(e: rusqlite::Error) -> StoreError {
     }
 }
 
-/// The connection's raw handle, handed to one other thread while sqlx's lock on it is held.
-#[derive(Clone, Copy)]
-struct RawConnection(*mut rusqlite::ffi::sqlite3);
-
-// SAFETY: the handle is used by one thread at a time: whoever holds sqlx's `LockedSqliteHandle`,
-// which the sender keeps (and does not use) until the receiving thread has finished.
-unsafe impl Send for RawConnection {}
-
-impl RawConnection {
-    /// # Safety
-    /// The caller holds sqlx's lock on the handle for as long as the connection lives, and no
-    /// other thread uses it meanwhile.
-    unsafe fn connection(&self) -> rusqlite::Result<rusqlite::Connection> {
-        // SAFETY: as the caller promised; `from_handle` does not take ownership (the handle is
-        // not closed when the connection drops), and every statement prepared on it borrows it,
-        // so all are finalized before the handle goes back to sqlx.
-        unsafe { rusqlite::Connection::from_handle(self.0) }
-    }
-}
-
 /// Runs `f` on the transaction's connection handle through rusqlite: bulk writes prepare one
 /// statement and step it once per row (as the SQL target runs its statements:
 /// `targets::sqlite_direct`), instead of multi-row VALUES statements of thousands of binds, each
@@ -127,9 +108,8 @@ async fn on_handle(
     f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<()>,
 ) -> Result<()> {
     let mut handle = tx.lock_handle().await?;
-    let db = RawConnection(handle.as_raw_handle().as_ptr());
-    // SAFETY: `handle` keeps the connection locked for this call, which runs on this thread.
-    crate::targets::blocking(|| f(&unsafe { db.connection() }?)).map_err(sqlite_error)
+    let mut lent = Lent::new(&mut handle);
+    blocking(|| lent.with(f).and_then(|r| r)).map_err(sqlite_error)
 }
 
 /// Steps `sql`, prepared once, for each of `rows`; `bind_and_run` binds a row and executes it.
@@ -392,7 +372,7 @@ impl Tx {
             return Ok(());
         }
         let (seq, hash) = q_chain_head(&mut self.tx).await?;
-        let entries = audit::chain(seq, &hash, drafts);
+        let entries = audit::chain::extend(seq, &hash, drafts);
         on_handle(&mut self.tx, |conn| insert_audit(conn, &entries)).await
     }
 
@@ -409,23 +389,24 @@ impl Tx {
             false => Some(q_chain_head(&mut self.tx).await?),
         };
         let mut handle = self.tx.lock_handle().await?;
-        let db = RawConnection(handle.as_raw_handle().as_ptr());
+        // Behind a mutex so that the writer thread, or this one if none can be had, uses it.
+        let lent = std::sync::Mutex::new(Lent::new(&mut handle));
         let (w, head) = (&w, &head);
-        let write = move || -> rusqlite::Result<()> {
-            // SAFETY: `handle` (sqlx's lock) is kept until this has run, on the writer thread
-            // (joined before `handle` drops) or on this one, and nothing else touches the
-            // connection meanwhile (`work` has no access to it).
-            let conn = unsafe { db.connection() }?;
-            upsert_orgs(&conn, &w.orgs)?;
-            upsert_accounts(&conn, &w.accounts)?;
-            upsert_resources(&conn, &w.resources)?;
-            insert_event_ids(&conn, &w.event_ids, w.applied_at)?;
-            if let Some((seq, hash)) = head {
-                insert_audit(&conn, &audit::chain(*seq, hash, &w.audit))?;
-            }
-            Ok(())
+        let write = || -> rusqlite::Result<()> {
+            let mut lent = lent.lock().unwrap_or_else(|p| p.into_inner());
+            lent.with(|conn| {
+                upsert_orgs(conn, &w.orgs)?;
+                upsert_accounts(conn, &w.accounts)?;
+                upsert_resources(conn, &w.resources)?;
+                insert_event_ids(conn, &w.event_ids, w.applied_at)?;
+                if let Some((seq, hash)) = head {
+                    insert_audit(conn, &audit::chain::extend(*seq, hash, &w.audit))?;
+                }
+                Ok(())
+            })
+            .and_then(|r| r)
         };
-        let (written, r) = crate::targets::blocking(|| {
+        let (written, r) = blocking(|| {
             std::thread::scope(|s| {
                 match std::thread::Builder::new()
                     .name("ingest-writer".into())
@@ -440,6 +421,7 @@ impl Tx {
                 }
             })
         });
+        drop(lent);
         drop(handle);
         match written {
             Ok(written) => written.map_err(sqlite_error)?,

@@ -211,34 +211,6 @@ impl HttpTarget {
         }
         out
     }
-
-    /// The placeholders of a POST body template (`{{` and `}}` are literal braces).
-    pub fn body_placeholders(template: &str) -> Result<Vec<String>, String> {
-        let mut names = Vec::new();
-        for piece in body_pieces(template)? {
-            if let Piece::Var(name) = piece {
-                crate::config::template_placeholders(&format!("{{{name}}}"))?;
-                names.push(name.to_string());
-            }
-        }
-        Ok(names)
-    }
-
-    /// A URL template with every placeholder replaced by `x`: what config checks parse.
-    pub fn sample(template: &str) -> String {
-        let mut out = String::new();
-        let mut rest = template;
-        while let Some(open) = rest.find('{') {
-            out.push_str(&rest[..open]);
-            out.push('x');
-            rest = match rest[open..].find('}') {
-                Some(close) => &rest[open + close + 1..],
-                None => "",
-            };
-        }
-        out.push_str(rest);
-        out
-    }
 }
 
 impl Inner {
@@ -481,44 +453,13 @@ pub fn fill_url(template: &str, item: &PurgeItem) -> Result<String, String> {
     Ok(out)
 }
 
-enum Piece<'a> {
-    Text(&'a str),
-    Var(&'a str),
-}
-
-fn body_pieces(template: &str) -> Result<Vec<Piece<'_>>, String> {
-    let mut pieces = Vec::new();
-    let mut rest = template;
-    while let Some(i) = rest.find(['{', '}']) {
-        pieces.push(Piece::Text(&rest[..i]));
-        let tail = &rest[i..];
-        if let Some(t) = tail.strip_prefix("{{") {
-            pieces.push(Piece::Text("{"));
-            rest = t;
-        } else if let Some(t) = tail.strip_prefix("}}") {
-            pieces.push(Piece::Text("}"));
-            rest = t;
-        } else if tail.starts_with('}') {
-            return Err("has a lone `}`: write `}}` for a literal brace".into());
-        } else {
-            let close = tail
-                .find('}')
-                .ok_or("has an unclosed `{`: write `{{` for a literal brace")?;
-            pieces.push(Piece::Var(&tail[1..close]));
-            rest = &tail[close + 1..];
-        }
-    }
-    pieces.push(Piece::Text(rest));
-    Ok(pieces)
-}
-
 /// Fills a body template; each value is JSON-escaped (the template supplies the quotes).
 pub fn fill_body(template: &str, item: &PurgeItem) -> Result<String, String> {
     let mut out = String::new();
-    for piece in body_pieces(template)? {
+    for piece in crate::template::body_pieces(template)? {
         match piece {
-            Piece::Text(t) => out.push_str(t),
-            Piece::Var(name) => {
+            crate::template::Piece::Text(t) => out.push_str(t),
+            crate::template::Piece::Var(name) => {
                 let quoted = serde_json::to_string(item.placeholder(name)?)
                     .map_err(|e| format!("{name}: {e}"))?;
                 out.push_str(&quoted[1..quoted.len() - 1]);
@@ -582,16 +523,16 @@ mod tests {
     fn bodies_escape_json_and_keep_literal_braces() {
         let t = r#"{{"id": "{id}", "account": "{account}"}}"#;
         assert_eq!(
-            HttpTarget::body_placeholders(t).unwrap(),
+            crate::template::body_placeholders(t).unwrap(),
             vec!["id", "account"]
         );
         let body = fill_body(t, &item("x\",\"admin\":true,\"y\":\"\\")).unwrap();
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["id"], "x\",\"admin\":true,\"y\":\"\\");
         assert_eq!(v.as_object().unwrap().len(), 2);
-        assert!(HttpTarget::body_placeholders(r#"{"id": "{id}"}"#).is_err());
-        assert!(HttpTarget::body_placeholders("{secret}").is_err());
-        assert!(HttpTarget::body_placeholders("x }").is_err());
+        assert!(crate::template::body_placeholders(r#"{"id": "{id}"}"#).is_err());
+        assert!(crate::template::body_placeholders("{secret}").is_err());
+        assert!(crate::template::body_placeholders("x }").is_err());
     }
 
     #[test]
@@ -708,7 +649,7 @@ mod tests {
     #[test]
     fn samples_replace_placeholders() {
         assert_eq!(
-            HttpTarget::sample("http://h:1/{id}?a={account}"),
+            crate::template::sample_url("http://h:1/{id}?a={account}"),
             "http://h:1/x?a=x"
         );
     }

@@ -16,11 +16,11 @@ use serde::Serialize;
 
 use crate::config::{Config, TargetConfig};
 
+pub use crate::model::PurgeItem;
 pub use files::FilesTarget;
 pub use http::HttpTarget;
 pub use object_store::ObjectStoreTarget;
 pub use sql::SqlTarget;
-pub(crate) use sql::blocking;
 
 /// Installs ring as the process's rustls crypto provider (later calls do nothing). reqwest is
 /// built without a default provider (aws-lc-rs is a large C build), so every reqwest client —
@@ -29,67 +29,6 @@ pub(crate) use sql::blocking;
 pub fn install_tls_provider() {
     #[allow(deprecated)]
     let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-/// One resource to purge, with everything a statement, path, key or URL may refer to.
-#[derive(Debug, Clone, Default)]
-pub struct PurgeItem {
-    pub id: String,
-    pub kind: String,
-    pub account: String,
-    pub org: String,
-    /// The `resource.created` attributes the config's templates name (`{attrs.NAME}`).
-    pub attrs: BTreeMap<String, String>,
-}
-
-impl PurgeItem {
-    /// The item a ledger row stands for.
-    pub fn of(r: &crate::store::ResourceRow) -> PurgeItem {
-        PurgeItem {
-            id: r.id.clone(),
-            kind: r.kind.clone(),
-            account: r.account.clone(),
-            org: r.org.clone(),
-            attrs: r
-                .target_attrs
-                .as_deref()
-                .and_then(|a| serde_json::from_str(a).ok())
-                .unwrap_or_default(),
-        }
-    }
-
-    /// The item of an account-level purge.
-    pub fn account(account: &str, org: &str) -> PurgeItem {
-        PurgeItem {
-            kind: "account".into(),
-            account: account.to_string(),
-            org: org.to_string(),
-            ..PurgeItem::default()
-        }
-    }
-
-    /// A statement parameter (`:id` …); unknown names are empty.
-    pub fn param(&self, name: &str) -> &str {
-        match name {
-            "id" => &self.id,
-            "kind" => &self.kind,
-            "account" => &self.account,
-            "org" => &self.org,
-            _ => "",
-        }
-    }
-
-    /// A template placeholder's value: `id`, `kind`, `account`, `org` or `attrs.NAME`. A
-    /// missing attribute is an error naming it, never an empty value (that could name another
-    /// object: a prefix, a folder, a collection).
-    pub fn placeholder(&self, name: &str) -> Result<&str, String> {
-        match name.strip_prefix("attrs.") {
-            Some(a) => self.attrs.get(a).map(String::as_str).ok_or_else(|| {
-                format!("attribute `{a}` ({{{name}}}) is missing from resource `{}`'s attrs (resource.created)", self.id)
-            }),
-            None => Ok(self.param(name)),
-        }
-    }
 }
 
 /// Fills a template's `{NAME}` placeholders, each value passed through `value(name, raw)`

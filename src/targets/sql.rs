@@ -28,8 +28,9 @@ use tracing::{info, warn};
 use futures_util::StreamExt;
 
 use super::{ItemResult, PurgeItem, Removed, sqlite_direct};
-use crate::config::{SqlTargetConfig, named_to_positional, rewrite_named};
-use crate::store::sqlite_primary_code;
+use crate::config::SqlTargetConfig;
+use crate::template::{named_to_positional, rewrite_named};
+use crate::sqlite_handle::{self, Lent, blocking};
 
 /// Items per script (see the module doc): large enough that round trips stop mattering, small
 /// enough to keep a script well under a megabyte.
@@ -111,15 +112,6 @@ pub struct SqlTarget {
 const CHECKPOINT_WAIT_MS: u32 = 1000;
 /// The busy timeout of the target's connections otherwise.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Runs `f` where it may block: on a multi-threaded runtime (the daemon's) other tasks move to
-/// another worker meanwhile; elsewhere (a current-thread runtime) it just runs.
-pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
-    }
-}
 
 /// Runs `$body` with `$p` bound to the pool of whichever backend `$db` is.
 macro_rules! with_pool {
@@ -215,7 +207,7 @@ fn database_wide(e: &sqlx::Error) -> bool {
         return true;
     };
     if d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-        sqlite_primary_code(e).is_some_and(sqlite_database_wide)
+        sqlite_handle::primary_code(e).is_some_and(sqlite_database_wide)
     } else {
         let code = d.code().map(|c| c.into_owned()).unwrap_or_default();
         // PostgreSQL: connection exception, insufficient resources, operator intervention,
@@ -394,8 +386,9 @@ impl SqlTarget {
         let mut tx = pool.begin().await.map_err(unavailable)?;
         let result = {
             let mut handle = tx.lock_handle().await.map_err(unavailable)?;
-            let db = handle.as_raw_handle();
-            blocking(|| sqlite_direct::run(db, stmts, verify, items))
+            let mut lent = Lent::new(&mut handle);
+            blocking(|| lent.with(|conn| sqlite_direct::run(conn, stmts, verify, items)))
+                .unwrap_or_else(|e| Err((true, format!("opening the handle: {e}"))))
         };
         match result {
             Ok(removed) => {

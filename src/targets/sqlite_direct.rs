@@ -8,15 +8,13 @@
 //! through rusqlite over the handle sqlx opened (the two share libsqlite3-sys), while sqlx's
 //! worker is parked by [`sqlx::sqlite::LockedSqliteHandle`]. Transactions stay sqlx's.
 
-use std::ptr::NonNull;
-
 use rusqlite::fallible_iterator::FallibleIterator;
 use rusqlite::types::ValueRef;
-use rusqlite::{Batch, Connection, ffi};
+use rusqlite::{Batch, Connection};
 
 use super::sql::Statement;
 use super::{PurgeItem, Removed};
-use crate::config::STATEMENT_PARAMS;
+use crate::template::STATEMENT_PARAMS;
 
 /// A failure: whether it concerns the whole database (busy, read-only, I/O, full …) rather than
 /// one item, and what happened.
@@ -28,25 +26,17 @@ struct Prepared<'c> {
     parts: Vec<(rusqlite::Statement<'c>, Vec<String>)>,
 }
 
-/// Runs every item's statements, then its verify queries, on the connection whose handle is
-/// `db`, inside the transaction the caller opened. Returns what each item removed.
-///
-/// `db` must be the handle of a connection the caller holds locked for the whole call (a
-/// `LockedSqliteHandle`): nothing else may use it meanwhile.
+/// Runs every item's statements, then its verify queries, on `conn` (the pooled connection,
+/// lent by [`crate::sqlite_handle::Lent`]), inside the transaction the caller opened. Returns
+/// what each item removed.
 pub(super) fn run(
-    db: NonNull<ffi::sqlite3>,
+    conn: &Connection,
     stmts: &[Statement],
     verify: &[Statement],
     items: &[PurgeItem],
 ) -> Result<Vec<Removed>, Failure> {
-    // SAFETY: the caller holds the connection locked for this call, so this thread is the only
-    // user of the handle; `from_handle` does not take ownership (the handle is not closed when
-    // `conn` drops), and every statement prepared below borrows `conn`, so all are finalized
-    // before this function returns and the handle goes back to sqlx clean.
-    let conn = unsafe { Connection::from_handle(db.as_ptr()) }
-        .map_err(|e| (true, format!("opening the handle: {e}")))?;
-    let mut stmts = prepare(&conn, stmts)?;
-    let mut verify = prepare(&conn, verify)?;
+    let mut stmts = prepare(conn, stmts)?;
+    let mut verify = prepare(conn, verify)?;
     let mut out = Vec::with_capacity(items.len());
     for item in items {
         let mut removed = Removed::default();

@@ -11,7 +11,7 @@ use crate::common::*;
 use crate::rel::bin;
 use reqwest::StatusCode;
 use retentiond::clock::Clock;
-use retentiond::daemon::Health;
+use retentiond::health::Health;
 use retentiond::http::{HttpState, serve};
 use retentiond::model::Timestamp;
 use serde_json::{Value, json};
@@ -653,7 +653,7 @@ async fn metrics_show_purges_failures_and_ledger_gauges() {
     report
         .failures_by_target
         .insert("t_metrics_target".into(), 3);
-    retentiond::metrics::record_sweep(&report, Duration::from_millis(20), h.now());
+    report.record_metrics(Duration::from_millis(20), h.now());
     retentiond::metrics::refresh_gauges(&h.ledger, h.now())
         .await
         .unwrap();

@@ -6,6 +6,7 @@
 mod common;
 mod rel;
 
+mod architecture;
 mod audit;
 mod e2e;
 mod erasure;

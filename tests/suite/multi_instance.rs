@@ -204,7 +204,7 @@ async fn check_receipts(ledger: &Ledger, n: usize) {
     // Each purge's deletes may have run more than once (at-least-once), so the recorded counts
     // are at most what existed; they equal it when no purge was interrupted.
     assert!(rows <= 2 * n as u64, "rows recorded {rows}");
-    let v = retentiond::audit::verify_ledger(ledger).await.unwrap();
+    let v = retentiond::checkpoint::verify_ledger(ledger).await.unwrap();
     assert!(v.ok, "{:?}", v.error);
 }
 

@@ -398,7 +398,7 @@ both_backends! {
         }
         assert_eq!(audit.get(&("account.created".into(), "account/a1".into())), Some(&1));
         assert_eq!(audit.keys().filter(|(a, _)| a == "outbox.dead_lettered").count(), 0);
-        let v = retentiond::audit::verify_ledger(&l).await.unwrap();
+        let v = retentiond::checkpoint::verify_ledger(&l).await.unwrap();
         assert!(v.ok);
     }
 }

@@ -512,7 +512,7 @@ impl H {
     }
 
     pub async fn audit_ok(&self) {
-        let v = retentiond::audit::verify_ledger(&self.ledger)
+        let v = retentiond::checkpoint::verify_ledger(&self.ledger)
             .await
             .unwrap();
         assert!(v.ok, "audit chain broken: {:?}", v.error);

@@ -435,7 +435,7 @@ pub async fn check_world(
     if total != expected {
         problems.push(format!("{total} receipts on record, expected {expected}"));
     }
-    let v = retentiond::audit::verify_ledger(ledger).await.unwrap();
+    let v = retentiond::checkpoint::verify_ledger(ledger).await.unwrap();
     if !v.ok {
         problems.push(format!("audit chain does not verify: {:?}", v.error));
     }
