@@ -100,7 +100,6 @@ impl Checkpoint {
         }
     }
 
-
     /// The public key named in the checkpoint.
     pub fn key(&self) -> Result<VerifyingKey, String> {
         parse_public_key_hex(&self.public_key)
@@ -516,11 +515,8 @@ pub async fn schedule(
 }
 
 /// Recomputes the whole chain and checks it against the checkpoints stored in the ledger.
-pub async fn verify_ledger(
-    ledger: &Ledger,
-) -> Result<Verified, StoreError> {
-    let (anchors, problems) =
-        anchors(ledger, &[], &Trust::Embedded).await?;
+pub async fn verify_ledger(ledger: &Ledger) -> Result<Verified, StoreError> {
+    let (anchors, problems) = anchors(ledger, &[], &Trust::Embedded).await?;
     verify_anchored(ledger, anchors, problems).await
 }
 

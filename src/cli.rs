@@ -420,7 +420,6 @@ async fn reapply_command(
     }
 }
 
-
 /// Prints `value` as JSON, or `text` for people.
 /// One JSON answer as a line of text, always valid JSON: a value that cannot be serialized
 /// becomes `{"error": "…"}`, escaped by serde like any other string.

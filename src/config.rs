@@ -9,11 +9,11 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::model::Span;
+use crate::rules::{KindPolicy, SchedulePolicy};
 use crate::template::{
     self, STATEMENT_PARAMS, key_placeholders, path_placeholders, statement_params,
     template_placeholders,
 };
-use crate::rules::{KindPolicy, SchedulePolicy};
 
 pub const DEFAULT_PATH: &str = "/etc/retentiond/retentiond.toml";
 
@@ -2007,8 +2007,8 @@ fn build_http_target(
                 "a body is sent only with method = \"POST\"",
             ));
         }
-        let names = template::body_placeholders(body)
-            .map_err(|m| ctx.err(format!("{key}.body"), m))?;
+        let names =
+            template::body_placeholders(body).map_err(|m| ctx.err(format!("{key}.body"), m))?;
         attrs.extend(attr_names(&names));
     }
     let token = read_secret(ctx, key, "token", h.token_file, h.token_env)?;

@@ -16,8 +16,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::model::{Span, Timestamp};
 use crate::health::Health;
+use crate::model::{Span, Timestamp};
 use crate::policy;
 use crate::store::{Ledger, OpenOptions};
 use crate::sweep::{Sweeper, instance_id};
@@ -237,7 +237,8 @@ pub async fn run(config_path: PathBuf, config: Config, clock: Clock) -> anyhow::
     let mut sighup = signal(SignalKind::hangup())?;
     let start = async {
         let (ledger, _) = prepare(&config, &clock, "retentiond run").await?;
-        crate::policy::record_config_loaded(&ledger, &config, clock.now(), "retentiond run").await?;
+        crate::policy::record_config_loaded(&ledger, &config, clock.now(), "retentiond run")
+            .await?;
         anyhow::Ok(ledger)
     };
     let start = extending(

@@ -1031,17 +1031,18 @@ fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
 }
 
 impl IngestReport {
-/// Records an applied batch of events from `source` (`http`, `outbox/NAME`) in the metrics.
-pub fn record_metrics(&self, source: &str) {
-let report = self;
+    /// Records an applied batch of events from `source` (`http`, `outbox/NAME`) in the metrics.
+    pub fn record_metrics(&self, source: &str) {
+        let report = self;
 
-    for (kind, n) in &report.by_type {
-        ::metrics::counter!(crate::metrics::EVENTS_INGESTED, "source" => source.to_string(), "type" => *kind).increment(*n);
+        for (kind, n) in &report.by_type {
+            ::metrics::counter!(crate::metrics::EVENTS_INGESTED, "source" => source.to_string(), "type" => *kind).increment(*n);
+        }
+        if report.duplicates > 0 {
+            ::metrics::counter!(crate::metrics::EVENTS_DUPLICATE, "source" => source.to_string())
+                .increment(report.duplicates);
+        }
     }
-    if report.duplicates > 0 {
-        ::metrics::counter!(crate::metrics::EVENTS_DUPLICATE, "source" => source.to_string()).increment(report.duplicates);
-    }
-}
 }
 
 #[cfg(test)]

@@ -299,7 +299,6 @@ impl PurgeItem {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,10 +38,10 @@ use crate::audit::AuditDraft;
 use crate::clock::Clock;
 use crate::config::{Config, SourceConfig};
 use crate::events::{self, Event};
+use crate::failpoint;
 use crate::ingest::{self, IngestContext, IngestError};
 use crate::model::{Timestamp, check_id};
 use crate::store::{Ledger, StoreError};
-use crate::failpoint;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {

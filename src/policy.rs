@@ -407,9 +407,7 @@ pub async fn record_config_loaded(
     now: Timestamp,
     actor: &str,
 ) -> Result<(), StoreError> {
-    let in_force = in_force(ledger)
-        .await?
-        .map(|p| fingerprint(&p));
+    let in_force = in_force(ledger).await?.map(|p| fingerprint(&p));
     let tx = ledger.begin().await?;
     tx.commit_with_audit(&[AuditDraft::new(
         now,

@@ -169,7 +169,6 @@ pub fn body_placeholders(template: &str) -> Result<Vec<String>, String> {
     Ok(names)
 }
 
-
 /// A URL template with every placeholder replaced by `x`: what config checks parse.
 pub fn sample_url(template: &str) -> String {
     let mut out = String::new();

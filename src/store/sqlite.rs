@@ -12,8 +12,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::OpenOptions;
-use crate::sqlite_handle::{Lent, blocking};
 use crate::config::SecretUrl;
+use crate::sqlite_handle::{Lent, blocking};
 
 type Db = sqlx::Sqlite;
 

@@ -29,8 +29,8 @@ use futures_util::StreamExt;
 
 use super::{ItemResult, PurgeItem, Removed, sqlite_direct};
 use crate::config::SqlTargetConfig;
-use crate::template::{named_to_positional, rewrite_named};
 use crate::sqlite_handle::{self, Lent, blocking};
+use crate::template::{named_to_positional, rewrite_named};
 
 /// Items per script (see the module doc): large enough that round trips stop mattering, small
 /// enough to keep a script well under a megabyte.

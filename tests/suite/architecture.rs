@@ -209,10 +209,7 @@ fn the_finder_sees_a_cycle_and_a_grouped_import() {
     let refs = crate_refs(&code(
         "use crate::{a::B, c, d::{e, f}};\n// crate::g in a comment\nlet x = crate::h::i();",
     ));
-    assert_eq!(
-        refs.into_iter().collect::<Vec<_>>(),
-        ["a", "c", "d", "h"]
-    );
+    assert_eq!(refs.into_iter().collect::<Vec<_>>(), ["a", "c", "d", "h"]);
     let mut edges = BTreeMap::new();
     for (a, b) in [("x", "y"), ("y", "z"), ("z", "x"), ("z", "w")] {
         edges

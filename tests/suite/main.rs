@@ -28,6 +28,7 @@ mod reliability_input;
 mod remote_targets;
 mod roles;
 mod schema;
+mod sweep_paths;
 mod systemd_unit;
 mod toolkit;
 mod trust;
