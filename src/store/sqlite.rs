@@ -421,7 +421,6 @@ impl Tx {
                 }
             })
         });
-        drop(lent);
         drop(handle);
         match written {
             Ok(written) => written.map_err(sqlite_error)?,

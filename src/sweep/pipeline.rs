@@ -193,6 +193,7 @@ impl Sweeper {
     /// thread of the blocking pool writes a batch's worth of the previous purge transaction's
     /// log lines and builds this batch's receipts, as if every purge will be recorded (the
     /// sweep leaves a core idle). Hands the batch's outcome back.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn record_batch(
         &self,
         tx: &mut LedgerTx,
