@@ -25,7 +25,7 @@ use crate::audit::AuditDraft;
 use crate::config::Config;
 use crate::holds::HoldSet;
 use crate::model::Timestamp;
-use crate::store::{AccountRow, Ledger, LedgerTx, ResourceRow, StoreError};
+use crate::store::{AccountRow, Ledger, PurgeTx, ResourceRow, StoreError};
 use crate::targets::{ItemResult, PurgeItem, Removed, Targets};
 
 #[derive(Debug, Clone)]
@@ -228,7 +228,7 @@ impl Run<'_> {
     }
 
     /// A purge transaction (hold lock shared) for a real run; none for a dry run.
-    async fn begin(&self) -> Result<(Option<LedgerTx>, HoldSet), StoreError> {
+    async fn begin(&self) -> Result<(Option<PurgeTx>, HoldSet), StoreError> {
         if self.opts.dry_run {
             return Ok((None, HoldSet::new(self.ledger.active_holds().await?)));
         }

@@ -16,6 +16,9 @@
 //! UPDATE` on PostgreSQL; on SQLite every write transaction is `BEGIN IMMEDIATE`, which is
 //! already exclusive. So a hold either commits before a purge's check (the purge sees it and
 //! keeps the data) or waits until that purge has committed (and counts it as already purged).
+//! The types keep each side in its lock: only a [`PurgeTx`] (begun with the lock held shared)
+//! records purges, and only a [`HoldTx`] (begun with it held exclusively) places, releases or
+//! unblocks holds; a plain [`LedgerTx`] does neither.
 //! One purge transaction may run several target batches (`scheduler.batches_per_transaction`,
 //! each recorded while the next one's targets run): the holds it read at its start are the
 //! active ones until it commits, since no hold change can commit before it does.
@@ -250,8 +253,22 @@ impl Ledger {
     }
 }
 
-/// Forwards `async fn`s of [`Ledger`] (`&self`) and [`LedgerTx`] (`&mut self`) to the backend.
+/// Forwards `async fn`s of [`Ledger`] (`&self`), [`LedgerTx`] (`&mut self`) and the typed
+/// transactions around it ([`PurgeTx`], [`HoldTx`]: `inner`) to the backend.
 macro_rules! forward {
+    (inner $outer:ident; $( $(#[$m:meta])* fn $name:ident(&mut self $(, $arg:ident: $ty:ty)*) -> $ret:ty; )*) => {
+        impl $outer {
+            $(
+                $(#[$m])*
+                pub async fn $name(&mut self $(, $arg: $ty)*) -> Result<$ret> {
+                    match &mut self.0 {
+                        LedgerTx::Sqlite(s) => s.$name($($arg),*).await,
+                        LedgerTx::Postgres(s) => s.$name($($arg),*).await,
+                    }
+                }
+            )*
+        }
+    };
     (ref $outer:ident; $( $(#[$m:meta])* fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty; )*) => {
         impl $outer {
             $(
@@ -290,11 +307,18 @@ impl Ledger {
     }
 
     /// Starts a purge transaction: a write transaction holding the hold lock shared.
-    pub async fn begin_purge(&self) -> Result<LedgerTx> {
-        Ok(match self {
+    pub async fn begin_purge(&self) -> Result<PurgeTx> {
+        Ok(PurgeTx(match self {
             Ledger::Sqlite(s) => LedgerTx::Sqlite(s.begin_purge().await?),
             Ledger::Postgres(s) => LedgerTx::Postgres(s.begin_purge().await?),
-        })
+        }))
+    }
+
+    /// Starts a purge transaction under `gate`, which holds the hold lock shared for it: the
+    /// start of a purge, committed before its targets run (see [`PurgeGate`]).
+    pub async fn begin_under(&self, gate: &PurgeGate) -> Result<PurgeTx> {
+        let _held = gate;
+        Ok(PurgeTx(self.begin().await?))
     }
 
     /// Claims the sweep's next batch while the purge transaction `purge` runs its targets. On
@@ -317,11 +341,11 @@ impl Ledger {
     }
 
     /// Starts a hold change: a write transaction holding the hold lock exclusively.
-    pub async fn begin_hold_change(&self) -> Result<LedgerTx> {
-        Ok(match self {
+    pub async fn begin_hold_change(&self) -> Result<HoldTx> {
+        Ok(HoldTx(match self {
             Ledger::Sqlite(s) => LedgerTx::Sqlite(s.begin_hold_change().await?),
             Ledger::Postgres(s) => LedgerTx::Postgres(s.begin_hold_change().await?),
-        })
+        }))
     }
 
     /// Takes the hold lock shared for a purge, before its start is recorded (see [`PurgeGate`]).
@@ -354,11 +378,11 @@ impl PurgeGate {
     }
 
     /// The purge transaction, still holding the gate until it ends.
-    pub async fn begin_purge(self) -> Result<LedgerTx> {
-        Ok(match self {
+    pub async fn begin_purge(self) -> Result<PurgeTx> {
+        Ok(PurgeTx(match self {
             PurgeGate::Sqlite(s, guard) => LedgerTx::Sqlite(s.begin_behind_gate(guard).await?),
             PurgeGate::Postgres(t) => LedgerTx::Postgres(t),
-        })
+        }))
     }
 }
 
@@ -493,9 +517,6 @@ forward! { mut LedgerTx;
     /// purge, or a failed one waiting for its retry. A claimed batch that has not started is
     /// not among them: its purge will see a hold placed now.
     fn in_flight(&mut self, scope: &HoldScope) -> Vec<String>;
-    fn insert_hold(&mut self, hold: &NewHold) -> i64;
-    /// Records which resources a hold's answer called `in_flight`.
-    fn record_in_flight(&mut self, hold: i64, ids: &[String]) -> ();
     /// Records how in-flight resources ended, for every hold that listed them.
     fn resolve_in_flight(&mut self, outcomes: &[(String, InFlightOutcome)], at: Timestamp) -> ();
     /// Records what each target held of resources found `interrupted` (JSON `TargetData` lists).
@@ -504,24 +525,14 @@ forward! { mut LedgerTx;
     fn settle_claims(&mut self, settled: &[SettledClaim], owner: &str) -> Vec<String>;
     /// Marks a claimed batch started (see `Tx::start_batch`).
     fn start_batch(&mut self, batch: i64, at: Timestamp) -> ();
-    fn release_hold(&mut self, id: i64, by: &str, at: Timestamp) -> bool;
     /// The asks to release hold `hold`, read in this transaction.
     fn tx_release_approvals(&mut self, hold: i64) -> Vec<ReleaseApproval>;
-    /// Records `by`'s ask to release `hold`; false when `by` had already asked.
-    fn add_release_approval(&mut self, hold: i64, by: &str, at: Timestamp, via: Option<&str>) -> bool;
-    /// Forgets the blocks of a released hold and clears `held` where no active hold remains;
-    /// returns the resources that became purgeable again.
-    fn unblock(&mut self, hold: i64) -> Vec<ResourceRow>;
     /// Records (subject, hold) blocks; returns the pairs that are new.
     fn add_blocks(&mut self, subject_type: &str, pairs: &[(String, i64)], at: Timestamp) -> Vec<(String, i64)>;
     /// Gives claimed resources back because a hold covers them: they leave the due index.
     fn release_claims_held(&mut self, ids: &[String], owner: &str) -> ();
-    /// Records purges whose lease is still ours; returns the ids recorded.
-    fn finish_purged(&mut self, ids: &[String], cause: Cause, owner: &str, at: Timestamp) -> Vec<String>;
-    fn record_failures(&mut self, failures: &[PurgeFailure], owner: &str, at: Timestamp) -> Vec<String>;
     /// Whether any resource of the account is not yet purged.
     fn has_unpurged(&mut self, account: &str) -> bool;
-    fn finish_account_purged(&mut self, account: &str, at: Timestamp) -> bool;
     /// Puts `failed` resources (all when `ids` is empty) back in the due queue.
     fn requeue_failed(&mut self, ids: &[String]) -> Vec<String>;
     /// Gives up every claim of `owner` (graceful shutdown).
@@ -529,6 +540,112 @@ forward! { mut LedgerTx;
     /// The last audit entry, locking the chain until the transaction ends.
     fn audit_last_locked(&mut self) -> Option<AuditEntry>;
     fn insert_checkpoint(&mut self, cp: &CheckpointRow) -> ();
+}
+
+/// A purge transaction: a write transaction with the hold lock held shared, by itself
+/// ([`Ledger::begin_purge`], [`PurgeGate::begin_purge`]) or by the gate it was begun under
+/// ([`Ledger::begin_under`]). Only it records purges, so Invariant H holds by type: no purge is
+/// recorded while a hold change could be under way. Everything a [`LedgerTx`] does, it does too.
+///
+/// ```
+/// # use retentiond::{model::{Cause, Timestamp}, store::Ledger};
+/// # async fn f(ledger: Ledger) -> retentiond::store::Result<()> {
+/// let mut tx = ledger.begin_purge().await?;
+/// tx.finish_purged(&["c1".into()], Cause::Manual, "me", Timestamp(0)).await?;
+/// # Ok(()) }
+/// ```
+/// A plain write transaction cannot record a purge, and neither can a hold change:
+/// ```compile_fail
+/// # use retentiond::{model::{Cause, Timestamp}, store::Ledger};
+/// # async fn f(ledger: Ledger) -> retentiond::store::Result<()> {
+/// let mut tx = ledger.begin().await?;
+/// tx.finish_purged(&["c1".into()], Cause::Manual, "me", Timestamp(0)).await?;
+/// # Ok(()) }
+/// ```
+/// ```compile_fail
+/// # use retentiond::{model::{Cause, Timestamp}, store::Ledger};
+/// # async fn f(ledger: Ledger) -> retentiond::store::Result<()> {
+/// let mut tx = ledger.begin_hold_change().await?;
+/// tx.finish_purged(&["c1".into()], Cause::Manual, "me", Timestamp(0)).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct PurgeTx(LedgerTx);
+
+/// A hold change: a write transaction with the hold lock held exclusively
+/// ([`Ledger::begin_hold_change`]). Only it places, releases or unblocks holds, so no purge
+/// transaction runs meanwhile. Everything a [`LedgerTx`] does, it does too.
+///
+/// ```
+/// # use retentiond::{model::Timestamp, store::Ledger};
+/// # async fn f(ledger: Ledger) -> retentiond::store::Result<()> {
+/// let mut tx = ledger.begin_hold_change().await?;
+/// tx.release_hold(1, "legal", Timestamp(0)).await?;
+/// # Ok(()) }
+/// ```
+/// A purge transaction cannot change a hold:
+/// ```compile_fail
+/// # use retentiond::{model::Timestamp, store::Ledger};
+/// # async fn f(ledger: Ledger) -> retentiond::store::Result<()> {
+/// let mut tx = ledger.begin_purge().await?;
+/// tx.release_hold(1, "legal", Timestamp(0)).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct HoldTx(LedgerTx);
+
+macro_rules! typed_tx {
+    ($t:ident) => {
+        impl std::ops::Deref for $t {
+            type Target = LedgerTx;
+            fn deref(&self) -> &LedgerTx {
+                &self.0
+            }
+        }
+
+        impl std::ops::DerefMut for $t {
+            fn deref_mut(&mut self) -> &mut LedgerTx {
+                &mut self.0
+            }
+        }
+
+        impl $t {
+            /// [`LedgerTx::commit_with_audit`].
+            pub async fn commit_with_audit(
+                self,
+                drafts: &[AuditDraft],
+            ) -> Result<Option<AuditHead>> {
+                self.0.commit_with_audit(drafts).await
+            }
+
+            /// [`LedgerTx::rollback`].
+            pub async fn rollback(self) -> Result<()> {
+                self.0.rollback().await
+            }
+        }
+    };
+}
+
+typed_tx!(PurgeTx);
+typed_tx!(HoldTx);
+
+forward! { inner PurgeTx;
+    /// Records purges whose lease is still ours; returns the ids recorded.
+    fn finish_purged(&mut self, ids: &[String], cause: Cause, owner: &str, at: Timestamp) -> Vec<String>;
+    fn record_failures(&mut self, failures: &[PurgeFailure], owner: &str, at: Timestamp) -> Vec<String>;
+    fn finish_account_purged(&mut self, account: &str, at: Timestamp) -> bool;
+}
+
+forward! { inner HoldTx;
+    fn insert_hold(&mut self, hold: &NewHold) -> i64;
+    /// Records which resources a hold's answer called `in_flight`.
+    fn record_in_flight(&mut self, hold: i64, ids: &[String]) -> ();
+    fn release_hold(&mut self, id: i64, by: &str, at: Timestamp) -> bool;
+    /// Records `by`'s ask to release `hold`; false when `by` had already asked.
+    fn add_release_approval(&mut self, hold: i64, by: &str, at: Timestamp, via: Option<&str>) -> bool;
+    /// Forgets the blocks of a released hold and clears `held` where no active hold remains;
+    /// returns the resources that became purgeable again.
+    fn unblock(&mut self, hold: i64) -> Vec<ResourceRow>;
 }
 
 impl LedgerTx {

@@ -35,8 +35,8 @@ use crate::model::ResourceState;
 use crate::model::{Cause, Span, Timestamp};
 use crate::rules::{self, InterruptedPurge, TargetFinding};
 use crate::store::{
-    AccountRow, ClaimedBatch, InFlightOutcome, Ledger, LedgerTx, PurgeFailure, ResourceRow,
-    SettledClaim, StoreError, SweepRun, TargetData,
+    AccountRow, ClaimedBatch, InFlightOutcome, Ledger, PurgeFailure, PurgeGate, PurgeTx,
+    ResourceRow, SettledClaim, StoreError, SweepRun, TargetData,
 };
 use crate::targets::{PurgeItem, Removed, Targets};
 

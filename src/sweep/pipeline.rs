@@ -196,7 +196,7 @@ impl Sweeper {
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn record_batch(
         &self,
-        tx: &mut LedgerTx,
+        tx: &mut PurgeTx,
         (free, part): (&Arc<[ResourceRow]>, std::ops::Range<usize>),
         outcome: Vec<ItemOutcome>,
         now: Timestamp,

@@ -181,7 +181,7 @@ impl Sweeper {
     /// them in flight, and it commits.
     pub(super) async fn commit_purge(
         &self,
-        mut tx: LedgerTx,
+        mut tx: PurgeTx,
         batch: Option<i64>,
         taken_over: Vec<String>,
         log: &BatchLog,
@@ -241,7 +241,7 @@ impl Sweeper {
     /// returns the ids recorded purged and those recorded failed.
     pub(super) async fn write_outcomes(
         &self,
-        tx: &mut LedgerTx,
+        tx: &mut PurgeTx,
         ok_by_cause: &BTreeMap<Cause, Vec<String>>,
         failures: &[PurgeFailure],
         now: Timestamp,

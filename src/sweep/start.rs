@@ -56,10 +56,10 @@ impl Sweeper {
         claims: ClaimedBatch,
         now: Timestamp,
         log: &mut BatchLog,
-    ) -> Result<(Started, LedgerTx), SweepError> {
+    ) -> Result<(Started, PurgeTx), SweepError> {
         let mut gate = self.ledger.open_purge_gate().await?;
         let holds = HoldSet::new(gate.active_holds().await?);
-        let started = self.start(claims, &holds, now, log).await?;
+        let started = self.start(claims, &holds, &gate, now, log).await?;
         crate::failpoint::crash("after_start");
         let tx = gate.begin_purge().await?;
         Ok((started, tx))
@@ -76,6 +76,7 @@ impl Sweeper {
         &self,
         claims: ClaimedBatch,
         holds: &HoldSet,
+        gate: &PurgeGate,
         now: Timestamp,
         log: &mut BatchLog,
     ) -> Result<Started, SweepError> {
@@ -119,7 +120,7 @@ impl Sweeper {
         report.held = held_ids.len() as u64;
         let found = self.find_out(&unsure).await;
 
-        let mut st = self.ledger.begin().await?;
+        let mut st = self.ledger.begin_under(gate).await?;
         if !held_ids.is_empty() {
             log.new_blocks = st.add_blocks("resource", &blocks, now).await?;
             st.release_claims_held(&held_ids, &self.instance).await?;
