@@ -44,7 +44,7 @@ pub struct PlaceHold {
 }
 
 /// The answer to `hold place` (Invariant H).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct HoldPlaced {
     pub id: i64,
     pub case: String,
@@ -148,7 +148,7 @@ pub async fn place_hold_via(
     })
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct HoldReleased {
     pub id: i64,
     pub case: String,
@@ -159,7 +159,7 @@ pub struct HoldReleased {
 }
 
 /// An ask to release a hold that waits for more people (`[holds] release_approvals`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ReleasePending {
     pub id: i64,
     pub case: String,
@@ -286,9 +286,10 @@ pub async fn ask_release(
 }
 
 /// A hold with what it matches now, and its answer made exact (issue 30).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct HoldDetail {
     #[serde(flatten)]
+    #[schema(inline)]
     pub hold: HoldRow,
     pub active: bool,
     pub matched: i64,
@@ -390,14 +391,15 @@ pub async fn set_org(
 }
 
 /// A ZDR action on an org.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
 pub enum ZdrAction {
     Request,
     Approve,
     Deny,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ZdrDecision {
     pub org: String,
     pub zdr: ZdrStatus,

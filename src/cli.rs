@@ -133,6 +133,12 @@ pub enum Command {
     /// Print the retentiond(8) man page (roff), generated from these definitions.
     #[command(hide = true)]
     Man,
+    /// Print a JSON Schema (draft 2020-12), e.g. `retentiond schema events` for one lifecycle
+    /// event line, so applications can validate events before sending them.
+    Schema {
+        #[arg(value_enum)]
+        what: SchemaWhat,
+    },
     /// After a backup restore: re-run the purges done since TIME, removing erased data that came back.
     Reapply {
         /// RFC 3339 time, or a duration meaning that long ago (e.g. `7d`).
@@ -148,6 +154,13 @@ pub enum Command {
         #[arg(long, default_value = "cli")]
         by: String,
     },
+}
+
+/// What `retentiond schema` prints.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SchemaWhat {
+    /// One line of `ingest` / `POST /v1/events` input.
+    Events,
 }
 
 #[derive(Debug, Subcommand)]
@@ -499,6 +512,15 @@ pub async fn run(cli: Cli) -> Outcome {
             return Ok(());
         }
         Command::Man => return man(&mut std::io::stdout().lock()),
+        // Needs no config: JSON already, so `--json` changes nothing.
+        Command::Schema {
+            what: SchemaWhat::Events,
+        } => {
+            let text = serde_json::to_string_pretty(&crate::events::line_schema())
+                .map_err(|e| Failure::runtime(e.to_string()))?;
+            println!("{text}");
+            return Ok(());
+        }
         _ => {}
     }
     let config = Config::load(&cli.config)?;
@@ -827,7 +849,7 @@ pub async fn run(cli: Cli) -> Outcome {
             by,
         } => reapply_command(&config, &clock, json, &since, target, dry_run, by).await,
         // Answered above, before the config is read.
-        Command::Completions { .. } | Command::Man => Ok(()),
+        Command::Completions { .. } | Command::Man | Command::Schema { .. } => Ok(()),
         Command::Retry { ids, by } => {
             let (ledger, _) = daemon::prepare(&config, &clock, &actor("retry")).await?;
             let r = admin::retry(&ledger, &ids, &by, clock.now()).await?;

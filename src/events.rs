@@ -1,8 +1,10 @@
 //! Lifecycle events (§6): one JSON object per line. This module turns bytes into typed events
 //! and says precisely what is wrong with a line; it knows nothing of the ledger.
 
+use std::borrow::Cow;
 use std::io::BufRead;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::Deserialize;
 
 use crate::model::{Plan, Timestamp, check_id};
@@ -20,13 +22,24 @@ pub struct Event {
     pub body: EventBody,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// The JSON Schema of one event line ([`line_schema`], `retentiond schema events`) is derived
+/// from this type: the `type` tag, the required fields and `deny_unknown_fields` come from the
+/// serde attributes; `schemars` attributes add what [`parse_line`] checks besides (identifiers,
+/// `attrs.endpoint`, an `org.upsert` needing `plan` or `training_opt_out`) and the envelope
+/// fields `at` and `event_id`.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(tag = "type", deny_unknown_fields)]
+#[schemars(transform = envelope)]
 pub enum EventBody {
     /// Creates or updates an org. `plan` is required for a new org; `training_opt_out` is
     /// optional (unchanged when absent, `false` for a new org).
     #[serde(rename = "org.upsert")]
+    #[schemars(extend("anyOf" = [
+        {"required": ["plan"], "properties": {"plan": {"type": "string"}}},
+        {"required": ["training_opt_out"], "properties": {"training_opt_out": {"type": "boolean"}}},
+    ]))]
     OrgUpsert {
+        #[schemars(schema_with = "id_schema")]
         org: String,
         #[serde(default)]
         plan: Option<Plan>,
@@ -34,23 +47,122 @@ pub enum EventBody {
         training_opt_out: Option<bool>,
     },
     #[serde(rename = "account.created")]
-    AccountCreated { account: String, org: String },
+    AccountCreated {
+        #[schemars(schema_with = "id_schema")]
+        account: String,
+        #[schemars(schema_with = "id_schema")]
+        org: String,
+    },
     #[serde(rename = "resource.created")]
     ResourceCreated {
+        #[schemars(schema_with = "id_schema")]
         id: String,
+        #[schemars(schema_with = "id_schema")]
         kind: String,
+        #[schemars(schema_with = "id_schema")]
         account: String,
+        /// Only `endpoint` (R6) and the attributes a target's template names are kept.
         #[serde(default)]
+        #[schemars(schema_with = "attrs_schema")]
         attrs: Option<serde_json::Map<String, serde_json::Value>>,
     },
     #[serde(rename = "resource.deleted")]
-    ResourceDeleted { id: String },
+    ResourceDeleted {
+        #[schemars(schema_with = "id_schema")]
+        id: String,
+    },
     #[serde(rename = "resource.restored")]
-    ResourceRestored { id: String },
+    ResourceRestored {
+        #[schemars(schema_with = "id_schema")]
+        id: String,
+    },
     #[serde(rename = "account.deletion_requested")]
-    AccountDeletionRequested { account: String },
+    AccountDeletionRequested {
+        #[schemars(schema_with = "id_schema")]
+        account: String,
+    },
     #[serde(rename = "account.restored")]
-    AccountRestored { account: String },
+    AccountRestored {
+        #[schemars(schema_with = "id_schema")]
+        account: String,
+    },
+}
+
+/// What [`check_id`] accepts, as far as JSON Schema can say it: not empty, no control
+/// character, at most 512 characters (`check_id` counts 512 *bytes*, which a schema cannot).
+fn id_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 512,
+        "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$",
+    })
+}
+
+fn settings() -> schemars::generate::SchemaSettings {
+    schemars::generate::SchemaSettings::draft2020_12().with(|s| s.inline_subschemas = true)
+}
+
+fn attrs_schema(generator: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": ["object", "null"],
+        "properties": {"endpoint": id_schema(generator)},
+    })
+}
+
+/// `plan` is one of [`Plan::ALL`].
+impl JsonSchema for Plan {
+    fn schema_name() -> Cow<'static, str> {
+        "Plan".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        let names: Vec<&str> = Plan::ALL.iter().map(|p| p.as_str()).collect();
+        json_schema!({"type": "string", "enum": names})
+    }
+}
+
+/// The fields [`parse_line`] takes off a line before the typed body (`at`, `event_id`) are
+/// allowed in each type's object.
+fn envelope(schema: &mut Schema) {
+    let id = id_schema(&mut settings().into_generator()).to_value();
+    let at = serde_json::json!({
+        "type": ["string", "null"],
+        "format": "date-time",
+        "description": "When it happened (RFC 3339); now when absent. At most `ingest.max_clock_skew` in the future."
+    });
+    let mut event_id = id;
+    event_id["type"] = serde_json::json!(["string", "null"]);
+    event_id["description"] =
+        "Makes the line idempotent: a replayed event with the same id is a no-op.".into();
+    if let Some(serde_json::Value::Array(variants)) = schema.get_mut("oneOf") {
+        for v in variants {
+            if let Some(serde_json::Value::Object(props)) = v.get_mut("properties") {
+                props.insert("at".into(), at.clone());
+                props.insert("event_id".into(), event_id.clone());
+            }
+        }
+    }
+}
+
+/// The JSON Schema (draft 2020-12) of one lifecycle event line, self-contained (no `$ref`):
+/// what `retentiond schema events` prints and `POST /v1/events` documents. It accepts every
+/// line [`parse_line`] accepts; of what `parse_line` and ingest reject it catches the shape
+/// (unknown `type`, missing or extra fields, wrong types, empty ids, a malformed `at`), not
+/// what needs the ledger or the clock (unknown accounts, forbidden transitions, `at` too far in
+/// the future, an id longer than 512 bytes but not 512 characters).
+pub fn line_schema() -> serde_json::Value {
+    let mut schema = settings()
+        .into_generator()
+        .into_root_schema_for::<EventBody>();
+    schema.insert("title".into(), "retentiond lifecycle event".into());
+    schema.insert(
+        "description".into(),
+        "One line of NDJSON for `retentiond ingest` or `POST /v1/events` (SPEC §6).".into(),
+    );
+    schema.to_value()
 }
 
 impl EventBody {
@@ -79,7 +191,7 @@ impl EventBody {
 }
 
 /// A line that could not be accepted.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct LineError {
     pub line: usize,
     pub reason: String,

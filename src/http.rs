@@ -14,6 +14,17 @@
 //!   scopes it always had (events, read, holds) and `read_token_*` has `read`.
 //! - No or unknown token: 401 (with `WWW-Authenticate: Bearer`); a token without the scope: 403
 //!   naming the scope. With no token configured at all, `/v1` answers 403: off, never open.
+//! - `/v1/openapi.json` (this API as OpenAPI 3.1) is open too: it is the same for every
+//!   deployment of a build (nothing from the ledger or the config) and says no more than the
+//!   README, and client generators and gateways fetch it without a secret.
+//!
+//! # The OpenAPI document
+//! Each handler carries its `#[utoipa::path]` (request body, a response per status, the scope);
+//! [`api`] registers the handlers with `utoipa_axum::routes!`, which adds a route to the router
+//! and its operation to the document together, so neither can have a route the other lacks.
+//! Bodies are described by the serde types themselves (`ToSchema` derives). [`openapi`] adds
+//! what every operation shares (401/403 with the scope, 500, 503) and the event line's schema
+//! (`schemars`, as `retentiond schema events` prints it).
 //!
 //! Tokens are compared in constant time: both the configured and the presented token are
 //! hashed with SHA-256 and the digests compared with `subtle`, so neither the content nor the
@@ -37,7 +48,6 @@ use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use http_body_util::BodyExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
@@ -50,6 +60,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::admin::{self, AdminError, PlaceHold};
 use crate::clock::Clock;
@@ -57,7 +70,7 @@ use crate::config::{Config, HttpConfig, Scope, TokenSource};
 use crate::events::{self, Event, LineError};
 use crate::health::Health;
 use crate::holds::HoldScope;
-use crate::ingest::{self, IngestContext, IngestError};
+use crate::ingest::{self, IngestContext, IngestError, IngestReport};
 use crate::model::Timestamp;
 use crate::policy;
 use crate::report;
@@ -213,18 +226,39 @@ fn load_token(key: &str, source: &TokenSource) -> Result<String, HttpError> {
     Ok(token)
 }
 
+/// The body of every error answer (4xx, 5xx).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What is wrong, for a person to read.
+    pub error: String,
+    /// `POST /v1/events` rejecting a batch: `false`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ok: Option<bool>,
+    /// `POST /v1/events` rejecting a batch: `0` (all or nothing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub applied: Option<u64>,
+    /// `POST /v1/events` rejecting a batch: every bad line (or array element) and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<LineError>>,
+}
+
 /// An error answer: `{"error": message, …extra}`.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    body: Value,
+    body: ErrorBody,
 }
 
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
-            body: json!({ "error": message.into() }),
+            body: ErrorBody {
+                error: message.into(),
+                ok: None,
+                applied: None,
+                errors: None,
+            },
         }
     }
 }
@@ -380,23 +414,31 @@ impl HttpState {
     }
 }
 
+/// Every route, each registered with its OpenAPI operation (`routes!` adds both), so the
+/// router and [`openapi`] cannot differ. Add routes here, never with a bare `.route`.
+fn api() -> OpenApiRouter<HttpState> {
+    OpenApiRouter::with_openapi(openapi_base())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi_json))
+        .routes(routes!(post_events))
+        .routes(routes!(get_status))
+        .routes(routes!(get_resource))
+        .routes(routes!(get_account))
+        .routes(routes!(get_holds, post_hold))
+        .routes(routes!(get_hold))
+        .routes(routes!(post_release))
+        .routes(routes!(get_org, put_org))
+        .routes(routes!(post_zdr))
+        .routes(routes!(get_data_control))
+        .routes(routes!(get_data_controls))
+}
+
 /// The routes, with auth, limits and the request timeout.
 pub fn router(state: HttpState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/v1/events", post(post_events))
-        .route("/v1/status", get(get_status))
-        .route("/v1/resources/{id}", get(get_resource))
-        .route("/v1/accounts/{id}", get(get_account))
-        .route("/v1/holds", get(get_holds).post(post_hold))
-        .route("/v1/holds/{id}", get(get_hold))
-        .route("/v1/holds/{id}/release", post(post_release))
-        .route("/v1/orgs/{id}", get(get_org).put(put_org))
-        .route("/v1/orgs/{id}/zdr/{action}", post(post_zdr))
-        .route("/v1/orgs/{id}/data-controls", get(get_data_control))
-        .route("/v1/data-controls", get(get_data_controls))
+    let (routes, _) = api().split_for_parts();
+    routes
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(middleware::from_fn_with_state(state.clone(), timeout))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
@@ -519,24 +561,55 @@ pub async fn start(
     Ok(addr)
 }
 
-async fn healthz() -> Response {
-    ok(&json!({ "ok": true }))
+/// `GET /healthz`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Healthy {
+    /// Always `true`: the process answers.
+    pub ok: bool,
 }
 
+/// `GET /readyz`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    pub ready: bool,
+    /// `ok`, or why the ledger does not answer.
+    pub ledger: String,
+    /// `ok`, `not checked` (no sweep loop), or why sweeps are not healthy.
+    pub sweeps: String,
+}
+
+/// Liveness: the process answers
+#[utoipa::path(get, path = "/healthz", tag = "probes",
+    responses((status = 200, description = "The process answers.", body = Healthy)))]
+async fn healthz() -> Response {
+    ok(&Healthy { ok: true })
+}
+
+/// Readiness: the ledger answers and sweeps complete
+///
 /// Ready when the ledger answers and (under the daemon) sweeps complete on schedule.
+#[utoipa::path(get, path = "/readyz", tag = "probes",
+    responses(
+        (status = 200, description = "Ready.", body = Readiness),
+        (status = 503, description = "Not ready; `ledger` or `sweeps` says why.", body = Readiness),
+    ))]
 async fn readyz(State(s): State<HttpState>) -> Response {
     let ledger = s.ledger.ping().await;
     let sweeps = s.health.as_ref().map(|h| h.ready(s.clock.now()));
     let ready = ledger.is_ok() && sweeps != Some(false);
-    let body = json!({
-        "ready": ready,
-        "ledger": match &ledger { Ok(()) => "ok".to_string(), Err(e) => e.to_string() },
-        "sweeps": match sweeps {
+    let body = Readiness {
+        ready,
+        ledger: match &ledger {
+            Ok(()) => "ok".to_string(),
+            Err(e) => e.to_string(),
+        },
+        sweeps: match sweeps {
             Some(true) => "ok",
             Some(false) => "no sweep completed recently (stalled sweep or silent scheduler)",
             None => "not checked",
-        },
-    });
+        }
+        .to_string(),
+    };
     let status = if ready {
         StatusCode::OK
     } else {
@@ -545,6 +618,12 @@ async fn readyz(State(s): State<HttpState>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
+/// Prometheus metrics
+///
+/// The text exposition format; README "Monitoring" names the metrics.
+#[utoipa::path(get, path = "/metrics", tag = "probes",
+    responses((status = 200, description = "Prometheus text format 0.0.4.",
+        body = String, content_type = "text/plain; version=0.0.4; charset=utf-8")))]
 async fn metrics(State(s): State<HttpState>) -> Response {
     (
         [(
@@ -556,9 +635,21 @@ async fn metrics(State(s): State<HttpState>) -> Response {
         .into_response()
 }
 
+/// Apply lifecycle events, all or nothing
+///
 /// `POST /v1/events`: NDJSON, or a JSON array of events (a body whose first non-blank byte is
 /// `[`). All or nothing, exactly like `retentiond ingest`. In an array, an error's `line` is the
-/// element's position, counted from 1.
+/// element's position, counted from 1. Each event is an `EventLine` (`retentiond schema events`
+/// prints the same schema).
+#[utoipa::path(post, path = "/v1/events", tag = "events",
+    request_body(description = "Events: NDJSON (one `EventLine` a line), or a JSON array of them.",
+        content((Vec<EventLine> = "application/json"), (String = "application/x-ndjson"))),
+    responses(
+        (status = 200, description = "Every event applied (or a replay, counted in `duplicates`).", body = IngestReport),
+        (status = 400, description = "Nothing applied: `errors` names each bad line and why (`ok`: false, `applied`: 0).", body = ErrorBody),
+        (status = 413, description = "The body is larger than `http.max_body`.", body = ErrorBody),
+    ),
+    security(("bearer" = ["events"])))]
 async fn post_events(State(s): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
     match events_inner(&s, &headers, body).await {
         Ok(r) => r,
@@ -596,12 +687,12 @@ async fn events_inner(s: &HttpState, headers: &HeaderMap, body: Body) -> ApiResu
             );
             Err(ApiError {
                 status: StatusCode::BAD_REQUEST,
-                body: json!({
-                    "error": format!("{} invalid line(s); nothing was applied", errors.len()),
-                    "ok": false,
-                    "applied": 0,
-                    "errors": errors,
-                }),
+                body: ErrorBody {
+                    error: format!("{} invalid line(s); nothing was applied", errors.len()),
+                    ok: Some(false),
+                    applied: Some(0),
+                    errors: Some(errors),
+                },
             })
         }
         Err(IngestError::Store(e)) => Err(e.into()),
@@ -631,12 +722,28 @@ fn parse_array(bytes: &[u8]) -> Result<Vec<Event>, Vec<LineError>> {
     }
 }
 
+/// Counts, backlog, holds, failures, last sweeps
+///
+/// As `retentiond status --json`.
+#[utoipa::path(get, path = "/v1/status", tag = "read",
+    responses((status = 200, description = "The ledger's state now.", body = report::Status)),
+    security(("bearer" = ["read"])))]
 async fn get_status(State(s): State<HttpState>, headers: HeaderMap) -> ApiResult<Response> {
     s.authorize(&headers, Scope::Read)?;
     let st = report::status(&s.ledger, s.clock.now()).await?;
     Ok(ok(&st))
 }
 
+/// A resource: state, schedule, cause, blocking holds
+///
+/// As `retentiond resource show ID --json`.
+#[utoipa::path(get, path = "/v1/resources/{id}", tag = "read",
+    params(("id" = String, Path, description = "The resource id.")),
+    responses(
+        (status = 200, description = "The resource.", body = report::ResourceView),
+        (status = 404, description = "Unknown resource.", body = ErrorBody),
+    ),
+    security(("bearer" = ["read"])))]
 async fn get_resource(
     State(s): State<HttpState>,
     headers: HeaderMap,
@@ -649,6 +756,16 @@ async fn get_resource(
     Ok(ok(&r))
 }
 
+/// An account: state, schedule, blocking holds, resources by state
+///
+/// As `retentiond account show ID --json`.
+#[utoipa::path(get, path = "/v1/accounts/{id}", tag = "read",
+    params(("id" = String, Path, description = "The account id.")),
+    responses(
+        (status = 200, description = "The account.", body = report::AccountView),
+        (status = 404, description = "Unknown account.", body = ErrorBody),
+    ),
+    security(("bearer" = ["read"])))]
 async fn get_account(
     State(s): State<HttpState>,
     headers: HeaderMap,
@@ -661,7 +778,22 @@ async fn get_account(
     Ok(ok(&a))
 }
 
+/// `GET /v1/holds`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HoldList {
+    pub holds: Vec<crate::store::HoldRow>,
+}
+
+/// List legal holds
+///
 /// `GET /v1/holds[?active=true]`: `{"holds": […]}`, as `hold list --json`.
+#[utoipa::path(get, path = "/v1/holds", tag = "holds",
+    params(("active" = Option<bool>, Query, description = "Only active (not released) holds.")),
+    responses(
+        (status = 200, description = "The holds.", body = HoldList),
+        (status = 400, description = "An unknown query parameter.", body = ErrorBody),
+    ),
+    security(("bearer" = ["read"])))]
 async fn get_holds(
     State(s): State<HttpState>,
     headers: HeaderMap,
@@ -683,7 +815,7 @@ async fn get_holds(
         }
     }
     let holds = s.ledger.holds(active).await?;
-    Ok(ok(&json!({ "holds": holds })))
+    Ok(ok(&HoldList { holds }))
 }
 
 fn hold_id(raw: &str) -> ApiResult<i64> {
@@ -695,7 +827,16 @@ fn hold_id(raw: &str) -> ApiResult<i64> {
     })
 }
 
+/// A legal hold with what it matches now
+///
 /// `GET /v1/holds/{id}`: as `hold show --json`.
+#[utoipa::path(get, path = "/v1/holds/{id}", tag = "holds",
+    params(("id" = i64, Path, description = "The hold id.")),
+    responses(
+        (status = 200, description = "The hold.", body = admin::HoldDetail),
+        (status = 404, description = "Unknown hold.", body = ErrorBody),
+    ),
+    security(("bearer" = ["read"])))]
 async fn get_hold(
     State(s): State<HttpState>,
     headers: HeaderMap,
@@ -712,7 +853,7 @@ async fn get_hold(
     Ok(ok(&admin::hold_detail(&s.ledger, id).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct HoldRequest {
     case: String,
@@ -721,11 +862,12 @@ struct HoldRequest {
     by: Option<String>,
     #[serde(default)]
     reason: Option<String>,
+    /// What it covers: every given criterion must match; at least one is required.
     #[serde(default)]
     scope: ScopeRequest,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ScopeRequest {
     org: Option<String>,
@@ -733,8 +875,10 @@ struct ScopeRequest {
     resource: Option<String>,
     kind: Option<String>,
     /// RFC 3339, inclusive.
+    #[schema(format = DateTime)]
     created_from: Option<String>,
     /// RFC 3339, inclusive.
+    #[schema(format = DateTime)]
     created_to: Option<String>,
 }
 
@@ -746,9 +890,20 @@ fn time_field(name: &str, v: Option<String>) -> ApiResult<Option<Timestamp>> {
     .transpose()
 }
 
+/// Place a legal hold
+///
 /// `POST /v1/holds` with `{"case", "by", "reason"?, "scope": {org?, account?, resource?, kind?,
 /// created_from?, created_to?}}`: as `hold place --json`, answered with 201. `by` is the person
 /// (`placed_by`); the token's name goes into the audit entry as `via`.
+#[utoipa::path(post, path = "/v1/holds", tag = "holds",
+    request_body = HoldRequest,
+    responses(
+        (status = 201, description = "Placed; `Location` names it.", body = admin::HoldPlaced,
+            headers(("Location" = String, description = "`/v1/holds/{id}`"))),
+        (status = 400, description = "A bad request: no scope, an empty case or `by`, an unknown org, account or resource.", body = ErrorBody),
+        (status = 413, description = "The body is larger than `http.max_body`.", body = ErrorBody),
+    ),
+    security(("bearer" = ["holds"])))]
 async fn post_hold(
     State(s): State<HttpState>,
     headers: HeaderMap,
@@ -814,17 +969,32 @@ fn person(by: Option<String>, doing: &str) -> ApiResult<String> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ReleaseRequest {
+    /// The person asking (required).
     #[serde(default)]
     by: Option<String>,
 }
 
+/// Ask to release a legal hold
+///
 /// `POST /v1/holds/{id}/release` with `{"by"}`: one person's ask. When it completes
 /// `holds.release_approvals` asks, the hold is released: 200 as `hold release ID --json`;
 /// otherwise 202 `{"id", "pending": true, "approvals", "needed", …}` and the hold stays active.
 /// 404 for an unknown hold; 409 for one already released, or the same person asking again.
+#[utoipa::path(post, path = "/v1/holds/{id}/release", tag = "holds",
+    params(("id" = i64, Path, description = "The hold id.")),
+    request_body = ReleaseRequest,
+    responses(
+        (status = 200, description = "Released.", body = admin::HoldReleased),
+        (status = 202, description = "Asked; waits for more people (`holds.release_approvals`).", body = admin::ReleasePending),
+        (status = 400, description = "A bad request (no `by`).", body = ErrorBody),
+        (status = 404, description = "Unknown hold.", body = ErrorBody),
+        (status = 409, description = "Already released, or this person or token already asked.", body = ErrorBody),
+        (status = 413, description = "The body is larger than `http.max_body`.", body = ErrorBody),
+    ),
+    security(("bearer" = ["holds"])))]
 async fn post_release(
     State(s): State<HttpState>,
     headers: HeaderMap,
@@ -889,8 +1059,17 @@ fn json_body<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// An org: plan, ZDR status, training opt-out
+///
 /// `GET /v1/orgs/{id}`: as `org show --json` (plan, ZDR status and who decided it, training
 /// opt-out).
+#[utoipa::path(get, path = "/v1/orgs/{id}", tag = "orgs",
+    params(("id" = String, Path, description = "The org id.")),
+    responses(
+        (status = 200, description = "The org.", body = report::OrgView),
+        (status = 404, description = "Unknown org.", body = ErrorBody),
+    ),
+    security(("bearer" = ["read"])))]
 async fn get_org(
     State(s): State<HttpState>,
     headers: HeaderMap,
@@ -903,7 +1082,7 @@ async fn get_org(
     Ok(ok(&o))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct OrgRequest {
     #[serde(default)]
@@ -912,8 +1091,19 @@ struct OrgRequest {
     training_opt_out: Option<bool>,
 }
 
+/// Create or update an org
+///
 /// `PUT /v1/orgs/{id}` with `{"plan"?, "training_opt_out"?}`: creates the org (a plan is then
 /// required) or updates it, exactly as an `org.upsert` event; answers as `GET`.
+#[utoipa::path(put, path = "/v1/orgs/{id}", tag = "orgs",
+    params(("id" = String, Path, description = "The org id.")),
+    request_body = OrgRequest,
+    responses(
+        (status = 200, description = "The org as it is now.", body = report::OrgView),
+        (status = 400, description = "A bad request: nothing to set, a new org without a plan, a bad id.", body = ErrorBody),
+        (status = 413, description = "The body is larger than `http.max_body`.", body = ErrorBody),
+    ),
+    security(("bearer" = ["orgs"])))]
 async fn put_org(
     State(s): State<HttpState>,
     headers: HeaderMap,
@@ -935,7 +1125,7 @@ async fn put_org(
     Ok(ok(&o))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ZdrRequest {
     #[serde(default)]
@@ -944,10 +1134,26 @@ struct ZdrRequest {
     by: Option<String>,
 }
 
+/// Request, approve or deny Zero Data Retention
+///
 /// `POST /v1/orgs/{id}/zdr/request` (scope `orgs`; `reason` required: the org's legitimate
 /// reasons) and `…/zdr/approve`, `…/zdr/deny` (scope `zdr:decide`; a denial needs its reason),
-/// each with `{"reason", "by"}`: as `org zdr … --json`. 404 for an unknown org; 409 for a
-/// request from a `free` org or a decision on an org that is not `requested`.
+/// each with `{"reason", "by"}`: as `org zdr … --json`. 404 for an unknown org or action; 409
+/// for a request from a `free` org or a decision on an org that is not `requested`.
+#[utoipa::path(post, path = "/v1/orgs/{id}/zdr/{action}", tag = "orgs",
+    params(
+        ("id" = String, Path, description = "The org id."),
+        ("action" = admin::ZdrAction, Path, description = "`request` needs the `orgs` scope; `approve` and `deny` need `zdr:decide`."),
+    ),
+    request_body = ZdrRequest,
+    responses(
+        (status = 200, description = "Done; the org's ZDR status now.", body = admin::ZdrDecision),
+        (status = 400, description = "A bad request: no `by`, a request without its reason.", body = ErrorBody),
+        (status = 404, description = "Unknown org or action.", body = ErrorBody),
+        (status = 409, description = "A request from a `free` org, or a decision on an org that is not `requested`.", body = ErrorBody),
+        (status = 413, description = "The body is larger than `http.max_body`.", body = ErrorBody),
+    ),
+    security(("bearer" = ["orgs"]), ("bearer" = ["zdr:decide"])))]
 async fn post_zdr(
     State(s): State<HttpState>,
     headers: HeaderMap,
@@ -995,8 +1201,21 @@ struct DataControlQuery {
     endpoint: Option<String>,
 }
 
+/// May the API keep an endpoint's inputs and outputs for an org
+///
 /// `GET /v1/orgs/{id}/data-controls?endpoint=/v1/embeddings`: whether the API's request path
 /// may keep that endpoint's inputs and outputs for the org (`store`), and its training opt-out.
+#[utoipa::path(get, path = "/v1/orgs/{id}/data-controls", tag = "orgs",
+    params(
+        ("id" = String, Path, description = "The org id."),
+        ("endpoint" = String, Query, description = "The API endpoint, e.g. `/v1/embeddings`."),
+    ),
+    responses(
+        (status = 200, description = "The org's data controls for the endpoint.", body = report::DataControl),
+        (status = 400, description = "No `endpoint`, or an unknown query parameter.", body = ErrorBody),
+        (status = 404, description = "Unknown org.", body = ErrorBody),
+    ),
+    security(("bearer" = ["read"])))]
 async fn get_data_control(
     State(s): State<HttpState>,
     headers: HeaderMap,
@@ -1022,9 +1241,20 @@ async fn get_data_control(
     Ok(ok(&c))
 }
 
+/// Every org whose data controls differ from the defaults
+///
 /// `GET /v1/data-controls`: every org with ZDR approved or training opted out, and the
 /// endpoints ZDR covers, with an `ETag` (a digest of the body); `If-None-Match` with it answers
 /// 304 without a body, so a gateway can poll every second for the cost of one indexed read.
+#[utoipa::path(get, path = "/v1/data-controls", tag = "orgs",
+    params(("If-None-Match" = Option<String>, Header, description = "The `ETag` of the snapshot the caller has.")),
+    responses(
+        (status = 200, description = "The snapshot.", body = report::DataControlsSnapshot,
+            headers(("ETag" = String, description = "A digest of the body."), ("Cache-Control" = String, description = "`no-cache`"))),
+        (status = 304, description = "Not modified: `If-None-Match` has the current `ETag`. No body.",
+            headers(("ETag" = String, description = "A digest of the body."))),
+    ),
+    security(("bearer" = ["read"])))]
 async fn get_data_controls(State(s): State<HttpState>, headers: HeaderMap) -> ApiResult<Response> {
     s.authorize(&headers, Scope::Read)?;
     let zdr_endpoints = (s.config)().zdr_endpoints.clone();
@@ -1057,6 +1287,429 @@ async fn get_data_controls(State(s): State<HttpState>, headers: HeaderMap) -> Ap
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     Ok(r)
+}
+
+/// This API as OpenAPI 3.1
+///
+/// Generated from the handlers and the serde types of this build. Open, like the probes: it is
+/// the same for every deployment of a build and holds nothing from the ledger or the config.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "probes",
+    responses((status = 200, description = "The OpenAPI 3.1 document.", body = Object)))]
+async fn openapi_json() -> Response {
+    static DOC: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    ok(DOC.get_or_init(openapi))
+}
+
+/// The document's fixed parts: info and the bearer security scheme.
+fn openapi_base() -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+    use utoipa::openapi::{ComponentsBuilder, InfoBuilder, LicenseBuilder, OpenApiBuilder};
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("retentiond")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(
+                    "The HTTP API of retentiond (SPEC §6, §8): probes, lifecycle events, the read views, legal holds, orgs and Zero Data Retention. Bodies are the CLI's `--json` structures. Everything under `/v1` but this document needs a bearer token from `[[http.tokens]]` with the scope each operation names.",
+                ))
+                .license(Some(LicenseBuilder::new().name("MIT").identifier(Some("MIT")).build()))
+                .build(),
+        )
+        .components(Some(
+            ComponentsBuilder::new()
+                .security_scheme(
+                    "bearer",
+                    SecurityScheme::Http(
+                        HttpBuilder::new()
+                            .scheme(HttpAuthScheme::Bearer)
+                            .description(Some(
+                                "A token of `[[http.tokens]]`; the scopes an operation lists are those its token needs (any one of the listed requirements).",
+                            ))
+                            .build(),
+                    ),
+                )
+                .build(),
+        ))
+        .build()
+}
+
+/// This API as OpenAPI 3.1 (`GET /v1/openapi.json`): the operations and schemas of [`api`],
+/// plus what every operation shares — 401 and 403 (and the scope in its description) where a
+/// token is needed, 500 (a panic, a ledger error) and 503 (`http.timeout`, a retryable ledger
+/// error) everywhere — and the `EventLine` schema of [`crate::events::line_schema`].
+pub fn openapi() -> Value {
+    let (_, doc) = api().split_for_parts();
+    let mut doc = serde_json::to_value(&doc).expect("the OpenAPI document serializes");
+    let error = json!({"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}});
+    let answer = |description: &str| json!({"description": description, "content": error});
+    if let Some(Value::Object(paths)) = doc.get_mut("paths") {
+        for item in paths.values_mut() {
+            let Some(item) = item.as_object_mut() else {
+                continue;
+            };
+            for op in item.values_mut() {
+                let Some(op) = op.as_object_mut() else {
+                    continue;
+                };
+                let scopes: Vec<String> = op
+                    .get("security")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| r.get("bearer")?.as_array())
+                    .flatten()
+                    .filter_map(|s| Some(format!("`{}`", s.as_str()?)))
+                    .collect();
+                let access = if scopes.is_empty() {
+                    "**Access:** open (no token).".to_string()
+                } else {
+                    format!(
+                        "**Access:** a bearer token with the {} scope.",
+                        scopes.join(" or ")
+                    )
+                };
+                let text = match op.get("description").and_then(Value::as_str) {
+                    Some(d) if !d.is_empty() => format!("{d}\n\n{access}"),
+                    _ => access,
+                };
+                op.insert("description".into(), text.into());
+                let Some(Value::Object(responses)) = op.get_mut("responses") else {
+                    continue;
+                };
+                let mut add = |status: &str, what: Value| {
+                    responses.entry(status).or_insert(what);
+                };
+                if !scopes.is_empty() {
+                    let mut unauthorized = answer("No token, or an unknown one.");
+                    unauthorized["headers"] = json!({"WWW-Authenticate": {
+                        "description": "`Bearer realm=\"retentiond\"`",
+                        "schema": {"type": "string"},
+                    }});
+                    add("401", unauthorized);
+                    add(
+                        "403",
+                        answer(&format!(
+                            "The token lacks the {} scope (the message names it), or no token is configured.",
+                            scopes.join(" or ")
+                        )),
+                    );
+                }
+                add(
+                    "500",
+                    answer(
+                        "An internal error (logged); nothing of the request is known to be applied.",
+                    ),
+                );
+                add(
+                    "503",
+                    answer(
+                        "Longer than `http.timeout` (an ingest cut short is rolled back: replay it), or a retryable ledger error.",
+                    ),
+                );
+            }
+        }
+    }
+    let mut line = crate::events::line_schema();
+    if let Some(o) = line.as_object_mut() {
+        o.remove("$schema");
+    }
+    doc["components"]["schemas"]["EventLine"] = line;
+    doc
+}
+
+/// One lifecycle event. Its schema in the document is [`crate::events::line_schema`] (put in
+/// by [`openapi`]); the placeholder here only names it for the `POST /v1/events` operation.
+struct EventLine;
+
+impl utoipa::PartialSchema for EventLine {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::Object::new().into()
+    }
+}
+
+impl ToSchema for EventLine {}
+
+/// `ToSchema` for the model's and the ledger's types that `report` and `admin` answers hold.
+/// The model's string enums list [`ALL`](crate::model::ResourceState::ALL), so they cannot
+/// drift. The ledger's row types (`store`, `holds`) get their schema from a mirror struct
+/// here; [`same_fields`] proves at compile time that each mirror has its type's fields with the
+/// same types (a field added there fails the build here), and the live test validates real
+/// answers against the document with unknown properties refused.
+mod schemas {
+    use std::borrow::Cow;
+
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
+    use utoipa::{PartialSchema, ToSchema};
+
+    use crate::model::{AccountState, Cause, Plan, ResourceState, Timestamp, ZdrStatus};
+    use crate::store::InFlightOutcome;
+
+    impl PartialSchema for Timestamp {
+        fn schema() -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+                .description(Some("RFC 3339, UTC."))
+                .into()
+        }
+    }
+    impl ToSchema for Timestamp {}
+
+    macro_rules! string_enums {
+        ($($t:ident),* $(,)?) => {$(
+            impl PartialSchema for $t {
+                fn schema() -> RefOr<Schema> {
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some($t::ALL.iter().map(|v| v.as_str())))
+                        .into()
+                }
+            }
+            impl ToSchema for $t {}
+        )*};
+    }
+    string_enums!(
+        ResourceState,
+        Cause,
+        AccountState,
+        Plan,
+        ZdrStatus,
+        InFlightOutcome
+    );
+
+    /// `ToSchema` for `$real` from `mirror::$name`.
+    macro_rules! mirrored {
+        ($($real:path => $name:ident),* $(,)?) => {$(
+            impl PartialSchema for $real {
+                fn schema() -> RefOr<Schema> {
+                    <mirror::$name as PartialSchema>::schema()
+                }
+            }
+            impl ToSchema for $real {
+                fn name() -> Cow<'static, str> {
+                    <mirror::$name as ToSchema>::name()
+                }
+                fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+                    <mirror::$name as ToSchema>::schemas(schemas)
+                }
+            }
+        )*};
+    }
+    mirrored!(
+        crate::store::HoldRow => HoldRow,
+        crate::holds::HoldScope => HoldScope,
+        crate::store::ReleaseApproval => ReleaseApproval,
+        crate::store::InFlight => InFlight,
+        crate::store::Interruption => Interruption,
+        crate::store::TargetData => TargetData,
+        crate::store::SweepRun => SweepRun,
+        crate::store::NotificationCount => NotificationCount,
+    );
+
+    /// The serialized shape of the ledger's types (their `#[serde]` attributes copied).
+    mod mirror {
+        use serde::Serialize;
+        use utoipa::ToSchema;
+
+        use crate::model::Timestamp;
+        use crate::store::InFlightOutcome;
+
+        #[derive(Serialize, ToSchema)]
+        pub struct HoldRow {
+            pub id: i64,
+            pub case: String,
+            pub reason: Option<String>,
+            pub placed_by: String,
+            pub placed_at: Timestamp,
+            pub scope: crate::holds::HoldScope,
+            pub released_at: Option<Timestamp>,
+            pub released_by: Option<String>,
+        }
+
+        /// Which data a hold covers: every given criterion must match.
+        #[derive(Serialize, ToSchema)]
+        pub struct HoldScope {
+            pub org: Option<String>,
+            pub account: Option<String>,
+            pub resource: Option<String>,
+            pub kind: Option<String>,
+            /// Inclusive.
+            pub created_from: Option<Timestamp>,
+            /// Inclusive.
+            pub created_to: Option<Timestamp>,
+        }
+
+        /// One person's ask to release a hold.
+        #[derive(Serialize, ToSchema)]
+        pub struct ReleaseApproval {
+            pub by: String,
+            pub at: Timestamp,
+            /// The API token's name when asked over HTTP.
+            pub via: Option<String>,
+        }
+
+        /// A resource a hold's answer called in flight, and how it ended (`null`: not known yet).
+        #[derive(Serialize, ToSchema)]
+        pub struct InFlight {
+            pub resource: String,
+            pub outcome: Option<InFlightOutcome>,
+            pub resolved_at: Option<Timestamp>,
+        }
+
+        /// Why a resource is `interrupted`: what each target held when that was found out.
+        #[derive(Serialize, ToSchema)]
+        pub struct Interruption {
+            pub found_at: Timestamp,
+            pub targets: Vec<crate::store::TargetData>,
+        }
+
+        /// What a target still holds of a resource whose purge was interrupted.
+        #[derive(Serialize, ToSchema)]
+        pub struct TargetData {
+            pub target: String,
+            /// `gone`, `present` or `unknown`.
+            pub data: String,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub error: Option<String>,
+        }
+
+        /// The last sweep of one instance.
+        #[derive(Serialize, ToSchema)]
+        pub struct SweepRun {
+            pub instance: String,
+            pub started_at: Timestamp,
+            pub finished_at: Option<Timestamp>,
+            pub purged: i64,
+            pub failed: i64,
+            pub held: i64,
+            pub accounts_purged: i64,
+            pub error: Option<String>,
+        }
+
+        /// Notifications waiting and dead-lettered for one receiver.
+        #[derive(Serialize, ToSchema)]
+        pub struct NotificationCount {
+            pub receiver: String,
+            pub pending: i64,
+            pub dead: i64,
+        }
+    }
+
+    /// Each mirror has exactly its type's serialized fields, with the same types: these
+    /// exhaustive destructurings stop compiling when a field is added, removed or retyped.
+    #[allow(dead_code)]
+    fn same_fields() {
+        use crate::store;
+        let _ = |r: store::HoldRow| {
+            let store::HoldRow {
+                id,
+                case,
+                reason,
+                placed_by,
+                placed_at,
+                scope,
+                released_at,
+                released_by,
+                placed_already_purged: _, // #[serde(skip)]
+                placed_in_flight: _,      // #[serde(skip)]
+            } = r;
+            mirror::HoldRow {
+                id,
+                case,
+                reason,
+                placed_by,
+                placed_at,
+                scope,
+                released_at,
+                released_by,
+            }
+        };
+        let _ = |s: crate::holds::HoldScope| {
+            let crate::holds::HoldScope {
+                org,
+                account,
+                resource,
+                kind,
+                created_from,
+                created_to,
+            } = s;
+            mirror::HoldScope {
+                org,
+                account,
+                resource,
+                kind,
+                created_from,
+                created_to,
+            }
+        };
+        let _ = |a: store::ReleaseApproval| {
+            let store::ReleaseApproval { by, at, via } = a;
+            mirror::ReleaseApproval { by, at, via }
+        };
+        let _ = |f: store::InFlight| {
+            let store::InFlight {
+                resource,
+                outcome,
+                resolved_at,
+            } = f;
+            mirror::InFlight {
+                resource,
+                outcome,
+                resolved_at,
+            }
+        };
+        let _ = |i: store::Interruption| {
+            let store::Interruption { found_at, targets } = i;
+            mirror::Interruption { found_at, targets }
+        };
+        let _ = |t: store::TargetData| {
+            let store::TargetData {
+                target,
+                data,
+                error,
+            } = t;
+            mirror::TargetData {
+                target,
+                data,
+                error,
+            }
+        };
+        let _ = |r: store::SweepRun| {
+            let store::SweepRun {
+                instance,
+                started_at,
+                finished_at,
+                purged,
+                failed,
+                held,
+                accounts_purged,
+                error,
+            } = r;
+            mirror::SweepRun {
+                instance,
+                started_at,
+                finished_at,
+                purged,
+                failed,
+                held,
+                accounts_purged,
+                error,
+            }
+        };
+        let _ = |n: store::NotificationCount| {
+            let store::NotificationCount {
+                receiver,
+                pending,
+                dead,
+            } = n;
+            mirror::NotificationCount {
+                receiver,
+                pending,
+                dead,
+            }
+        };
+    }
 }
 
 #[cfg(test)]

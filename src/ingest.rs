@@ -36,7 +36,7 @@ pub enum IngestError {
 }
 
 /// What an ingest did.
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Default, Clone, Serialize, utoipa::ToSchema)]
 pub struct IngestReport {
     pub applied: u64,
     pub duplicates: u64,

@@ -11,7 +11,7 @@ use crate::model::{AccountState, Cause, Plan, ResourceState, Span, Timestamp, Zd
 use crate::policy;
 use crate::store::{Ledger, ResourceRow, StoreError, SweepRun};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ResourceView {
     pub id: String,
     pub kind: String,
@@ -78,7 +78,7 @@ fn resource_view(r: ResourceRow, holds: Vec<i64>) -> ResourceView {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AccountView {
     pub id: String,
     pub org: String,
@@ -127,7 +127,7 @@ pub async fn account(ledger: &Ledger, id: &str) -> Result<Option<AccountView>, S
     }))
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OrgView {
     pub id: String,
     pub plan: Plan,
@@ -159,7 +159,7 @@ pub async fn org(ledger: &Ledger, id: &str) -> Result<Option<OrgView>, StoreErro
 
 /// Whether the API's request path may keep one endpoint's inputs and outputs for an org
 /// (`GET /v1/orgs/{id}/data-controls`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DataControl {
     pub org: String,
     pub endpoint: String,
@@ -196,7 +196,7 @@ pub async fn data_control(
 /// Every org whose data controls differ from the defaults, for a gateway to cache
 /// (`GET /v1/data-controls`). Deterministic for the same ledger state: the HTTP layer's `ETag`
 /// is a digest of its JSON.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DataControlsSnapshot {
     /// The endpoints ZDR covers: an org with `zdr: true` must not keep their inputs and outputs.
     pub zdr_endpoints: Vec<String>,
@@ -205,7 +205,7 @@ pub struct DataControlsSnapshot {
     pub orgs: Vec<OrgDataControls>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OrgDataControls {
     pub org: String,
     /// ZDR approved.
@@ -232,7 +232,7 @@ pub async fn data_controls(
     })
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FailedView {
     pub id: String,
     pub kind: String,
@@ -241,7 +241,7 @@ pub struct FailedView {
     pub last_error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Status {
     /// Resources by state (every state listed).
     pub resources: BTreeMap<String, i64>,

@@ -18,6 +18,7 @@ mod lifecycle;
 mod multi_instance;
 mod notify;
 mod object_store_target;
+mod openapi;
 mod ops;
 mod outbox;
 mod reapply;
