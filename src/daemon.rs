@@ -270,6 +270,13 @@ pub async fn run(config_path: PathBuf, config: Config, clock: Clock) -> anyhow::
         background: tokio::sync::Mutex::new(None),
     });
     let sweeper = build_sweeper(&ledger, &config, &clock, &instance, &health)?;
+    // Before anything records (the outbox pollers, the sweep, HTTP): what is recorded before
+    // the recorder exists is lost.
+    let metrics = (config.http.is_some() || config.metrics_listen.is_some()).then(|| {
+        let handle = crate::metrics::install();
+        crate::metrics::init_targets(&config);
+        handle
+    });
     // Before any request is served: decisions from now on reach every receiver.
     crate::notify::init(&ledger, &config.notify).await?;
     *shared.background.lock().await = Some(crate::background::Background::start(
@@ -305,9 +312,7 @@ pub async fn run(config_path: PathBuf, config: Config, clock: Clock) -> anyhow::
             .with_config_source(source);
         crate::http::start(state, &shared.tracker, shared.stop.clone()).await?;
     }
-    if config.http.is_some() || config.metrics_listen.is_some() {
-        let handle = crate::metrics::install();
-        crate::metrics::init_targets(&config);
+    if let Some(handle) = metrics {
         if let Some(listen) = &config.metrics_listen {
             crate::metrics::start(listen, handle.clone(), &shared.tracker, shared.stop.clone())
                 .await?;
