@@ -9,7 +9,7 @@ use crate::model::Timestamp;
 
 /// Which data a hold covers: every given criterion must match (an AND of the criteria).
 /// `created_from`/`created_to` are both inclusive.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct HoldScope {
     pub org: Option<String>,
     pub account: Option<String>,

@@ -149,7 +149,7 @@ pub struct OrgRow {
     pub training_opt_out: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct HoldRow {
     pub id: i64,
     pub case: String,
@@ -174,7 +174,7 @@ impl HoldRow {
 }
 
 /// One person's ask to release a hold (`[holds] release_approvals`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ReleaseApproval {
     pub by: String,
     pub at: Timestamp,
@@ -208,7 +208,7 @@ crate::model::string_enum!(
 );
 
 /// One resource a hold's answer called `in_flight`, and how it ended (`None`: not known yet).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct InFlight {
     pub resource: String,
     pub outcome: Option<InFlightOutcome>,
@@ -216,7 +216,7 @@ pub struct InFlight {
 }
 
 /// What a target still holds of a resource whose purge was interrupted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct TargetData {
     pub target: String,
     /// `gone`, `present` or `unknown`.
@@ -226,7 +226,7 @@ pub struct TargetData {
 }
 
 /// Why a resource is `interrupted`: what each of its targets held when that was found out.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Interruption {
     pub found_at: Timestamp,
     pub targets: Vec<TargetData>,
@@ -253,7 +253,7 @@ pub struct PolicyState {
 }
 
 /// The last sweep of one instance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SweepRun {
     pub instance: String,
     pub started_at: Timestamp,
@@ -308,7 +308,7 @@ pub struct NewNotification {
 }
 
 /// Notifications per receiver: waiting for delivery (or a retry) and dead-lettered.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct NotificationCount {
     pub receiver: String,
     pub pending: i64,
