@@ -530,7 +530,15 @@ pub async fn run(cli: Cli) -> Outcome {
     match cli.command {
         Command::Run => Ok(daemon::run(cli.config.clone(), config, clock).await?),
         Command::CheckConfig => {
-            emit(json, &CheckConfigOut::from(&config), || config.describe());
+            let mut out = CheckConfigOut::from(&config);
+            out.warnings = check_windows(&config).await?;
+            emit(json, &out, || {
+                let mut s = config.describe();
+                for w in &out.warnings {
+                    s.push_str(&format!("\nwarning: {w}"));
+                }
+                s
+            });
             Ok(())
         }
         Command::Migrate => {
@@ -601,9 +609,11 @@ pub async fn run(cli: Cli) -> Outcome {
             let config = std::sync::Arc::new(config);
             if dry_run {
                 let ledger = open_read(&config).await?;
+                // Windowed kinds are counted in their tables (nothing is deleted).
+                let targets = Targets::from_config(&config).map_err(Failure::bad_input)?;
                 let sweeper = Sweeper::new(
                     ledger,
-                    std::sync::Arc::new(Targets::default()),
+                    std::sync::Arc::new(targets),
                     config.clone(),
                     clock,
                     instance_id(),
@@ -612,9 +622,19 @@ pub async fn run(cli: Cli) -> Outcome {
                     .dry_run(limit)
                     .await
                     .map_err(|e| Failure::runtime(e.to_string()))?;
-                let out = serde_json::json!({"dry_run": true, "would_purge": items.iter().filter(|i| i.held_by.is_empty()).count(), "items": items});
+                let windows = sweeper
+                    .dry_run_windows()
+                    .await
+                    .map_err(|e| Failure::runtime(e.to_string()))?;
+                let out = serde_json::json!({"dry_run": true, "would_purge": items.iter().filter(|i| i.held_by.is_empty()).count(), "items": items, "windows": windows});
                 emit(json, &out, || {
                     let mut s = String::new();
+                    for w in &windows {
+                        s.push_str(&format!(
+                            "window {} in {}: would delete {} row(s) created before {} (or covered by ZDR), {} partition(s); holds keep {} row(s)\n",
+                            w.kind, w.target, w.rows, w.cutoff, w.partitions, w.held_back
+                        ));
+                    }
                     for i in &items {
                         let what = if i.held_by.is_empty() {
                             "would purge".to_string()
@@ -655,7 +675,7 @@ pub async fn run(cli: Cli) -> Outcome {
                 .await
                 .map_err(|e| Failure::runtime(e.to_string()))?;
             emit(json, &report, || {
-                format!(
+                let mut s = format!(
                     "sweep: purged {}, failed {} (gave up {}), held back {}, accounts purged {}; removed {} row(s), {} file(s)",
                     report.purged,
                     report.failed,
@@ -664,7 +684,25 @@ pub async fn run(cli: Cli) -> Outcome {
                     report.accounts_purged,
                     report.removed.rows,
                     report.removed.files
-                )
+                );
+                for p in &report.window_passes {
+                    s.push_str(&format!(
+                        "\nwindow {} in {}: deleted {} row(s){}; holds keep {}{}",
+                        p.kind,
+                        p.target,
+                        p.rows,
+                        if p.resumed {
+                            " (finishing a pass cut short)"
+                        } else {
+                            ""
+                        },
+                        p.held_back.map_or("?".to_string(), |h| h.to_string()),
+                        p.error
+                            .as_ref()
+                            .map_or(String::new(), |e| format!("; FAILED: {e}"))
+                    ));
+                }
+                s
             });
             Ok(())
         }
@@ -871,6 +909,38 @@ struct CheckConfigOut {
     policy: crate::rules::SchedulePolicy,
     targets: Vec<String>,
     account_targets: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
+}
+
+/// Checks each windowed kind's mapping against its live table (issue 29): a missing column or
+/// times not in the mapping's format are bad input; a `created_at` without an index is a
+/// warning.
+async fn check_windows(config: &Config) -> Result<Vec<String>, Failure> {
+    let windowed: Vec<(&String, &String)> = config
+        .targets
+        .iter()
+        .filter_map(|(t, c)| match c {
+            config::TargetConfig::Sql(sql) => Some(sql.windows.keys().map(move |k| (t, k))),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    if windowed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let targets = Targets::from_config(config).map_err(Failure::bad_input)?;
+    let mut warnings = Vec::new();
+    for (t, kind) in windowed {
+        if let Some(sql) = targets.get(t).and_then(|x| x.as_sql()) {
+            warnings.extend(
+                sql.window_check(kind)
+                    .await
+                    .map_err(|e| Failure::bad_input(format!("targets.{t}.windows.{kind}: {e}")))?,
+            );
+        }
+    }
+    Ok(warnings)
 }
 
 impl From<&Config> for CheckConfigOut {
@@ -881,6 +951,7 @@ impl From<&Config> for CheckConfigOut {
             policy: c.policy.clone(),
             targets: c.targets.keys().cloned().collect(),
             account_targets: c.account_targets.clone(),
+            warnings: Vec::new(),
         }
     }
 }
@@ -936,6 +1007,26 @@ fn status_text(s: &report::Status) -> String {
     }
     if s.policy_pending {
         out.push_str("policy     a change is waiting for `retentiond policy accept`\n");
+    }
+    for w in &s.windows {
+        out.push_str(&format!(
+            "window     {} in {}: last pass {} deleted {} row(s), holds keep {}{}{}\n",
+            w.kind,
+            w.target,
+            opt(&w.last_finished_at),
+            opt(&w.last_rows),
+            w.last_held_back
+                .filter(|h| *h >= 0)
+                .map_or("?".to_string(), |h| h.to_string()),
+            w.owner
+                .as_ref()
+                .map(|o| format!("; running on {o} since {}", opt(&w.started_at)))
+                .unwrap_or_default(),
+            w.last_error
+                .as_ref()
+                .map(|e| format!("; last error: {e}"))
+                .unwrap_or_default()
+        ));
     }
     for o in &s.zdr_orgs {
         out.push_str(&format!(
@@ -1474,6 +1565,16 @@ async fn audit_cmd(command: AuditCommand, config: &Config, clock: &Clock, json: 
                             .join(" ")
                     }
                 );
+                if !r.window_rows.is_empty() {
+                    s.push_str(&format!(
+                        "  log rows deleted     {} (by time window, in the account's purge)\n",
+                        r.window_rows
+                            .iter()
+                            .map(|(k, n)| format!("{k}={n}"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    ));
+                }
                 if r.not_purged.is_empty() {
                     s.push_str("  not purged           nothing\n");
                 } else {

@@ -415,7 +415,10 @@ struct RawZdr {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawKind {
-    grace_after_delete: Span,
+    /// Required for kinds tracked per item; meaningless for windowed ones.
+    grace_after_delete: Option<Span>,
+    #[serde(default)]
+    tracking: crate::window::Tracking,
     grace_after_account_delete: Option<Span>,
     max_age: Option<Span>,
     #[serde(default)]
@@ -451,6 +454,9 @@ struct RawSqlTarget {
     #[serde(default = "yes")]
     secure_delete: bool,
     vacuum: Option<String>,
+    /// `[targets.T.windows.K]`: how the target's table maps to a windowed kind (issue 29).
+    #[serde(default)]
+    windows: BTreeMap<String, crate::window::RawWindowMapping>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -673,6 +679,8 @@ pub struct SchedulerConfig {
 #[derive(Debug, Clone)]
 pub struct KindConfig {
     pub targets: Vec<String>,
+    /// Per item (events and ledger rows) or by time window in the targets' tables (issue 29).
+    pub tracking: crate::window::Tracking,
 }
 
 #[derive(Debug, Clone)]
@@ -691,6 +699,8 @@ pub struct SqlTargetConfig {
     pub verify: BTreeMap<String, Vec<String>>,
     pub secure_delete: bool,
     pub vacuum: Option<String>,
+    /// Windowed kinds' tables in this database, by kind (issue 29).
+    pub windows: BTreeMap<String, crate::window::WindowMapping>,
 }
 
 #[derive(Debug, Clone)]
@@ -1256,6 +1266,7 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
     // Targets first: kinds refer to them.
     let mut targets = BTreeMap::new();
     let mut target_attrs = BTreeSet::new();
+    let mut raw_windows = BTreeMap::new();
     for (name, t) in raw.targets {
         let key = format!("targets.{name}");
         check_name(ctx, &key, &name)?;
@@ -1289,12 +1300,14 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
                 if let Some(v) = &sql.vacuum {
                     check_cron(v).map_err(|m| ctx.err(format!("{key}.vacuum"), m))?;
                 }
+                raw_windows.insert(name.clone(), (url.is_postgres(), sql.windows));
                 TargetConfig::Sql(SqlTargetConfig {
                     url,
                     purge: sql.purge,
                     verify: sql.verify,
                     secure_delete: sql.secure_delete,
                     vacuum: sql.vacuum,
+                    windows: BTreeMap::new(),
                 })
             }
             RawTarget::Files(f) => {
@@ -1397,21 +1410,50 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
                 "empty: a kind needs at least one target, or its purges would delete nothing",
             ));
         }
+        let windowed = k.tracking == crate::window::Tracking::Window;
         for (i, t) in k.targets.iter().enumerate() {
-            check_target_ref(ctx, &format!("{key}.targets[{i}]"), t, &name, &targets)?;
+            let key = format!("{key}.targets[{i}]");
+            if windowed {
+                check_window_target(ctx, &key, t, &name, &targets, &raw_windows)?;
+            } else {
+                check_target_ref(ctx, &key, t, &name, &targets)?;
+            }
         }
+        if windowed && k.max_age.is_none() {
+            return Err(ctx.err(
+                format!("{key}.max_age"),
+                "missing: a kind with tracking = \"window\" is purged by age alone, so max_age is required",
+            ));
+        }
+        let grace_after_delete = match (k.grace_after_delete, windowed) {
+            (Some(g), _) => g,
+            (None, true) => Span::ZERO,
+            (None, false) => {
+                return Err(ctx.err(
+                    format!("{key}.grace_after_delete"),
+                    "missing: how long a deleted resource stays recoverable, e.g. \"30d\"",
+                ));
+            }
+        };
         policy.kinds.insert(
             name.clone(),
             KindPolicy {
-                grace_after_delete: k.grace_after_delete,
+                grace_after_delete,
                 grace_after_account_delete: k
                     .grace_after_account_delete
                     .unwrap_or(raw.accounts.grace_after_delete),
                 max_age: k.max_age,
                 zdr_endpoints: if k.zdr { Some(endpoints.clone()) } else { None },
+                tracking: k.tracking,
             },
         );
-        kinds.insert(name, KindConfig { targets: k.targets });
+        kinds.insert(
+            name,
+            KindConfig {
+                targets: k.targets,
+                tracking: k.tracking,
+            },
+        );
     }
     for (i, t) in raw.accounts.targets.iter().enumerate() {
         check_target_ref(
@@ -1421,6 +1463,40 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
             "account",
             &targets,
         )?;
+    }
+    // Windows: each mapping belongs to a windowed kind that lists the target.
+    for (tname, (postgres, windows)) in raw_windows {
+        for (kind, raw) in windows {
+            let key = format!("targets.{tname}.windows.{kind}");
+            let Some(kc) = kinds.get(&kind) else {
+                return Err(ctx.err(
+                    key,
+                    format!(
+                        "`{kind}` is not a configured kind (kinds: {})",
+                        kinds.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            };
+            if kc.tracking != crate::window::Tracking::Window {
+                return Err(ctx.err(
+                    key,
+                    format!("kind `{kind}` is tracked per item: set kinds.{kind}.tracking = \"window\", or remove this mapping"),
+                ));
+            }
+            if !kc.targets.contains(&tname) {
+                return Err(ctx.err(
+                    key,
+                    format!("kind `{kind}` does not list target `{tname}` in kinds.{kind}.targets"),
+                ));
+            }
+            let zdr = policy.kinds[&kind].zdr_endpoints.is_some();
+            let mapping = raw
+                .build(postgres, zdr)
+                .map_err(|(k, m)| ctx.err(format!("{key}.{k}"), m))?;
+            if let Some(TargetConfig::Sql(sql)) = targets.get_mut(&tname) {
+                sql.windows.insert(kind, mapping);
+            }
+        }
     }
     // Statements for kinds nobody configured are almost always a typo.
     for (tname, t) in &targets {
@@ -2277,6 +2353,37 @@ fn check_name(ctx: &Ctx<'_>, key: &str, name: &str) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
+}
+
+/// A windowed kind's target must be an SQL target with a `windows.KIND` mapping.
+fn check_window_target(
+    ctx: &Ctx<'_>,
+    key: &str,
+    target: &str,
+    kind: &str,
+    targets: &BTreeMap<String, TargetConfig>,
+    raw_windows: &BTreeMap<String, (bool, BTreeMap<String, crate::window::RawWindowMapping>)>,
+) -> Result<(), ConfigError> {
+    match targets.get(target) {
+        None => check_target_ref(ctx, key, target, kind, targets),
+        Some(TargetConfig::Sql(_)) => {
+            if raw_windows
+                .get(target)
+                .is_some_and(|(_, w)| w.contains_key(kind))
+            {
+                Ok(())
+            } else {
+                Err(ctx.err(
+                    key,
+                    format!("target `{target}` has no table for windowed kind `{kind}`: add [targets.{target}.windows.{kind}]"),
+                ))
+            }
+        }
+        Some(_) => Err(ctx.err(
+            key,
+            format!("target `{target}` is not an sql target: a windowed kind's rows can only be purged by time in an SQL table"),
+        )),
+    }
 }
 
 fn check_target_ref(

@@ -1,6 +1,6 @@
 //! `retentiond demo`: creates the sample application data that `config/retentiond.toml` purges
 //! (an SQLite app database from `config/app-schema.sql` and upload files) and prints matching
-//! lifecycle events, for the README walkthrough: `retentiond demo | retentiond ingest -`.
+//! lifecycle events (none for the API logs: they go by time window), for the README walkthrough: `retentiond demo | retentiond ingest -`.
 
 use std::str::FromStr;
 
@@ -61,12 +61,18 @@ pub async fn setup(config: &Config, user: &str) -> Result<String, String> {
                         vec![format!("{user}-c1")],
                     ),
                     (
-                        "INSERT OR REPLACE INTO api_logs (id, user_id, endpoint, request, response) VALUES ($1, $2, '/v1/chat/completions', 'q', 'a')",
+                        "INSERT OR REPLACE INTO api_logs (id, user_id, org_id, endpoint, request, response) VALUES ($1, $2, 'o1', '/v1/chat/completions', 'q', 'a')",
                         vec![format!("{user}-l1"), user.into()],
                     ),
                     (
-                        "INSERT OR REPLACE INTO api_logs (id, user_id, endpoint, request, response) VALUES ($1, $2, '/v1/files', 'q', 'a')",
+                        "INSERT OR REPLACE INTO api_logs (id, user_id, org_id, endpoint, request, response) VALUES ($1, $2, 'o1', '/v1/files', 'q', 'a')",
                         vec![format!("{user}-l2"), user.into()],
+                    ),
+                    (
+                        // 40 days old: past the 30-day window, gone at the first sweep.
+                        "INSERT OR REPLACE INTO api_logs (id, user_id, org_id, endpoint, request, response, created_at) \
+                         VALUES ($1, $2, 'o1', '/v1/files', 'q', 'a', strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-40 days'))",
+                        vec![format!("{user}-l3"), user.into()],
                     ),
                     (
                         "INSERT OR REPLACE INTO files (id, user_id, name) VALUES ($1, $2, 'passport.pdf')",
@@ -110,12 +116,6 @@ pub async fn setup(config: &Config, user: &str) -> Result<String, String> {
         ),
         format!(
             r#"{{"type":"resource.created","id":"{user}-c2","kind":"conversation","account":"{user}","event_id":"demo-4-{user}"}}"#
-        ),
-        format!(
-            r#"{{"type":"resource.created","id":"{user}-l1","kind":"api_log","account":"{user}","attrs":{{"endpoint":"/v1/chat/completions"}},"event_id":"demo-5-{user}"}}"#
-        ),
-        format!(
-            r#"{{"type":"resource.created","id":"{user}-l2","kind":"api_log","account":"{user}","attrs":{{"endpoint":"/v1/files"}},"event_id":"demo-6-{user}"}}"#
         ),
         format!(
             r#"{{"type":"resource.created","id":"{user}-f1","kind":"file","account":"{user}","event_id":"demo-7-{user}"}}"#

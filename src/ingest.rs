@@ -767,6 +767,11 @@ impl State<'_> {
                 known.join(", ")
             ));
         };
+        if kp.tracking == crate::window::Tracking::Window {
+            return Err(format!(
+                "kind `{kind}` is purged by time window (tracking = \"window\"): its rows need no events"
+            ));
+        }
         if matches!(self.resources.get(id), Some(Some(_))) {
             return Err(format!("resource `{id}` already exists"));
         }

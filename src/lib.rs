@@ -33,3 +33,4 @@ pub mod targets;
 pub mod telemetry;
 pub mod template;
 pub mod version;
+pub mod window;

@@ -55,6 +55,9 @@ pub const TARGET_PURGE_DURATION: &str = "retentiond_target_purge_duration_second
 pub const TARGET_REQUEST_DURATION: &str = "retentiond_target_request_duration_seconds";
 pub const LAST_CHECKPOINT: &str = "retentiond_last_checkpoint_timestamp_seconds";
 pub const OUTBOX_DEAD_LETTERS: &str = "retentiond_outbox_dead_letters";
+pub const WINDOW_ROWS: &str = "retentiond_window_rows_purged_total";
+pub const WINDOW_PASS_FAILURES: &str = "retentiond_window_pass_failures_total";
+pub const ZDR_VIOLATION_ROWS: &str = "retentiond_zdr_violation_rows_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -171,6 +174,18 @@ fn describe() {
         "Purges interrupted by a crash and found out when their claim was taken over, by outcome (gone, intact, interrupted)."
     );
     describe_counter!(ACCOUNTS_PURGED, "Accounts purged.");
+    describe_counter!(
+        WINDOW_ROWS,
+        "Rows of windowed kinds deleted by time window, by kind and target."
+    );
+    describe_counter!(
+        WINDOW_PASS_FAILURES,
+        "Window passes that failed (and are retried next sweep), by kind and target."
+    );
+    describe_counter!(
+        ZDR_VIOLATION_ROWS,
+        "Rows a ZDR org's covered endpoints left in a windowed table after the first pass since the approval, by org."
+    );
     describe_counter!(ROWS_REMOVED, "Rows removed from application databases.");
     describe_counter!(FILES_REMOVED, "Files removed from file stores.");
     describe_counter!(SWEEPS, "Sweeps run, by outcome (ok, error, panic).");

@@ -68,6 +68,9 @@ impl Span {
     pub fn from_secs(s: i64) -> Self {
         Span(s.saturating_mul(1000))
     }
+    pub fn from_millis(ms: i64) -> Self {
+        Span(ms)
+    }
     pub fn millis(self) -> i64 {
         self.0
     }

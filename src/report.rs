@@ -264,6 +264,8 @@ pub struct Status {
     pub zdr_orgs: Vec<OrgView>,
     /// Notifications waiting for delivery and dead-lettered, per receiver (`[notify.NAME]`).
     pub notifications: Vec<crate::store::NotificationCount>,
+    /// Passes over windowed kinds (issue 29): per kind and target, the last one and any running.
+    pub windows: Vec<crate::store::WindowPassRow>,
 }
 
 pub async fn status(ledger: &Ledger, now: Timestamp) -> Result<Status, StoreError> {
@@ -323,6 +325,7 @@ pub async fn status(ledger: &Ledger, now: Timestamp) -> Result<Status, StoreErro
         policy_pending: policy_state.is_some_and(|s| s.pending.is_some()),
         zdr_orgs,
         notifications: ledger.notification_counts().await?,
+        windows: ledger.window_passes().await?,
     })
 }
 
@@ -434,6 +437,10 @@ pub struct Receipt {
     pub purged_at: Option<Timestamp>,
     /// Purged resources per kind, each backed by one `resource.purged` audit entry.
     pub resources_purged: BTreeMap<String, i64>,
+    /// Rows of windowed kinds deleted at the account's purge (issue 29, W6), per kind, as its
+    /// `account.purged` entry records them.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub window_rows: BTreeMap<String, i64>,
     /// Everything of the account not purged, and why.
     pub not_purged: Vec<KeptResource>,
     /// Audit entries that prove the purges: their seq range, and the head to verify against.
@@ -521,6 +528,11 @@ pub async fn receipt(ledger: &Ledger, account: &str) -> Result<Option<Receipt>, 
         .audit_for_subjects(&[format!("account/{account}")], "account.purged")
         .await?
         .pop();
+    let window_rows = account_entry
+        .as_ref()
+        .and_then(|e| serde_json::from_str::<serde_json::Value>(&e.details).ok())
+        .and_then(|d| serde_json::from_value(d["window_rows"].clone()).ok())
+        .unwrap_or_default();
     let head = ledger.audit_head().await?;
     let last_evidence = entries
         .iter()
@@ -547,6 +559,7 @@ pub async fn receipt(ledger: &Ledger, account: &str) -> Result<Option<Receipt>, 
         purge_after: a.purge_after,
         purged_at: a.purged_at,
         resources_purged,
+        window_rows,
         not_purged,
         evidence: Evidence {
             receipts: entries.len(),

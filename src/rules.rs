@@ -21,6 +21,11 @@ pub struct KindPolicy {
     pub max_age: Option<Span>,
     /// `Some(endpoints)` when the kind is covered by ZDR (R6).
     pub zdr_endpoints: Option<BTreeSet<String>>,
+    /// Windowed kinds (issue 29) take no events: their rows are purged by age in the target.
+    /// Left out of the policy's text when `item`, so that configs without windows keep their
+    /// fingerprint (R10).
+    #[serde(default, skip_serializing_if = "crate::window::Tracking::is_item")]
+    pub tracking: crate::window::Tracking,
 }
 
 /// Everything that decides *when* things become due: the part of the config that R10 tracks.
@@ -377,6 +382,7 @@ mod tests {
             grace_after_account_delete: Span(acct_grace),
             max_age: None,
             zdr_endpoints: None,
+            tracking: Default::default(),
         }
     }
     fn active() -> AccountFacts {
@@ -523,6 +529,7 @@ mod tests {
                 grace_after_account_delete: Span(ag),
                 max_age: m.map(Span),
                 zdr_endpoints: None,
+                tracking: Default::default(),
             }
         })
     }

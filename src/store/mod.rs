@@ -448,6 +448,14 @@ forward! { ref Ledger;
     /// (`purge_after`, `id`), in that order.
     fn due_accounts(&self, now: Timestamp, after: (Timestamp, &str), limit: i64) -> Vec<AccountRow>;
     fn record_sweep(&self, run: &SweepRun) -> ();
+    /// Takes the pass of windowed `kind` over `target` (issue 29), unless another instance runs
+    /// it under a lease that holds; a pass whose lease ran out is taken over and finished.
+    fn claim_window_pass(&self, kind: &str, target: &str, owner: &str, now: Timestamp, lease_until: Timestamp) -> Option<WindowClaim>;
+    /// Adds a batch's rows to the pass and renews its lease; false when the pass is no longer ours.
+    fn window_progress(&self, kind: &str, target: &str, owner: &str, rows: i64, lease_until: Timestamp) -> bool;
+    fn window_passes(&self) -> Vec<WindowPassRow>;
+    /// The orgs' own windows of `kind` (W4): (org, max_age in ms).
+    fn org_windows(&self, kind: &str) -> Vec<(String, i64)>;
     /// Forgets up to `limit` idempotency records of events dated before `before` (older than
     /// `ingest.dedup_window`: a replay of them is refused anyway); returns how many.
     fn forget_events(&self, before: Timestamp, limit: i64) -> u64;
@@ -540,6 +548,9 @@ forward! { mut LedgerTx;
     /// The last audit entry, locking the chain until the transaction ends.
     fn audit_last_locked(&mut self) -> Option<AuditEntry>;
     fn insert_checkpoint(&mut self, cp: &CheckpointRow) -> ();
+    /// Ends our pass of windowed `kind` over `target`, in this transaction (with its audit
+    /// entry); `None` when the pass is no longer ours.
+    fn finish_window_pass(&mut self, kind: &str, target: &str, owner: &str, now: Timestamp, held_back: i64, error: Option<&str>) -> Option<FinishedWindowPass>;
 }
 
 /// A purge transaction: a write transaction with the hold lock held shared, by itself

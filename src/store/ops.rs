@@ -16,6 +16,7 @@ use super::{
     AccountRow, AuditHead, HoldRow, MAX_BINDS, NewHold, OrgRow, PolicyState, PurgeFailure, RawAccount, RawAudit,
     RawHold, RawOrg, RawResource, ReleaseApproval, RawSweep, ResourceRow, Result, StateCount, StoreError, SweepRun, ForecastRow,
     DeliveryOutcome, NewNotification, NotificationCount, NotificationRow, RawNotification,
+    FinishedWindowPass, RawWindowPass, WindowClaim, WindowPassRow,
 };
 
 type Conn = <Db as Database>::Connection;
@@ -687,6 +688,81 @@ impl Store {
         q_policy_state(&mut *self.conn().await?, false).await
     }
 
+    pub async fn claim_window_pass(&self, kind: &str, target: &str, owner: &str, now: Timestamp, lease_until: Timestamp) -> Result<Option<WindowClaim>> {
+        let mut t = self.begin().await?;
+        sqlx::query("INSERT INTO window_passes (kind, target) VALUES ($1, $2) ON CONFLICT (kind, target) DO NOTHING")
+            .bind(kind)
+            .bind(target)
+            .execute(&mut *t.tx)
+            .await?;
+        let (holder, until, started, rows, last): (Option<String>, Option<i64>, Option<i64>, i64, Option<i64>) = sqlx::query_as(concat!(
+            "SELECT owner, lease_until, started_at, rows_so_far, last_started_at FROM window_passes WHERE kind = $1 AND target = $2",
+            for_update!()
+        ))
+        .bind(kind)
+        .bind(target)
+        .fetch_one(&mut *t.tx)
+        .await?;
+        if holder.as_deref().is_some_and(|h| h != owner) && until.is_some_and(|u| u >= now.millis()) {
+            t.rollback().await?;
+            return Ok(None);
+        }
+        let resumed = match (&holder, started) {
+            (Some(_), Some(s)) => Some((Timestamp::from_millis(s), rows)),
+            _ => None,
+        };
+        sqlx::query(
+            "UPDATE window_passes SET owner = $3, lease_until = $4, started_at = $5, rows_so_far = $6, resumed_from = $7, \
+             resumed_rows = $8 WHERE kind = $1 AND target = $2",
+        )
+        .bind(kind)
+        .bind(target)
+        .bind(owner)
+        .bind(lease_until.millis())
+        .bind(now.millis())
+        .bind(resumed.map_or(0, |r| r.1))
+        .bind(resumed.map(|r| r.0.millis()))
+        .bind(resumed.map(|r| r.1))
+        .execute(&mut *t.tx)
+        .await?;
+        t.commit_with_audit(&[]).await?;
+        Ok(Some(WindowClaim {
+            resumed,
+            last_started_at: last.map(Timestamp::from_millis),
+        }))
+    }
+
+    pub async fn window_progress(&self, kind: &str, target: &str, owner: &str, rows: i64, lease_until: Timestamp) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE window_passes SET rows_so_far = rows_so_far + $4, lease_until = $5 WHERE kind = $1 AND target = $2 AND owner = $3",
+        )
+        .bind(kind)
+        .bind(target)
+        .bind(owner)
+        .bind(rows)
+        .bind(lease_until.millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn window_passes(&self) -> Result<Vec<WindowPassRow>> {
+        let raw: Vec<RawWindowPass> = sqlx::query_as(
+            "SELECT kind, target, owner, lease_until, started_at, rows_so_far, last_started_at, last_finished_at, last_rows, \
+             last_held_back, last_error FROM window_passes ORDER BY kind, target",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(raw.into_iter().map(WindowPassRow::from).collect())
+    }
+
+    pub async fn org_windows(&self, kind: &str) -> Result<Vec<(String, i64)>> {
+        Ok(sqlx::query_as("SELECT org, max_age FROM org_windows WHERE kind = $1 ORDER BY org")
+            .bind(kind)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
     pub async fn notify_cursor(&self, receiver: &str) -> Result<i64> {
         sqlx::query(
             // `WHERE true`: SQLite's parser needs a WHERE before an upsert clause of INSERT … SELECT.
@@ -1028,6 +1104,41 @@ impl Tx {
         }
         self.tx.commit().await?;
         Ok(head)
+    }
+
+    pub async fn finish_window_pass(&mut self, kind: &str, target: &str, owner: &str, now: Timestamp, held_back: i64, error: Option<&str>) -> Result<Option<FinishedWindowPass>> {
+        // started_at, rows_so_far, resumed_from, resumed_rows
+        type PassState = (Option<i64>, i64, Option<i64>, Option<i64>);
+        let row: Option<PassState> = sqlx::query_as(concat!(
+            "SELECT started_at, rows_so_far, resumed_from, resumed_rows FROM window_passes WHERE kind = $1 AND target = $2 AND owner = $3",
+            for_update!()
+        ))
+        .bind(kind)
+        .bind(target)
+        .bind(owner)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        let Some((started, rows, resumed_from, resumed_rows)) = row else {
+            return Ok(None);
+        };
+        sqlx::query(
+            "UPDATE window_passes SET owner = NULL, lease_until = NULL, last_started_at = started_at, last_finished_at = $4, \
+             last_rows = rows_so_far, last_held_back = $5, last_error = $6, started_at = NULL, rows_so_far = 0, \
+             resumed_from = NULL, resumed_rows = NULL WHERE kind = $1 AND target = $2 AND owner = $3",
+        )
+        .bind(kind)
+        .bind(target)
+        .bind(owner)
+        .bind(now.millis())
+        .bind(held_back)
+        .bind(error)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(Some(FinishedWindowPass {
+            started_at: Timestamp::from_millis(started.unwrap_or(now.millis())),
+            rows,
+            resumed: resumed_from.map(|f| (Timestamp::from_millis(f), resumed_rows.unwrap_or(0))),
+        }))
     }
 
     pub async fn lock_singleton(&mut self, name: &str) -> Result<()> {

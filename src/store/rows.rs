@@ -646,3 +646,71 @@ impl From<RawCheckpoint> for CheckpointRow {
         }
     }
 }
+
+/// Where the passes of one windowed kind over one target are (issue 29).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct WindowPassRow {
+    pub kind: String,
+    pub target: String,
+    /// The instance running a pass now (or whose crashed pass is not finished yet).
+    pub owner: Option<String>,
+    pub lease_until: Option<Timestamp>,
+    pub started_at: Option<Timestamp>,
+    pub rows_so_far: i64,
+    pub last_started_at: Option<Timestamp>,
+    pub last_finished_at: Option<Timestamp>,
+    pub last_rows: Option<i64>,
+    pub last_held_back: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct RawWindowPass {
+    pub(super) kind: String,
+    pub(super) target: String,
+    pub(super) owner: Option<String>,
+    pub(super) lease_until: Option<i64>,
+    pub(super) started_at: Option<i64>,
+    pub(super) rows_so_far: i64,
+    pub(super) last_started_at: Option<i64>,
+    pub(super) last_finished_at: Option<i64>,
+    pub(super) last_rows: Option<i64>,
+    pub(super) last_held_back: Option<i64>,
+    pub(super) last_error: Option<String>,
+}
+
+impl From<RawWindowPass> for WindowPassRow {
+    fn from(r: RawWindowPass) -> Self {
+        WindowPassRow {
+            kind: r.kind,
+            target: r.target,
+            owner: r.owner,
+            lease_until: ts(r.lease_until),
+            started_at: ts(r.started_at),
+            rows_so_far: r.rows_so_far,
+            last_started_at: ts(r.last_started_at),
+            last_finished_at: ts(r.last_finished_at),
+            last_rows: r.last_rows,
+            last_held_back: r.last_held_back,
+            last_error: r.last_error,
+        }
+    }
+}
+
+/// A window pass this instance may run: a fresh one, or one that finishes a crashed pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowClaim {
+    /// When the crashed pass this one finishes started, and the rows it had deleted.
+    pub resumed: Option<(Timestamp, i64)>,
+    /// When the last finished pass started (W5: ZDR rows found after it are violations).
+    pub last_started_at: Option<Timestamp>,
+}
+
+/// A window pass as it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinishedWindowPass {
+    pub started_at: Timestamp,
+    /// Every row deleted, those of a crashed pass it finished included.
+    pub rows: i64,
+    pub resumed: Option<(Timestamp, i64)>,
+}

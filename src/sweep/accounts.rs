@@ -49,7 +49,8 @@ impl Sweeper {
             tx.rollback().await?;
             return Ok(false);
         }
-        let holds = HoldSet::new(tx.active_holds().await?);
+        let active = tx.active_holds().await?;
+        let holds = HoldSet::new(active.clone());
         let blocking = holds.blocking_account(&a.id, &a.org);
         if !blocking.is_empty() {
             let pairs: Vec<(String, i64)> = blocking.iter().map(|h| (a.id.clone(), h.id)).collect();
@@ -66,7 +67,28 @@ impl Sweeper {
         }
         let mut removed = Vec::new();
         let mut error = None;
-        for tname in &self.config.account_targets {
+        // W6: the account's rows of windowed kinds go first; rows a hold keeps keep the
+        // account too, as a held resource would.
+        let mut window_rows = BTreeMap::new();
+        match self.purge_account_windows(&a.id, &active, now).await {
+            Ok(Ok(rows)) => window_rows = rows,
+            Ok(Err(keeping)) => {
+                let pairs: Vec<(String, i64)> =
+                    keeping.iter().map(|h| (a.id.clone(), *h)).collect();
+                let new = tx.add_blocks("account", &pairs, now).await?;
+                tx.commit_with_audit(&[]).await?;
+                for (_, hold) in new {
+                    info!(account = %a.id, hold = hold, "account purge blocked by hold: it keeps rows of a windowed kind");
+                }
+                return Ok(false);
+            }
+            Err(e) => error = Some(e),
+        }
+        let targets: &[String] = match error {
+            None => &self.config.account_targets,
+            Some(_) => &[],
+        };
+        for tname in targets {
             match self.targets.get(tname) {
                 None => error = Some(format!("target `{tname}` is not configured")),
                 Some(t) => {
@@ -98,16 +120,15 @@ impl Sweeper {
             return Ok(false);
         }
         let counts = self.ledger_counts_for(&mut tx, &a.id).await?;
-        let draft = AuditDraft::new(
-            now,
-            "account.purged",
-            format!("account/{}", a.id),
-            json!({
+        let mut details = json!({
                 "org": a.org, "deletion_requested_at": a.deletion_requested_at, "purge_after": a.purge_after,
                 "purged_at": now, "resources_purged": counts,
                 "targets": removed.iter().map(|(t, x)| x.json_for(t)).collect::<Vec<_>>(),
-            }),
-        );
+        });
+        if !window_rows.is_empty() {
+            details["window_rows"] = json!(window_rows);
+        }
+        let draft = AuditDraft::new(now, "account.purged", format!("account/{}", a.id), details);
         tx.commit_with_audit(&[draft]).await?;
         crate::failpoint::crash("account_after_commit");
         self.account_failures

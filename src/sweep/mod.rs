@@ -44,6 +44,9 @@ mod accounts;
 mod pipeline;
 mod record;
 mod start;
+mod window;
+
+pub use window::{WindowPassReport, WindowPreview};
 
 use record::{BatchLog, FoundGone, PurgeReceipt, cause_of, receipt_drafts, recorded_drafts};
 
@@ -67,6 +70,11 @@ pub struct SweepReport {
     pub batches: u64,
     pub removed: Removed,
     pub purged_by_kind: BTreeMap<String, u64>,
+    /// Rows of windowed kinds deleted (issue 29), and passes over them that failed.
+    pub window_rows: u64,
+    pub window_failed: u64,
+    /// The window passes this sweep ran.
+    pub window_passes: Vec<WindowPassReport>,
     /// Failed purges per target, for metrics.
     #[serde(skip)]
     pub failures_by_target: BTreeMap<String, u64>,
@@ -80,6 +88,8 @@ impl SweepReport {
             + self.found_intact
             + self.interrupted
             + self.accounts_purged
+            + self.window_rows
+            + self.window_failed
             > 0
     }
 
@@ -97,6 +107,9 @@ impl SweepReport {
         for (k, v) in o.purged_by_kind {
             *self.purged_by_kind.entry(k).or_default() += v;
         }
+        self.window_rows += o.window_rows;
+        self.window_failed += o.window_failed;
+        self.window_passes.extend(o.window_passes);
         for (k, v) in o.failures_by_target {
             *self.failures_by_target.entry(k).or_default() += v;
         }
@@ -135,6 +148,9 @@ pub enum SweepError {
     /// stay on record and are purged after their lease.
     #[error("a task of the purge transaction was stopped: {0}")]
     PurgeTask(String),
+    /// A target could not answer a dry run's question.
+    #[error("{0}")]
+    Target(String),
 }
 
 /// The resources of one kind in a batch, for its targets.
@@ -317,6 +333,7 @@ impl Sweeper {
                 found_intact = r.found_intact,
                 interrupted = r.interrupted,
                 accounts_purged = r.accounts_purged,
+                window_rows = r.window_rows,
                 rows = r.removed.rows,
                 files = r.removed.files,
                 batches = r.batches,
@@ -333,6 +350,9 @@ impl Sweeper {
             true => self.sweep_sequential(now, stop).await?,
             false => self.sweep_overlapped(now, stop).await?,
         };
+        if !stop.is_cancelled() {
+            report.add(self.sweep_windows(now, stop).await?);
+        }
         if !stop.is_cancelled() {
             report.add(self.purge_accounts(now, stop).await?);
         }
@@ -517,6 +537,18 @@ impl SweepReport {
             }
         }
         ::metrics::counter!(crate::metrics::ACCOUNTS_PURGED).increment(report.accounts_purged);
+        for p in &report.window_passes {
+            ::metrics::counter!(crate::metrics::WINDOW_ROWS, "kind" => p.kind.clone(), "target" => p.target.clone())
+                .increment(p.rows);
+            if p.error.is_some() {
+                ::metrics::counter!(crate::metrics::WINDOW_PASS_FAILURES, "kind" => p.kind.clone(), "target" => p.target.clone())
+                    .increment(1);
+            }
+            for (org, n) in &p.zdr_violations {
+                ::metrics::counter!(crate::metrics::ZDR_VIOLATION_ROWS, "org" => org.clone())
+                    .increment(*n);
+            }
+        }
         ::metrics::counter!(crate::metrics::ROWS_REMOVED).increment(report.removed.rows);
         ::metrics::counter!(crate::metrics::FILES_REMOVED).increment(report.removed.files);
         ::metrics::counter!(crate::metrics::SWEEPS, "outcome" => "ok").increment(1);

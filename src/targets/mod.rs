@@ -9,6 +9,7 @@ mod http;
 mod object_store;
 mod sql;
 mod sqlite_direct;
+mod window;
 
 use std::collections::BTreeMap;
 
@@ -158,6 +159,14 @@ pub enum Target {
 }
 
 impl Target {
+    /// The SQL target, if this is one (windowed kinds live only in SQL tables).
+    pub fn as_sql(&self) -> Option<&SqlTarget> {
+        match self {
+            Target::Sql(t) => Some(t),
+            _ => None,
+        }
+    }
+
     /// Purges `items` (all of kind `kind`); one result per item, in order.
     pub async fn purge(&self, kind: &str, items: &[PurgeItem]) -> Vec<ItemResult> {
         match self {

@@ -88,15 +88,17 @@ impl Statement {
 }
 
 #[derive(Debug, Clone)]
-enum AppDb {
+pub(super) enum AppDb {
     Sqlite(sqlx::SqlitePool),
     Postgres(sqlx::PgPool),
 }
 
 #[derive(Debug)]
 pub struct SqlTarget {
-    name: String,
-    db: AppDb,
+    pub(super) name: String,
+    pub(super) db: AppDb,
+    /// Windowed kinds' tables in this database, by kind (see `window`).
+    pub(super) windows: BTreeMap<String, crate::window::WindowMapping>,
     purge: BTreeMap<String, Vec<Statement>>,
     verify: BTreeMap<String, Vec<Statement>>,
     checkpoint: bool,
@@ -331,6 +333,7 @@ impl SqlTarget {
             checkpoint: cfg.secure_delete && matches!(db, AppDb::Sqlite(_)),
             checkpoint_pending: AtomicBool::new(false),
             db,
+            windows: cfg.windows.clone(),
             purge: prep(&cfg.purge),
             verify: prep(&cfg.verify),
             vacuum: cfg.vacuum.clone(),
@@ -465,13 +468,13 @@ impl SqlTarget {
         r
     }
 
-    fn unavailable(&self, e: &dyn std::fmt::Display) -> String {
+    pub(super) fn unavailable(&self, e: &dyn std::fmt::Display) -> String {
         format!("target `{}` unavailable: {e}", self.name)
     }
 
     /// SQLite: move the WAL's pages into the main file (where secure_delete zeroed the freed
     /// space) and truncate it, so deleted rows do not survive in the `-wal` file.
-    async fn after_batch(&self) {
+    pub(super) async fn after_batch(&self) {
         if !self.checkpoint {
             return;
         }
@@ -740,6 +743,7 @@ mod tests {
             verify: [("conversation".to_string(), verify)].into(),
             secure_delete: true,
             vacuum: None,
+            windows: Default::default(),
         };
         let target = SqlTarget::new(
             "app",

@@ -34,4 +34,5 @@ mod systemd_unit;
 mod toolkit;
 mod trust;
 mod wal;
+mod windows;
 mod zdr;

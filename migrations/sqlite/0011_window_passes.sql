@@ -1,0 +1,31 @@
+-- Issue 29: kinds purged by time window. The ledger keeps no state per row of them: one row per
+-- (kind, target) says who runs its pass, since when and how far it got, and how the last one
+-- ended; `org_windows` holds the orgs' own windows (W4). Neither grows with the log tables.
+-- Keep the SQLite and PostgreSQL versions of this file identical.
+CREATE TABLE window_passes (
+    kind TEXT NOT NULL,
+    target TEXT NOT NULL,
+    -- The pass running now. A lease past its end is a crashed pass: the next pass finishes it
+    -- and says so in its audit entry.
+    owner TEXT,
+    lease_until BIGINT,
+    started_at BIGINT,
+    -- Rows deleted so far by the pass running now, those of a crashed pass it finishes included.
+    rows_so_far BIGINT NOT NULL DEFAULT 0,
+    resumed_from BIGINT,
+    resumed_rows BIGINT,
+    last_started_at BIGINT,
+    last_finished_at BIGINT,
+    last_rows BIGINT,
+    last_held_back BIGINT,
+    last_error TEXT,
+    PRIMARY KEY (kind, target)
+);
+CREATE TABLE org_windows (
+    org TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    max_age BIGINT NOT NULL,
+    set_at BIGINT NOT NULL,
+    set_by TEXT NOT NULL,
+    PRIMARY KEY (org, kind)
+);

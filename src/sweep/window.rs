@@ -1,0 +1,499 @@
+//! Passes over windowed kinds (issue 29): each sweep deletes, per kind and target, the rows of
+//! the application's table that are due, oldest first, batch by batch.
+//!
+//! Invariant: a batch deletes no row that an active hold matched when it started, and no hold
+//! is placed or released while it runs (Invariant H, as for items); one instance at a time runs
+//! the pass of a (kind, target), and a pass cut short by a crash is finished by the next one,
+//! whose audit entry says so. The ledger keeps no state per row.
+//!
+//! Mechanism: a pass takes a lease on its (kind, target) row in `window_passes`. Each batch
+//! enters the purge gate (the hold lock, shared), reads the active holds through it, renders
+//! the plan's DELETE (`crate::window`) and runs it in the target, and leaves the gate once the
+//! DELETE has committed; the rows it deleted are then added to the pass (renewing the lease).
+//! ZDR reasons run before age, so what they find can be told apart: ZDR rows found after a
+//! pass that started after the approval are a violation (W5). At the end, a COUNT of what the
+//! plan still deletes must be 0 (or the pass failed and the next one retries), and the pass is
+//! finished with its audit entry in one ledger transaction.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::{SweepError, SweepReport, Sweeper};
+use crate::audit::AuditDraft;
+use crate::model::{Span, Timestamp, ZdrStatus};
+use crate::rules::KindPolicy;
+use crate::targets::SqlTarget;
+use crate::window::{self, Reason, WindowPlan, WindowPolicy, ZdrOrg};
+
+/// One pass over a windowed kind's table in one target.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WindowPassReport {
+    pub kind: String,
+    pub target: String,
+    pub cutoff: Option<Timestamp>,
+    /// Rows deleted, those of a crashed pass it finished included.
+    pub rows: u64,
+    /// Due rows that holds keep back (`None`: could not be counted).
+    pub held_back: Option<u64>,
+    /// Rows ZDR deleted, by org, and those of them that are violations (W5).
+    pub zdr_rows: BTreeMap<String, u64>,
+    pub zdr_violations: BTreeMap<String, u64>,
+    pub resumed: bool,
+    pub error: Option<String>,
+}
+
+/// What a dry run finds for a windowed kind's table: what a pass would delete now and what
+/// holds keep.
+#[derive(Debug, Clone, Serialize)]
+pub struct WindowPreview {
+    pub kind: String,
+    pub target: String,
+    pub cutoff: Timestamp,
+    pub rows: u64,
+    pub held_back: u64,
+    pub partitions: u64,
+}
+
+/// The windowed kinds, with their targets' tables: (kind, its policy, [(target name, target)]).
+type WindowWork<'a> = Vec<(&'a str, &'a KindPolicy, Vec<(&'a str, &'a SqlTarget)>)>;
+
+impl Sweeper {
+    fn window_work(&self) -> WindowWork<'_> {
+        self.config
+            .kinds
+            .iter()
+            .filter(|(_, k)| k.tracking == window::Tracking::Window)
+            .filter_map(|(name, k)| {
+                let policy = self.config.policy.kinds.get(name)?;
+                let targets = k
+                    .targets
+                    .iter()
+                    .filter_map(|t| {
+                        let sql = self.targets.get(t)?.as_sql()?;
+                        sql.window(name).map(|_| (t.as_str(), sql))
+                    })
+                    .collect();
+                Some((name.as_str(), policy, targets))
+            })
+            .collect()
+    }
+
+    /// The facts a plan needs besides the holds: the orgs' own windows and the ZDR orgs.
+    async fn window_facts(
+        &self,
+        kind: &str,
+        policy: &KindPolicy,
+    ) -> Result<(WindowPolicy, BTreeMap<String, Span>, Vec<ZdrOrg>), SweepError> {
+        let wpolicy = WindowPolicy {
+            max_age: policy.max_age.unwrap_or(Span::ZERO),
+            zdr_endpoints: policy.zdr_endpoints.clone(),
+        };
+        let org_windows = self
+            .ledger
+            .org_windows(kind)
+            .await?
+            .into_iter()
+            .map(|(o, ms)| (o, Span::from_millis(ms)))
+            .collect();
+        let zdr = match &policy.zdr_endpoints {
+            Some(_) => self
+                .ledger
+                .data_control_orgs()
+                .await?
+                .into_iter()
+                .filter(|o| o.zdr == ZdrStatus::Approved)
+                .map(|o| ZdrOrg {
+                    approved_at: o.zdr_at.unwrap_or(o.updated_at),
+                    org: o.id,
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        Ok((wpolicy, org_windows, zdr))
+    }
+
+    /// Every windowed kind's pass over each of its tables.
+    pub(super) async fn sweep_windows(
+        &self,
+        now: Timestamp,
+        stop: &CancellationToken,
+    ) -> Result<SweepReport, SweepError> {
+        let mut report = SweepReport::default();
+        for (kind, policy, targets) in self.window_work() {
+            for (tname, target) in targets {
+                if stop.is_cancelled() {
+                    return Ok(report);
+                }
+                let Some(pass) = self
+                    .window_pass(kind, policy, tname, target, now, stop)
+                    .await?
+                else {
+                    continue;
+                };
+                report.window_rows += pass.rows;
+                if pass.error.is_some() {
+                    report.window_failed += 1;
+                }
+                report.window_passes.push(pass);
+            }
+        }
+        Ok(report)
+    }
+
+    /// One pass; `None` when another instance runs it.
+    async fn window_pass(
+        &self,
+        kind: &str,
+        policy: &KindPolicy,
+        tname: &str,
+        target: &SqlTarget,
+        now: Timestamp,
+        stop: &CancellationToken,
+    ) -> Result<Option<WindowPassReport>, SweepError> {
+        let Some(claim) = self
+            .ledger
+            .claim_window_pass(kind, tname, &self.instance, now, self.lease_until())
+            .await?
+        else {
+            return Ok(None);
+        };
+        let (wpolicy, org_windows, zdr) = self.window_facts(kind, policy).await?;
+        let (Some(mapping), Some(sql)) = (target.window(kind), target.window_sql(kind)) else {
+            return Ok(None);
+        };
+        let has_id = mapping.id.is_some();
+        let plan_with = |holds: &[crate::holds::ActiveHold]| {
+            window::plan(kind, &wpolicy, &org_windows, &zdr, holds, has_id, now)
+        };
+        let reasons = plan_with(&[]).reasons();
+        let mut by_reason: BTreeMap<Reason, u64> = BTreeMap::new();
+        // The stored times must be in the mapping's format, or a cutoff means nothing.
+        let mut error = target.window_oldest(kind).await.err();
+        let tables = match target.window_tables(kind).await {
+            Ok(t) => t,
+            Err(e) => {
+                error = error.or(Some(e));
+                Vec::new()
+            }
+        };
+        let mut stopped = false;
+        let mut lost = false;
+        let mut work = Vec::new();
+        for reason in &reasons {
+            for table in &tables {
+                work.push((reason, table));
+            }
+        }
+        'reasons: for (reason, table) in work {
+            if error.is_some() {
+                break;
+            }
+            let sql = window::render(mapping, target.dialect()).on_table(table.clone());
+            loop {
+                if stop.is_cancelled() {
+                    stopped = true;
+                    break 'reasons;
+                }
+                let mut gate = self.ledger.open_purge_gate().await?;
+                let holds = gate.active_holds().await?;
+                let plan = plan_with(&holds);
+                let deleted = target
+                    .window_execute(&sql.delete_batch(&plan, reason, mapping.batch))
+                    .await;
+                drop(gate);
+                let n = match deleted {
+                    Ok(n) => n,
+                    Err(e) => {
+                        error = Some(e);
+                        break 'reasons;
+                    }
+                };
+                *by_reason.entry(reason.clone()).or_default() += n;
+                crate::failpoint::crash("window_batch_deleted");
+                if n > 0
+                    && !self
+                        .ledger
+                        .window_progress(kind, tname, &self.instance, n as i64, self.lease_until())
+                        .await?
+                {
+                    lost = true;
+                    break 'reasons;
+                }
+                if n < mapping.batch as u64 {
+                    break;
+                }
+            }
+        }
+        target.window_done().await;
+        if lost {
+            warn!(
+                kind,
+                target = tname,
+                "window pass lost its lease to another instance; it stops here"
+            );
+            return Ok(None);
+        }
+        // Verify, and count what holds keep, against the holds as they are now.
+        let holds = self.ledger.active_holds().await?;
+        let plan = plan_with(&holds);
+        if error.is_none() && !stopped {
+            match target
+                .window_count(&sql.count_deletable(&plan, &reasons))
+                .await
+            {
+                Ok(0) => {}
+                Ok(left) => {
+                    error = Some(format!(
+                        "target `{tname}`: {left} due row(s) of `{kind}` left after the pass"
+                    ))
+                }
+                Err(e) => error = Some(e),
+            }
+        }
+        let held_back = target
+            .window_count(&sql.count_held_back(&plan, &reasons))
+            .await
+            .ok();
+        self.finish_window_pass(
+            kind, tname, &plan, by_reason, held_back, error, claim, stopped,
+        )
+        .await
+        .map(Some)
+    }
+
+    /// Ends the pass in the ledger with its audit entries, and writes its log lines.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish_window_pass(
+        &self,
+        kind: &str,
+        tname: &str,
+        plan: &WindowPlan,
+        by_reason: BTreeMap<Reason, u64>,
+        held_back: Option<u64>,
+        error: Option<String>,
+        claim: crate::store::WindowClaim,
+        stopped: bool,
+    ) -> Result<WindowPassReport, SweepError> {
+        let at = self.clock.now();
+        let mut zdr_rows = BTreeMap::new();
+        let mut zdr_violations = BTreeMap::new();
+        for (reason, n) in &by_reason {
+            if let Reason::Zdr(org) = reason
+                && *n > 0
+            {
+                zdr_rows.insert(org.clone(), *n);
+                // Rows found after a pass that began once ZDR was approved: the application
+                // stored what it must not (W5).
+                let approved = self.zdr_approved_at(org).await?;
+                if let (Some(last), Some(approved)) = (claim.last_started_at, approved)
+                    && last > approved
+                {
+                    zdr_violations.insert(org.clone(), *n);
+                }
+            }
+        }
+        let mut tx = self.ledger.begin().await?;
+        let Some(done) = tx
+            .finish_window_pass(
+                kind,
+                tname,
+                &self.instance,
+                at,
+                held_back.map_or(-1, |h| h as i64),
+                error.as_deref(),
+            )
+            .await?
+        else {
+            tx.rollback().await?;
+            return Ok(WindowPassReport::default());
+        };
+        let report = WindowPassReport {
+            kind: kind.to_string(),
+            target: tname.to_string(),
+            cutoff: Some(plan.cutoff),
+            rows: done.rows.max(0) as u64,
+            held_back,
+            zdr_rows,
+            zdr_violations,
+            resumed: done.resumed.is_some(),
+            error,
+        };
+        let mut drafts = Vec::new();
+        if report.rows > 0 || report.resumed {
+            drafts.push(AuditDraft::new(
+                at,
+                "window.purged",
+                kind,
+                json!({
+                    "kind": kind,
+                    "target": tname,
+                    "cutoff": plan.cutoff,
+                    "org_cutoffs": plan.org_cutoffs,
+                    "rows": report.rows,
+                    "partitions": 0,
+                    "held_back": report.held_back,
+                    "zdr_rows": report.zdr_rows,
+                    "started_at": done.started_at,
+                    "resumed": done.resumed.map(|(started, rows)| json!({"started_at": started, "rows": rows})),
+                    "stopped": stopped,
+                    "error": report.error,
+                }),
+            ));
+        }
+        for (org, rows) in &report.zdr_violations {
+            drafts.push(AuditDraft::new(
+                at,
+                "zdr.violation",
+                org,
+                json!({"org": org, "kind": kind, "target": tname, "rows": rows}),
+            ));
+        }
+        tx.commit_with_audit(&drafts).await?;
+        for (org, rows) in &report.zdr_violations {
+            warn!(
+                org = %org,
+                kind,
+                target = tname,
+                rows,
+                "zdr violation: rows stored for covered endpoints after ZDR was approved; deleted"
+            );
+        }
+        if let Some(e) = &report.error {
+            warn!(kind, target = tname, rows = report.rows, error = %e, "window pass failed; retried next sweep");
+        } else if report.rows > 0 || report.resumed {
+            info!(
+                kind,
+                target = tname,
+                rows = report.rows,
+                held_back = report.held_back.unwrap_or(0),
+                cutoff = %plan.cutoff,
+                resumed = report.resumed,
+                "window pass"
+            );
+        }
+        Ok(report)
+    }
+
+    /// W6: deletes `account`'s rows of every windowed kind, in batches, and returns them by
+    /// kind — unless active holds keep some of them: then nothing is deleted and the holds that
+    /// keep rows are returned. An error names the target that failed.
+    pub(super) async fn purge_account_windows(
+        &self,
+        account: &str,
+        holds: &[crate::holds::ActiveHold],
+        now: Timestamp,
+    ) -> Result<Result<BTreeMap<String, u64>, Vec<i64>>, String> {
+        let reason = Reason::Account(account.to_string());
+        let work = self.window_work();
+        let mut keeping = std::collections::BTreeSet::new();
+        let no_orgs = BTreeMap::new();
+        let plans = |kind: &str, policy: &KindPolicy, has_id: bool| {
+            let wpolicy = WindowPolicy {
+                max_age: policy.max_age.unwrap_or(Span::ZERO),
+                zdr_endpoints: None,
+            };
+            window::plan(kind, &wpolicy, &no_orgs, &[], holds, has_id, now)
+        };
+        for (kind, policy, targets) in &work {
+            for (_, target) in targets {
+                let (Some(m), Some(sql)) = (target.window(kind), target.window_sql(kind)) else {
+                    continue;
+                };
+                let plan = plans(kind, policy, m.id.is_some());
+                for k in &plan.kept {
+                    let one = WindowPlan {
+                        kept: vec![k.clone()],
+                        ..plan.clone()
+                    };
+                    let held = target
+                        .window_count(&sql.count_held_back(&one, std::slice::from_ref(&reason)))
+                        .await?;
+                    if held > 0 {
+                        keeping.insert(k.hold);
+                    }
+                }
+            }
+        }
+        if !keeping.is_empty() {
+            return Ok(Err(keeping.into_iter().collect()));
+        }
+        let mut rows = BTreeMap::new();
+        for (kind, policy, targets) in &work {
+            for (_, target) in targets {
+                let Some(m) = target.window(kind) else {
+                    continue;
+                };
+                let plan = plans(kind, policy, m.id.is_some());
+                for table in target.window_tables(kind).await? {
+                    let sql = window::render(m, target.dialect()).on_table(table);
+                    loop {
+                        let n = target
+                            .window_execute(&sql.delete_batch(&plan, &reason, m.batch))
+                            .await?;
+                        *rows.entry(kind.to_string()).or_insert(0u64) += n;
+                        if n < m.batch as u64 {
+                            break;
+                        }
+                    }
+                }
+                target.window_done().await;
+            }
+        }
+        Ok(Ok(rows))
+    }
+
+    async fn zdr_approved_at(&self, org: &str) -> Result<Option<Timestamp>, SweepError> {
+        Ok(self
+            .ledger
+            .org(org)
+            .await?
+            .filter(|o| o.zdr == ZdrStatus::Approved)
+            .map(|o| o.zdr_at.unwrap_or(o.updated_at)))
+    }
+
+    /// What a pass over each windowed kind's tables would delete now, and what holds keep.
+    /// Changes nothing.
+    pub async fn dry_run_windows(&self) -> Result<Vec<WindowPreview>, SweepError> {
+        let now = self.now().await?;
+        let holds = self.ledger.active_holds().await?;
+        let mut out = Vec::new();
+        for (kind, policy, targets) in self.window_work() {
+            let (wpolicy, org_windows, zdr) = self.window_facts(kind, policy).await?;
+            for (tname, target) in targets {
+                let (Some(m), Some(sql)) = (target.window(kind), target.window_sql(kind)) else {
+                    continue;
+                };
+                let plan = window::plan(
+                    kind,
+                    &wpolicy,
+                    &org_windows,
+                    &zdr,
+                    &holds,
+                    m.id.is_some(),
+                    now,
+                );
+                let reasons = plan.reasons();
+                let count = |s| async move { target.window_count(&s).await };
+                let rows = count(sql.count_deletable(&plan, &reasons))
+                    .await
+                    .map_err(SweepError::Target)?;
+                let held_back = count(sql.count_held_back(&plan, &reasons))
+                    .await
+                    .map_err(SweepError::Target)?;
+                out.push(WindowPreview {
+                    kind: kind.to_string(),
+                    target: tname.to_string(),
+                    cutoff: plan.cutoff,
+                    rows,
+                    held_back,
+                    partitions: 0,
+                });
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,248 @@
+//! The SQL target's side of windowed kinds (issue 29): runs the statements `crate::window`
+//! renders against the application's table, and checks the mapping against the live table.
+//!
+//! Invariant: every statement is one `crate::window` rendered, with its values bound; each runs
+//! in a transaction of its own, so a pass over a large table never holds a long lock.
+
+use sqlx::{AssertSqlSafe, Row};
+
+use super::sql::{AppDb, SqlTarget};
+use crate::model::Timestamp;
+use crate::window::{self, Bind, Dialect, Renderer, Sql, TimeFormat, WindowMapping};
+
+macro_rules! bound {
+    ($sql:expr) => {{
+        let mut q = sqlx::query(AssertSqlSafe($sql.text.clone()));
+        for b in &$sql.binds {
+            q = match b {
+                Bind::Text(s) => q.bind(s.clone()),
+                Bind::Int(i) => q.bind(*i),
+            };
+        }
+        q
+    }};
+}
+
+impl SqlTarget {
+    /// The table of windowed `kind` in this database, if it holds one.
+    pub fn window(&self, kind: &str) -> Option<&WindowMapping> {
+        self.windows.get(kind)
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match self.db {
+            AppDb::Sqlite(_) => Dialect::Sqlite,
+            AppDb::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// The statements of windowed `kind`'s table.
+    pub fn window_sql(&self, kind: &str) -> Option<Renderer<'_>> {
+        self.window(kind).map(|m| window::render(m, self.dialect()))
+    }
+
+    /// The tables a pass deletes from, quoted: the mapped table, or on PostgreSQL its leaf
+    /// partitions when it is partitioned (a `ctid` names a row only within one table). A table
+    /// with inheritance children is refused for the same reason.
+    pub async fn window_tables(&self, kind: &str) -> Result<Vec<String>, String> {
+        let Some(m) = self.window(kind) else {
+            return Ok(Vec::new());
+        };
+        let own = m.table.quote(self.dialect());
+        let AppDb::Postgres(p) = &self.db else {
+            return Ok(vec![own]);
+        };
+        let inherited: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhparent \
+             WHERE i.inhparent = to_regclass($1) AND c.relkind <> 'p')",
+        )
+        .bind(m.table.quoted())
+        .fetch_one(p)
+        .await
+        .map_err(|e| self.window_error(&e))?;
+        if inherited {
+            return Err(format!(
+                "target `{}`: {} has inheritance children; map each child table instead (a row's ctid is unique only within one table)",
+                self.name, m.table
+            ));
+        }
+        let leaves: Vec<String> = sqlx::query_scalar(
+            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_partition_tree(to_regclass($1)) t \
+             JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE t.isleaf ORDER BY c.relname",
+        )
+        .bind(m.table.quoted())
+        .fetch_all(p)
+        .await
+        .map_err(|e| self.window_error(&e))?;
+        Ok(if leaves.is_empty() { vec![own] } else { leaves })
+    }
+
+    /// Runs a statement that changes rows (in a transaction of its own); the rows it changed.
+    pub async fn window_execute(&self, sql: &Sql) -> Result<u64, String> {
+        let done = match &self.db {
+            AppDb::Sqlite(p) => bound!(sql).execute(p).await.map(|r| r.rows_affected()),
+            AppDb::Postgres(p) => bound!(sql).execute(p).await.map(|r| r.rows_affected()),
+        };
+        done.map_err(|e| self.window_error(&e))
+    }
+
+    /// Runs a `SELECT COUNT(*)`.
+    pub async fn window_count(&self, sql: &Sql) -> Result<u64, String> {
+        let n: Result<i64, sqlx::Error> = match &self.db {
+            AppDb::Sqlite(p) => bound!(sql).fetch_one(p).await.and_then(|r| r.try_get(0)),
+            AppDb::Postgres(p) => bound!(sql).fetch_one(p).await.and_then(|r| r.try_get(0)),
+        };
+        n.map(|n| n.max(0) as u64)
+            .map_err(|e| self.window_error(&e))
+    }
+
+    /// The oldest row's `created_at` of windowed `kind` (`None`: the table is empty). A value
+    /// that is not in the mapping's format is an error naming it: text compared as RFC 3339
+    /// must be RFC 3339, or the cutoff would mean nothing.
+    pub async fn window_oldest(&self, kind: &str) -> Result<Option<Timestamp>, String> {
+        let (Some(m), Some(r)) = (self.window(kind), self.window_sql(kind)) else {
+            return Ok(None);
+        };
+        let sql = r.oldest();
+        let row = match &self.db {
+            AppDb::Sqlite(p) => bound!(sql).fetch_one(p).await.map(|row| {
+                (
+                    row.try_get::<Option<i64>, _>(0).ok().flatten(),
+                    row.try_get::<Option<String>, _>(0).ok().flatten(),
+                )
+            }),
+            AppDb::Postgres(p) => bound!(sql).fetch_one(p).await.map(|row| {
+                (
+                    row.try_get::<Option<i64>, _>(0).ok().flatten(),
+                    row.try_get::<Option<String>, _>(0).ok().flatten(),
+                )
+            }),
+        }
+        .map_err(|e| self.window_error(&e))?;
+        match (m.time_format, row) {
+            (_, (None, None)) => Ok(None),
+            (TimeFormat::Rfc3339, (_, Some(text))) => Timestamp::parse_rfc3339(&text)
+                .map(Some)
+                .map_err(|e| {
+                    format!(
+                        "target `{}`: {}.{} holds {e}; time_format = \"rfc3339\" needs UTC RFC 3339 text",
+                        self.name, m.table, m.created_at.as_str()
+                    )
+                }),
+            (TimeFormat::Rfc3339, (Some(_), None)) => Err(format!(
+                "target `{}`: {}.{} holds numbers, not RFC 3339 text: set time_format = \"unix\" or \"unix_ms\"",
+                self.name,
+                m.table,
+                m.created_at.as_str()
+            )),
+            (_, (Some(ms), _)) => Ok(Some(Timestamp::from_millis(ms))),
+            (_, (None, Some(text))) => Err(format!(
+                "target `{}`: {}.{} holds text (`{text}`), not a number: set time_format = \"rfc3339\"",
+                self.name,
+                m.table,
+                m.created_at.as_str()
+            )),
+        }
+    }
+
+    /// Checks windowed `kind`'s mapping against the live table: every column exists and the
+    /// stored times are in the mapping's format (errors); `created_at` has an index (a warning
+    /// otherwise: every pass would scan the table).
+    ///
+    /// A database that cannot be reached is a warning too: the mapping is then checked by the
+    /// first pass, which fails naming what is wrong.
+    pub async fn window_check(&self, kind: &str) -> Result<Vec<String>, String> {
+        let (Some(m), Some(r)) = (self.window(kind), self.window_sql(kind)) else {
+            return Ok(Vec::new());
+        };
+        let probe = r.probe_columns();
+        let probed = match &self.db {
+            AppDb::Sqlite(p) => bound!(probe).execute(p).await.map(|_| ()),
+            AppDb::Postgres(p) => bound!(probe).execute(p).await.map(|_| ()),
+        };
+        // Not reachable: not a database error, or SQLite's CANTOPEN (14: no such file yet).
+        if let Err(e) = &probed
+            && (!matches!(e, sqlx::Error::Database(_))
+                || crate::sqlite_handle::primary_code(e) == Some(14))
+        {
+            return Ok(vec![format!(
+                "target `{}`: the table for `{kind}` was not checked: {}",
+                self.name,
+                self.unavailable(e)
+            )]);
+        }
+        probed.map_err(|e| {
+            format!(
+                "target `{}`: the table for `{kind}` does not match its mapping ({}; mapped columns: {}): {e}",
+                self.name,
+                m.table,
+                m.columns()
+                    .iter()
+                    .map(|c| c.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+        self.window_oldest(kind).await?;
+        self.window_tables(kind).await?;
+        let mut warnings = Vec::new();
+        if !self.window_indexed(m).await? {
+            warnings.push(format!(
+                "target `{}`: {}.{} has no index starting with it; every pass over `{kind}` will scan the table (CREATE INDEX ON {} ({}))",
+                self.name,
+                m.table,
+                m.created_at.as_str(),
+                m.table,
+                m.created_at.as_str()
+            ));
+        }
+        Ok(warnings)
+    }
+
+    /// Whether some index of the table starts with `created_at`.
+    async fn window_indexed(&self, m: &WindowMapping) -> Result<bool, String> {
+        let n: Result<i64, sqlx::Error> = match &self.db {
+            AppDb::Sqlite(p) => {
+                let list = match &m.table.schema {
+                    Some(s) => format!("{}.pragma_index_list", s.quote(Dialect::Sqlite)),
+                    None => "pragma_index_list".into(),
+                };
+                let info = match &m.table.schema {
+                    Some(s) => format!("{}.pragma_index_info", s.quote(Dialect::Sqlite)),
+                    None => "pragma_index_info".into(),
+                };
+                sqlx::query_scalar(AssertSqlSafe(format!(
+                    "SELECT COUNT(*) FROM {list}(?1) il, {info}(il.name) ii WHERE ii.seqno = 0 AND ii.name = ?2"
+                )))
+                .bind(m.table.name.as_str().to_string())
+                .bind(m.created_at.as_str().to_string())
+                .fetch_one(p)
+                .await
+            }
+            AppDb::Postgres(p) => {
+                sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid \
+                     AND a.attnum = i.indkey[0] WHERE i.indrelid = to_regclass($1) AND a.attname = $2",
+                )
+                .bind(m.table.quoted())
+                .bind(m.created_at.as_str().to_string())
+                .fetch_one(p)
+                .await
+            }
+        };
+        n.map(|n| n > 0).map_err(|e| self.window_error(&e))
+    }
+
+    /// After a pass: SQLite moves the WAL into the main file, as after a purge batch.
+    pub async fn window_done(&self) {
+        self.after_batch().await;
+    }
+
+    fn window_error(&self, e: &sqlx::Error) -> String {
+        match e {
+            sqlx::Error::Database(d) => format!("target `{}`: {}", self.name, d.message()),
+            other => self.unavailable(other),
+        }
+    }
+}

@@ -1,0 +1,428 @@
+//! Issue 29, logs by time window: the built binary purges a log table by age in a real SQLite
+//! or PostgreSQL application database (the ledger on the same backend), with holds, ZDR, an
+//! account purge, a dry run and a crash mid-pass; the ledger keeps no row per log.
+
+use std::collections::BTreeMap;
+
+use chrono::{Duration as Age, Utc};
+use sqlx::{Connection, Executor, Row};
+
+use crate::common::*;
+use crate::rel::{bin, json, ok, rd, rd_stdin, stderr};
+
+const CHAT: &str = "/v1/chat/completions";
+const FILES: &str = "/v1/files";
+const DAYS: i64 = 40;
+
+/// The log table of one test, in the application database of its backend.
+struct Logs {
+    backend: Backend,
+    /// The `app_db` target's URL.
+    url: String,
+}
+
+/// One seeded row: (id, org, account, endpoint, age in hours).
+type Seed = (String, String, String, &'static str, i64);
+
+impl Logs {
+    async fn new(env: &Env) -> Logs {
+        let logs = match env.backend {
+            Backend::Sqlite => Logs {
+                backend: Backend::Sqlite,
+                url: format!("sqlite://{}", env.app_db.display()),
+            },
+            Backend::Postgres => Logs {
+                backend: Backend::Postgres,
+                url: env.ledger_url.clone(),
+            },
+        };
+        let ddl = match logs.backend {
+            Backend::Sqlite => {
+                "CREATE TABLE request_logs (id TEXT PRIMARY KEY, org_id TEXT NOT NULL, account_id TEXT NOT NULL, \
+                 endpoint TEXT NOT NULL, body TEXT, created_at TEXT NOT NULL); \
+                 CREATE INDEX request_logs_created ON request_logs (created_at);"
+            }
+            Backend::Postgres => {
+                "CREATE TABLE request_logs (id TEXT PRIMARY KEY, org_id TEXT NOT NULL, account_id TEXT NOT NULL, \
+                 endpoint TEXT NOT NULL, body TEXT, created_at TIMESTAMPTZ NOT NULL); \
+                 CREATE INDEX request_logs_created ON request_logs (created_at); \
+                 CREATE TABLE users (id TEXT PRIMARY KEY, name TEXT NOT NULL);"
+            }
+        };
+        logs.exec(ddl).await;
+        logs
+    }
+
+    async fn exec(&self, sql: &str) {
+        match self.backend {
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+                c.execute(sqlx::AssertSqlSafe(sql.to_string()))
+                    .await
+                    .unwrap();
+            }
+            Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&self.url).await.unwrap();
+                c.execute(sqlx::AssertSqlSafe(sql.to_string()))
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    /// The ids left, sorted.
+    async fn ids(&self) -> Vec<String> {
+        let q = "SELECT id FROM request_logs ORDER BY id";
+        match self.backend {
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+                sqlx::query(q)
+                    .fetch_all(&mut c)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect()
+            }
+            Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&self.url).await.unwrap();
+                sqlx::query(q)
+                    .fetch_all(&mut c)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect()
+            }
+        }
+    }
+
+    /// Inserts rows created `hours` ago (RFC 3339 text on SQLite, timestamptz on PostgreSQL).
+    async fn insert(&self, rows: &[Seed]) {
+        let now = Utc::now();
+        let mut sql = String::from(
+            "INSERT INTO request_logs (id, org_id, account_id, endpoint, body, created_at) VALUES ",
+        );
+        for (i, (id, org, account, endpoint, hours)) in rows.iter().enumerate() {
+            let at =
+                (now - Age::hours(*hours)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "('{id}', '{org}', '{account}', '{endpoint}', 'user text {id}', '{at}')"
+            ));
+        }
+        self.exec(&sql).await;
+    }
+
+    fn config(&self, env: &Env, batch: usize) -> std::path::PathBuf {
+        let extra = format!(
+            r#"
+[kinds.request_log]
+tracking = "window"
+max_age = "30d"
+zdr = true
+targets = ["app_db"]
+
+[targets.app_db.windows.request_log]
+table = "request_logs"
+created_at = "created_at"
+org = "org_id"
+account = "account_id"
+endpoint = "endpoint"
+id = "id"
+batch = {batch}
+"#
+        );
+        env.write_config(&env.config_text(&Knobs {
+            account_grace: "1s",
+            app_db_url: Some(self.url.clone()),
+            extra,
+            ..Default::default()
+        }))
+    }
+}
+
+/// Rows over 40 days for three orgs (one account each, plus `a2b` in o2), on a covered and an
+/// uncovered endpoint, 12 h past each day so that no row sits on the 30-day edge.
+fn seed_rows() -> Vec<Seed> {
+    let mut rows = Vec::new();
+    for (org, accounts) in [
+        ("o1", &["a1"][..]),
+        ("o2", &["a2", "a2b"][..]),
+        ("o3", &["a3"][..]),
+    ] {
+        for account in accounts {
+            for day in 0..DAYS {
+                for endpoint in [CHAT, FILES] {
+                    let e = if endpoint == CHAT { "chat" } else { "files" };
+                    rows.push((
+                        format!("{account}-{day:02}-{e}"),
+                        org.to_string(),
+                        account.to_string(),
+                        endpoint,
+                        day * 24 + 12,
+                    ));
+                }
+            }
+        }
+    }
+    rows
+}
+
+fn day_of(id: &str) -> i64 {
+    id.split('-').nth(1).unwrap().parse().unwrap()
+}
+
+both_backends! {
+    async fn logs_go_by_time_window_with_holds_zdr_accounts_and_a_crash(b: Backend) {
+        let env = Env::new(b).await;
+        let logs = Logs::new(&env).await;
+        let cfg = logs.config(&env, 7);
+        let seeded = seed_rows();
+        logs.insert(&seeded).await;
+        let all: Vec<String> = {
+            let mut v: Vec<String> = seeded.iter().map(|r| r.0.clone()).collect();
+            v.sort();
+            v
+        };
+
+        // The mapping is checked against the live table.
+        let checked = json(&rd(&cfg, &["check-config", "--json"]));
+        assert!(checked.get("warnings").is_none(), "created_at is indexed: {checked}");
+
+        ok(&rd_stdin(&cfg, &["ingest", "-"], &(org_account("o1", "free", "a1") + &org_account("o2", "free", "a2")
+            + "{\"type\":\"account.created\",\"account\":\"a2b\",\"org\":\"o2\"}\n" + &org_account("o3", "scale", "a3"))));
+        // W7: a windowed kind takes no events.
+        let refused = rd_stdin(&cfg, &["ingest", "-"], &created("r1", "request_log", "a1"));
+        assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+        assert!(stderr(&refused).contains("request_log") && stderr(&refused).contains("no events"), "{}", stderr(&refused));
+
+        ok(&rd(&cfg, &["org", "zdr", "request", "o3", "--reason", "contract"]));
+        ok(&rd(&cfg, &["org", "zdr", "approve", "o3"]));
+        // o1 is held for days 33..=35 (created range).
+        let now = Utc::now();
+        let from = (now - Age::hours(35 * 24 + 12) - Age::minutes(1)).to_rfc3339();
+        let to = (now - Age::hours(33 * 24 + 12) + Age::minutes(1)).to_rfc3339();
+        let hold = json(&rd(&cfg, &["hold", "place", "--case", "LIT-1", "--by", "legal", "--org", "o1", "--created-from", &from, "--created-to", &to, "--json"]));
+        let hold_id = hold["id"].as_i64().unwrap().to_string();
+
+        let held = |id: &str| id.starts_with("a1-") && (33..=35).contains(&day_of(id));
+        let zdr = |id: &str| id.starts_with("a3-") && id.ends_with("-chat");
+        let expected: Vec<String> = all.iter().filter(|id| (day_of(id) < 30 || held(id)) && !zdr(id)).cloned().collect();
+
+        // A dry run counts, and changes nothing.
+        let dry = json(&rd(&cfg, &["sweep", "--once", "--dry-run", "--json"]));
+        let w = &dry["windows"][0];
+        assert_eq!(w["kind"], "request_log");
+        assert_eq!(w["rows"].as_u64().unwrap() as usize, all.len() - expected.len(), "{dry}");
+        assert_eq!(w["held_back"], 6, "o1's days 33..=35, both endpoints: {dry}");
+        assert_eq!(logs.ids().await, all);
+
+        // A crash after the first batch of 7 rows; the next sweep finishes the pass and says so.
+        let crashed = bin().arg("--config").arg(&cfg).args(["sweep", "--once"]).env("RETENTIOND_CRASH_AT", "window_batch_deleted").output().unwrap();
+        assert_eq!(crashed.status.code(), Some(86), "{}", stderr(&crashed));
+        assert_eq!(logs.ids().await.len(), all.len() - 7);
+        // Its lease (5m) is still running: a sweep now leaves the pass to its owner.
+        let waiting = json(&rd(&cfg, &["sweep", "--once", "--json"]));
+        assert_eq!(waiting["window_passes"].as_array().unwrap().len(), 0, "{waiting}");
+        let lapse = cfg.with_file_name("lapse.toml");
+        std::fs::write(&lapse, std::fs::read_to_string(&cfg).unwrap().replace("lease = \"5m\"", "lease = \"1s\"")).unwrap();
+        // The crashed pass took its lease with the 5m config: expire it by hand.
+        logs_lease_expired(&env).await;
+        let report = json(&rd(&lapse, &["sweep", "--once", "--json"]));
+        let pass = &report["window_passes"][0];
+        assert_eq!(pass["resumed"], true, "{report}");
+        // The batch deleted just before the crash was never added to the pass: the resumed
+        // entry counts what the crashed pass recorded, and the check after it proves the rest.
+        assert_eq!(pass["rows"].as_u64().unwrap() as usize, all.len() - expected.len() - 7, "{report}");
+        assert_eq!(pass["held_back"], 6);
+        // ZDR runs first: the crashed pass's batch of 7 was o3's, of its 40 covered rows.
+        assert_eq!(pass["zdr_rows"]["o3"], 40 - 7, "{report}");
+        assert!(pass["zdr_violations"].as_object().unwrap().is_empty(), "the first pass after the approval: no violation");
+        assert!(pass["error"].is_null(), "{report}");
+        assert_eq!(logs.ids().await, expected);
+
+        // Nothing due: the next pass deletes nothing and writes no audit entry.
+        let idle = json(&rd(&cfg, &["sweep", "--once", "--json"]));
+        assert_eq!(idle["window_passes"][0]["rows"], 0, "{idle}");
+
+        // W5: a covered row stored for o3 after the approval is deleted and reported.
+        logs.insert(&[("late-chat".into(), "o3".into(), "a3".into(), CHAT, 0), ("late-files".into(), "o3".into(), "a3".into(), FILES, 0)]).await;
+        let violation = json(&rd(&cfg, &["sweep", "--once", "--json"]));
+        assert_eq!(violation["window_passes"][0]["zdr_violations"]["o3"], 1, "{violation}");
+        let mut expected2 = expected.clone();
+        expected2.push("late-files".into());
+        expected2.sort();
+        assert_eq!(logs.ids().await, expected2);
+
+        // Released, the held rows go on the next pass.
+        ok(&rd(&cfg, &["hold", "release", &hold_id, "--by", "legal"]));
+        let released = json(&rd(&cfg, &["sweep", "--once", "--json"]));
+        assert_eq!(released["window_passes"][0]["rows"], 6, "{released}");
+        assert!(logs.ids().await.iter().all(|id| !held(id)));
+
+        // W6: an account purge takes its rows, and its receipt counts them.
+        ok(&rd_stdin(&cfg, &["ingest", "-"], &account_deleted("a2b")));
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let purged = json(&rd(&cfg, &["sweep", "--once", "--json"]));
+        assert_eq!(purged["accounts_purged"], 1, "{purged}");
+        assert!(logs.ids().await.iter().all(|id| !id.starts_with("a2b-")));
+        let receipt = json(&rd(&cfg, &["audit", "receipt", "--account", "a2b", "--json"]));
+        assert_eq!(receipt["window_rows"]["request_log"], 60, "30 days x 2 endpoints: {receipt}");
+
+        // The ledger has no row per log; the chain verifies and holds the passes.
+        let status = json(&rd(&cfg, &["status", "--json"]));
+        let resources: i64 = status["resources"].as_object().unwrap().values().map(|v| v.as_i64().unwrap()).sum();
+        assert_eq!(resources, 0, "{status}");
+        let v = json(&rd(&cfg, &["audit", "verify", "--json"]));
+        assert_eq!(v["ok"], true);
+        let export = ok(&rd(&cfg, &["audit", "export"]));
+        let actions: BTreeMap<String, usize> = export.lines().fold(BTreeMap::new(), |mut m, l| {
+            let e: serde_json::Value = serde_json::from_str(l).unwrap();
+            *m.entry(e["action"].as_str().unwrap().to_string()).or_default() += 1;
+            m
+        });
+        assert_eq!(actions.get("window.purged"), Some(&3), "the resumed pass, the violation's and the release's: {actions:?}");
+        assert_eq!(actions.get("zdr.violation"), Some(&1), "{actions:?}");
+        assert!(!export.contains("user text"), "no user content in the audit log");
+    }
+}
+
+/// Ends the lease of every window pass now, as if its owner had been dead for its whole lease.
+async fn logs_lease_expired(env: &Env) {
+    let sql = "UPDATE window_passes SET lease_until = 0 WHERE owner IS NOT NULL";
+    match env.backend {
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&env.ledger_url)
+                .await
+                .unwrap();
+            c.execute(sql).await.unwrap();
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&env.ledger_url).await.unwrap();
+            c.execute(sql).await.unwrap();
+        }
+    }
+}
+
+/// Config errors for windowed kinds name the key; a mapping that does not match the live table
+/// is refused by `check-config`, and a `created_at` without an index is a warning.
+#[tokio::test]
+async fn window_config_mistakes_are_named() {
+    let env = Env::new(Backend::Sqlite).await;
+    let logs = Logs::new(&env).await;
+    let base = std::fs::read_to_string(logs.config(&env, 100)).unwrap();
+    for (from, to, key) in [
+        (
+            "max_age = \"30d\"\nzdr = true\ntargets = [\"app_db\"]\n\n[targets.app_db.windows",
+            "zdr = true\ntargets = [\"app_db\"]\n\n[targets.app_db.windows",
+            "kinds.request_log.max_age",
+        ),
+        (
+            "endpoint = \"endpoint\"\n",
+            "",
+            "targets.app_db.windows.request_log.endpoint",
+        ),
+        (
+            "table = \"request_logs\"",
+            "table = \"request_logs; DROP TABLE users\"",
+            "targets.app_db.windows.request_log.table",
+        ),
+        (
+            "batch = 100",
+            "batch = 100\ntime_format = \"native\"",
+            "targets.app_db.windows.request_log.time_format",
+        ),
+        (
+            "batch = 100",
+            "batch = 100\npartitioned = true",
+            "targets.app_db.windows.request_log.partitioned",
+        ),
+        (
+            "[targets.app_db.windows.request_log]",
+            "[targets.app_db.windows.conversation]",
+            "kinds.request_log.targets[0]",
+        ),
+        (
+            "targets = [\"app_db\"]\n\n[targets.app_db.windows",
+            "targets = [\"uploads\"]\n\n[targets.app_db.windows",
+            "kinds.request_log.targets[0]",
+        ),
+    ] {
+        assert!(base.contains(from), "{from}");
+        let cfg = env.write_config(&base.replace(from, to));
+        let o = rd(&cfg, &["check-config"]);
+        assert_eq!(o.status.code(), Some(2), "{key}: {}", stderr(&o));
+        assert!(stderr(&o).contains(key), "{key}: {}", stderr(&o));
+    }
+    // Against the live table: a missing column is bad input; no index is a warning.
+    let cfg = env.write_config(&base.replace("org = \"org_id\"", "org = \"organisation\""));
+    let o = rd(&cfg, &["check-config"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("targets.app_db.windows.request_log")
+            && stderr(&o).contains("organisation"),
+        "{}",
+        stderr(&o)
+    );
+    logs.exec("DROP INDEX request_logs_created").await;
+    let cfg = env.write_config(&base);
+    let out = ok(&rd(&cfg, &["check-config"]));
+    assert!(
+        out.contains("warning: target `app_db`: request_logs.created_at has no index"),
+        "{out}"
+    );
+    // Times that are not RFC 3339 text are refused before anything is deleted.
+    logs.exec("INSERT INTO request_logs VALUES ('x', 'o1', 'a1', '/v1/files', 'b', '2026-01-01 10:00:00')").await;
+    let o = rd(&cfg, &["check-config"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("RFC 3339"), "{}", stderr(&o));
+}
+
+/// A partitioned log table on PostgreSQL: each batch deletes within one partition, because a
+/// `ctid` names a row only within its own table. Both partitions' first rows sit at the same
+/// ctids; a DELETE by ctid on the parent would take the young partition's rows too.
+#[tokio::test]
+async fn a_partitioned_table_loses_only_its_due_rows() {
+    let env = Env::new(Backend::Postgres).await;
+    let logs = Logs::new(&env).await;
+    let now = Utc::now();
+    let bound = (now - Age::days(20)).to_rfc3339();
+    logs.exec(&format!(
+        "DROP TABLE request_logs; \
+         CREATE TABLE request_logs (id TEXT NOT NULL, org_id TEXT NOT NULL, account_id TEXT NOT NULL, \
+         endpoint TEXT NOT NULL, body TEXT, created_at TIMESTAMPTZ NOT NULL) PARTITION BY RANGE (created_at); \
+         CREATE INDEX request_logs_created ON request_logs (created_at); \
+         CREATE TABLE request_logs_old PARTITION OF request_logs FOR VALUES FROM (MINVALUE) TO ('{bound}'); \
+         CREATE TABLE request_logs_new PARTITION OF request_logs FOR VALUES FROM ('{bound}') TO (MAXVALUE);"
+    ))
+    .await;
+    let mut rows: Vec<Seed> = Vec::new();
+    for i in 0..10 {
+        rows.push((
+            format!("old-{i:02}"),
+            "o1".into(),
+            "a1".into(),
+            FILES,
+            35 * 24,
+        ));
+        rows.push((format!("new-{i:02}"), "o1".into(), "a1".into(), FILES, 24));
+    }
+    logs.insert(&rows).await;
+    let cfg = logs.config(&env, 4);
+    ok(&rd_stdin(
+        &cfg,
+        &["ingest", "-"],
+        &org_account("o1", "free", "a1"),
+    ));
+    let report = json(&rd(&cfg, &["sweep", "--once", "--json"]));
+    assert_eq!(report["window_passes"][0]["rows"], 10, "{report}");
+    assert!(report["window_passes"][0]["error"].is_null(), "{report}");
+    let left = logs.ids().await;
+    assert_eq!(
+        left,
+        (0..10).map(|i| format!("new-{i:02}")).collect::<Vec<_>>()
+    );
+}
