@@ -11,10 +11,11 @@ use tracing::info;
 use crate::audit::AuditDraft;
 use crate::holds::HoldScope;
 use crate::ingest;
-use crate::model::{Timestamp, ZdrStatus};
+use crate::model::{Span, Timestamp, ZdrStatus};
 use crate::rules::{self, SchedulePolicy};
 use crate::store::{
-    HoldRow, InFlight, InFlightOutcome, Ledger, NewHold, ReleaseApproval, StateCount, StoreError,
+    HoldRow, InFlight, InFlightOutcome, Ledger, NewHold, OrgWindowRow, PendingOrgWindow,
+    ReleaseApproval, StateCount, StoreError,
 };
 
 #[derive(Debug, Error)]
@@ -550,4 +551,201 @@ pub async fn retry(
         info!(id = %id, by = %by, "failed purge re-queued");
     }
     Ok(Requeued { requeued })
+}
+
+/// An org's own window of a windowed kind (W4), as `org retention` left it.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrgRetention {
+    pub org: String,
+    pub kind: String,
+    /// The org's own max_age in force; `None`: the kind's.
+    pub max_age: Option<Span>,
+    /// The org's own max_age before; `None`: the kind's.
+    pub previous: Option<Span>,
+    /// The window the org's rows are purged by now.
+    pub effective: Span,
+    /// Rows the change makes due within a day (counted in the targets for a shortening).
+    pub newly_due: u64,
+    /// Held back by `[safety] max_newly_due` until `policy accept`.
+    pub pending: bool,
+}
+
+/// What an `org retention` change would do: the window in force and the one asked for (org's
+/// own or the kind's). Checks that the kind is windowed, the value within the kind's bounds
+/// and the org known; changes nothing.
+pub async fn org_retention_windows(
+    ledger: &Ledger,
+    config: &crate::config::Config,
+    org: &str,
+    kind: &str,
+    max_age: Option<Span>,
+) -> Result<(Span, Span), AdminError> {
+    let Some(k) = config.kinds.get(kind) else {
+        return Err(AdminError::Invalid(format!(
+            "--kind: unknown kind `{kind}`"
+        )));
+    };
+    let kind_age = config.policy.kinds.get(kind).and_then(|p| p.max_age);
+    let (true, Some(kind_age)) = (k.tracking == crate::window::Tracking::Window, kind_age) else {
+        return Err(AdminError::Invalid(format!(
+            "--kind: `{kind}` is not purged by time window (tracking = \"window\"); an org's own retention applies to windowed kinds only"
+        )));
+    };
+    if let Some(age) = max_age {
+        if age <= Span::ZERO {
+            return Err(AdminError::Invalid(
+                "--max-age must be longer than 0s".into(),
+            ));
+        }
+        if let Some(lo) = k.max_age_min.filter(|lo| age < *lo) {
+            return Err(AdminError::Invalid(format!(
+                "--max-age {age} is shorter than kinds.{kind}.max_age_min ({lo})"
+            )));
+        }
+        if let Some(hi) = k.max_age_max.filter(|hi| age > *hi) {
+            return Err(AdminError::Invalid(format!(
+                "--max-age {age} is longer than kinds.{kind}.max_age_max ({hi})"
+            )));
+        }
+    }
+    if ledger.org(org).await?.is_none() {
+        return Err(AdminError::NotFound(format!("unknown org `{org}`")));
+    }
+    let own = ledger
+        .org_windows(kind)
+        .await?
+        .into_iter()
+        .find(|(o, _)| o == org)
+        .map(|(_, ms)| Span::from_millis(ms));
+    Ok((own.unwrap_or(kind_age), max_age.unwrap_or(kind_age)))
+}
+
+/// Sets (`Some`) or clears (`None`) an org's own window of `kind`; `newly_due` is what the
+/// targets counted for it. Over `max_newly_due`, the change is kept as pending instead, until
+/// [`accept_org_retention`]. Audited either way.
+#[allow(clippy::too_many_arguments)]
+pub async fn set_org_retention(
+    ledger: &Ledger,
+    kind_max_age: Span,
+    org: &str,
+    kind: &str,
+    max_age: Option<Span>,
+    newly_due: u64,
+    max_newly_due: u64,
+    by: &str,
+    now: Timestamp,
+) -> Result<OrgRetention, AdminError> {
+    if by.trim().is_empty() {
+        return Err(AdminError::Invalid("--by must not be empty".into()));
+    }
+    let mut tx = ledger.begin().await?;
+    let mut row = tx.org_window(org, kind).await?.unwrap_or(OrgWindowRow {
+        org: org.to_string(),
+        kind: kind.to_string(),
+        max_age: None,
+        set_at: now,
+        set_by: by.to_string(),
+        pending: None,
+    });
+    let previous = row.max_age;
+    let pending = newly_due > max_newly_due;
+    let draft = if pending {
+        row.pending = Some(PendingOrgWindow {
+            max_age,
+            newly_due: newly_due as i64,
+            at: now,
+            by: by.to_string(),
+        });
+        AuditDraft::new(
+            now,
+            "org.retention_pending",
+            format!("org/{org}"),
+            json!({"kind": kind, "max_age": max_age, "previous": previous, "newly_due": newly_due, "max_newly_due": max_newly_due, "by": by}),
+        )
+    } else {
+        row.max_age = max_age;
+        row.set_at = now;
+        row.set_by = by.to_string();
+        row.pending = None;
+        AuditDraft::new(
+            now,
+            "org.retention",
+            format!("org/{org}"),
+            json!({"kind": kind, "max_age": max_age, "previous": previous, "newly_due": newly_due, "by": by, "accepted": false}),
+        )
+    };
+    tx.save_org_window(&row).await?;
+    tx.commit_with_audit(&[draft]).await?;
+    let shown =
+        |s: Option<Span>| s.map_or_else(|| format!("kind's {kind_max_age}"), |s| s.to_string());
+    if pending {
+        tracing::warn!(
+            org, kind, max_age = %shown(max_age), newly_due, max_newly_due, by,
+            "org retention change held back: it would make more rows due at once than [safety] max_newly_due; `retentiond policy accept` applies it"
+        );
+    } else {
+        info!(org, kind, max_age = %shown(max_age), previous = %shown(previous), newly_due, by, "org retention set");
+    }
+    Ok(OrgRetention {
+        org: org.to_string(),
+        kind: kind.to_string(),
+        max_age: row.max_age,
+        previous,
+        effective: row.max_age.unwrap_or(kind_max_age),
+        newly_due,
+        pending,
+    })
+}
+
+/// `policy accept`: applies every org window change held back by `max_newly_due`.
+pub async fn accept_org_retention(
+    ledger: &Ledger,
+    config: &crate::config::Config,
+    by: &str,
+    now: Timestamp,
+) -> Result<Vec<OrgRetention>, AdminError> {
+    let mut done = Vec::new();
+    for waiting in ledger
+        .org_window_rows(None)
+        .await?
+        .into_iter()
+        .filter(|r| r.pending.is_some())
+    {
+        let mut tx = ledger.begin().await?;
+        let Some(mut row) = tx.org_window(&waiting.org, &waiting.kind).await? else {
+            continue;
+        };
+        let Some(p) = row.pending.take() else {
+            continue;
+        };
+        let previous = row.max_age;
+        row.max_age = p.max_age;
+        row.set_at = now;
+        row.set_by = by.to_string();
+        tx.save_org_window(&row).await?;
+        tx.commit_with_audit(&[AuditDraft::new(
+            now,
+            "org.retention",
+            format!("org/{}", row.org),
+            json!({"kind": row.kind, "max_age": row.max_age, "previous": previous, "newly_due": p.newly_due, "by": by, "asked_by": p.by, "accepted": true}),
+        )])
+        .await?;
+        info!(org = %row.org, kind = %row.kind, newly_due = p.newly_due, by, "org retention change accepted");
+        let kind_age = config
+            .policy
+            .kinds
+            .get(&row.kind)
+            .and_then(|k| k.max_age)
+            .unwrap_or(Span::ZERO);
+        done.push(OrgRetention {
+            effective: row.max_age.unwrap_or(kind_age),
+            org: row.org,
+            kind: row.kind,
+            max_age: row.max_age,
+            previous,
+            newly_due: p.newly_due.max(0) as u64,
+            pending: false,
+        });
+    }
+    Ok(done)
 }

@@ -230,6 +230,21 @@ pub enum OrgCommand {
     },
     /// Plan, ZDR status and covered resources waiting for purge.
     Show { id: String },
+    /// Set (--max-age) or clear (--clear) the org's own retention of a windowed kind, within
+    /// the kind's max_age_min/max_age_max. A shortening that makes more rows due at once than
+    /// `[safety] max_newly_due` waits for `policy accept`. Without either, shows it.
+    Retention {
+        id: String,
+        #[arg(long)]
+        kind: String,
+        #[arg(long, value_parser = parse_span, conflicts_with = "clear")]
+        max_age: Option<Span>,
+        /// Back to the kind's max_age.
+        #[arg(long)]
+        clear: bool,
+        #[arg(long, default_value = "cli")]
+        by: String,
+    },
     /// Request, approve or deny Zero Data Retention.
     Zdr {
         #[arg(value_enum)]
@@ -845,15 +860,34 @@ pub async fn run(cli: Cli) -> Outcome {
                 &by,
             )
             .await?;
-            emit(json, &report, || {
-                if report.applied.is_empty() {
-                    "no policy change was pending".to_string()
-                } else {
-                    format!(
+            let orgs = admin::accept_org_retention(&ledger, &config, &by, clock.now()).await?;
+            let out = serde_json::json!({
+                "applied": report.applied,
+                "rescheduled": report.rescheduled,
+                "newly_due": report.newly_due,
+                "pending": report.pending,
+                "initial": report.initial,
+                "org_retention": orgs,
+            });
+            emit(json, &out, || {
+                let mut lines = Vec::new();
+                if !report.applied.is_empty() {
+                    lines.push(format!(
                         "policy accepted for {}; {} schedule(s) recomputed",
                         report.applied.join(", "),
                         report.rescheduled.values().sum::<u64>()
-                    )
+                    ));
+                }
+                for o in &orgs {
+                    lines.push(format!(
+                        "org {}: {} kept {} ({} row(s) newly due)",
+                        o.org, o.kind, o.effective, o.newly_due
+                    ));
+                }
+                if lines.is_empty() {
+                    "no policy change was pending".to_string()
+                } else {
+                    lines.join("\n")
                 }
             });
             Ok(())
@@ -1294,8 +1328,30 @@ async fn org(command: OrgCommand, config: &Config, clock: &Clock, json: bool) ->
             let o = report::org(&ledger, &id)
                 .await?
                 .ok_or_else(|| Failure::bad_input(format!("unknown org `{id}`")))?;
-            emit(json, &o, || {
-                format!(
+            let retention = ledger.org_window_rows(Some(&id)).await?;
+            let mut out = serde_json::to_value(&o).unwrap_or_default();
+            if !retention.is_empty() {
+                out["retention"] = serde_json::to_value(&retention).unwrap_or_default();
+            }
+            emit(json, &out, || {
+                let mut lines: String = retention
+                    .iter()
+                    .map(|r| {
+                        let own = r
+                            .max_age
+                            .map_or_else(|| "the kind's".to_string(), |a| a.to_string());
+                        let pending = r.pending.as_ref().map_or_else(String::new, |p| {
+                            format!(
+                                " (pending: {}, {} row(s) newly due, waiting for `policy accept`)",
+                                p.max_age
+                                    .map_or_else(|| "the kind's".to_string(), |a| a.to_string()),
+                                p.newly_due
+                            )
+                        });
+                        format!("\n  retention {:<8}  {own}{pending}", r.kind)
+                    })
+                    .collect();
+                lines.insert_str(0, &format!(
                     "org {}\n  plan              {}\n  zdr               {}{}\n  training opt-out  {}\n  covered resources waiting for purge: {}",
                     o.id,
                     o.plan,
@@ -1309,7 +1365,97 @@ async fn org(command: OrgCommand, config: &Config, clock: &Clock, json: bool) ->
                         .unwrap_or_default(),
                     o.training_opt_out,
                     o.zdr_waiting
-                )
+                ));
+                lines
+            });
+            Ok(())
+        }
+        OrgCommand::Retention {
+            id,
+            kind,
+            max_age,
+            clear,
+            by,
+        } => {
+            let (ledger, _) = daemon::prepare(config, clock, "retentiond org retention").await?;
+            let (old, new) =
+                admin::org_retention_windows(&ledger, config, &id, &kind, max_age).await?;
+            // Validated above: the kind is windowed, so it has a max_age.
+            let kind_age = config
+                .policy
+                .kinds
+                .get(&kind)
+                .and_then(|k| k.max_age)
+                .unwrap_or(old);
+            if max_age.is_none() && !clear {
+                let rows = ledger.org_window_rows(Some(&id)).await?;
+                let row = rows.into_iter().find(|r| r.kind == kind);
+                let out = serde_json::json!({"org": id, "kind": kind, "max_age": row.as_ref().and_then(|r| r.max_age), "effective": old, "kind_max_age": kind_age, "pending": row.as_ref().and_then(|r| r.pending.clone())});
+                emit(json, &out, || {
+                    let mut s = match row.as_ref().and_then(|r| r.max_age) {
+                        Some(a) => {
+                            format!("org {id}: {kind} kept {a} (its own; the kind's is {kind_age})")
+                        }
+                        None => format!("org {id}: {kind} kept {kind_age} (the kind's)"),
+                    };
+                    if let Some(p) = row.as_ref().and_then(|r| r.pending.as_ref()) {
+                        s.push_str(&format!(
+                            "\n  pending: {} asked by {} at {}, {} row(s) newly due; `retentiond policy accept` applies it",
+                            p.max_age.map_or_else(|| "back to the kind's".to_string(), |a| a.to_string()),
+                            p.by,
+                            p.at,
+                            p.newly_due
+                        ));
+                    }
+                    s
+                });
+                return Ok(());
+            }
+            let targets = Targets::from_config(config).map_err(Failure::bad_input)?;
+            let sweeper = Sweeper::new(
+                ledger.clone(),
+                std::sync::Arc::new(targets),
+                std::sync::Arc::new(config.clone()),
+                clock.clone(),
+                instance_id(),
+            );
+            let now = clock.now();
+            let newly_due = sweeper
+                .org_window_newly_due(&kind, &id, old, new, now)
+                .await
+                .map_err(|e| Failure::runtime(e.to_string()))?;
+            let r = admin::set_org_retention(
+                &ledger,
+                kind_age,
+                &id,
+                &kind,
+                max_age,
+                newly_due,
+                config.max_newly_due,
+                &by,
+                now,
+            )
+            .await?;
+            emit(json, &r, || {
+                if r.pending {
+                    format!(
+                        "org {}: {} would make {} row(s) due within a day, over [safety] max_newly_due ({}): held back; `retentiond policy accept` applies it",
+                        r.org, r.kind, r.newly_due, config.max_newly_due
+                    )
+                } else {
+                    format!(
+                        "org {}: {} kept {}{}; {} row(s) due within a day by the change",
+                        r.org,
+                        r.kind,
+                        r.effective,
+                        if r.max_age.is_some() {
+                            " (its own)"
+                        } else {
+                            " (the kind's)"
+                        },
+                        r.newly_due
+                    )
+                }
             });
             Ok(())
         }

@@ -421,6 +421,9 @@ struct RawKind {
     tracking: crate::window::Tracking,
     grace_after_account_delete: Option<Span>,
     max_age: Option<Span>,
+    /// Windowed kinds: the bounds of an org's own max_age (`org retention`, W4).
+    max_age_min: Option<Span>,
+    max_age_max: Option<Span>,
     #[serde(default)]
     zdr: bool,
     #[serde(default)]
@@ -681,6 +684,9 @@ pub struct KindConfig {
     pub targets: Vec<String>,
     /// Per item (events and ledger rows) or by time window in the targets' tables (issue 29).
     pub tracking: crate::window::Tracking,
+    /// Windowed kinds: the bounds of an org's own max_age (W4).
+    pub max_age_min: Option<Span>,
+    pub max_age_max: Option<Span>,
 }
 
 #[derive(Debug, Clone)]
@@ -1425,6 +1431,41 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
                 "missing: a kind with tracking = \"window\" is purged by age alone, so max_age is required",
             ));
         }
+        if !windowed {
+            for (field, v) in [
+                ("max_age_min", k.max_age_min),
+                ("max_age_max", k.max_age_max),
+            ] {
+                if v.is_some() {
+                    return Err(ctx.err(
+                        format!("{key}.{field}"),
+                        "bounds an org's own window (`org retention`), which only kinds with tracking = \"window\" have",
+                    ));
+                }
+            }
+        }
+        if let (Some(lo), Some(hi)) = (k.max_age_min, k.max_age_max)
+            && lo > hi
+        {
+            return Err(ctx.err(
+                format!("{key}.max_age_min"),
+                format!("{lo} is longer than max_age_max ({hi})"),
+            ));
+        }
+        if let Some(age) = k.max_age {
+            if let Some(lo) = k.max_age_min.filter(|lo| age < *lo) {
+                return Err(ctx.err(
+                    format!("{key}.max_age"),
+                    format!("{age} is shorter than max_age_min ({lo})"),
+                ));
+            }
+            if let Some(hi) = k.max_age_max.filter(|hi| age > *hi) {
+                return Err(ctx.err(
+                    format!("{key}.max_age"),
+                    format!("{age} is longer than max_age_max ({hi})"),
+                ));
+            }
+        }
         let grace_after_delete = match (k.grace_after_delete, windowed) {
             (Some(g), _) => g,
             (None, true) => Span::ZERO,
@@ -1452,6 +1493,8 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
             KindConfig {
                 targets: k.targets,
                 tracking: k.tracking,
+                max_age_min: k.max_age_min,
+                max_age_max: k.max_age_max,
             },
         );
     }

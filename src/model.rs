@@ -96,8 +96,15 @@ impl Span {
 impl fmt::Display for Span {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let d = std::time::Duration::from_millis(self.0.max(0) as u64);
+        const DAY: i64 = 86_400_000;
         if self.0 == 0 {
             f.write_str("0s")
+        } else if self.0 % DAY == 0 && self.0 > 0 {
+            // Whole days as days: humantime would say "2months 29days 2h 52m 48s" for 90d.
+            match self.0 / DAY {
+                1 => f.write_str("1day"),
+                n => write!(f, "{n}days"),
+            }
         } else {
             write!(f, "{}", humantime::format_duration(d))
         }
@@ -324,6 +331,17 @@ mod tests {
         assert!(Span::parse("99999999999999999999d").is_err());
         assert!(Span::parse("20000y").is_err());
         assert_eq!(Span::parse("90s").unwrap().to_string(), "1m 30s");
+        // Whole days print as days (and parse back), not as humantime's 30.44-day months.
+        for (text, shown) in [
+            ("1d", "1day"),
+            ("30d", "30days"),
+            ("90d", "90days"),
+            ("36h", "1day 12h"),
+        ] {
+            let span = Span::parse(text).unwrap();
+            assert_eq!(span.to_string(), shown);
+            assert_eq!(Span::parse(shown).unwrap(), span);
+        }
     }
 
     #[test]

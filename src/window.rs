@@ -654,6 +654,20 @@ impl<'a> Renderer<'a> {
         r.finish(format!("SELECT COUNT(*) FROM {t} WHERE {w}"))
     }
 
+    /// Counts `org`'s rows that a shorter window makes due: due at `new_cutoff`, not due at
+    /// `old_cutoff` (W4's guard).
+    pub fn count_newly_due(&self, org: &str, old_cutoff: Timestamp, new_cutoff: Timestamp) -> Sql {
+        let mut r = self.start();
+        let o = r.text(org);
+        let new = r.before(new_cutoff);
+        let old = r.before(old_cutoff);
+        let t = &self.table;
+        let oc = self.m.org.quote(self.dialect);
+        r.finish(format!(
+            "SELECT COUNT(*) FROM {t} WHERE {oc} = {o} AND {new} AND NOT ({old})"
+        ))
+    }
+
     /// Counts the rows due for any of `reasons` that holds keep back.
     pub fn count_held_back(&self, plan: &WindowPlan, reasons: &[Reason]) -> Sql {
         let mut r = self.start();

@@ -24,8 +24,16 @@ CREATE TABLE window_passes (
 CREATE TABLE org_windows (
     org TEXT NOT NULL,
     kind TEXT NOT NULL,
-    max_age BIGINT NOT NULL,
+    -- The org's own max_age in force (ms); NULL: the kind's.
+    max_age BIGINT,
     set_at BIGINT NOT NULL,
     set_by TEXT NOT NULL,
+    -- A shortening held back by `[safety] max_newly_due` until `policy accept`: pending = 1,
+    -- pending_max_age NULL for a pending --clear.
+    pending INTEGER NOT NULL DEFAULT 0,
+    pending_max_age BIGINT,
+    pending_newly_due BIGINT,
+    pending_at BIGINT,
+    pending_by TEXT,
     PRIMARY KEY (org, kind)
 );

@@ -454,8 +454,10 @@ forward! { ref Ledger;
     /// Adds a batch's rows to the pass and renews its lease; false when the pass is no longer ours.
     fn window_progress(&self, kind: &str, target: &str, owner: &str, rows: i64, lease_until: Timestamp) -> bool;
     fn window_passes(&self) -> Vec<WindowPassRow>;
-    /// The orgs' own windows of `kind` (W4): (org, max_age in ms).
+    /// The orgs' own windows of `kind` in force (W4): (org, max_age in ms).
     fn org_windows(&self, kind: &str) -> Vec<(String, i64)>;
+    /// The orgs' own windows and pending changes, of one org or of all.
+    fn org_window_rows(&self, org: Option<&str>) -> Vec<OrgWindowRow>;
     /// Forgets up to `limit` idempotency records of events dated before `before` (older than
     /// `ingest.dedup_window`: a replay of them is refused anyway); returns how many.
     fn forget_events(&self, before: Timestamp, limit: i64) -> u64;
@@ -550,6 +552,9 @@ forward! { mut LedgerTx;
     fn insert_checkpoint(&mut self, cp: &CheckpointRow) -> ();
     /// Ends our pass of windowed `kind` over `target`, in this transaction (with its audit
     /// entry); `None` when the pass is no longer ours.
+    /// An org's own window of `kind` and its pending change, locked.
+    fn org_window(&mut self, org: &str, kind: &str) -> Option<OrgWindowRow>;
+    fn save_org_window(&mut self, row: &OrgWindowRow) -> ();
     fn finish_window_pass(&mut self, kind: &str, target: &str, owner: &str, now: Timestamp, held_back: i64, error: Option<&str>) -> Option<FinishedWindowPass>;
 }
 

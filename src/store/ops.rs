@@ -16,7 +16,7 @@ use super::{
     AccountRow, AuditHead, HoldRow, MAX_BINDS, NewHold, OrgRow, PolicyState, PurgeFailure, RawAccount, RawAudit,
     RawHold, RawOrg, RawResource, ReleaseApproval, RawSweep, ResourceRow, Result, StateCount, StoreError, SweepRun, ForecastRow,
     DeliveryOutcome, NewNotification, NotificationCount, NotificationRow, RawNotification,
-    FinishedWindowPass, RawWindowPass, WindowClaim, WindowPassRow,
+    FinishedWindowPass, RawWindowPass, WindowClaim, WindowPassRow, OrgWindowRow, RawOrgWindow,
 };
 
 type Conn = <Db as Database>::Connection;
@@ -756,8 +756,19 @@ impl Store {
         Ok(raw.into_iter().map(WindowPassRow::from).collect())
     }
 
+    pub async fn org_window_rows(&self, org: Option<&str>) -> Result<Vec<OrgWindowRow>> {
+        let raw: Vec<RawOrgWindow> = sqlx::query_as(
+            "SELECT org, kind, max_age, set_at, set_by, pending, pending_max_age, pending_newly_due, pending_at, pending_by \
+             FROM org_windows WHERE $1 IS NULL OR org = $1 ORDER BY org, kind",
+        )
+        .bind(org)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(raw.into_iter().map(OrgWindowRow::from).collect())
+    }
+
     pub async fn org_windows(&self, kind: &str) -> Result<Vec<(String, i64)>> {
-        Ok(sqlx::query_as("SELECT org, max_age FROM org_windows WHERE kind = $1 ORDER BY org")
+        Ok(sqlx::query_as("SELECT org, max_age FROM org_windows WHERE kind = $1 AND max_age IS NOT NULL ORDER BY org")
             .bind(kind)
             .fetch_all(&self.pool)
             .await?)
@@ -1104,6 +1115,51 @@ impl Tx {
         }
         self.tx.commit().await?;
         Ok(head)
+    }
+
+    pub async fn org_window(&mut self, org: &str, kind: &str) -> Result<Option<OrgWindowRow>> {
+        let raw: Option<RawOrgWindow> = sqlx::query_as(concat!(
+            "SELECT org, kind, max_age, set_at, set_by, pending, pending_max_age, pending_newly_due, pending_at, pending_by \
+             FROM org_windows WHERE org = $1 AND kind = $2",
+            for_update!()
+        ))
+        .bind(org)
+        .bind(kind)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        Ok(raw.map(OrgWindowRow::from))
+    }
+
+    /// Writes an org's window; a row with neither a window nor a pending change is removed.
+    pub async fn save_org_window(&mut self, row: &OrgWindowRow) -> Result<()> {
+        if row.max_age.is_none() && row.pending.is_none() {
+            sqlx::query("DELETE FROM org_windows WHERE org = $1 AND kind = $2")
+                .bind(&row.org)
+                .bind(&row.kind)
+                .execute(&mut *self.tx)
+                .await?;
+            return Ok(());
+        }
+        let p = row.pending.as_ref();
+        sqlx::query(
+            "INSERT INTO org_windows (org, kind, max_age, set_at, set_by, pending, pending_max_age, pending_newly_due, pending_at, pending_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (org, kind) DO UPDATE SET max_age = excluded.max_age, \
+             set_at = excluded.set_at, set_by = excluded.set_by, pending = excluded.pending, pending_max_age = excluded.pending_max_age, \
+             pending_newly_due = excluded.pending_newly_due, pending_at = excluded.pending_at, pending_by = excluded.pending_by",
+        )
+        .bind(&row.org)
+        .bind(&row.kind)
+        .bind(row.max_age.map(|s| s.millis()))
+        .bind(row.set_at.millis())
+        .bind(&row.set_by)
+        .bind(i32::from(p.is_some()))
+        .bind(p.and_then(|p| p.max_age).map(|s| s.millis()))
+        .bind(p.map(|p| p.newly_due))
+        .bind(p.map(|p| p.at.millis()))
+        .bind(p.map(|p| p.by.clone()))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
     }
 
     pub async fn finish_window_pass(&mut self, kind: &str, target: &str, owner: &str, now: Timestamp, held_back: i64, error: Option<&str>) -> Result<Option<FinishedWindowPass>> {

@@ -8,7 +8,7 @@ use super::{Result, StoreError};
 use crate::audit::AuditEntry;
 use crate::holds::{ActiveHold, HoldScope};
 use crate::model::{
-    AccountState, Cause, Plan, PurgeItem, ResourceState, Rule, Timestamp, ZdrStatus,
+    AccountState, Cause, Plan, PurgeItem, ResourceState, Rule, Span, Timestamp, ZdrStatus,
 };
 
 /// A resource as the ledger knows it. `org` comes from its account.
@@ -713,4 +713,59 @@ pub struct FinishedWindowPass {
     /// Every row deleted, those of a crashed pass it finished included.
     pub rows: i64,
     pub resumed: Option<(Timestamp, i64)>,
+}
+
+/// An org's own window of a windowed kind (W4), and a shortening waiting for `policy accept`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OrgWindowRow {
+    pub org: String,
+    pub kind: String,
+    /// The org's own max_age in force; `None`: the kind's.
+    pub max_age: Option<Span>,
+    pub set_at: Timestamp,
+    pub set_by: String,
+    pub pending: Option<PendingOrgWindow>,
+}
+
+/// A change of an org's window held back by `[safety] max_newly_due`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PendingOrgWindow {
+    /// The max_age asked for; `None`: back to the kind's.
+    pub max_age: Option<Span>,
+    /// Rows it would make due within a day, counted when it was asked.
+    pub newly_due: i64,
+    pub at: Timestamp,
+    pub by: String,
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct RawOrgWindow {
+    pub(super) org: String,
+    pub(super) kind: String,
+    pub(super) max_age: Option<i64>,
+    pub(super) set_at: i64,
+    pub(super) set_by: String,
+    pub(super) pending: i32,
+    pub(super) pending_max_age: Option<i64>,
+    pub(super) pending_newly_due: Option<i64>,
+    pub(super) pending_at: Option<i64>,
+    pub(super) pending_by: Option<String>,
+}
+
+impl From<RawOrgWindow> for OrgWindowRow {
+    fn from(r: RawOrgWindow) -> Self {
+        OrgWindowRow {
+            org: r.org,
+            kind: r.kind,
+            max_age: r.max_age.map(Span::from_millis),
+            set_at: Timestamp(r.set_at),
+            set_by: r.set_by,
+            pending: (r.pending != 0).then(|| PendingOrgWindow {
+                max_age: r.pending_max_age.map(Span::from_millis),
+                newly_due: r.pending_newly_due.unwrap_or(0),
+                at: Timestamp(r.pending_at.unwrap_or(r.set_at)),
+                by: r.pending_by.unwrap_or_default(),
+            }),
+        }
+    }
 }

@@ -446,6 +446,39 @@ impl Sweeper {
         Ok(Ok(rows))
     }
 
+    /// W4's guard: `org`'s rows of windowed `kind` that shortening its window from `old` to
+    /// `new` makes due now or within the next day (as R10 counts for a policy change), summed
+    /// over the kind's tables.
+    pub async fn org_window_newly_due(
+        &self,
+        kind: &str,
+        org: &str,
+        old: Span,
+        new: Span,
+        now: Timestamp,
+    ) -> Result<u64, SweepError> {
+        if new >= old {
+            return Ok(0);
+        }
+        let horizon = now.plus(Span::from_secs(86_400));
+        let mut n = 0;
+        for (k, _, targets) in self.window_work() {
+            if k != kind {
+                continue;
+            }
+            for (_, target) in targets {
+                let Some(sql) = target.window_sql(kind) else {
+                    continue;
+                };
+                n += target
+                    .window_count(&sql.count_newly_due(org, horizon.minus(old), horizon.minus(new)))
+                    .await
+                    .map_err(SweepError::Target)?;
+            }
+        }
+        Ok(n)
+    }
+
     async fn zdr_approved_at(&self, org: &str) -> Result<Option<Timestamp>, SweepError> {
         Ok(self
             .ledger

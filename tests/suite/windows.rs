@@ -426,3 +426,75 @@ async fn a_partitioned_table_loses_only_its_due_rows() {
         (0..10).map(|i| format!("new-{i:02}")).collect::<Vec<_>>()
     );
 }
+
+both_backends! {
+    /// W4: an org's own window, within the kind's bounds; a shortening that makes more rows due
+    /// than `[safety] max_newly_due` waits for `policy accept`; a lengthening applies at once.
+    async fn per_org_retention_is_guarded_then_accepted(b: Backend) {
+        let env = Env::new(b).await;
+        let logs = Logs::new(&env).await;
+        let base = std::fs::read_to_string(logs.config(&env, 50)).unwrap();
+        let text = base
+            .replace("max_newly_due = 1000", "max_newly_due = 10")
+            .replace("tracking = \"window\"\nmax_age = \"30d\"", "tracking = \"window\"\nmax_age = \"30d\"\nmax_age_min = \"7d\"\nmax_age_max = \"90d\"");
+        assert_ne!(text, base);
+        let cfg = env.write_config(&text);
+        let seeded = seed_rows();
+        logs.insert(&seeded).await;
+        ok(&rd_stdin(&cfg, &["ingest", "-"], &(org_account("o1", "free", "a1") + &org_account("o2", "free", "a2")
+            + "{\"type\":\"account.created\",\"account\":\"a2b\",\"org\":\"o2\"}\n" + &org_account("o3", "scale", "a3"))));
+
+        // Bad input names what is wrong and changes nothing.
+        for (args, says) in [
+            (vec!["o9", "--kind", "request_log", "--max-age", "20d"], "unknown org `o9`"),
+            (vec!["o1", "--kind", "conversation", "--max-age", "20d"], "not purged by time window"),
+            (vec!["o1", "--kind", "request_log", "--max-age", "1d"], "kinds.request_log.max_age_min (7days)"),
+            (vec!["o1", "--kind", "request_log", "--max-age", "365d"], "kinds.request_log.max_age_max (90days)"),
+        ] {
+            let o = rd(&cfg, &[&["org", "retention"][..], &args].concat());
+            assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+            assert!(stderr(&o).contains(says), "{args:?}: {}", stderr(&o));
+        }
+
+        // o2 keeps 60 days: a lengthening makes nothing due and applies at once.
+        let longer = json(&rd(&cfg, &["org", "retention", "o2", "--kind", "request_log", "--max-age", "60d", "--by", "alice", "--json"]));
+        assert_eq!((longer["pending"].clone(), longer["newly_due"].clone(), longer["max_age"].clone()), (false.into(), 0.into(), "60days".into()), "{longer}");
+        // o1 down to 20 days: days 19..=28 fall due within a day (10 days x 2 endpoints), over 10.
+        let shorter = json(&rd(&cfg, &["org", "retention", "o1", "--kind", "request_log", "--max-age", "20d", "--by", "alice", "--json"]));
+        assert_eq!((shorter["pending"].clone(), shorter["newly_due"].clone()), (true.into(), 20.into()), "{shorter}");
+        let shown = json(&rd(&cfg, &["org", "show", "o1", "--json"]));
+        assert_eq!(shown["retention"][0]["max_age"], serde_json::Value::Null, "{shown}");
+        assert_eq!(shown["retention"][0]["pending"]["max_age"], "20days", "{shown}");
+
+        // The sweep uses what is in force: the kind's 30 days for o1, 60 days for o2.
+        ok(&rd(&cfg, &["sweep", "--once"]));
+        let left = logs.ids().await;
+        let kept = |id: &str, days: i64| left.iter().any(|l| l == id) == (day_of(id) < days);
+        for (id, ..) in &seeded {
+            let days = if id.starts_with("a2") { 60 } else { 30 };
+            assert!(kept(id, days), "{id}");
+        }
+
+        // Accepted, o1's rows older than 20 days go at the next sweep.
+        let accepted = json(&rd(&cfg, &["policy", "accept", "--by", "bob", "--json"]));
+        assert_eq!(accepted["org_retention"][0]["org"], "o1", "{accepted}");
+        assert_eq!(accepted["org_retention"][0]["effective"], "20days", "{accepted}");
+        let swept = json(&rd(&cfg, &["sweep", "--once", "--json"]));
+        assert_eq!(swept["window_passes"][0]["rows"], 20, "days 20..=29 of a1, both endpoints: {swept}");
+        let left = logs.ids().await;
+        assert!(left.iter().filter(|id| id.starts_with("a1-")).all(|id| day_of(id) < 20), "{left:?}");
+
+        // --clear puts o2 back on the kind's 30 days: 11 days x 2 endpoints x 2 accounts, held.
+        let cleared = json(&rd(&cfg, &["org", "retention", "o2", "--kind", "request_log", "--clear", "--json"]));
+        assert_eq!((cleared["pending"].clone(), cleared["newly_due"].clone()), (true.into(), 44.into()), "{cleared}");
+        ok(&rd(&cfg, &["policy", "accept"]));
+        let shown = json(&rd(&cfg, &["org", "show", "o2", "--json"]));
+        assert!(shown.get("retention").is_none(), "back to the kind's: no own window left: {shown}");
+
+        let export = ok(&rd(&cfg, &["audit", "export"]));
+        let count = |action: &str| export.lines().filter(|l| l.contains(&format!("\"action\":\"{action}\""))).count();
+        assert_eq!((count("org.retention"), count("org.retention_pending")), (3, 2), "{export}");
+        let v = json(&rd(&cfg, &["audit", "verify", "--json"]));
+        assert_eq!(v["ok"], true);
+    }
+}
