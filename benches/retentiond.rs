@@ -120,7 +120,7 @@ struct Args {
     /// 200,000].
     #[arg(long)]
     window_idle_rows: Option<u64>,
-    /// Log rows of (9)'s partitioned PostgreSQL table, over 40 days [default 4,000,000; quick
+    /// Log rows of (9)'s partitioned PostgreSQL table, over 40 days [default 10,000,000; quick
     /// 200,000].
     #[arg(long)]
     window_pg_rows: Option<u64>,
@@ -2965,7 +2965,7 @@ async fn main() {
             .unwrap_or(if q { 200_000 } else { 10_000_000 }),
         window_pg_rows: args
             .window_pg_rows
-            .unwrap_or(if q { 200_000 } else { 4_000_000 }),
+            .unwrap_or(if q { 200_000 } else { 10_000_000 }),
         dir: dir.clone(),
         now0,
         schemas: Mutex::new(Vec::new()),
