@@ -34,6 +34,12 @@
 //!    target (DELETE, concurrency 8, no `verify_url`) from a document service run by the bench on
 //!    127.0.0.1, against a raw loop of the same DELETE requests, 8 in flight, to the same
 //!    service; the two take turns by halves.
+//! 9. Windowed kinds (issue 29): a log table (SQLite, 2M rows, half past a 30-day `max_age`)
+//!    purged by retentiond's windowed pass against a raw batched DELETE by age on a copy of the
+//!    same file, taking turns by rounds; the ledger's bytes before and after; a pass with
+//!    nothing due over 10M young rows and the plan of its DELETE; on PostgreSQL, a table
+//!    partitioned by day with a hold on part of an expired day: the pass against `DROP TABLE`
+//!    of the expired partitions (what dropping partitions, W3, can gain).
 
 use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -106,6 +112,21 @@ struct Args {
     /// Object-store keys in (7) [default 10,000; quick 2,000].
     #[arg(long)]
     object_keys: Option<usize>,
+    /// Log rows of (9)'s SQLite purge, half of them past the 30-day window
+    /// [default 2,000,000; quick 100,000].
+    #[arg(long)]
+    window_rows: Option<u64>,
+    /// Log rows of (9)'s pass with nothing due on SQLite, all young [default 10,000,000; quick
+    /// 200,000].
+    #[arg(long)]
+    window_idle_rows: Option<u64>,
+    /// Log rows of (9)'s partitioned PostgreSQL table, over 40 days [default 10,000,000; quick
+    /// 200,000].
+    #[arg(long)]
+    window_pg_rows: Option<u64>,
+    /// Rows per DELETE in (9), retentiond's (`batch`) and the raw baseline's.
+    #[arg(long, default_value_t = 10_000)]
+    window_batch: usize,
     /// PostgreSQL server; each part runs in a fresh schema that is dropped afterwards.
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
     pg_url: String,
@@ -118,7 +139,7 @@ struct Args {
     /// Keep the scratch files.
     #[arg(long)]
     keep: bool,
-    /// Only these parts: purge,holds,scale,ingest,objects,http (memory runs with scale).
+    /// Only these parts: purge,holds,scale,ingest,objects,http,windows (memory runs with scale).
     #[arg(long, value_delimiter = ',')]
     only: Option<Vec<String>>,
     /// Passed by `cargo bench`; ignored.
@@ -148,6 +169,9 @@ struct Bench {
     sizes: Vec<u64>,
     ingest_lines: usize,
     holds: usize,
+    window_rows: u64,
+    window_idle_rows: u64,
+    window_pg_rows: u64,
     dir: PathBuf,
     /// Real time at start: everything is dated around it, so the real binary (system clock)
     /// sees the same due work as the in-process sweeps (manual clock).
@@ -2105,6 +2129,798 @@ async fn part_http(bench: &Bench) {
     );
 }
 
+// ----- (9) windowed kinds (issue 29) ----------------------------------------------------------
+
+const LOG_TABLE_SQLITE: &str = "CREATE TABLE api_logs (id TEXT PRIMARY KEY, org_id TEXT NOT NULL, \
+     account_id TEXT NOT NULL, endpoint TEXT NOT NULL, body TEXT, created_at TEXT NOT NULL); \
+     CREATE INDEX api_logs_created ON api_logs (created_at);";
+
+/// The log rows of (9): `n` rows created evenly over `span` ms from `start`, row `i` in the
+/// middle of its slot, so that no row sits on a cutoff. Row `i` is `l%010d`, of org `o{i % 100}`
+/// and account `a{i % 10000}`, on a chat or a files endpoint by turns.
+#[derive(Clone, Copy)]
+struct LogRows {
+    n: u64,
+    start: i64,
+    span: i64,
+}
+
+impl LogRows {
+    fn at(&self, i: u64) -> i64 {
+        self.start + (2 * i as i64 + 1) * self.span / (2 * self.n as i64)
+    }
+
+    /// The same as `at`, in SQL over the bigint `i` (integer division on both backends).
+    fn sql_at(&self, i: &str) -> String {
+        format!(
+            "({} + (2 * {i} + 1) * {} / {})",
+            self.start,
+            self.span,
+            2 * self.n
+        )
+    }
+
+    /// How many rows were created before `t`.
+    fn before(&self, t: i64) -> u64 {
+        let (mut lo, mut hi) = (0, self.n);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if self.at(mid) < t {
+                lo = mid + 1
+            } else {
+                hi = mid
+            }
+        }
+        lo
+    }
+}
+
+/// Fills the SQLite file at `url` with `rows` (`short`: a body of a few bytes, for tables whose
+/// size in bytes does not matter to what is measured).
+async fn fill_logs_sqlite(url: &str, rows: LogRows, short: bool) {
+    SqliteConnectOptions::from_str(url)
+        .unwrap()
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .connect()
+        .await
+        .unwrap();
+    let mut c = ledger_conn(url).await;
+    c.exec(LOG_TABLE_SQLITE).await;
+    let body = if short { "" } else { BODY };
+    let chunk = 1_000_000;
+    let mut lo = 0;
+    while lo < rows.n {
+        let hi = (lo + chunk).min(rows.n);
+        c.exec(&format!(
+            "BEGIN; WITH RECURSIVE s(i) AS (SELECT {lo} UNION ALL SELECT i + 1 FROM s WHERE i + 1 < {hi}), \
+             t(i, ms) AS (SELECT i, {at} FROM s) \
+             INSERT INTO api_logs (id, org_id, account_id, endpoint, body, created_at) \
+             SELECT printf('l%010d', i), 'o' || (i % 100), 'a' || (i % 10000), \
+             CASE i % 2 WHEN 0 THEN '/v1/chat/completions' ELSE '/v1/files' END, 'request ' || i || '{body}', \
+             strftime('%Y-%m-%dT%H:%M:%S', ms / 1000, 'unixepoch') || printf('.%03dZ', ms % 1000) FROM t; COMMIT;",
+            at = rows.sql_at("i"),
+        ))
+        .await;
+        lo = hi;
+        if rows.n >= 2_000_000 {
+            log(format!("  {hi} log rows inserted"));
+        }
+    }
+    c.exec("PRAGMA wal_checkpoint(TRUNCATE)").await;
+}
+
+/// A fresh SQLite file for a log table (no other table in it).
+fn log_db(bench: &Bench, what: &str) -> String {
+    format!(
+        "sqlite://{}",
+        bench
+            .dir
+            .join(format!("logs-{what}-{}.db", bench.next()))
+            .display()
+    )
+}
+
+fn sqlite_path(url: &str) -> &str {
+    url.trim_start_matches("sqlite://")
+}
+
+fn remove_sqlite(bench: &Bench, url: &str) {
+    if !bench.args.keep {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", sqlite_path(url)));
+        }
+    }
+}
+
+/// A config whose only kind is the windowed `api_log`, in `app`'s `api_logs`. `partitioned`
+/// asks for whole partitions to be dropped past the cutoff (W3): refused at config load until
+/// it is built, so the bench passes `false`.
+fn window_config(ledger: &str, app: &str, batch: usize, partitioned: bool) -> String {
+    format!(
+        r#"
+[database]
+url = "{ledger}"
+
+[scheduler]
+sweep = "0 0 * * * *"
+lease = "10m"
+
+[ingest]
+max_clock_skew = "5m"
+
+[accounts]
+grace_after_delete = "30d"
+targets = ["app_db"]
+
+[zdr]
+endpoints = ["/v1/chat/completions"]
+
+[kinds.api_log]
+tracking = "window"
+max_age = "30d"
+zdr = true
+targets = ["app_db"]
+
+[targets.app_db]
+type = "sql"
+url = "{app}"
+[targets.app_db.purge]
+account = ["DELETE FROM api_logs WHERE account_id = :account"]
+
+[targets.app_db.windows.api_log]
+table = "api_logs"
+created_at = "created_at"
+org = "org_id"
+account = "account_id"
+endpoint = "endpoint"
+id = "id"
+batch = {batch}
+{partitioned}
+"#,
+        partitioned = if partitioned {
+            "partitioned = true"
+        } else {
+            ""
+        },
+    )
+}
+
+/// The mapping and the plan (no holds, no org windows, no ZDR org) of (9) at `now`.
+fn window_mapping(postgres: bool, batch: usize) -> retentiond::window::WindowMapping {
+    retentiond::window::RawWindowMapping {
+        table: "api_logs".into(),
+        created_at: "created_at".into(),
+        time_format: None,
+        org: "org_id".into(),
+        account: "account_id".into(),
+        endpoint: Some("endpoint".into()),
+        id: Some("id".into()),
+        batch: Some(batch),
+        partitioned: false,
+    }
+    .build(postgres, true)
+    .expect("mapping")
+}
+
+fn window_plan(now: i64) -> retentiond::window::WindowPlan {
+    retentiond::window::plan(
+        "api_log",
+        &retentiond::window::WindowPolicy {
+            max_age: retentiond::model::Span(30 * DAY),
+            zdr_endpoints: Some(["/v1/chat/completions".to_string()].into()),
+        },
+        &std::collections::BTreeMap::new(),
+        &[],
+        &[],
+        true,
+        Timestamp(now),
+    )
+}
+
+/// The plan of `sql` in the log database at `url`, one line per row.
+async fn explain_window(url: &str, sql: &retentiond::window::Sql) -> Vec<String> {
+    use retentiond::window::Bind;
+    if url.starts_with("postgres") {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        let mut q = sqlx::query(AssertSqlSafe(format!("EXPLAIN {}", sql.text)));
+        for b in &sql.binds {
+            q = match b {
+                Bind::Text(s) => q.bind(s.clone()),
+                Bind::Int(i) => q.bind(*i),
+            };
+        }
+        q.fetch_all(&mut c)
+            .await
+            .unwrap_or_else(|e| panic!("EXPLAIN {}: {e}", sql.text))
+            .iter()
+            .map(|r| r.get::<String, _>(0))
+            .collect()
+    } else {
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        let mut q = sqlx::query(AssertSqlSafe(format!("EXPLAIN QUERY PLAN {}", sql.text)));
+        for b in &sql.binds {
+            q = match b {
+                Bind::Text(s) => q.bind(s.clone()),
+                Bind::Int(i) => q.bind(*i),
+            };
+        }
+        q.fetch_all(&mut c)
+            .await
+            .unwrap_or_else(|e| panic!("EXPLAIN QUERY PLAN {}: {e}", sql.text))
+            .iter()
+            .map(|r| r.get::<String, _>("detail"))
+            .collect()
+    }
+}
+
+/// Whether a plan reads the log table through an index only (no full scan of a table).
+fn index_search(plan: &[String]) -> bool {
+    plan.iter().all(|l| {
+        let l = l.trim_start_matches([' ', '-', '>']);
+        !(l.starts_with("SCAN api_logs") || l.starts_with("Seq Scan"))
+    }) && plan
+        .iter()
+        .any(|l| l.contains("api_logs_created") || l.contains("created_at"))
+}
+
+/// The ledger's size: on SQLite the file and its WAL after a checkpoint, on PostgreSQL
+/// `pg_total_relation_size` summed over the tables of its schema.
+async fn ledger_bytes(url: &str) -> u64 {
+    if url.starts_with("postgres") {
+        let schema = url.rsplit("search_path]=").next().unwrap().to_string();
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relkind = 'r'",
+        )
+        .bind(schema)
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+        n as u64
+    } else {
+        let mut c = ledger_conn(url).await;
+        c.exec("PRAGMA wal_checkpoint(TRUNCATE)").await;
+        drop(c);
+        let size = |p: String| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        size(sqlite_path(url).to_string()) + size(format!("{}-wal", sqlite_path(url)))
+    }
+}
+
+fn kb(bytes: u64) -> String {
+    format!("{:.0} KB", bytes as f64 / 1024.0)
+}
+
+/// retentiond's side of (9): a stack on a fresh ledger whose only kind is the windowed
+/// `api_log` in `app`'s table; `partitioned` is the W3 switch of the mapping.
+async fn window_stack(bench: &Bench, b: Backend, app: &str, partitioned: bool) -> (Stack, String) {
+    let ledger = bench.ledger_url(b, "window").await;
+    let config = window_config(&ledger, app, bench.args.window_batch, partitioned);
+    let s = stack(config, Clock::manual(Timestamp(bench.now0 - 30 * DAY))).await;
+    (s, ledger)
+}
+
+/// The retentiond pass: one sweep at `now`, which runs the pass over the log table; returns
+/// the rows it deleted and the seconds it took.
+async fn window_pass(s: &Stack, now: i64) -> (u64, f64) {
+    s.clock.set(Timestamp(now));
+    let started = Instant::now();
+    let rep = s
+        .sweeper
+        .sweep_once(&CancellationToken::new())
+        .await
+        .expect("sweep");
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(rep.window_passes.len(), 1, "{rep:?}");
+    let pass = &rep.window_passes[0];
+    assert!(pass.error.is_none(), "{pass:?}");
+    (pass.rows, secs)
+}
+
+/// What a cron job of batched DELETEs by age does on SQLite: the same connection settings as
+/// retentiond's SQL target (`secure_delete`, the WAL truncated at the end of a pass), the same
+/// statement shape and batch, each batch its own transaction.
+async fn raw_window_sqlite(pool: &sqlx::SqlitePool, cutoff: i64, batch: usize) -> u64 {
+    let cutoff = retentiond::window::rfc3339_ms(Timestamp(cutoff));
+    let mut total = 0;
+    loop {
+        let n = sqlx::query(
+            "DELETE FROM api_logs WHERE rowid IN (SELECT rowid FROM api_logs WHERE created_at < ?1 \
+             ORDER BY created_at LIMIT ?2)",
+        )
+        .bind(&cutoff)
+        .bind(batch as i64)
+        .execute(pool)
+        .await
+        .unwrap()
+        .rows_affected();
+        total += n;
+        if n < batch as u64 {
+            break;
+        }
+    }
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(pool)
+        .await
+        .unwrap();
+    total
+}
+
+async fn part_windows(bench: &Bench, b: Backend) {
+    match b {
+        Backend::Sqlite => {
+            windows_sqlite_purge(bench).await;
+            windows_sqlite_idle(bench).await;
+        }
+        Backend::Pg => windows_pg(bench).await,
+    }
+}
+
+fn set_window_rows(bench: &Bench, b: Backend, rows: &[(&str, &str, String)]) {
+    let mut t = bench.table.lock().unwrap();
+    for (key, label, value) in rows {
+        t.set(key, label, b, value.clone());
+    }
+}
+
+/// (9) 1 and 2 on SQLite: `window_rows` log rows over 60 days, half of them past the window;
+/// the raw baseline and retentiond's pass each delete them from a copy of the same file, in
+/// `purge_rounds` rounds (the cutoff moves a round's worth each time), taking turns.
+async fn windows_sqlite_purge(bench: &Bench) {
+    let (n, batch, rounds) = (
+        bench.window_rows,
+        bench.args.window_batch,
+        bench.args.purge_rounds,
+    );
+    let now0 = bench.now0;
+    let rows = LogRows {
+        n,
+        start: now0 - 60 * DAY,
+        span: 60 * DAY,
+    };
+    log(format!("SQLite: (9) log table of {n} rows over 60 days"));
+    let master = log_db(bench, "master");
+    let t = Instant::now();
+    fill_logs_sqlite(&master, rows, false).await;
+    log(format!("  built in {:.1} s", t.elapsed().as_secs_f64()));
+    let raw_url = log_db(bench, "raw");
+    let pipe_url = log_db(bench, "pipe");
+    std::fs::copy(sqlite_path(&master), sqlite_path(&raw_url)).unwrap();
+    std::fs::copy(sqlite_path(&master), sqlite_path(&pipe_url)).unwrap();
+    remove_sqlite(bench, &master);
+
+    let (s, ledger) = window_stack(bench, Backend::Sqlite, &pipe_url, false).await;
+    let bytes0 = ledger_bytes(&ledger).await;
+    log(format!(
+        "SQLite: raw batched DELETE and retentiond's windowed pass, {rounds} rounds each, alternating"
+    ));
+    // Opened inside the first round's timing, as the target connects inside its first pass.
+    let started = Instant::now();
+    let raw = SqlitePoolOptions::new()
+        .max_connections(2)
+        .connect_with(
+            SqliteConnectOptions::from_str(&raw_url)
+                .unwrap()
+                .create_if_missing(false)
+                .busy_timeout(Duration::from_secs(5))
+                .pragma("secure_delete", "ON"),
+        )
+        .await
+        .unwrap();
+    let mut open = started.elapsed().as_secs_f64();
+    let mut times = Rounds {
+        raw: Vec::new(),
+        pipe: Vec::new(),
+    };
+    let mut prev = rows.start;
+    let (mut raw_rows, mut pipe_rows) = (0, 0);
+    for r in 0..rounds {
+        let cutoff = rows.start + (r as i64 + 1) * 30 * DAY / rounds as i64;
+        let expected = rows.before(cutoff) - rows.before(prev);
+        prev = cutoff;
+        let t = Instant::now();
+        let gone = raw_window_sqlite(&raw, cutoff, batch).await;
+        times
+            .raw
+            .push(std::mem::take(&mut open) + t.elapsed().as_secs_f64());
+        let (deleted, secs) = window_pass(&s, cutoff + 30 * DAY).await;
+        times.pipe.push(secs);
+        assert_eq!((gone, deleted), (expected, expected), "round {r}");
+        raw_rows += gone;
+        pipe_rows += deleted;
+    }
+    raw.close().await;
+    let bytes1 = ledger_bytes(&ledger).await;
+    let left = n - rows.before(now0 - 30 * DAY);
+    for url in [&raw_url, &pipe_url] {
+        let app = App {
+            backend: Backend::Sqlite,
+            url: url.clone(),
+        };
+        assert_eq!(
+            app.count("SELECT COUNT(*) FROM api_logs").await,
+            left as i64
+        );
+    }
+    drop(s);
+    let (raw_secs, pipe_secs): (f64, f64) = (times.raw.iter().sum(), times.pipe.iter().sum());
+    let ratio = (pipe_rows as f64 / pipe_secs) / (raw_rows as f64 / raw_secs);
+    let (lo, hi) = times.spread(raw_rows as i64, pipe_rows as i64);
+    let growth = bytes1 as f64 / bytes0 as f64;
+    set_window_rows(
+        bench,
+        Backend::Sqlite,
+        &[
+            (
+                "9a",
+                &*format!(
+                    "(a) raw batched DELETE by age: rows/s ({} of {} log rows, batch {batch}, {rounds} rounds)",
+                    k(raw_rows as f64),
+                    k(n as f64)
+                ),
+                format!("{} ({raw_secs:.2} s)", k(raw_rows as f64 / raw_secs)),
+            ),
+            (
+                "9b",
+                "(b) retentiond windowed pass (`tracking = \"window\"`): rows/s",
+                format!("{} ({pipe_secs:.2} s)", k(pipe_rows as f64 / pipe_secs)),
+            ),
+            (
+                "9c",
+                &*format!("(b)/(a), windowed (lowest–highest of the {rounds} rounds)"),
+                format!("{ratio:.2} ({lo:.2}–{hi:.2})"),
+            ),
+            (
+                "9d",
+                "ledger bytes after the windowed purge ÷ before",
+                format!(
+                    "{growth:.3} ({} → {}; {} rows, {rounds} passes)",
+                    kb(bytes0),
+                    kb(bytes1),
+                    k(pipe_rows as f64)
+                ),
+            ),
+        ],
+    );
+    let mut t = bench.table.lock().unwrap();
+    t.target("9c", "≥ 0.90", yes(ratio >= 0.9));
+    t.target("9d", "≤ 1.01", yes(growth <= 1.01));
+    drop(t);
+    remove_sqlite(bench, &raw_url);
+    remove_sqlite(bench, &pipe_url);
+    remove_sqlite(bench, &ledger);
+}
+
+/// Passes with nothing due over a table of young rows, a millisecond apart: the first, and the
+/// median of five after it.
+async fn idle_passes(s: &Stack, now: i64) -> (Duration, Duration) {
+    let mut times = Vec::new();
+    for i in 0..6 {
+        let (rows, secs) = window_pass(s, now + i).await;
+        assert_eq!(rows, 0);
+        times.push(Duration::from_secs_f64(secs));
+    }
+    let first = times.remove(0);
+    (first, median(times))
+}
+
+fn plan_cell(plan: &[String]) -> String {
+    let first = plan.first().map(|l| l.trim()).unwrap_or("");
+    let scan = plan
+        .iter()
+        .map(|l| l.trim())
+        .find(|l| l.contains("created_at") && *l != first);
+    match scan {
+        Some(s) => format!("`{first}` … `{s}`"),
+        None => format!("`{first}`"),
+    }
+}
+
+/// (9) 3 on SQLite: a pass with nothing due over `window_idle_rows` young rows.
+async fn windows_sqlite_idle(bench: &Bench) {
+    let n = bench.window_idle_rows;
+    let now0 = bench.now0;
+    let rows = LogRows {
+        n,
+        start: now0 - 29 * DAY,
+        span: 29 * DAY,
+    };
+    log(format!(
+        "SQLite: (9) log table of {n} young rows (short bodies)"
+    ));
+    let url = log_db(bench, "idle");
+    let t = Instant::now();
+    fill_logs_sqlite(&url, rows, true).await;
+    log(format!("  built in {:.1} s", t.elapsed().as_secs_f64()));
+    let (s, ledger) = window_stack(bench, Backend::Sqlite, &url, false).await;
+    let (first, med) = idle_passes(&s, now0).await;
+    let m = window_mapping(false, bench.args.window_batch);
+    let sql = retentiond::window::render(&m, retentiond::window::Dialect::Sqlite).delete_batch(
+        &window_plan(now0),
+        &retentiond::window::Reason::Age,
+        m.batch,
+    );
+    let plan = explain_window(&url, &sql).await;
+    for l in &plan {
+        log(format!("  plan: {l}"));
+    }
+    drop(s);
+    set_window_rows(
+        bench,
+        Backend::Sqlite,
+        &[
+            (
+                "9e",
+                "pass with nothing due over a large table: median of 5 (the first pass)",
+                format!("{} ({}; {} rows)", ms(med), ms(first), k(n as f64)),
+            ),
+            (
+                "9f",
+                "plan of the pass's DELETE (`render(…).delete_batch`): first line … the line reading `created_at`",
+                plan_cell(&plan),
+            ),
+        ],
+    );
+    bench
+        .table
+        .lock()
+        .unwrap()
+        .target("9f", "index search, not a scan", yes(index_search(&plan)));
+    remove_sqlite(bench, &url);
+    remove_sqlite(bench, &ledger);
+}
+
+/// The day partitions of (9) on PostgreSQL: `api_logs_dNN` holds [now0 - (40 - NN) d,
+/// now0 - (39 - NN) d), NN = 0..=40 (the last one is tomorrow's, empty).
+const PG_DAYS: i64 = 40;
+
+fn pg_part(k: i64) -> String {
+    format!("api_logs_d{k:02}")
+}
+
+/// A fresh schema with the partitioned log table of (9), filled with `rows`.
+async fn pg_logs(bench: &Bench, what: &str, rows: LogRows) -> App {
+    let url = bench.pg_schema(what).await;
+    let app = App {
+        backend: Backend::Pg,
+        url,
+    };
+    let day0 = bench.now0 - PG_DAYS * DAY;
+    let mut ddl = String::from(
+        "CREATE TABLE api_logs (id TEXT NOT NULL, org_id TEXT NOT NULL, account_id TEXT NOT NULL, \
+         endpoint TEXT NOT NULL, body TEXT, created_at TIMESTAMPTZ NOT NULL) PARTITION BY RANGE (created_at); \
+         CREATE INDEX api_logs_created ON api_logs (created_at);",
+    );
+    for k in 0..=PG_DAYS {
+        let from = retentiond::window::rfc3339_ms(Timestamp(day0 + k * DAY));
+        let to = retentiond::window::rfc3339_ms(Timestamp(day0 + (k + 1) * DAY));
+        ddl.push_str(&format!(
+            " CREATE TABLE {} PARTITION OF api_logs FOR VALUES FROM ('{from}') TO ('{to}');",
+            pg_part(k)
+        ));
+    }
+    app.exec(&ddl).await;
+    app.exec(&format!(
+        "SET synchronous_commit = off; \
+         INSERT INTO api_logs (id, org_id, account_id, endpoint, body, created_at) \
+         SELECT 'l' || lpad(i::text, 10, '0'), 'o' || (i % 100), 'a' || (i % 10000), \
+         CASE WHEN i % 2 = 0 THEN '/v1/chat/completions' ELSE '/v1/files' END, 'request ' || i || '{BODY}', \
+         TIMESTAMPTZ 'epoch' + {at} * INTERVAL '1 millisecond' \
+         FROM generate_series(0::bigint, {last}::bigint) AS g(i); \
+         ANALYZE api_logs;",
+        at = rows.sql_at("i"),
+        last = rows.n - 1,
+    ))
+    .await;
+    app
+}
+
+/// retentiond's side of (9) 4: a fresh ledger over the partitioned table at `app`, `hold`
+/// placed, one pass at `now`; returns the stack, the rows the pass deleted, its seconds and the
+/// ledger's bytes before and after it. `partitioned` is the mapping's W3 switch.
+async fn pg_window_pass(
+    bench: &Bench,
+    app: &str,
+    partitioned: bool,
+    hold: HoldScope,
+    now: i64,
+) -> (Stack, u64, f64, u64, u64) {
+    let (s, ledger) = window_stack(bench, Backend::Pg, app, partitioned).await;
+    if let Some(org) = &hold.org {
+        ingest_text(
+            &s,
+            &format!("{{\"type\":\"org.upsert\",\"org\":\"{org}\",\"plan\":\"scale\"}}\n"),
+        )
+        .await;
+    }
+    place_hold(
+        &s.ledger,
+        PlaceHold {
+            case: "BENCH-W".into(),
+            by: "bench".into(),
+            reason: None,
+            scope: hold,
+        },
+        s.clock.now(),
+    )
+    .await
+    .unwrap();
+    let bytes0 = ledger_bytes(&ledger).await;
+    let (deleted, secs) = window_pass(&s, now).await;
+    let bytes1 = ledger_bytes(&ledger).await;
+    (s, deleted, secs, bytes0, bytes1)
+}
+
+/// (9) 2, 3 and 4 on PostgreSQL: a table partitioned by day over 40 days, 10 days of it past
+/// the window, a hold keeping one org's rows of one of those days. retentiond's pass (batches,
+/// partition by partition) against the reference W3 aims at: `DROP TABLE` of the 9 unheld
+/// expired partitions and a batched DELETE of the held day's unheld rows, on an identical
+/// schema.
+async fn windows_pg(bench: &Bench) {
+    let (n, batch) = (bench.window_pg_rows, bench.args.window_batch);
+    let now0 = bench.now0;
+    let rows = LogRows {
+        n,
+        start: now0 - PG_DAYS * DAY,
+        span: PG_DAYS * DAY,
+    };
+    log(format!(
+        "PostgreSQL: (9) log table of {n} rows over {PG_DAYS} day partitions, twice"
+    ));
+    let t = Instant::now();
+    let raw = pg_logs(bench, "logs_raw", rows).await;
+    let pipe = pg_logs(bench, "logs_pipe", rows).await;
+    log(format!("  built in {:.1} s", t.elapsed().as_secs_f64()));
+    // The hold: org o7's rows of day 5 (partition d05), an hour inside each of its edges, so
+    // that its widened range stays within the day.
+    let held_day = 5;
+    let from = now0 - (PG_DAYS - held_day) * DAY + HOUR;
+    let to = now0 - (PG_DAYS - held_day - 1) * DAY - HOUR;
+    let (wfrom, wto) = (
+        retentiond::window::rfc3339_ms(Timestamp(from - 1000)),
+        retentiond::window::rfc3339_ms(Timestamp(to + 1000)),
+    );
+    let held = raw
+        .count(&format!(
+            "SELECT COUNT(*) FROM {} WHERE org_id = 'o7' AND created_at >= '{wfrom}' AND created_at <= '{wto}'",
+            pg_part(held_day)
+        ))
+        .await as u64;
+    let expired = rows.before(now0 - 30 * DAY);
+
+    log("PostgreSQL: reference (DROP TABLE + batched DELETE of the held day)");
+    let started = Instant::now();
+    let mut c = sqlx::PgConnection::connect(&raw.url).await.unwrap();
+    for day in (0..10).filter(|d| *d != held_day) {
+        c.execute(AssertSqlSafe(format!("DROP TABLE {}", pg_part(day))))
+            .await
+            .unwrap();
+    }
+    let dropped = started.elapsed().as_secs_f64();
+    let part = pg_part(held_day);
+    let delete = format!(
+        "DELETE FROM {part} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {part} WHERE NOT (org_id = $1 \
+         AND created_at >= $2::timestamptz AND created_at <= $3::timestamptz) ORDER BY created_at LIMIT $4))"
+    );
+    let mut raw_deleted = 0;
+    loop {
+        let gone = sqlx::query(AssertSqlSafe(delete.clone()))
+            .bind("o7")
+            .bind(&wfrom)
+            .bind(&wto)
+            .bind(batch as i64)
+            .execute(&mut c)
+            .await
+            .unwrap()
+            .rows_affected();
+        raw_deleted += gone;
+        if gone < batch as u64 {
+            break;
+        }
+    }
+    let raw_secs = started.elapsed().as_secs_f64();
+    drop(c);
+
+    log("PostgreSQL: retentiond's windowed pass, partition by partition");
+    let hold = HoldScope {
+        org: Some("o7".into()),
+        created_from: Some(Timestamp(from)),
+        created_to: Some(Timestamp(to)),
+        ..Default::default()
+    };
+    let (s, deleted, pipe_secs, bytes0, bytes1) =
+        pg_window_pass(bench, &pipe.url, false, hold, now0).await;
+    assert_eq!(deleted, expired - held, "held {held}");
+    let left = (n - expired + held) as i64;
+    assert_eq!(raw.count("SELECT COUNT(*) FROM api_logs").await, left);
+    assert_eq!(pipe.count("SELECT COUNT(*) FROM api_logs").await, left);
+    assert_eq!(
+        raw_deleted,
+        rows.before(now0 - (PG_DAYS - held_day - 1) * DAY)
+            - rows.before(now0 - (PG_DAYS - held_day) * DAY)
+            - held
+    );
+
+    // Nothing due: the same table after the pass, 30 young partitions (and tomorrow's).
+    let (first, med) = idle_passes(&s, now0 + 1).await;
+    let m = window_mapping(true, batch);
+    let sql = retentiond::window::render(&m, retentiond::window::Dialect::Postgres)
+        .on_table(format!("\"{}\"", pg_part(PG_DAYS - 1)))
+        .delete_batch(
+            &window_plan(now0),
+            &retentiond::window::Reason::Age,
+            m.batch,
+        );
+    let plan = explain_window(&pipe.url, &sql).await;
+    for l in &plan {
+        log(format!("  plan: {l}"));
+    }
+    drop(s);
+    let growth = bytes1 as f64 / bytes0 as f64;
+    set_window_rows(
+        bench,
+        Backend::Pg,
+        &[
+            (
+                "9d",
+                "ledger bytes after the windowed purge ÷ before",
+                format!(
+                    "{growth:.3} ({} → {}; {} rows, 1 pass)",
+                    kb(bytes0),
+                    kb(bytes1),
+                    k(deleted as f64)
+                ),
+            ),
+            (
+                "9e",
+                "pass with nothing due over a large table: median of 5 (the first pass)",
+                format!(
+                    "{} ({}; {} rows, {} partitions, the 10 expired ones emptied by DELETE)",
+                    ms(med),
+                    ms(first),
+                    k(left as f64),
+                    PG_DAYS + 1
+                ),
+            ),
+            (
+                "9f",
+                "plan of the pass's DELETE (`render(…).delete_batch`): first line … the line reading `created_at`",
+                plan_cell(&plan),
+            ),
+            (
+                "9g",
+                &*format!(
+                    "partitioned by day, {} rows over {PG_DAYS} days, 10 days past the window, a hold on one org's rows of one of them: retentiond's pass (batches, partition by partition)",
+                    k(n as f64)
+                ),
+                format!(
+                    "{pipe_secs:.2} s ({} rows, {} rows/s)",
+                    k(deleted as f64),
+                    k(deleted as f64 / pipe_secs)
+                ),
+            ),
+            (
+                "9h",
+                "reference for W3: `DROP TABLE` of the 9 unheld expired partitions + batched DELETE of the held day's unheld rows",
+                format!(
+                    "{raw_secs:.2} s (drops {dropped:.2} s; DELETE of {} rows {:.2} s)",
+                    k(raw_deleted as f64),
+                    raw_secs - dropped
+                ),
+            ),
+            (
+                "9i",
+                "retentiond's pass ÷ the reference (time): what W3 can gain",
+                format!("×{:.1}", pipe_secs / raw_secs),
+            ),
+        ],
+    );
+    let mut t = bench.table.lock().unwrap();
+    t.target("9d", "≤ 1.01", yes(growth <= 1.01));
+    t.target("9f", "index search, not a scan", yes(index_search(&plan)));
+}
+
 // ----- main -----------------------------------------------------------------------------------
 
 fn want(args: &Args, part: &str) -> bool {
@@ -2141,6 +2957,15 @@ async fn main() {
             .ingest_lines
             .unwrap_or(if q { 20_000 } else { 1_000_000 }),
         holds: args.holds.unwrap_or(if q { 100 } else { 1_000 }),
+        window_rows: args
+            .window_rows
+            .unwrap_or(if q { 100_000 } else { 2_000_000 }),
+        window_idle_rows: args
+            .window_idle_rows
+            .unwrap_or(if q { 200_000 } else { 10_000_000 }),
+        window_pg_rows: args
+            .window_pg_rows
+            .unwrap_or(if q { 200_000 } else { 10_000_000 }),
         dir: dir.clone(),
         now0,
         schemas: Mutex::new(Vec::new()),
@@ -2188,6 +3013,10 @@ async fn main() {
                     .await;
                     bench.drop_schemas().await;
                 }
+                if want(&bench.args, "windows") {
+                    part_windows(&bench, b).await;
+                    bench.drop_schemas().await;
+                }
                 if want(&bench.args, "ingest") {
                     if !ingest_path.exists() {
                         ingest_file(&ingest_path, bench.ingest_lines);
@@ -2211,13 +3040,17 @@ async fn main() {
     }
     let table = bench.table.lock().unwrap().print();
     println!(
-        "\nretentiond benchmarks — N={} × M={}, batch {}, sizes {:?}, {} holds, {} ingest lines; {} CPUs; {:.0} s\n",
+        "\nretentiond benchmarks — N={} × M={}, batch {}, sizes {:?}, {} holds, {} ingest lines, log rows {}/{}/{} (batch {}); {} CPUs; {:.0} s\n",
         bench.n,
         bench.args.m,
         bench.args.batch,
         bench.sizes,
         bench.holds,
         bench.ingest_lines,
+        bench.window_rows,
+        bench.window_idle_rows,
+        bench.window_pg_rows,
+        bench.args.window_batch,
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0),
