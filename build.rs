@@ -16,8 +16,14 @@ fn git(args: &[&str]) -> Option<String> {
     Some(String::from_utf8(out.stdout).ok()?.trim().to_string()).filter(|s| !s.is_empty())
 }
 
+/// Only a path that exists: cargo reruns the script on every build while a registered path is
+/// missing (a checkout without `packed-refs` rebuilt the crate on every command). A ref that
+/// moves between its loose file and `packed-refs` makes the registered one vanish, which reruns
+/// the script, which registers the other.
 fn rerun_on_git_path(p: &str) {
-    if let Some(path) = git(&["rev-parse", "--path-format=absolute", "--git-path", p]) {
+    if let Some(path) = git(&["rev-parse", "--path-format=absolute", "--git-path", p])
+        && std::path::Path::new(&path).exists()
+    {
         println!("cargo:rerun-if-changed={path}");
     }
 }
