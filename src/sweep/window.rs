@@ -56,6 +56,8 @@ pub struct WindowPreview {
     pub rows: u64,
     pub held_back: u64,
     pub partitions: u64,
+    /// The oldest row's `created_at` (`None`: the table is empty).
+    pub oldest: Option<Timestamp>,
 }
 
 /// The windowed kinds, with their targets' tables: (kind, its policy, [(target name, target)]).
@@ -517,6 +519,10 @@ impl Sweeper {
                 let held_back = count(sql.count_held_back(&plan, &reasons))
                     .await
                     .map_err(SweepError::Target)?;
+                let oldest = target
+                    .window_oldest(kind)
+                    .await
+                    .map_err(SweepError::Target)?;
                 out.push(WindowPreview {
                     kind: kind.to_string(),
                     target: tname.to_string(),
@@ -524,6 +530,7 @@ impl Sweeper {
                     rows,
                     held_back,
                     partitions: 0,
+                    oldest,
                 });
             }
         }

@@ -219,6 +219,12 @@ both_backends! {
         assert_eq!(w["rows"].as_u64().unwrap() as usize, all.len() - expected.len(), "{dry}");
         assert_eq!(w["held_back"], 6, "o1's days 33..=35, both endpoints: {dry}");
         assert_eq!(logs.ids().await, all);
+        // `status` reads the same figures live from the table, and the oldest row's age.
+        let status = json(&rd(&cfg, &["status", "--json"]));
+        assert_eq!(status["window_tables"][0]["rows"], w["rows"], "{status}");
+        assert_eq!(status["window_tables"][0]["held_back"], 6, "{status}");
+        let text = ok(&rd(&cfg, &["status"]));
+        assert!(text.contains("window     request_log in app_db: oldest row 39d 12h old, 104 row(s) due now, holds keep 6"), "{text}");
 
         // A crash after the first batch of 7 rows; the next sweep finishes the pass and says so.
         let crashed = bin().arg("--config").arg(&cfg).args(["sweep", "--once"]).env("RETENTIOND_CRASH_AT", "window_batch_deleted").output().unwrap();
