@@ -625,14 +625,7 @@ pub async fn run(cli: Cli) -> Outcome {
             if dry_run {
                 let ledger = open_read(&config).await?;
                 // Windowed kinds are counted in their tables (nothing is deleted).
-                let targets = Targets::from_config(&config).map_err(Failure::bad_input)?;
-                let sweeper = Sweeper::new(
-                    ledger,
-                    std::sync::Arc::new(targets),
-                    config.clone(),
-                    clock,
-                    instance_id(),
-                );
+                let sweeper = sweeper_for(ledger, config.clone(), clock)?;
                 let items = sweeper
                     .dry_run(limit)
                     .await
@@ -677,14 +670,7 @@ pub async fn run(cli: Cli) -> Outcome {
                 return Ok(());
             }
             let (ledger, _) = daemon::prepare(&config, &clock, &actor("sweep")).await?;
-            let targets = Targets::from_config(&config).map_err(Failure::bad_input)?;
-            let sweeper = Sweeper::new(
-                ledger,
-                std::sync::Arc::new(targets),
-                config.clone(),
-                clock,
-                instance_id(),
-            );
+            let sweeper = sweeper_for(ledger, config.clone(), clock)?;
             let report = sweeper
                 .sweep_once(&tokio_util::sync::CancellationToken::new())
                 .await
@@ -727,14 +713,11 @@ pub async fn run(cli: Cli) -> Outcome {
             // Windowed kinds: the live figures come from their tables; a table that cannot be
             // read is said, and the rest of the status still shown.
             let live = if config.kinds.values().any(|k| !k.tracking.is_item()) {
-                let targets = Targets::from_config(&config).map_err(Failure::bad_input)?;
-                let sweeper = Sweeper::new(
+                let sweeper = sweeper_for(
                     ledger.clone(),
-                    std::sync::Arc::new(targets),
                     std::sync::Arc::new(config.clone()),
                     clock.clone(),
-                    instance_id(),
-                );
+                )?;
                 Some(sweeper.dry_run_windows().await.map_err(|e| e.to_string()))
             } else {
                 None
@@ -1032,6 +1015,22 @@ impl From<&Config> for CheckConfigOut {
             warnings: Vec::new(),
         }
     }
+}
+
+/// A sweeper over the config's targets (a bad target is bad input).
+fn sweeper_for(
+    ledger: Ledger,
+    config: std::sync::Arc<Config>,
+    clock: Clock,
+) -> Result<Sweeper, Failure> {
+    let targets = Targets::from_config(&config).map_err(Failure::bad_input)?;
+    Ok(Sweeper::new(
+        ledger,
+        std::sync::Arc::new(targets),
+        config,
+        clock,
+        instance_id(),
+    ))
 }
 
 /// An age in days and hours (`39d 12h`), or hours and minutes under a day.
@@ -1466,14 +1465,11 @@ async fn org(command: OrgCommand, config: &Config, clock: &Clock, json: bool) ->
                 });
                 return Ok(());
             }
-            let targets = Targets::from_config(config).map_err(Failure::bad_input)?;
-            let sweeper = Sweeper::new(
+            let sweeper = sweeper_for(
                 ledger.clone(),
-                std::sync::Arc::new(targets),
                 std::sync::Arc::new(config.clone()),
                 clock.clone(),
-                instance_id(),
-            );
+            )?;
             let now = clock.now();
             let newly_due = sweeper
                 .org_window_newly_due(&kind, &id, old, new, now)
