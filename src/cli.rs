@@ -713,12 +713,14 @@ pub async fn run(cli: Cli) -> Outcome {
             // Windowed kinds: the live figures come from their tables; a table that cannot be
             // read is said, and the rest of the status still shown.
             let live = if config.kinds.values().any(|k| !k.tracking.is_item()) {
-                let sweeper = sweeper_for(
+                match sweeper_for(
                     ledger.clone(),
                     std::sync::Arc::new(config.clone()),
                     clock.clone(),
-                )?;
-                Some(sweeper.dry_run_windows().await.map_err(|e| e.to_string()))
+                ) {
+                    Ok(sweeper) => Some(sweeper.dry_run_windows().await.map_err(|e| e.to_string())),
+                    Err(f) => Some(Err(f.message)),
+                }
             } else {
                 None
             };
