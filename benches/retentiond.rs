@@ -2766,11 +2766,12 @@ async fn windows_pg(bench: &Bench) {
         span: PG_DAYS * DAY,
     };
     log(format!(
-        "PostgreSQL: (9) log table of {n} rows over {PG_DAYS} day partitions, twice"
+        "PostgreSQL: (9) log table of {n} rows over {PG_DAYS} day partitions, three times"
     ));
     let t = Instant::now();
     let raw = pg_logs(bench, "logs_raw", rows).await;
     let pipe = pg_logs(bench, "logs_pipe", rows).await;
+    let w3 = pg_logs(bench, "logs_w3", rows).await;
     log(format!("  built in {:.1} s", t.elapsed().as_secs_f64()));
     // The hold: org o7's rows of day 5 (partition d05), an hour inside each of its edges, so
     // that its widened range stays within the day.
@@ -2830,7 +2831,16 @@ async fn windows_pg(bench: &Bench) {
         ..Default::default()
     };
     let (s, deleted, pipe_secs, bytes0, bytes1) =
-        pg_window_pass(bench, &pipe.url, false, hold, now0).await;
+        pg_window_pass(bench, &pipe.url, false, hold.clone(), now0).await;
+    log("PostgreSQL: retentiond's windowed pass with W3 (`partitioned = true`)");
+    let (s3, w3_deleted, w3_secs, _, _) = pg_window_pass(bench, &w3.url, true, hold, now0).await;
+    assert_eq!(w3_deleted, expired - held, "W3, held {held}");
+    assert_eq!(
+        w3.count("SELECT COUNT(*) FROM api_logs").await,
+        (n - expired + held) as i64
+    );
+    let (w3_first, w3_med) = idle_passes(&s3, now0 + 1).await;
+    drop(s3);
     assert_eq!(deleted, expired - held, "held {held}");
     let left = (n - expired + held) as i64;
     assert_eq!(raw.count("SELECT COUNT(*) FROM api_logs").await, left);
@@ -2914,11 +2924,41 @@ async fn windows_pg(bench: &Bench) {
                 "retentiond's pass ÷ the reference (time): what W3 can gain",
                 format!("×{:.1}", pipe_secs / raw_secs),
             ),
+            (
+                "9j",
+                "W3 (`partitioned = true`), same table and hold: retentiond's pass, and its time beyond the reference's DELETE of the held day",
+                format!(
+                    "{w3_secs:.2} s ({} rows; {:.2} s beyond)",
+                    k(w3_deleted as f64),
+                    w3_secs - (raw_secs - dropped)
+                ),
+            ),
+            (
+                "9k",
+                "W3 pass ÷ the reference (time)",
+                format!("×{:.2}", w3_secs / raw_secs),
+            ),
+            (
+                "9l",
+                "W3: pass with nothing due after it: median of 5 (the first pass)",
+                format!(
+                    "{} ({}; {} rows, {} partitions left)",
+                    ms(w3_med),
+                    ms(w3_first),
+                    k(left as f64),
+                    PG_DAYS + 1 - 9
+                ),
+            ),
         ],
     );
     let mut t = bench.table.lock().unwrap();
     t.target("9d", "≤ 1.01", yes(growth <= 1.01));
     t.target("9f", "index search, not a scan", yes(index_search(&plan)));
+    t.target(
+        "9j",
+        "< 1 s for the 9 untouched days; the held day at raw-DELETE speed",
+        yes(w3_secs - (raw_secs - dropped) < 1.0),
+    );
 }
 
 // ----- main -----------------------------------------------------------------------------------

@@ -841,7 +841,21 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Notify { command } => notify(command, &config, &clock, json).await,
         Command::Plan { until } => {
             let ledger = open_read(&config).await?;
-            let p = report::plan(&ledger, clock.now(), until).await?;
+            let now = clock.now();
+            // Windowed kinds are forecast from their tables.
+            let windowed = if config.kinds.values().any(|k| !k.tracking.is_item()) {
+                sweeper_for(
+                    ledger.clone(),
+                    std::sync::Arc::new(config.clone()),
+                    clock.clone(),
+                )?
+                .forecast_windows(now, now.plus(until))
+                .await
+                .map_err(|e| Failure::runtime(e.to_string()))?
+            } else {
+                Vec::new()
+            };
+            let p = report::plan(&ledger, now, until, windowed).await?;
             emit(json, &p, || {
                 let mut s = format!("purge forecast {} .. {}\n", p.from, p.until);
                 for d in &p.days {

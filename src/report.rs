@@ -350,8 +350,15 @@ pub struct Forecast {
 
 /// `plan`: expected purges per day and kind until the horizon, and what the active holds keep
 /// back; read-only. Without active holds the counts come from one aggregate query; with holds,
-/// each scheduled resource is matched against them (paged through the ledger).
-pub async fn plan(ledger: &Ledger, now: Timestamp, horizon: Span) -> Result<Forecast, StoreError> {
+/// each scheduled resource is matched against them (paged through the ledger). `windowed` are
+/// the windowed kinds' rows per day, (day since the epoch, kind, held, rows), read from their
+/// tables by the caller (`Sweeper::forecast_windows`).
+pub async fn plan(
+    ledger: &Ledger,
+    now: Timestamp,
+    horizon: Span,
+    windowed: Vec<(i64, String, bool, i64)>,
+) -> Result<Forecast, StoreError> {
     let until = now.plus(horizon);
     let today = now.millis().div_euclid(86_400_000);
     let holds = HoldSet::new(ledger.active_holds().await?);
@@ -378,6 +385,7 @@ pub async fn plan(ledger: &Ledger, now: Timestamp, horizon: Span) -> Result<Fore
         }
         rows.extend(counts.into_iter().map(|((d, k, h), n)| (d, k, h, n)));
     }
+    rows.extend(windowed);
     let mut days: BTreeMap<i64, PlanDay> = BTreeMap::new();
     let (mut total, mut total_held) = (0, 0);
     for (day, kind, held, count) in rows {

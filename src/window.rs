@@ -202,12 +202,6 @@ impl RawWindowMapping {
                 "partitions are a PostgreSQL feature; this target is SQLite".into(),
             ));
         }
-        if self.partitioned {
-            return Err((
-                "partitioned".into(),
-                "dropping whole partitions is not built yet; leave it out: a partitioned table is purged partition by partition in batches".into(),
-            ));
-        }
         if zdr && self.endpoint.is_none() {
             return Err((
                 "endpoint".into(),
@@ -409,6 +403,127 @@ impl WindowPlan {
     /// Whether a pass deletes the row for `reason`.
     pub fn deletes(&self, r: &WindowRow, reason: &Reason) -> bool {
         self.due(r, reason) && !self.kept.iter().any(|k| k.matches(r))
+    }
+}
+
+/// A range partition's bounds on `created_at` (W3): it holds the rows with `from <= created_at <
+/// to`; `None` is `MINVALUE` / `MAXVALUE`. Bounds that a time format stores inexactly are
+/// widened by the caller, never narrowed: `from` rounds down and `to` rounds up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionRange {
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+}
+
+/// What a pass does with one range partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartitionFate {
+    /// No row it can hold is due by age: no DELETE is sent to it.
+    Young,
+    /// Some of its rows may be due: deleted in batches.
+    Batches,
+    /// Every row it can ever hold is due, and no active hold's created range reaches it: it is
+    /// dropped whole.
+    Drop,
+    /// Every row it can hold is due, but these holds' created ranges reach it: it is dropped
+    /// only if none of them keeps a row of it (counted in the table), else batched.
+    DropUnlessKept(Vec<i64>),
+}
+
+/// One value of a partition bound as `pg_get_expr(relpartbound, oid)` prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BoundValue {
+    MinValue,
+    MaxValue,
+    /// A literal, unquoted: `2026-12-01 00:00:00+00`, `1700000000`.
+    Literal(String),
+}
+
+/// Parses `FOR VALUES FROM (a) TO (b)` of a single-column range partition; `None` for
+/// anything else (`DEFAULT`, list or hash bounds, several columns).
+pub fn parse_range_bound(expr: &str) -> Option<(BoundValue, BoundValue)> {
+    let rest = expr.trim().strip_prefix("FOR VALUES FROM (")?;
+    let (from, rest) = bound_value(rest)?;
+    let rest = rest.strip_prefix(") TO (")?;
+    let (to, rest) = bound_value(rest)?;
+    (rest == ")").then_some((from, to))
+}
+
+/// One bound value at the start of `s`, and what follows it.
+fn bound_value(s: &str) -> Option<(BoundValue, &str)> {
+    if let Some(rest) = s.strip_prefix("MINVALUE") {
+        return Some((BoundValue::MinValue, rest));
+    }
+    if let Some(rest) = s.strip_prefix("MAXVALUE") {
+        return Some((BoundValue::MaxValue, rest));
+    }
+    if let Some(body) = s.strip_prefix('\'') {
+        // A quoted literal: '' is a quote inside it.
+        let mut out = String::new();
+        let mut chars = body.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            if c == '\'' {
+                if chars.peek().is_some_and(|(_, n)| *n == '\'') {
+                    out.push('\'');
+                    chars.next();
+                } else {
+                    return Some((BoundValue::Literal(out), &body[i + 1..]));
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        return None;
+    }
+    // An unquoted number.
+    let end = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '-' || c == '.'))
+        .unwrap_or(s.len());
+    (end > 0).then(|| (BoundValue::Literal(s[..end].to_string()), &s[end..]))
+}
+
+impl WindowPlan {
+    /// The earliest cutoff of any org: a row created before it is due by age whatever its org.
+    pub fn earliest_cutoff(&self) -> Timestamp {
+        self.org_cutoffs
+            .values()
+            .copied()
+            .fold(self.cutoff, std::cmp::min)
+    }
+
+    /// The latest cutoff of any org: a row created at or after it is due by age for no org.
+    pub fn latest_cutoff(&self) -> Timestamp {
+        self.org_cutoffs
+            .values()
+            .copied()
+            .fold(self.cutoff, std::cmp::max)
+    }
+
+    /// What a pass does with a range partition by age (W3). `droppable`: the mapping allows
+    /// dropping (`partitioned = true`) and the partition is a direct one of the table.
+    pub fn partition_fate(&self, range: &PartitionRange, droppable: bool) -> PartitionFate {
+        if range.from.is_some_and(|f| f >= self.latest_cutoff()) {
+            return PartitionFate::Young;
+        }
+        let all_due = range.to.is_some_and(|t| t <= self.earliest_cutoff());
+        if !droppable || !all_due {
+            return PartitionFate::Batches;
+        }
+        let reaching: Vec<i64> = self
+            .kept
+            .iter()
+            .filter(|k| {
+                // The hold's created range [from, to] meets [range.from, range.to).
+                k.from.is_none_or(|f| range.to.is_none_or(|t| f < t))
+                    && k.to.is_none_or(|t| range.from.is_none_or(|f| t >= f))
+            })
+            .map(|k| k.hold)
+            .collect();
+        if reaching.is_empty() {
+            PartitionFate::Drop
+        } else {
+            PartitionFate::DropUnlessKept(reaching)
+        }
     }
 }
 
@@ -683,6 +798,49 @@ impl<'a> Renderer<'a> {
         ))
     }
 
+    /// Counts the rows that fall due by age between two moments — due under `later`'s plan,
+    /// not under `earlier`'s, and not due already for ZDR — that holds keep (`held`) or not
+    /// (`plan`'s forecast per day).
+    pub fn count_falling_due(&self, earlier: &WindowPlan, later: &WindowPlan, held: bool) -> Sql {
+        let mut r = self.start();
+        let t = &self.table;
+        let mut w = vec![r.due(later, &Reason::Age)];
+        let before = r.due(earlier, &Reason::Age);
+        w.push(format!("NOT {before}"));
+        for org in &later.zdr_orgs {
+            let z = r.due(later, &Reason::Zdr(org.clone()));
+            w.push(format!("NOT {z}"));
+        }
+        match (r.kept(later), held) {
+            (Some(k), true) => w.push(k),
+            (Some(k), false) => w.push(format!("NOT {k}")),
+            (None, true) => w.push("(1 = 0)".into()),
+            (None, false) => {}
+        }
+        r.finish(format!(
+            "SELECT COUNT(*) FROM {t} WHERE {}",
+            w.join(" AND ")
+        ))
+    }
+
+    /// 1 when some hold of `plan` keeps a row of the table, else 0 (stops at the first).
+    pub fn any_kept(&self, plan: &WindowPlan) -> Sql {
+        let mut r = self.start();
+        let t = &self.table;
+        let kept = r.kept(plan).unwrap_or_else(|| "(1 = 0)".into());
+        r.finish(format!(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM {t} WHERE {kept} LIMIT 1) k"
+        ))
+    }
+
+    /// Every row of the table (a partition about to be dropped).
+    pub fn count_all(&self) -> Sql {
+        Sql {
+            text: format!("SELECT COUNT(*) FROM {}", self.table),
+            binds: Vec::new(),
+        }
+    }
+
     /// The oldest `created_at`, as milliseconds since the epoch (NULL for an empty table).
     pub fn oldest(&self) -> Sql {
         let t = &self.table;
@@ -952,6 +1110,90 @@ mod tests {
         }
     }
 
+    #[test]
+    fn partition_bounds_are_read_as_postgres_prints_them() {
+        let lit = |s: &str| BoundValue::Literal(s.into());
+        assert_eq!(
+            parse_range_bound(
+                "FOR VALUES FROM ('2026-12-01 00:00:00+00') TO ('2026-12-02 00:00:00+00')"
+            ),
+            Some((lit("2026-12-01 00:00:00+00"), lit("2026-12-02 00:00:00+00")))
+        );
+        assert_eq!(
+            parse_range_bound("FOR VALUES FROM (MINVALUE) TO ('it''s')"),
+            Some((BoundValue::MinValue, lit("it's")))
+        );
+        assert_eq!(
+            parse_range_bound("FOR VALUES FROM (-5) TO (MAXVALUE)"),
+            Some((lit("-5"), BoundValue::MaxValue))
+        );
+        for other in [
+            "DEFAULT",
+            "FOR VALUES IN ('a')",
+            "FOR VALUES WITH (modulus 4, remainder 0)",
+            "FOR VALUES FROM ('a', 1) TO ('b', 2)",
+            "FOR VALUES FROM ('a) TO ('b')",
+        ] {
+            assert_eq!(parse_range_bound(other), None, "{other}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        /// W3: a partition is skipped only when none of its rows is due by age, dropped only
+        /// when every row it can hold is due and kept by no hold, and a drop that depends on
+        /// the table names every hold that could keep one of its rows.
+        #[test]
+        fn a_partition_is_skipped_or_dropped_only_when_its_rows_allow(
+            rows in proptest::collection::vec(row_strategy(), 1..60),
+            scopes in proptest::collection::vec(scope_strategy(), 0..4),
+            max_age in 0..21_000i64,
+            org_window in proptest::option::of((0..3usize, 0..21_000i64)),
+            from in proptest::option::of(0..20_000i64),
+            len in 1..10_000i64,
+            open_end in any::<bool>(),
+        ) {
+            let now = Timestamp::from_millis(1_700_000_000_000 + 20_000);
+            let holds: Vec<ActiveHold> = scopes
+                .into_iter()
+                .enumerate()
+                .map(|(i, scope)| ActiveHold { id: i as i64 + 1, case_ref: "c".into(), scope })
+                .collect();
+            let org_windows: BTreeMap<String, Span> = org_window
+                .map(|(o, ms)| (ORGS[o].to_string(), Span::from_millis(ms)))
+                .into_iter()
+                .collect();
+            let policy = WindowPolicy { max_age: Span::from_millis(max_age), zdr_endpoints: None };
+            let p = plan("api_log", &policy, &org_windows, &[], &holds, true, now);
+            let base = 1_700_000_000_000;
+            let range = PartitionRange {
+                from: from.map(|f| Timestamp::from_millis(base + f)),
+                to: (!open_end).then(|| Timestamp::from_millis(base + from.unwrap_or(0) + len)),
+            };
+            let inside: Vec<&WindowRow> = rows
+                .iter()
+                .filter(|r| range.from.is_none_or(|f| r.created_at >= f))
+                .filter(|r| range.to.is_none_or(|t| r.created_at < t))
+                .collect();
+            match p.partition_fate(&range, true) {
+                PartitionFate::Young => {
+                    prop_assert!(inside.iter().all(|r| !p.due(r, &Reason::Age)));
+                }
+                PartitionFate::Drop => {
+                    prop_assert!(inside.iter().all(|r| p.deletes(r, &Reason::Age)));
+                }
+                PartitionFate::DropUnlessKept(reaching) => {
+                    prop_assert!(inside.iter().all(|r| p.due(r, &Reason::Age)));
+                    for r in &inside {
+                        prop_assert!(p.kept_by(r).iter().all(|h| reaching.contains(h)));
+                    }
+                }
+                PartitionFate::Batches => {}
+            }
+            prop_assert_ne!(p.partition_fate(&range, false), PartitionFate::Drop);
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
         /// The rendered SQL, run on a real SQLite table, deletes exactly the rows the plan
@@ -965,6 +1207,7 @@ mod tests {
             org_window in proptest::option::of((0..3usize, 0..21_000i64)),
             zdr in proptest::option::of(0..3usize),
             format in prop_oneof![Just(TimeFormat::Rfc3339), Just(TimeFormat::Unix), Just(TimeFormat::UnixMs)],
+            shift in 0..10_000i64,
         ) {
             let m = mapping(format);
             let now = Timestamp::from_millis(1_700_000_000_000 + 20_000);
@@ -1006,6 +1249,17 @@ mod tests {
                 .filter(|x| reasons.iter().any(|re| p.due(x, re)) && !p.kept_by(x).is_empty())
                 .count();
             prop_assert_eq!(run(&conn, &r.count_held_back(&p, &reasons)), held);
+            // `plan`'s forecast: what falls due by age between now and a later moment.
+            let later = plan("api_log", &policy, &org_windows, &zdr_orgs, &holds, true, now.plus(Span::from_millis(shift)));
+            for kept in [false, true] {
+                let expected = live
+                    .iter()
+                    .filter(|x| later.due(x, &Reason::Age) && !p.due(x, &Reason::Age))
+                    .filter(|x| !later.zdr_orgs.iter().any(|o| later.due(x, &Reason::Zdr(o.clone()))))
+                    .filter(|x| later.kept_by(x).is_empty() != kept)
+                    .count();
+                prop_assert_eq!(run(&conn, &r.count_falling_due(&p, &later, kept)), expected);
+            }
             for reason in &reasons {
                 let expected = live.iter().filter(|x| p.deletes(x, reason)).count();
                 prop_assert_eq!(run(&conn, &r.count_deletable(&p, std::slice::from_ref(reason))), expected);

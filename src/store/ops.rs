@@ -695,8 +695,9 @@ impl Store {
             .bind(target)
             .execute(&mut *t.tx)
             .await?;
-        let (holder, until, started, rows, last): (Option<String>, Option<i64>, Option<i64>, i64, Option<i64>) = sqlx::query_as(concat!(
-            "SELECT owner, lease_until, started_at, rows_so_far, last_started_at FROM window_passes WHERE kind = $1 AND target = $2",
+        type PassRow = (Option<String>, Option<i64>, Option<i64>, i64, Option<i64>, Option<String>);
+        let (holder, until, started, rows, last, dropping): PassRow = sqlx::query_as(concat!(
+            "SELECT owner, lease_until, started_at, rows_so_far, last_started_at, dropping FROM window_passes WHERE kind = $1 AND target = $2",
             for_update!()
         ))
         .bind(kind)
@@ -729,7 +730,19 @@ impl Store {
         Ok(Some(WindowClaim {
             resumed,
             last_started_at: last.map(Timestamp::from_millis),
+            dropping,
         }))
+    }
+
+    pub async fn window_dropping(&self, kind: &str, target: &str, owner: &str, dropping: Option<&str>) -> Result<bool> {
+        let done = sqlx::query("UPDATE window_passes SET dropping = $4 WHERE kind = $1 AND target = $2 AND owner = $3")
+            .bind(kind)
+            .bind(target)
+            .bind(owner)
+            .bind(dropping)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     pub async fn window_progress(&self, kind: &str, target: &str, owner: &str, rows: i64, lease_until: Timestamp) -> Result<bool> {

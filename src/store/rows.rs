@@ -704,6 +704,8 @@ pub struct WindowClaim {
     pub resumed: Option<(Timestamp, i64)>,
     /// When the last finished pass started (W5: ZDR rows found after it are violations).
     pub last_started_at: Option<Timestamp>,
+    /// The partition a crashed pass was dropping (W3), as JSON `{"table", "bound"}`.
+    pub dropping: Option<String>,
 }
 
 /// A window pass as it ended.

@@ -26,8 +26,21 @@ use super::{SweepError, SweepReport, Sweeper};
 use crate::audit::AuditDraft;
 use crate::model::{Span, Timestamp, ZdrStatus};
 use crate::rules::KindPolicy;
-use crate::targets::SqlTarget;
-use crate::window::{self, Reason, WindowPlan, WindowPolicy, ZdrOrg};
+use crate::targets::{Partition, PartitionState, SqlTarget};
+use crate::window::{
+    self, PartitionFate, PartitionRange, Reason, WindowPlan, WindowPolicy, ZdrOrg,
+};
+
+/// How a drop of one partition ended (W3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DropOutcome {
+    /// Dropped, with the rows it held.
+    Dropped(u64),
+    /// Not dropped: a hold keeps a row of it (or it is not there to drop); it is batched.
+    Kept,
+    /// The pass is no longer ours.
+    Lost,
+}
 
 /// One pass over a windowed kind's table in one target.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -37,6 +50,8 @@ pub struct WindowPassReport {
     pub cutoff: Option<Timestamp>,
     /// Rows deleted, those of a crashed pass it finished included.
     pub rows: u64,
+    /// Partitions dropped whole (W3); their rows are in `rows`.
+    pub partitions: u64,
     /// Due rows that holds keep back (`None`: could not be counted).
     pub held_back: Option<u64>,
     /// Rows ZDR deleted, by org, and those of them that are violations (W5).
@@ -173,9 +188,26 @@ impl Sweeper {
         };
         let reasons = plan_with(&[]).reasons();
         let mut by_reason: BTreeMap<Reason, u64> = BTreeMap::new();
+        let mut partitions = 0u64;
         // The stored times must be in the mapping's format, or a cutoff means nothing.
         let mut error = target.window_oldest(kind).await.err();
-        let tables = match target.window_tables(kind).await {
+        let mut lost = false;
+        // W3: a drop that a crashed pass left between DETACH and DROP is finished first.
+        if let (None, Some(d)) = (&error, &claim.dropping) {
+            match self
+                .finish_partition_drop(kind, tname, target, d, &plan_with)
+                .await?
+            {
+                Ok(DropOutcome::Dropped(n)) => {
+                    partitions += 1;
+                    *by_reason.entry(Reason::Age).or_default() += n;
+                    lost |= !self.add_window_rows(kind, tname, n).await?;
+                }
+                Ok(_) => {}
+                Err(e) => error = Some(e),
+            }
+        }
+        let parts = match target.window_partitions(kind).await {
             Ok(t) => t,
             Err(e) => {
                 error = error.or(Some(e));
@@ -183,18 +215,55 @@ impl Sweeper {
             }
         };
         let mut stopped = false;
-        let mut lost = false;
         let mut work = Vec::new();
         for reason in &reasons {
-            for table in &tables {
-                work.push((reason, table));
+            for part in &parts {
+                work.push((reason, part));
             }
         }
-        'reasons: for (reason, table) in work {
-            if error.is_some() {
+        'reasons: for (reason, part) in work {
+            if error.is_some() || lost {
                 break;
             }
-            let sql = window::render(mapping, target.dialect()).on_table(table.clone());
+            if stop.is_cancelled() {
+                stopped = true;
+                break;
+            }
+            let sql = window::render(mapping, target.dialect()).on_table(part.table.clone());
+            if *reason == Reason::Age
+                && let Some(range) = &part.range
+            {
+                let droppable = mapping.partitioned && !part.default && part.bound.is_some();
+                match plan_with(&[]).partition_fate(range, droppable) {
+                    PartitionFate::Young => continue,
+                    PartitionFate::Batches => {}
+                    PartitionFate::Drop | PartitionFate::DropUnlessKept(_) => {
+                        match self
+                            .drop_partition(kind, tname, target, part, range, &plan_with)
+                            .await?
+                        {
+                            Ok(DropOutcome::Dropped(n)) => {
+                                partitions += 1;
+                                *by_reason.entry(reason.clone()).or_default() += n;
+                                if !self.add_window_rows(kind, tname, n).await? {
+                                    lost = true;
+                                    break 'reasons;
+                                }
+                                continue;
+                            }
+                            Ok(DropOutcome::Lost) => {
+                                lost = true;
+                                break 'reasons;
+                            }
+                            Ok(DropOutcome::Kept) => {}
+                            Err(e) => {
+                                error = Some(e);
+                                break 'reasons;
+                            }
+                        }
+                    }
+                }
+            }
             loop {
                 if stop.is_cancelled() {
                     stopped = true;
@@ -216,12 +285,7 @@ impl Sweeper {
                 };
                 *by_reason.entry(reason.clone()).or_default() += n;
                 crate::failpoint::crash("window_batch_deleted");
-                if n > 0
-                    && !self
-                        .ledger
-                        .window_progress(kind, tname, &self.instance, n as i64, self.lease_until())
-                        .await?
-                {
+                if !self.add_window_rows(kind, tname, n).await? {
                     lost = true;
                     break 'reasons;
                 }
@@ -261,10 +325,164 @@ impl Sweeper {
             .await
             .ok();
         self.finish_window_pass(
-            kind, tname, &plan, by_reason, held_back, error, claim, stopped,
+            kind, tname, &plan, by_reason, partitions, held_back, error, claim, stopped,
         )
         .await
         .map(Some)
+    }
+
+    /// Adds a batch's (or a dropped partition's) rows to the pass and renews its lease; false
+    /// when the pass is no longer ours.
+    async fn add_window_rows(&self, kind: &str, tname: &str, n: u64) -> Result<bool, SweepError> {
+        if n == 0 {
+            return Ok(true);
+        }
+        Ok(self
+            .ledger
+            .window_progress(kind, tname, &self.instance, n as i64, self.lease_until())
+            .await?)
+    }
+
+    /// W3: drops a partition whose whole range is due, inside the purge gate, unless an active
+    /// hold keeps a row of it (then `Kept`: its unheld rows go in batches). The partition is
+    /// recorded in the ledger before it is detached, so a crash before the DROP is finished by
+    /// the next pass ([`Self::finish_partition_drop`]); once detached no insert can reach it,
+    /// and the holds are checked against it again before it is dropped.
+    async fn drop_partition(
+        &self,
+        kind: &str,
+        tname: &str,
+        target: &SqlTarget,
+        part: &Partition,
+        range: &PartitionRange,
+        plan_with: &impl Fn(&[crate::holds::ActiveHold]) -> WindowPlan,
+    ) -> Result<Result<DropOutcome, String>, SweepError> {
+        let (Some(m), Some(bound)) = (target.window(kind), &part.bound) else {
+            return Ok(Ok(DropOutcome::Kept));
+        };
+        let sql = window::render(m, target.dialect()).on_table(part.table.clone());
+        let mut gate = self.ledger.open_purge_gate().await?;
+        let holds = gate.active_holds().await?;
+        let plan = plan_with(&holds);
+        let check_holds = match plan.partition_fate(range, true) {
+            PartitionFate::Drop => false,
+            PartitionFate::DropUnlessKept(_) => true,
+            PartitionFate::Young | PartitionFate::Batches => return Ok(Ok(DropOutcome::Kept)),
+        };
+        let kept = |sql: window::Sql| async move { target.window_count(&sql).await.map(|n| n > 0) };
+        if check_holds {
+            match kept(sql.any_kept(&plan)).await {
+                Ok(false) => {}
+                Ok(true) => return Ok(Ok(DropOutcome::Kept)),
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        let record = json!({"table": part.table, "bound": bound}).to_string();
+        if !self
+            .ledger
+            .window_dropping(kind, tname, &self.instance, Some(&record))
+            .await?
+        {
+            return Ok(Ok(DropOutcome::Lost));
+        }
+        if let Err(e) = target.detach_partition(kind, &part.table).await {
+            return Ok(Err(e));
+        }
+        crate::failpoint::crash("window_partition_detached");
+        let outcome = self
+            .drop_detached(kind, target, &part.table, bound, &plan, check_holds)
+            .await;
+        drop(gate);
+        if outcome.is_ok() {
+            self.ledger
+                .window_dropping(kind, tname, &self.instance, None)
+                .await?;
+        }
+        Ok(outcome)
+    }
+
+    /// The end of a drop, inside the purge gate: a detached partition in which a hold of `plan`
+    /// keeps a row is attached back (`Kept`), else its rows are counted and it is dropped.
+    async fn drop_detached(
+        &self,
+        kind: &str,
+        target: &SqlTarget,
+        table: &str,
+        bound: &str,
+        plan: &WindowPlan,
+        check_holds: bool,
+    ) -> Result<DropOutcome, String> {
+        let Some(m) = target.window(kind) else {
+            return Ok(DropOutcome::Kept);
+        };
+        let sql = window::render(m, target.dialect()).on_table(table.to_string());
+        if check_holds && target.window_count(&sql.any_kept(plan)).await? > 0 {
+            target.reattach_partition(kind, table, bound).await?;
+            return Ok(DropOutcome::Kept);
+        }
+        let rows = target.window_count(&sql.count_all()).await?;
+        target.drop_partition(table).await?;
+        Ok(DropOutcome::Dropped(rows))
+    }
+
+    /// Finishes the drop a crashed pass recorded (`dropping`): a partition still attached is
+    /// left to this pass; one detached, or pending detach, is dropped unless a hold keeps a row
+    /// of it now (then it is attached back).
+    async fn finish_partition_drop(
+        &self,
+        kind: &str,
+        tname: &str,
+        target: &SqlTarget,
+        dropping: &str,
+        plan_with: &impl Fn(&[crate::holds::ActiveHold]) -> WindowPlan,
+    ) -> Result<Result<DropOutcome, String>, SweepError> {
+        let (Some(table), Some(bound)) = serde_json::from_str::<serde_json::Value>(dropping)
+            .ok()
+            .and_then(|v| {
+                Some((
+                    v["table"].as_str()?.to_string(),
+                    v["bound"].as_str()?.to_string(),
+                ))
+            })
+            .unzip()
+        else {
+            return Ok(Err(format!(
+                "target `{tname}`: the partition being dropped is recorded as `{dropping}`, which is not {{\"table\", \"bound\"}}"
+            )));
+        };
+        let mut gate = self.ledger.open_purge_gate().await?;
+        let holds = gate.active_holds().await?;
+        let plan = plan_with(&holds);
+        let outcome = match target.partition_state(kind, &table).await {
+            Err(e) => Err(e),
+            Ok(PartitionState::Gone | PartitionState::Attached) => Ok(DropOutcome::Kept),
+            Ok(PartitionState::DetachPending | PartitionState::Detached) => {
+                match target.detach_partition(kind, &table).await {
+                    Err(e) => Err(e),
+                    Ok(()) => {
+                        self.drop_detached(
+                            kind,
+                            target,
+                            &table,
+                            &bound,
+                            &plan,
+                            !plan.kept.is_empty(),
+                        )
+                        .await
+                    }
+                }
+            }
+        };
+        drop(gate);
+        if outcome.is_ok() {
+            self.ledger
+                .window_dropping(kind, tname, &self.instance, None)
+                .await?;
+            if let Ok(DropOutcome::Dropped(rows)) = &outcome {
+                info!(kind, target = tname, partition = %table, rows, "finished dropping a partition a crashed pass had detached");
+            }
+        }
+        Ok(outcome)
     }
 
     /// Ends the pass in the ledger with its audit entries, and writes its log lines.
@@ -275,6 +493,7 @@ impl Sweeper {
         tname: &str,
         plan: &WindowPlan,
         by_reason: BTreeMap<Reason, u64>,
+        partitions: u64,
         held_back: Option<u64>,
         error: Option<String>,
         claim: crate::store::WindowClaim,
@@ -318,6 +537,7 @@ impl Sweeper {
             target: tname.to_string(),
             cutoff: Some(plan.cutoff),
             rows: done.rows.max(0) as u64,
+            partitions,
             held_back,
             zdr_rows,
             zdr_violations,
@@ -325,7 +545,7 @@ impl Sweeper {
             error,
         };
         let mut drafts = Vec::new();
-        if report.rows > 0 || report.resumed {
+        if report.rows > 0 || report.partitions > 0 || report.resumed {
             drafts.push(AuditDraft::new(
                 at,
                 "window.purged",
@@ -336,7 +556,7 @@ impl Sweeper {
                     "cutoff": plan.cutoff,
                     "org_cutoffs": plan.org_cutoffs,
                     "rows": report.rows,
-                    "partitions": 0,
+                    "partitions": report.partitions,
                     "held_back": report.held_back,
                     "zdr_rows": report.zdr_rows,
                     "started_at": done.started_at,
@@ -366,11 +586,12 @@ impl Sweeper {
         }
         if let Some(e) = &report.error {
             warn!(kind, target = tname, rows = report.rows, error = %e, "window pass failed; retried next sweep");
-        } else if report.rows > 0 || report.resumed {
+        } else if report.rows > 0 || report.partitions > 0 || report.resumed {
             info!(
                 kind,
                 target = tname,
                 rows = report.rows,
+                partitions = report.partitions,
                 held_back = report.held_back.unwrap_or(0),
                 cutoff = %plan.cutoff,
                 resumed = report.resumed,
@@ -490,6 +711,76 @@ impl Sweeper {
             .map(|o| o.zdr_at.unwrap_or(o.updated_at)))
     }
 
+    /// `plan`'s forecast for windowed kinds, read from their tables: per UTC day until `until`,
+    /// the rows that fall due by age that day, kept by holds or not; rows due now (by age or
+    /// ZDR) are in the day before `now`'s ("overdue"). Rows: (day since the epoch, kind, held,
+    /// rows). Changes nothing.
+    pub async fn forecast_windows(
+        &self,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<(i64, String, bool, i64)>, SweepError> {
+        const DAY: i64 = 86_400_000;
+        let holds = self.ledger.active_holds().await?;
+        let today = now.millis().div_euclid(DAY);
+        let mut out = Vec::new();
+        for (kind, policy, targets) in self.window_work() {
+            let (wpolicy, org_windows, zdr) = self.window_facts(kind, policy).await?;
+            for (_, target) in targets {
+                let (Some(m), Some(sql)) = (target.window(kind), target.window_sql(kind)) else {
+                    continue;
+                };
+                let at = |t| {
+                    window::plan(
+                        kind,
+                        &wpolicy,
+                        &org_windows,
+                        &zdr,
+                        &holds,
+                        m.id.is_some(),
+                        t,
+                    )
+                };
+                let count = |s| async move {
+                    target
+                        .window_count(&s)
+                        .await
+                        .map(|n| n as i64)
+                        .map_err(SweepError::Target)
+                };
+                let p = at(now);
+                let reasons = p.reasons();
+                out.push((
+                    today - 1,
+                    kind.to_string(),
+                    false,
+                    count(sql.count_deletable(&p, &reasons)).await?,
+                ));
+                out.push((
+                    today - 1,
+                    kind.to_string(),
+                    true,
+                    count(sql.count_held_back(&p, &reasons)).await?,
+                ));
+                let (mut from, mut day) = (now, today);
+                while from < until {
+                    let end = Timestamp::from_millis((day + 1) * DAY).min(until);
+                    let (a, b) = (at(from), at(end));
+                    for held in [false, true] {
+                        if held && holds.is_empty() {
+                            continue;
+                        }
+                        let n = count(sql.count_falling_due(&a, &b, held)).await?;
+                        out.push((day, kind.to_string(), held, n));
+                    }
+                    (from, day) = (end, day + 1);
+                }
+            }
+        }
+        out.retain(|r| r.3 > 0);
+        Ok(out)
+    }
+
     /// What a pass over each windowed kind's tables would delete now, and what holds keep.
     /// Changes nothing.
     pub async fn dry_run_windows(&self) -> Result<Vec<WindowPreview>, SweepError> {
@@ -523,13 +814,40 @@ impl Sweeper {
                     .window_oldest(kind)
                     .await
                     .map_err(SweepError::Target)?;
+                let mut partitions = 0;
+                if m.partitioned {
+                    for part in target
+                        .window_partitions(kind)
+                        .await
+                        .map_err(SweepError::Target)?
+                    {
+                        let (Some(range), Some(_), false) =
+                            (&part.range, &part.bound, part.default)
+                        else {
+                            continue;
+                        };
+                        partitions += match plan.partition_fate(range, true) {
+                            PartitionFate::Drop => 1,
+                            PartitionFate::DropUnlessKept(_) => {
+                                let sql = window::render(m, target.dialect()).on_table(part.table);
+                                u64::from(
+                                    count(sql.any_kept(&plan))
+                                        .await
+                                        .map_err(SweepError::Target)?
+                                        == 0,
+                                )
+                            }
+                            _ => 0,
+                        };
+                    }
+                }
                 out.push(WindowPreview {
                     kind: kind.to_string(),
                     target: tname.to_string(),
                     cutoff: plan.cutoff,
                     rows,
                     held_back,
-                    partitions: 0,
+                    partitions,
                     oldest,
                 });
             }

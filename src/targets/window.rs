@@ -8,7 +8,32 @@ use sqlx::{AssertSqlSafe, Row};
 
 use super::sql::{AppDb, SqlTarget};
 use crate::model::Timestamp;
-use crate::window::{self, Bind, Dialect, Renderer, Sql, TimeFormat, WindowMapping};
+use crate::window::{
+    self, Bind, BoundValue, Dialect, PartitionRange, Renderer, Sql, TimeFormat, WindowMapping,
+};
+
+/// A table a pass deletes from: the mapped table, or one of its leaf partitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partition {
+    /// Quoted, schema-qualified on PostgreSQL.
+    pub table: String,
+    /// `pg_get_expr(relpartbound)` of a direct partition partitioned by range on `created_at`.
+    pub bound: Option<String>,
+    /// Its range on `created_at`, when the bound is one that can be read as times.
+    pub range: Option<PartitionRange>,
+    pub default: bool,
+}
+
+/// Where a partition a pass set out to drop is (W3, crash recovery).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartitionState {
+    Attached,
+    /// `DETACH … CONCURRENTLY` was cut short: `FINALIZE` finishes it.
+    DetachPending,
+    /// Detached, not dropped yet.
+    Detached,
+    Gone,
+}
 
 macro_rules! bound {
     ($sql:expr) => {{
@@ -45,10 +70,28 @@ impl SqlTarget {
     /// partitions when it is partitioned (a `ctid` names a row only within one table). A table
     /// with inheritance children is refused for the same reason.
     pub async fn window_tables(&self, kind: &str) -> Result<Vec<String>, String> {
+        Ok(self
+            .window_partitions(kind)
+            .await?
+            .into_iter()
+            .map(|p| p.table)
+            .collect())
+    }
+
+    /// The tables a pass deletes from (see [`Self::window_tables`]), each with its range on
+    /// `created_at` when the table is partitioned `BY RANGE` on that column alone and the
+    /// partition is a direct one; a default partition, a sub-partition or another partition
+    /// key has no range (it is always visited, never dropped).
+    pub async fn window_partitions(&self, kind: &str) -> Result<Vec<Partition>, String> {
         let Some(m) = self.window(kind) else {
             return Ok(Vec::new());
         };
-        let own = m.table.quote(self.dialect());
+        let own = Partition {
+            table: m.table.quote(self.dialect()),
+            bound: None,
+            range: None,
+            default: false,
+        };
         let AppDb::Postgres(p) = &self.db else {
             return Ok(vec![own]);
         };
@@ -66,16 +109,187 @@ impl SqlTarget {
                 self.name, m.table
             ));
         }
-        let leaves: Vec<String> = sqlx::query_scalar(
-            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_partition_tree(to_regclass($1)) t \
+        // (quoted name, bound of a direct partition, by range on created_at alone)
+        let leaves: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT format('%I.%I', n.nspname, c.relname), \
+             CASE WHEN t.parentrelid = to_regclass($1) \
+               AND pg_get_partkeydef(to_regclass($1)) = format('RANGE (%s)', quote_ident($2)) \
+             THEN pg_get_expr(c.relpartbound, c.oid) END \
+             FROM pg_partition_tree(to_regclass($1)) t \
              JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE t.isleaf ORDER BY c.relname",
+             WHERE t.isleaf AND t.level > 0 ORDER BY c.relname",
         )
         .bind(m.table.quoted())
+        .bind(m.created_at.as_str())
         .fetch_all(p)
         .await
         .map_err(|e| self.window_error(&e))?;
-        Ok(if leaves.is_empty() { vec![own] } else { leaves })
+        if leaves.is_empty() {
+            return Ok(vec![own]);
+        }
+        let mut out = Vec::with_capacity(leaves.len());
+        for (table, bound) in leaves {
+            let parsed = bound.as_deref().and_then(window::parse_range_bound);
+            let range = match parsed {
+                Some((from, to)) => self.bound_range(m.time_format, from, to).await?,
+                None => None,
+            };
+            out.push(Partition {
+                default: bound.as_deref() == Some("DEFAULT"),
+                table,
+                bound,
+                range,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A partition's bounds as times, widened to whole milliseconds (and by a second for text,
+    /// which compares as text); `None` when a literal is not a time of the mapping's format.
+    async fn bound_range(
+        &self,
+        format: TimeFormat,
+        from: BoundValue,
+        to: BoundValue,
+    ) -> Result<Option<PartitionRange>, String> {
+        let mut ends = [None, None];
+        for (i, (v, up)) in [(from, false), (to, true)].into_iter().enumerate() {
+            let lit = match v {
+                BoundValue::MinValue | BoundValue::MaxValue => continue,
+                BoundValue::Literal(l) => l,
+            };
+            let ms = match format {
+                TimeFormat::Unix => lit.parse::<i64>().ok().map(|s| s.saturating_mul(1000)),
+                TimeFormat::UnixMs => lit.parse::<i64>().ok(),
+                TimeFormat::Rfc3339 => Timestamp::parse_rfc3339(&lit).ok().map(|t| {
+                    let widen = if up { 1000 } else { -1000 };
+                    t.millis().saturating_add(widen)
+                }),
+                TimeFormat::Native => {
+                    let AppDb::Postgres(p) = &self.db else {
+                        return Ok(None);
+                    };
+                    let sql = if up {
+                        "SELECT ceil(EXTRACT(EPOCH FROM $1::timestamptz) * 1000)::bigint"
+                    } else {
+                        "SELECT floor(EXTRACT(EPOCH FROM $1::timestamptz) * 1000)::bigint"
+                    };
+                    sqlx::query_scalar::<_, i64>(sql)
+                        .bind(&lit)
+                        .fetch_one(p)
+                        .await
+                        .ok()
+                }
+            };
+            let Some(ms) = ms else {
+                return Ok(None);
+            };
+            ends[i] = Some(Timestamp::from_millis(ms));
+        }
+        Ok(Some(PartitionRange {
+            from: ends[0],
+            to: ends[1],
+        }))
+    }
+
+    /// Whether the kind's table has a default partition (DETACH CONCURRENTLY is refused then).
+    async fn has_default_partition(&self, m: &WindowMapping) -> Result<bool, String> {
+        let AppDb::Postgres(p) = &self.db else {
+            return Ok(false);
+        };
+        sqlx::query_scalar(
+            "SELECT partdefid <> 0 FROM pg_partitioned_table WHERE partrelid = to_regclass($1)",
+        )
+        .bind(m.table.quoted())
+        .fetch_optional(p)
+        .await
+        .map(|d: Option<bool>| d.unwrap_or(false))
+        .map_err(|e| self.window_error(&e))
+    }
+
+    /// Where a partition that a pass set out to drop is now.
+    pub async fn partition_state(&self, kind: &str, table: &str) -> Result<PartitionState, String> {
+        let (Some(m), AppDb::Postgres(p)) = (self.window(kind), &self.db) else {
+            return Ok(PartitionState::Gone);
+        };
+        let row: Option<(bool, Option<bool>)> = sqlx::query_as(
+            "SELECT to_regclass($1) IS NOT NULL, \
+             (SELECT i.inhdetachpending FROM pg_inherits i WHERE i.inhrelid = to_regclass($1) \
+              AND i.inhparent = to_regclass($2))",
+        )
+        .bind(table)
+        .bind(m.table.quoted())
+        .fetch_optional(p)
+        .await
+        .map_err(|e| self.window_error(&e))?;
+        Ok(match row {
+            None | Some((false, _)) => PartitionState::Gone,
+            Some((true, None)) => PartitionState::Detached,
+            Some((true, Some(true))) => PartitionState::DetachPending,
+            Some((true, Some(false))) => PartitionState::Attached,
+        })
+    }
+
+    /// Detaches a partition of the kind's table: `CONCURRENTLY` (the table stays readable and
+    /// writable) unless it has a default partition, which PostgreSQL refuses it for; a detach
+    /// left pending by a crash is finished.
+    pub async fn detach_partition(&self, kind: &str, table: &str) -> Result<(), String> {
+        let (Some(m), AppDb::Postgres(p)) = (self.window(kind), &self.db) else {
+            return Ok(());
+        };
+        let parent = m.table.quoted();
+        let how = match self.partition_state(kind, table).await? {
+            PartitionState::Attached if self.has_default_partition(m).await? => "",
+            PartitionState::Attached => " CONCURRENTLY",
+            PartitionState::DetachPending => " FINALIZE",
+            PartitionState::Detached | PartitionState::Gone => return Ok(()),
+        };
+        // The simple protocol: CONCURRENTLY cannot run inside a transaction block.
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "ALTER TABLE {parent} DETACH PARTITION {table}{how}"
+        )))
+        .execute(p)
+        .await
+        .map(|_| ())
+        .map_err(|e| self.window_error(&e))
+    }
+
+    /// Attaches back a partition a pass detached and then found a held row in.
+    pub async fn reattach_partition(
+        &self,
+        kind: &str,
+        table: &str,
+        bound: &str,
+    ) -> Result<(), String> {
+        let (Some(m), AppDb::Postgres(p)) = (self.window(kind), &self.db) else {
+            return Ok(());
+        };
+        if window::parse_range_bound(bound).is_none() {
+            return Err(format!(
+                "target `{}`: cannot attach {table} back: its bound `{bound}` is not a range",
+                self.name
+            ));
+        }
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "ALTER TABLE {} ATTACH PARTITION {table} {bound}",
+            m.table.quoted()
+        )))
+        .execute(p)
+        .await
+        .map(|_| ())
+        .map_err(|e| self.window_error(&e))
+    }
+
+    /// Drops a detached partition.
+    pub async fn drop_partition(&self, table: &str) -> Result<(), String> {
+        let AppDb::Postgres(p) = &self.db else {
+            return Ok(());
+        };
+        sqlx::raw_sql(AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
+            .execute(p)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.window_error(&e))
     }
 
     /// Runs a statement that changes rows (in a transaction of its own); the rows it changed.
@@ -186,6 +400,31 @@ impl SqlTarget {
         })?;
         self.window_oldest(kind).await?;
         self.window_tables(kind).await?;
+        if let (true, AppDb::Postgres(p)) = (m.partitioned, &self.db) {
+            let key: Option<String> = sqlx::query_scalar(
+                "SELECT CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) ELSE '' END \
+                 FROM pg_class c WHERE c.oid = to_regclass($1)",
+            )
+            .bind(m.table.quoted())
+            .fetch_optional(p)
+            .await
+            .map_err(|e| self.window_error(&e))?
+            .flatten();
+            let want = format!("RANGE ({})", m.created_at.as_str());
+            let key = key.unwrap_or_default();
+            if key.trim_matches('"') != want && key.replace('"', "") != want {
+                return Err(format!(
+                    "target `{}`: partitioned = true, but {} is {}; it must be PARTITION BY {want} for whole partitions to be dropped",
+                    self.name,
+                    m.table,
+                    if key.is_empty() {
+                        "not partitioned".to_string()
+                    } else {
+                        format!("partitioned by {key}")
+                    }
+                ));
+            }
+        }
         let mut warnings = Vec::new();
         if !self.window_indexed(m).await? {
             warnings.push(format!(

@@ -225,6 +225,14 @@ both_backends! {
         assert_eq!(status["window_tables"][0]["held_back"], 6, "{status}");
         let text = ok(&rd(&cfg, &["status"]));
         assert!(text.contains("window     request_log in app_db: oldest row 39d 12h old, 104 row(s) due now, holds keep 6"), "{text}");
+        // `plan` forecasts from the table: the 104 due now, then days 29..20 as they come of
+        // age over the next 10 days (8 rows a day, but o3's chat row is due already for ZDR).
+        let plan = json(&rd(&cfg, &["plan", "--until", "10d", "--json"]));
+        assert_eq!(plan["days"][0]["day"], "overdue", "{plan}");
+        assert_eq!(plan["days"][0]["purges"]["request_log"], 104, "{plan}");
+        assert_eq!(plan["days"][0]["held"]["request_log"], 6, "{plan}");
+        assert_eq!(plan["total"], 104 + 10 * 7, "{plan}");
+        assert_eq!(plan["total_held"], 6, "{plan}");
 
         // A crash after the first batch of 7 rows; the next sweep finishes the pass and says so.
         let crashed = bin().arg("--config").arg(&cfg).args(["sweep", "--once"]).env("RETENTIOND_CRASH_AT", "window_batch_deleted").output().unwrap();
@@ -503,4 +511,270 @@ both_backends! {
         let v = json(&rd(&cfg, &["audit", "verify", "--json"]));
         assert_eq!(v["ok"], true);
     }
+}
+
+/// Recreates `request_logs` on PostgreSQL partitioned by day: `request_logs_dK` holds the rows
+/// created between K+1 and K days before `now` (K in 0..DAYS), `request_logs_old` everything
+/// older, `request_logs_future` everything younger, and a default partition when asked.
+async fn partition_by_day(logs: &Logs, now: chrono::DateTime<Utc>, default: bool) {
+    let at = |days: i64| (now - Age::days(days)).to_rfc3339();
+    let mut ddl = String::from(
+        "DROP TABLE request_logs; \
+         CREATE TABLE request_logs (id TEXT NOT NULL, org_id TEXT NOT NULL, account_id TEXT NOT NULL, \
+         endpoint TEXT NOT NULL, body TEXT, created_at TIMESTAMPTZ NOT NULL) PARTITION BY RANGE (created_at); \
+         CREATE INDEX request_logs_created ON request_logs (created_at); ",
+    );
+    for k in 0..DAYS {
+        ddl.push_str(&format!(
+            "CREATE TABLE request_logs_d{k:02} PARTITION OF request_logs FOR VALUES FROM ('{}') TO ('{}'); ",
+            at(k + 1),
+            at(k)
+        ));
+    }
+    ddl.push_str(&format!(
+        "CREATE TABLE request_logs_old PARTITION OF request_logs FOR VALUES FROM (MINVALUE) TO ('{}'); \
+         CREATE TABLE request_logs_future PARTITION OF request_logs FOR VALUES FROM ('{}') TO (MAXVALUE); ",
+        at(DAYS),
+        at(0)
+    ));
+    if default {
+        ddl.push_str("CREATE TABLE request_logs_other PARTITION OF request_logs DEFAULT; ");
+    }
+    logs.exec(&ddl).await;
+}
+
+/// The partitions of `request_logs` that exist, attached or not, sorted.
+async fn partitions_left(logs: &Logs) -> (Vec<String>, Vec<String>) {
+    let mut c = sqlx::PgConnection::connect(&logs.url).await.unwrap();
+    let attached: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+         WHERE i.inhparent = 'request_logs'::regclass ORDER BY 1",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap();
+    let all: Vec<String> = sqlx::query_scalar(
+        "SELECT relname::text FROM pg_class WHERE relname LIKE 'request\\_logs\\_%' AND relkind = 'r' \
+         AND relnamespace = current_schema()::regnamespace ORDER BY 1",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap();
+    (attached, all)
+}
+
+/// W3: with `partitioned = true`, the day partitions whose whole range is past the window are
+/// dropped whole (DETACH CONCURRENTLY, then DROP); one that a hold keeps a row of is purged in
+/// batches instead, and a hold whose scope has no row in a partition does not keep it. The
+/// young partitions get no statement at all; a second pass finds nothing to do.
+#[tokio::test]
+async fn partitions_past_the_window_are_dropped_whole_unless_held() {
+    let env = Env::new(Backend::Postgres).await;
+    let logs = Logs::new(&env).await;
+    let cfg = logs.config(&env, 7);
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("batch = 7\n", "batch = 7\npartitioned = true\n");
+    let cfg = env.write_config(&text);
+    // A table that is not partitioned by range on created_at is refused by check-config.
+    let o = rd(&cfg, &["check-config"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("PARTITION BY RANGE (created_at)")
+            && stderr(&o).contains("not partitioned"),
+        "{}",
+        stderr(&o)
+    );
+    let now = Utc::now();
+    partition_by_day(&logs, now, false).await;
+    let seeded = seed_rows();
+    logs.insert(&seeded).await;
+    let checked = json(&rd(&cfg, &["check-config", "--json"]));
+    assert!(checked.get("warnings").is_none(), "{checked}");
+    ok(&rd_stdin(
+        &cfg,
+        &["ingest", "-"],
+        &(org_account("o1", "free", "a1")
+            + &org_account("o2", "free", "a2")
+            + "{\"type\":\"account.created\",\"account\":\"a2b\",\"org\":\"o2\"}\n"
+            + &org_account("o3", "scale", "a3")
+            + &org_account("o4", "free", "a4")),
+    ));
+    // a2 is held for day 35; a hold on an account without rows reaches every partition but
+    // keeps none of them.
+    let from = (now - Age::hours(35 * 24 + 12) - Age::minutes(1)).to_rfc3339();
+    let to = (now - Age::hours(35 * 24 + 12) + Age::minutes(1)).to_rfc3339();
+    ok(&rd(
+        &cfg,
+        &[
+            "hold",
+            "place",
+            "--case",
+            "LIT-2",
+            "--by",
+            "legal",
+            "--account",
+            "a2",
+            "--created-from",
+            &from,
+            "--created-to",
+            &to,
+        ],
+    ));
+    ok(&rd(
+        &cfg,
+        &[
+            "hold",
+            "place",
+            "--case",
+            "LIT-3",
+            "--by",
+            "legal",
+            "--account",
+            "a4",
+        ],
+    ));
+
+    let held = |id: &str| id.starts_with("a2-") && day_of(id) == 35;
+    let expected: Vec<String> = {
+        let mut v: Vec<String> = seeded
+            .iter()
+            .map(|r| r.0.clone())
+            .filter(|id| day_of(id) < 30 || held(id))
+            .collect();
+        v.sort();
+        v
+    };
+    let dry = json(&rd(&cfg, &["sweep", "--once", "--dry-run", "--json"]));
+    assert_eq!(
+        dry["windows"][0]["partitions"], 10,
+        "days 30..=39 but 35, and the old one: {dry}"
+    );
+    assert_eq!(dry["windows"][0]["rows"], 78, "{dry}");
+
+    let report = json(&rd(&cfg, &["sweep", "--once", "--json"]));
+    let pass = &report["window_passes"][0];
+    assert!(pass["error"].is_null(), "{report}");
+    assert_eq!(pass["partitions"], 10, "{report}");
+    assert_eq!(
+        pass["rows"], 78,
+        "9 days x 8 rows, and day 35 but a2's 2: {report}"
+    );
+    assert_eq!(pass["held_back"], 2, "{report}");
+    assert_eq!(logs.ids().await, expected);
+    let (attached, all) = partitions_left(&logs).await;
+    assert_eq!(attached, all, "no partition is left detached");
+    let mut want: Vec<String> = (0..30)
+        .chain([35])
+        .map(|k| format!("request_logs_d{k:02}"))
+        .collect();
+    want.push("request_logs_future".into());
+    want.sort();
+    assert_eq!(attached, want);
+
+    // Nothing left to do: no rows, no partitions, no audit entry.
+    let idle = json(&rd(&cfg, &["sweep", "--once", "--json"]));
+    assert_eq!(idle["window_passes"][0]["rows"], 0, "{idle}");
+    assert_eq!(idle["window_passes"][0]["partitions"], 0, "{idle}");
+    let export = ok(&rd(&cfg, &["audit", "export"]));
+    let purged: Vec<serde_json::Value> = export
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["action"] == "window.purged")
+        .collect();
+    assert_eq!(purged.len(), 1, "{export}");
+    assert_eq!(purged[0]["details"]["partitions"], 10, "{}", purged[0]);
+}
+
+/// W3 across a crash: a pass killed between DETACH and DROP left a detached partition; a hold
+/// placed meanwhile keeps one of its rows, so the next pass attaches it back and batches it,
+/// drops the others, and nothing is left detached. With a default partition the detach is not
+/// CONCURRENTLY (PostgreSQL refuses it then).
+#[tokio::test]
+async fn a_drop_cut_short_after_detach_is_finished_or_attached_back() {
+    let env = Env::new(Backend::Postgres).await;
+    let logs = Logs::new(&env).await;
+    let now = Utc::now();
+    partition_by_day(&logs, now, true).await;
+    let seeded = seed_rows();
+    logs.insert(&seeded).await;
+    let cfg = logs.config(&env, 50);
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("batch = 50\n", "batch = 50\npartitioned = true\n")
+        .replace("lease = \"5m\"", "lease = \"1s\"");
+    let cfg = env.write_config(&text);
+    ok(&rd_stdin(
+        &cfg,
+        &["ingest", "-"],
+        &(org_account("o1", "free", "a1")
+            + &org_account("o2", "free", "a2")
+            + "{\"type\":\"account.created\",\"account\":\"a2b\",\"org\":\"o2\"}\n"
+            + &org_account("o3", "scale", "a3")),
+    ));
+    let crashed = bin()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["sweep", "--once"])
+        .env("RETENTIOND_CRASH_AT", "window_partition_detached")
+        .output()
+        .unwrap();
+    assert_eq!(crashed.status.code(), Some(86), "{}", stderr(&crashed));
+    let (attached, all) = partitions_left(&logs).await;
+    let detached: Vec<&String> = all.iter().filter(|p| !attached.contains(p)).collect();
+    assert_eq!(detached.len(), 1, "{all:?} / {attached:?}");
+    let day: i64 = detached[0]
+        .strip_prefix("request_logs_d")
+        .expect("a day partition is the first to go")
+        .parse()
+        .unwrap();
+    // A hold on o3's rows of that day, placed while the partition is detached.
+    let from = (now - Age::hours(day * 24 + 12) - Age::minutes(1)).to_rfc3339();
+    let to = (now - Age::hours(day * 24 + 12) + Age::minutes(1)).to_rfc3339();
+    ok(&rd(
+        &cfg,
+        &[
+            "hold",
+            "place",
+            "--case",
+            "LIT-4",
+            "--by",
+            "legal",
+            "--org",
+            "o3",
+            "--created-from",
+            &from,
+            "--created-to",
+            &to,
+        ],
+    ));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let report = json(&rd(&cfg, &["sweep", "--once", "--json"]));
+    let pass = &report["window_passes"][0];
+    assert!(pass["error"].is_null(), "{report}");
+    assert_eq!(pass["resumed"], true, "{report}");
+    assert_eq!(
+        pass["partitions"], 10,
+        "days 30..=39 but {day}, and the old one: {report}"
+    );
+    assert_eq!(pass["rows"], 9 * 8 + 6, "{report}");
+    assert_eq!(pass["held_back"], 2, "{report}");
+    let held = |id: &str| id.starts_with("a3-") && day_of(id) == day;
+    let mut expected: Vec<String> = seeded
+        .iter()
+        .map(|r| r.0.clone())
+        .filter(|id| day_of(id) < 30 || held(id))
+        .collect();
+    expected.sort();
+    assert_eq!(logs.ids().await, expected);
+    let (attached, all) = partitions_left(&logs).await;
+    assert_eq!(attached, all, "nothing is left detached");
+    assert!(
+        attached.contains(&format!("request_logs_d{day:02}")),
+        "{attached:?}"
+    );
+    assert!(
+        attached.contains(&"request_logs_other".to_string()),
+        "{attached:?}"
+    );
 }
