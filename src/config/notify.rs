@@ -102,7 +102,7 @@ pub(super) fn build(ctx: &Ctx<'_>, key: &str, n: RawNotify) -> Result<NotifyConf
         "retry_backoff",
         n.retry_backoff,
         Span::from_secs(5),
-        Span(1),
+        Span::from_millis(1),
     )?;
     let retry_backoff_max = span(
         "retry_backoff_max",
@@ -110,8 +110,18 @@ pub(super) fn build(ctx: &Ctx<'_>, key: &str, n: RawNotify) -> Result<NotifyConf
         Span::from_secs(3600).max(retry_backoff),
         retry_backoff,
     )?;
-    let max_age = span("max_age", n.max_age, Span::from_secs(3 * 86_400), Span(1))?;
-    let timeout = span("timeout", n.timeout, Span::from_secs(10), Span(1))?;
+    let max_age = span(
+        "max_age",
+        n.max_age,
+        Span::from_secs(3 * 86_400),
+        Span::from_millis(1),
+    )?;
+    let timeout = span(
+        "timeout",
+        n.timeout,
+        Span::from_secs(10),
+        Span::from_millis(1),
+    )?;
     if timeout > Span::from_secs(600) {
         return Err(ctx.err(
             format!("{key}.timeout"),

@@ -36,7 +36,7 @@ pub(super) fn build(
                 format!("`{}` is not a plain table name", s.table),
             ));
         }
-        if s.poll < Span(10) {
+        if s.poll < Span::from_millis(10) {
             return Err(ctx.err(
                 format!("{key}.poll"),
                 format!("{} is shorter than 10ms", s.poll),

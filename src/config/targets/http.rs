@@ -92,7 +92,7 @@ pub(super) fn build(
         Some(t) => Span::parse(t).map_err(|m| ctx.err(format!("{key}.timeout"), m))?,
         None => Span::from_secs(10),
     };
-    if timeout < Span(1) || timeout > Span::from_secs(600) {
+    if timeout < Span::from_millis(1) || timeout > Span::from_secs(600) {
         return Err(ctx.err(
             format!("{key}.timeout"),
             format!("{timeout} is out of range 1ms..=10m"),
