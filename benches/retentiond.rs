@@ -708,19 +708,19 @@ fn round_range(n: usize, rounds: usize, r: usize) -> std::ops::Range<usize> {
 /// When the purge set's round `r` was deleted: a minute apart, so each round falls due on its
 /// own (`round_purge_after`).
 fn round_deleted_at(now0: i64, rounds: usize, r: usize) -> Timestamp {
-    Timestamp(now0 - 40 * DAY - (rounds - r) as i64 * MIN)
+    Timestamp::from_millis(now0 - 40 * DAY - (rounds - r) as i64 * MIN)
 }
 
 /// A clock at which round `r` of the purge set is due and round `r + 1` is not yet.
 fn round_sweep_at(now0: i64, rounds: usize, r: usize) -> Timestamp {
-    Timestamp(round_deleted_at(now0, rounds, r).0 + 30 * DAY + 1000)
+    Timestamp::from_millis(round_deleted_at(now0, rounds, r).millis() + 30 * DAY + 1000)
 }
 
 /// Events for the purge set: one org, a user per 10 conversations, N conversations, all deleted,
 /// round by round (`round_deleted_at`).
 fn purge_events(n: usize, rounds: usize, now0: i64) -> String {
     let mut s = String::with_capacity(n * 200);
-    let created = Timestamp(now0 - 41 * DAY);
+    let created = Timestamp::from_millis(now0 - 41 * DAY);
     s.push_str(&format!(
         "{{\"type\":\"org.upsert\",\"org\":\"o1\",\"plan\":\"scale\",\"at\":\"{created}\"}}\n"
     ));
@@ -773,7 +773,7 @@ async fn place_holds(s: &Stack, holds: usize, now0: i64) -> u64 {
     let mut held = 0;
     for i in 0..holds {
         let j = i / 5;
-        let far = Timestamp(now0 - 1000 * DAY + j as i64 * DAY);
+        let far = Timestamp::from_millis(now0 - 1000 * DAY + j as i64 * DAY);
         let scope = match i % 5 {
             0 if j < 10 => {
                 held += 1;
@@ -797,12 +797,12 @@ async fn place_holds(s: &Stack, holds: usize, now0: i64) -> u64 {
             3 => HoldScope {
                 kind: Some("conversation".into()),
                 created_from: Some(far),
-                created_to: Some(far.plus(retentiond::model::Span(HOUR))),
+                created_to: Some(far.plus(retentiond::model::Span::from_millis(HOUR))),
                 ..Default::default()
             },
             _ => HoldScope {
                 created_from: Some(far),
-                created_to: Some(far.plus(retentiond::model::Span(DAY / 2))),
+                created_to: Some(far.plus(retentiond::model::Span::from_millis(DAY / 2))),
                 ..Default::default()
             },
         };
@@ -848,7 +848,7 @@ impl Pipeline {
     ) -> Pipeline {
         let n = bench.n;
         let url = bench.ledger_url(app.backend, "purge").await;
-        let clock = Clock::manual(Timestamp(bench.now0 - 40 * DAY));
+        let clock = Clock::manual(Timestamp::from_millis(bench.now0 - 40 * DAY));
         let mut config = bench.config_text(&url, app, secure);
         if ledger_only {
             config = config.replace(
@@ -1197,8 +1197,8 @@ fn round_due(now0: i64, r: usize) -> i64 {
 /// `uc{r}_` per 10), deleted 30 days before `round_due`.
 fn due_events(now0: i64, r: usize, due: usize) -> String {
     let mut s = String::new();
-    let deleted = Timestamp(round_due(now0, r) - 30 * DAY);
-    let created = Timestamp(deleted.0 - DAY);
+    let deleted = Timestamp::from_millis(round_due(now0, r) - 30 * DAY);
+    let created = Timestamp::from_millis(deleted.millis() - DAY);
     if r == 0 {
         s.push_str(&format!(
             "{{\"type\":\"org.upsert\",\"org\":\"od\",\"plan\":\"scale\",\"at\":\"{created}\"}}\n"
@@ -1225,7 +1225,7 @@ fn due_events(now0: i64, r: usize, due: usize) -> String {
 /// tombstones: those only a sweep writes).
 fn background_events(size: u64, now0: i64) -> String {
     let mut s = String::new();
-    let t = Timestamp(now0 - 100 * DAY);
+    let t = Timestamp::from_millis(now0 - 100 * DAY);
     let accounts = size.div_ceil(10);
     for o in 0..accounts.div_ceil(100) {
         s.push_str(&format!(
@@ -1240,12 +1240,12 @@ fn background_events(size: u64, now0: i64) -> String {
     }
     for i in 0..size as i64 {
         let acct = format!("a{:08}", i / 10);
-        let conv_created = Timestamp(now0 - 90 * DAY + i);
+        let conv_created = Timestamp::from_millis(now0 - 90 * DAY + i);
         match i % 10 {
             0 => {}
             2 => s.push_str(&format!(
                 "{{\"type\":\"resource.created\",\"id\":\"r{i:09}\",\"kind\":\"api_log\",\"account\":\"{acct}\",\"attrs\":{{\"endpoint\":\"/v1/chat/completions\"}},\"at\":\"{}\"}}\n",
-                Timestamp(now0 - 20 * DAY + (i % 1_000_000_000))
+                Timestamp::from_millis(now0 - 20 * DAY + (i % 1_000_000_000))
             )),
             1 => {
                 s.push_str(&format!(
@@ -1253,7 +1253,7 @@ fn background_events(size: u64, now0: i64) -> String {
                 ));
                 s.push_str(&format!(
                     "{{\"type\":\"resource.deleted\",\"id\":\"r{i:09}\",\"at\":\"{}\"}}\n",
-                    Timestamp(now0 - HOUR - (i % 1000))
+                    Timestamp::from_millis(now0 - HOUR - (i % 1000))
                 ));
             }
             _ => s.push_str(&format!(
@@ -1407,7 +1407,7 @@ async fn self_check(bench: &Bench, b: Backend) {
     let app = bench.new_app(b, "check").await;
     let url_i = bench.ledger_url(b, "check_ingest").await;
     let url_b = bench.ledger_url(b, "check_bulk").await;
-    let clock = Clock::manual(Timestamp(bench.now0));
+    let clock = Clock::manual(Timestamp::from_millis(bench.now0));
     let si = stack(bench.config_text(&url_i, &app, true), clock.clone()).await;
     ingest_text(&si, &background_events(size, bench.now0)).await;
     let _sb = stack(bench.config_text(&url_b, &app, true), clock).await;
@@ -1468,12 +1468,13 @@ async fn part_scale(bench: &Bench, b: Backend) {
             app.fill(&format!("d{r}_"), due, bench.args.m).await;
         }
         let url = bench.ledger_url(b, "scale").await;
-        let clock = Clock::manual(Timestamp(bench.now0));
+        let clock = Clock::manual(Timestamp::from_millis(bench.now0));
         let s = stack(bench.config_text(&url, &app, true), clock).await;
         let t = Instant::now();
         bulk_fill(&url, b, size, bench.now0).await;
         for r in 0..=rounds {
-            s.clock.set(Timestamp(round_due(bench.now0, r) - 30 * DAY));
+            s.clock
+                .set(Timestamp::from_millis(round_due(bench.now0, r) - 30 * DAY));
             ingest_text(&s, &due_events(bench.now0, r, due)).await;
         }
         log(format!("  built in {:.1} s", t.elapsed().as_secs_f64()));
@@ -1486,7 +1487,7 @@ async fn part_scale(bench: &Bench, b: Backend) {
         let mut find = Vec::new();
         let mut full = Vec::new();
         for r in 0..rounds {
-            let now = Timestamp(round_due(bench.now0, r) + MIN);
+            let now = Timestamp::from_millis(round_due(bench.now0, r) + MIN);
             s.clock.set(now);
             for _ in 0..3 {
                 let t = Instant::now();
@@ -1524,7 +1525,7 @@ async fn part_scale(bench: &Bench, b: Backend) {
                     now,
                     batch as i64,
                     "bench-claim",
-                    now.plus(retentiond::model::Span(MIN)),
+                    now.plus(retentiond::model::Span::from_millis(MIN)),
                 )
                 .await
                 .unwrap();
@@ -1684,7 +1685,7 @@ async fn part_ingest(bench: &Bench, b: Backend, file: &Path, lines: usize) {
     let url = bench.ledger_url(b, "ingest").await;
     let s = stack(
         bench.config_text(&url, &app, true),
-        Clock::manual(Timestamp(bench.now0)),
+        Clock::manual(Timestamp::from_millis(bench.now0)),
     )
     .await;
     log(format!("{}: ingest of {lines} lines", b.name()));
@@ -1872,7 +1873,7 @@ async fn part_objects(bench: &Bench) {
          [safety]\nmax_newly_due = 1000000000\n{target}",
         batch = bench.args.batch,
     );
-    let s = stack(config, Clock::manual(Timestamp(bench.now0))).await;
+    let s = stack(config, Clock::manual(Timestamp::from_millis(bench.now0))).await;
     let mut events = String::from(
         "{\"type\":\"org.upsert\",\"org\":\"o1\",\"plan\":\"free\"}\n{\"type\":\"account.created\",\"account\":\"a1\",\"org\":\"o1\"}\n",
     );
@@ -2059,7 +2060,7 @@ async fn part_http(bench: &Bench) {
          [targets.vectors]\ntype = \"http\"\nurl = \"http://127.0.0.1:{port}/v1/documents/{{id}}\"\nconcurrency = {concurrency}\n",
         batch = bench.args.batch,
     );
-    let s = stack(config, Clock::manual(Timestamp(bench.now0))).await;
+    let s = stack(config, Clock::manual(Timestamp::from_millis(bench.now0))).await;
     let mut events = String::from(
         "{\"type\":\"org.upsert\",\"org\":\"o1\",\"plan\":\"free\"}\n{\"type\":\"account.created\",\"account\":\"a1\",\"org\":\"o1\"}\n",
     );
@@ -2307,14 +2308,14 @@ fn window_plan(now: i64) -> retentiond::window::WindowPlan {
     retentiond::window::plan(
         "api_log",
         &retentiond::window::WindowPolicy {
-            max_age: retentiond::model::Span(30 * DAY),
+            max_age: retentiond::model::Span::from_millis(30 * DAY),
             zdr_endpoints: Some(["/v1/chat/completions".to_string()].into()),
         },
         &std::collections::BTreeMap::new(),
         &[],
         &[],
         true,
-        Timestamp(now),
+        Timestamp::from_millis(now),
     )
 }
 
@@ -2397,14 +2398,18 @@ fn kb(bytes: u64) -> String {
 async fn window_stack(bench: &Bench, b: Backend, app: &str, partitioned: bool) -> (Stack, String) {
     let ledger = bench.ledger_url(b, "window").await;
     let config = window_config(&ledger, app, bench.args.window_batch, partitioned);
-    let s = stack(config, Clock::manual(Timestamp(bench.now0 - 30 * DAY))).await;
+    let s = stack(
+        config,
+        Clock::manual(Timestamp::from_millis(bench.now0 - 30 * DAY)),
+    )
+    .await;
     (s, ledger)
 }
 
 /// The retentiond pass: one sweep at `now`, which runs the pass over the log table; returns
 /// the rows it deleted and the seconds it took.
 async fn window_pass(s: &Stack, now: i64) -> (u64, f64) {
-    s.clock.set(Timestamp(now));
+    s.clock.set(Timestamp::from_millis(now));
     let started = Instant::now();
     let rep = s
         .sweeper
@@ -2422,7 +2427,7 @@ async fn window_pass(s: &Stack, now: i64) -> (u64, f64) {
 /// retentiond's SQL target (`secure_delete`, the WAL truncated at the end of a pass), the same
 /// statement shape and batch, each batch its own transaction.
 async fn raw_window_sqlite(pool: &sqlx::SqlitePool, cutoff: i64, batch: usize) -> u64 {
-    let cutoff = retentiond::window::rfc3339_ms(Timestamp(cutoff));
+    let cutoff = retentiond::window::rfc3339_ms(Timestamp::from_millis(cutoff));
     let mut total = 0;
     loop {
         let n = sqlx::query(
@@ -2693,8 +2698,8 @@ async fn pg_logs(bench: &Bench, what: &str, rows: LogRows) -> App {
          CREATE INDEX api_logs_created ON api_logs (created_at);",
     );
     for k in 0..=PG_DAYS {
-        let from = retentiond::window::rfc3339_ms(Timestamp(day0 + k * DAY));
-        let to = retentiond::window::rfc3339_ms(Timestamp(day0 + (k + 1) * DAY));
+        let from = retentiond::window::rfc3339_ms(Timestamp::from_millis(day0 + k * DAY));
+        let to = retentiond::window::rfc3339_ms(Timestamp::from_millis(day0 + (k + 1) * DAY));
         ddl.push_str(&format!(
             " CREATE TABLE {} PARTITION OF api_logs FOR VALUES FROM ('{from}') TO ('{to}');",
             pg_part(k)
@@ -2779,8 +2784,8 @@ async fn windows_pg(bench: &Bench) {
     let from = now0 - (PG_DAYS - held_day) * DAY + HOUR;
     let to = now0 - (PG_DAYS - held_day - 1) * DAY - HOUR;
     let (wfrom, wto) = (
-        retentiond::window::rfc3339_ms(Timestamp(from - 1000)),
-        retentiond::window::rfc3339_ms(Timestamp(to + 1000)),
+        retentiond::window::rfc3339_ms(Timestamp::from_millis(from - 1000)),
+        retentiond::window::rfc3339_ms(Timestamp::from_millis(to + 1000)),
     );
     let held = raw
         .count(&format!(
@@ -2826,8 +2831,8 @@ async fn windows_pg(bench: &Bench) {
     log("PostgreSQL: retentiond's windowed pass, partition by partition");
     let hold = HoldScope {
         org: Some("o7".into()),
-        created_from: Some(Timestamp(from)),
-        created_to: Some(Timestamp(to)),
+        created_from: Some(Timestamp::from_millis(from)),
+        created_to: Some(Timestamp::from_millis(to)),
         ..Default::default()
     };
     let (s, deleted, pipe_secs, bytes0, bytes1) =

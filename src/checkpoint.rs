@@ -589,7 +589,12 @@ mod tests {
 
     #[test]
     fn a_checkpoint_verifies_and_any_change_breaks_it() {
-        let cp = sign(&key(), 12, &"ab".repeat(32), Timestamp(1_800_000_000_123));
+        let cp = sign(
+            &key(),
+            12,
+            &"ab".repeat(32),
+            Timestamp::from_millis(1_800_000_000_123),
+        );
         cp.verify(None).unwrap();
         cp.verify(Some(&key().verifying_key())).unwrap();
         let text = serde_json::to_string(&cp).unwrap();
@@ -598,7 +603,7 @@ mod tests {
         for tamper in [
             |c: &mut Checkpoint| c.seq += 1,
             |c: &mut Checkpoint| c.hash = "cd".repeat(32),
-            |c: &mut Checkpoint| c.at = Timestamp(c.at.millis() + 1),
+            |c: &mut Checkpoint| c.at = Timestamp::from_millis(c.at.millis() + 1),
         ] {
             let mut bad = cp.clone();
             tamper(&mut bad);

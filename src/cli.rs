@@ -24,6 +24,8 @@ use crate::sweep::{Sweeper, instance_id};
 use crate::targets::Targets;
 use crate::telemetry::{self, LogFormat};
 
+pub mod check_config;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "retentiond",
@@ -545,10 +547,10 @@ pub async fn run(cli: Cli) -> Outcome {
     match cli.command {
         Command::Run => Ok(daemon::run(cli.config.clone(), config, clock).await?),
         Command::CheckConfig => {
-            let mut out = CheckConfigOut::from(&config);
-            out.warnings = check_windows(&config).await?;
+            let mut out = check_config::CheckConfigOut::from(&config);
+            out.warnings = check_config::check_windows(&config).await?;
             emit(json, &out, || {
-                let mut s = config.describe();
+                let mut s = check_config::describe(&config);
                 for w in &out.warnings {
                     s.push_str(&format!("\nwarning: {w}"));
                 }
@@ -975,60 +977,6 @@ pub async fn run(cli: Cli) -> Outcome {
                 )
             });
             Ok(())
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct CheckConfigOut {
-    ok: bool,
-    file: String,
-    policy: crate::rules::SchedulePolicy,
-    targets: Vec<String>,
-    account_targets: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    warnings: Vec<String>,
-}
-
-/// Checks each windowed kind's mapping against its live table (issue 29): a missing column or
-/// times not in the mapping's format are bad input; a `created_at` without an index is a
-/// warning.
-async fn check_windows(config: &Config) -> Result<Vec<String>, Failure> {
-    let windowed: Vec<(&String, &String)> = config
-        .targets
-        .iter()
-        .filter_map(|(t, c)| match c {
-            config::TargetConfig::Sql(sql) => Some(sql.windows.keys().map(move |k| (t, k))),
-            _ => None,
-        })
-        .flatten()
-        .collect();
-    if windowed.is_empty() {
-        return Ok(Vec::new());
-    }
-    let targets = Targets::from_config(config).map_err(Failure::bad_input)?;
-    let mut warnings = Vec::new();
-    for (t, kind) in windowed {
-        if let Some(sql) = targets.get(t).and_then(|x| x.as_sql()) {
-            warnings.extend(
-                sql.window_check(kind)
-                    .await
-                    .map_err(|e| Failure::bad_input(format!("targets.{t}.windows.{kind}: {e}")))?,
-            );
-        }
-    }
-    Ok(warnings)
-}
-
-impl From<&Config> for CheckConfigOut {
-    fn from(c: &Config) -> Self {
-        CheckConfigOut {
-            ok: true,
-            file: c.file.clone(),
-            policy: c.policy.clone(),
-            targets: c.targets.keys().cloned().collect(),
-            account_targets: c.account_targets.clone(),
-            warnings: Vec::new(),
         }
     }
 }

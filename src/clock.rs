@@ -19,8 +19,8 @@ impl Clock {
 
     pub fn now(&self) -> Timestamp {
         match self {
-            Clock::System => Timestamp(chrono::Utc::now().timestamp_millis()),
-            Clock::Manual(t) => Timestamp(t.load(Ordering::SeqCst)),
+            Clock::System => Timestamp::from_millis(chrono::Utc::now().timestamp_millis()),
+            Clock::Manual(t) => Timestamp::from_millis(t.load(Ordering::SeqCst)),
         }
     }
 

@@ -17,7 +17,7 @@ use tracing::{debug, error, info, warn};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::health::Health;
-use crate::model::{Span, Timestamp};
+use crate::model::Timestamp;
 use crate::policy;
 use crate::store::{Ledger, OpenOptions};
 use crate::sweep::{Sweeper, instance_id};
@@ -80,7 +80,7 @@ impl Shared {
                 Ok(Ok(report)) => {
                     me.health.last_success.store(now, Ordering::Relaxed);
                     me.health.last_progress.store(now, Ordering::Relaxed);
-                    report.record_metrics(started.elapsed(), Timestamp(now));
+                    report.record_metrics(started.elapsed(), Timestamp::from_millis(now));
                 }
                 Ok(Err(e)) => {
                     error!(error = %e, "sweep failed; the next sweep retries");
@@ -110,7 +110,7 @@ impl Shared {
             .as_ref()
             .map(|c| c.config.dedup_window);
         let Some(window) = window else { return };
-        let before = self.clock.now().plus(Span(-window.millis()));
+        let before = self.clock.now().minus(window);
         let mut total = 0u64;
         for _ in 0..10 {
             match self.ledger.forget_events(before, PER_ROUND).await {
@@ -411,7 +411,7 @@ async fn status_line(shared: &Shared) -> String {
     let last = if last == 0 {
         "none yet".to_string()
     } else {
-        Timestamp(last).to_string()
+        Timestamp::from_millis(last).to_string()
     };
     match shared.ledger.backlog(shared.clock.now()).await {
         Ok(b) => format!("last sweep {last}; backlog {b}"),

@@ -30,7 +30,7 @@ pub struct Health {
 }
 
 /// How late a firing may be before the scheduler counts as silent.
-pub const TICK_SLACK: Span = Span(60_000);
+pub const TICK_SLACK: Span = Span::from_millis(60_000);
 
 impl Health {
     /// Judges the scheduler against this cron from now on (start and reload).
@@ -109,18 +109,18 @@ mod tests {
         h.started.store(0, Ordering::Relaxed);
         h.stall_after_ms.store(60_000, Ordering::Relaxed);
         h.last_tick.store(100_000, Ordering::Relaxed);
-        assert!(h.alive(Timestamp(105_000)));
+        assert!(h.alive(Timestamp::from_millis(105_000)));
         // A sweep running for long without a completed batch is stalled.
         h.running_since.store(100_000, Ordering::Relaxed);
-        assert!(h.alive(Timestamp(150_000)));
+        assert!(h.alive(Timestamp::from_millis(150_000)));
         h.last_tick.store(170_000, Ordering::Relaxed);
-        assert!(!h.alive(Timestamp(170_001)));
+        assert!(!h.alive(Timestamp::from_millis(170_001)));
         h.last_progress.store(170_000, Ordering::Relaxed);
-        assert!(h.alive(Timestamp(171_000)));
+        assert!(h.alive(Timestamp::from_millis(171_000)));
         // A scheduler that stopped firing is not alive either: next firing 180 s, plus slack.
         h.running_since.store(0, Ordering::Relaxed);
-        assert!(h.alive(Timestamp(180_000 + 60_000)));
-        assert!(!h.alive(Timestamp(180_000 + 60_001)));
+        assert!(h.alive(Timestamp::from_millis(180_000 + 60_000)));
+        assert!(!h.alive(Timestamp::from_millis(180_000 + 60_001)));
     }
 
     #[test]
@@ -139,17 +139,17 @@ mod tests {
             "2026-12-05T12:00:00Z",
             "2026-12-07T09:00:59Z",
         ] {
-            assert!(h.alive(Timestamp(at(idle))), "alive at {idle}");
-            assert!(h.ready(Timestamp(at(idle))), "ready at {idle}");
+            assert!(h.alive(Timestamp::from_millis(at(idle))), "alive at {idle}");
+            assert!(h.ready(Timestamp::from_millis(at(idle))), "ready at {idle}");
         }
         // Monday 09:00 was due: a scheduler silent past it (and the slack) is dead.
-        assert!(!h.alive(Timestamp(at("2026-12-07T09:01:01Z"))));
+        assert!(!h.alive(Timestamp::from_millis(at("2026-12-07T09:01:01Z"))));
         // A sweep stuck since Monday 09:00 stops the pings though the schedule is sparse.
         h.last_tick
             .store(at("2026-12-07T09:00:00Z"), Ordering::Relaxed);
         h.running_since
             .store(at("2026-12-07T09:00:00Z"), Ordering::Relaxed);
-        assert!(h.alive(Timestamp(at("2026-12-07T09:05:00Z"))));
-        assert!(!h.alive(Timestamp(at("2026-12-07T09:10:01Z"))));
+        assert!(h.alive(Timestamp::from_millis(at("2026-12-07T09:05:00Z"))));
+        assert!(!h.alive(Timestamp::from_millis(at("2026-12-07T09:10:01Z"))));
     }
 }

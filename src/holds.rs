@@ -178,7 +178,7 @@ mod tests {
             kind,
             account,
             org,
-            created_at: Timestamp(at),
+            created_at: Timestamp::from_millis(at),
         }
     }
 
@@ -187,8 +187,8 @@ mod tests {
         let scope = HoldScope {
             org: Some("o1".into()),
             kind: Some("file".into()),
-            created_from: Some(Timestamp(10)),
-            created_to: Some(Timestamp(20)),
+            created_from: Some(Timestamp::from_millis(10)),
+            created_to: Some(Timestamp::from_millis(20)),
             ..Default::default()
         };
         assert!(scope.matches(&subject("r", "file", "a", "o1", 10)));
@@ -202,8 +202,8 @@ mod tests {
     fn scopes_are_validated() {
         assert!(HoldScope::default().validate().is_err());
         let inverted = HoldScope {
-            created_from: Some(Timestamp(2)),
-            created_to: Some(Timestamp(1)),
+            created_from: Some(Timestamp::from_millis(2)),
+            created_to: Some(Timestamp::from_millis(1)),
             ..Default::default()
         };
         assert!(inverted.validate().unwrap_err().contains("after"));
@@ -242,8 +242,8 @@ mod tests {
                 account,
                 resource,
                 kind,
-                created_from: f.map(Timestamp),
-                created_to: t.map(Timestamp),
+                created_from: f.map(Timestamp::from_millis),
+                created_to: t.map(Timestamp::from_millis),
             })
     }
 

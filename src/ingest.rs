@@ -570,7 +570,7 @@ impl State<'_> {
     fn beyond_dedup_window(&self, e: &Event) -> Option<String> {
         let id = e.event_id.as_ref()?;
         let at = e.at?;
-        let oldest = self.ctx.now.plus(Span(-self.ctx.dedup_window.millis()));
+        let oldest = self.ctx.now.minus(self.ctx.dedup_window);
         (at < oldest).then(|| {
             format!(
                 "event_id `{id}` is dated {at}, older than ingest.dedup_window ({}): a replay this old cannot be told from a new event, so it is refused",
@@ -1058,12 +1058,12 @@ mod tests {
     /// entries keep their text.
     #[test]
     fn typed_details_serialize_like_the_json_objects() {
-        let at = Timestamp(1_764_000_000_123);
+        let at = Timestamp::from_millis(1_764_000_000_123);
         for (endpoint, purge_after, rule) in [
             (None, None, None),
             (
                 Some("/v1/embeddings"),
-                Some(Timestamp(1_766_000_000_000)),
+                Some(Timestamp::from_millis(1_766_000_000_000)),
                 Some(crate::model::Rule::RetentionLimit),
             ),
         ] {
@@ -1082,7 +1082,7 @@ mod tests {
             });
             assert_eq!(created, expected.to_string());
 
-            let grace = Span(30 * 86_400_000);
+            let grace = Span::from_millis(30 * 86_400_000);
             let deleted = serde_json::to_string(&DeletedDetails {
                 account: "a1",
                 cause: Cause::Manual.as_str(),

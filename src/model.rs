@@ -10,15 +10,15 @@ use serde::{Deserialize, Serialize};
 /// Stored as a plain integer in both ledger backends, so ordering and arithmetic are exact and
 /// identical everywhere; shown as RFC 3339.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Timestamp(pub i64);
+pub struct Timestamp(i64);
 
 impl Timestamp {
     pub const MAX: Timestamp = Timestamp(i64::MAX);
 
-    pub fn from_millis(ms: i64) -> Self {
+    pub const fn from_millis(ms: i64) -> Self {
         Timestamp(ms)
     }
-    pub fn millis(self) -> i64 {
+    pub const fn millis(self) -> i64 {
         self.0
     }
     /// `self + span`, saturating: a huge grace period means "never", not an overflow.
@@ -60,18 +60,18 @@ impl Serialize for Timestamp {
 
 /// A non-negative length of time in milliseconds (grace periods, retention limits, skews).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Span(pub i64);
+pub struct Span(i64);
 
 impl Span {
     pub const ZERO: Span = Span(0);
 
-    pub fn from_secs(s: i64) -> Self {
+    pub const fn from_secs(s: i64) -> Self {
         Span(s.saturating_mul(1000))
     }
-    pub fn from_millis(ms: i64) -> Self {
+    pub const fn from_millis(ms: i64) -> Self {
         Span(ms)
     }
-    pub fn millis(self) -> i64 {
+    pub const fn millis(self) -> i64 {
         self.0
     }
     pub fn as_std(self) -> std::time::Duration {

@@ -326,7 +326,7 @@ mod tests {
     fn a_body_names_the_subject_the_person_and_the_reason() {
         let e = AuditEntry {
             seq: 7,
-            at: Timestamp(1_700_000_000_000),
+            at: Timestamp::from_millis(1_700_000_000_000),
             action: "zdr.denied".into(),
             subject: "org/o1".into(),
             details: r#"{"by":"Pat","reason":"not eligible","via":"privacy"}"#.into(),

@@ -297,7 +297,7 @@ impl Poller {
             None => {}
         }
         if e.at.is_none() {
-            e.at = row.created_at.map(Timestamp);
+            e.at = row.created_at.map(Timestamp::from_millis);
         }
         Ok(e)
     }

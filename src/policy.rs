@@ -323,7 +323,7 @@ fn describe_item(item: &str, old: &SchedulePolicy, new: &SchedulePolicy) -> (Str
 /// How far ahead the guard looks: a change that brings a purge forward to a time within this
 /// horizon counts as "newly due". Counting only what is due this very instant would let
 /// `grace = "1s"` (meant: "1d") through whenever the deletions were a second old.
-pub const GUARD_HORIZON: Span = Span(24 * 60 * 60 * 1000);
+pub const GUARD_HORIZON: Span = Span::from_millis(24 * 60 * 60 * 1000);
 
 /// Whether a schedule change moves an item's purge earlier, to now or within
 /// [`GUARD_HORIZON`] (§3 R10). Its old time does not matter: a purge 12 hours away brought
@@ -428,16 +428,16 @@ pub async fn record_config_loaded(
 mod tests {
     use super::*;
 
-    const H: i64 = GUARD_HORIZON.0;
+    const H: i64 = GUARD_HORIZON.millis();
 
     fn t(ms: i64) -> Option<Timestamp> {
-        Some(Timestamp(ms))
+        Some(Timestamp::from_millis(ms))
     }
 
     #[test]
     fn newly_due_counts_what_moves_into_the_horizon() {
         let n = 1_000_000_000;
-        let now = Timestamp(n);
+        let now = Timestamp::from_millis(n);
         // Shortened from a month to a second: due in a moment, so it counts even though it is
         // not due this instant.
         assert!(newly_due(t(n + 30 * H), t(n + 1_000), now));

@@ -178,7 +178,7 @@ pub async fn reapply(
         },
     };
     let batch = config.scheduler.batch_size as i64;
-    let mut cursor = (Timestamp(i64::MIN), String::new());
+    let mut cursor = (Timestamp::from_millis(i64::MIN), String::new());
     loop {
         let page = ledger
             .purged_since(opts.since, (cursor.0, &cursor.1), batch)
@@ -187,7 +187,7 @@ pub async fn reapply(
         cursor = (last.purged_at.unwrap_or(opts.since), last.id.clone());
         run.resources(page).await?;
     }
-    let mut cursor = (Timestamp(i64::MIN), String::new());
+    let mut cursor = (Timestamp::from_millis(i64::MIN), String::new());
     loop {
         let page = ledger
             .purged_accounts_since(opts.since, (cursor.0, &cursor.1), batch)

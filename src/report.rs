@@ -394,7 +394,7 @@ pub async fn plan(
             day: if key < today {
                 "overdue".into()
             } else {
-                Timestamp(key * 86_400_000).rfc3339()[..10].to_string()
+                Timestamp::from_millis(key * 86_400_000).rfc3339()[..10].to_string()
             },
             purges: BTreeMap::new(),
             held: BTreeMap::new(),
@@ -561,7 +561,7 @@ pub async fn receipt(ledger: &Ledger, account: &str) -> Result<Option<Receipt>, 
         state: a.state,
         deletion_requested_at: a.deletion_requested_at,
         grace: match (a.deletion_requested_at, a.purge_after) {
-            (Some(d), Some(p)) => Some(Span(p.millis() - d.millis()).to_string()),
+            (Some(d), Some(p)) => Some(Span::from_millis(p.millis() - d.millis()).to_string()),
             _ => None,
         },
         purge_after: a.purge_after,

@@ -354,7 +354,7 @@ pub fn change_plan(new_plan: Plan, status: ZdrStatus) -> ZdrStatus {
 /// capped at `cap` (never below `base`). Failed purges add jitter on top; notifications do not.
 pub fn retry_delay(base: Span, cap: Span, attempt: i64) -> Span {
     let base = base.millis().max(1);
-    Span(
+    Span::from_millis(
         base.saturating_mul(1i64 << (attempt - 1).clamp(0, 40))
             .min(cap.millis().max(base)),
     )
@@ -378,8 +378,8 @@ mod tests {
 
     fn policy(grace: i64, acct_grace: i64) -> KindPolicy {
         KindPolicy {
-            grace_after_delete: Span(grace),
-            grace_after_account_delete: Span(acct_grace),
+            grace_after_delete: Span::from_millis(grace),
+            grace_after_account_delete: Span::from_millis(acct_grace),
             max_age: None,
             zdr_endpoints: None,
             tracking: Default::default(),
@@ -394,10 +394,10 @@ mod tests {
 
     #[test]
     fn r1_manual_deletion_is_due_after_its_grace() {
-        let r = ResourceFacts::new_live(Timestamp(0), None);
-        let d = delete_resource(&r, Timestamp(10 * DAY)).unwrap();
+        let r = ResourceFacts::new_live(Timestamp::from_millis(0), None);
+        let d = delete_resource(&r, Timestamp::from_millis(10 * DAY)).unwrap();
         let s = resource_schedule(&d, &active(), false, &policy(30 * DAY, 30 * DAY)).unwrap();
-        assert_eq!(s.purge_after, Timestamp(40 * DAY));
+        assert_eq!(s.purge_after, Timestamp::from_millis(40 * DAY));
         assert_eq!(s.rule, Rule::ManualDelete);
         assert_eq!(d.cause, Some(Cause::Manual));
         assert!(resource_schedule(&r, &active(), false, &policy(1, 1)).is_none());
@@ -406,35 +406,38 @@ mod tests {
     #[test]
     fn r2_keeps_the_earlier_of_manual_and_account_schedule() {
         let p = policy(30 * DAY, 5 * DAY);
-        let r =
-            delete_resource(&ResourceFacts::new_live(Timestamp(0), None), Timestamp(DAY)).unwrap();
-        let acct = request_account_deletion(&active(), Timestamp(2 * DAY)).unwrap();
-        let after = delete_for_account(&r, Timestamp(2 * DAY));
+        let r = delete_resource(
+            &ResourceFacts::new_live(Timestamp::from_millis(0), None),
+            Timestamp::from_millis(DAY),
+        )
+        .unwrap();
+        let acct = request_account_deletion(&active(), Timestamp::from_millis(2 * DAY)).unwrap();
+        let after = delete_for_account(&r, Timestamp::from_millis(2 * DAY));
         assert_eq!(
             after.cause,
             Some(Cause::Manual),
             "a manual deletion stays manual"
         );
         let s = resource_schedule(&after, &acct, false, &p).unwrap();
-        assert_eq!(s.purge_after, Timestamp(7 * DAY));
+        assert_eq!(s.purge_after, Timestamp::from_millis(7 * DAY));
         assert_eq!(s.rule, Rule::AccountDelete);
         // R4: restoring the account gives the manual deletion its own schedule back.
         let acct = restore_account(&acct).unwrap();
         let back = restore_for_account(&after);
         assert_eq!(back.state, ResourceState::Deleted);
         let s = resource_schedule(&back, &acct, false, &p).unwrap();
-        assert_eq!(s.purge_after, Timestamp(31 * DAY));
+        assert_eq!(s.purge_after, Timestamp::from_millis(31 * DAY));
     }
 
     #[test]
     fn r3_restore_is_refused_under_account_deletion_and_when_not_deleted() {
-        let live = ResourceFacts::new_live(Timestamp(0), None);
+        let live = ResourceFacts::new_live(Timestamp::from_millis(0), None);
         assert_eq!(
             restore_resource(&live, &active()),
             Err(Refusal::RestoreNotDeleted(ResourceState::Live))
         );
-        let acct = request_account_deletion(&active(), Timestamp(1)).unwrap();
-        let d = delete_for_account(&live, Timestamp(1));
+        let acct = request_account_deletion(&active(), Timestamp::from_millis(1)).unwrap();
+        let d = delete_for_account(&live, Timestamp::from_millis(1));
         assert_eq!(
             restore_resource(&d, &acct),
             Err(Refusal::RestoreUnderAccountDeletion)
@@ -449,18 +452,18 @@ mod tests {
     #[test]
     fn r5_retention_limit_applies_to_live_and_caps_deleted() {
         let mut p = policy(30 * DAY, 30 * DAY);
-        p.max_age = Some(Span(30 * DAY));
-        let r = ResourceFacts::new_live(Timestamp(0), None);
+        p.max_age = Some(Span::from_millis(30 * DAY));
+        let r = ResourceFacts::new_live(Timestamp::from_millis(0), None);
         let s = resource_schedule(&r, &active(), false, &p).unwrap();
         assert_eq!(
             (s.purge_after, s.rule),
-            (Timestamp(30 * DAY), Rule::RetentionLimit)
+            (Timestamp::from_millis(30 * DAY), Rule::RetentionLimit)
         );
-        let d = delete_resource(&r, Timestamp(29 * DAY)).unwrap();
+        let d = delete_resource(&r, Timestamp::from_millis(29 * DAY)).unwrap();
         let s = resource_schedule(&d, &active(), false, &p).unwrap();
         assert_eq!(
             s.purge_after,
-            Timestamp(30 * DAY),
+            Timestamp::from_millis(30 * DAY),
             "a deletion never extends max_age"
         );
     }
@@ -468,12 +471,18 @@ mod tests {
     #[test]
     fn r6_zdr_is_due_at_once_only_for_covered_endpoints() {
         let mut p = policy(0, 0);
-        p.max_age = Some(Span(30 * DAY));
+        p.max_age = Some(Span::from_millis(30 * DAY));
         p.zdr_endpoints = Some(["/v1/chat/completions".to_string()].into());
-        let covered = ResourceFacts::new_live(Timestamp(5), Some("/v1/chat/completions".into()));
-        let other = ResourceFacts::new_live(Timestamp(5), Some("/v1/files".into()));
+        let covered = ResourceFacts::new_live(
+            Timestamp::from_millis(5),
+            Some("/v1/chat/completions".into()),
+        );
+        let other = ResourceFacts::new_live(Timestamp::from_millis(5), Some("/v1/files".into()));
         let s = resource_schedule(&covered, &active(), true, &p).unwrap();
-        assert_eq!((s.purge_after, s.rule), (Timestamp(5), Rule::Zdr));
+        assert_eq!(
+            (s.purge_after, s.rule),
+            (Timestamp::from_millis(5), Rule::Zdr)
+        );
         let s = resource_schedule(&other, &active(), true, &p).unwrap();
         assert_eq!(s.rule, Rule::RetentionLimit);
         let s = resource_schedule(&covered, &active(), false, &p).unwrap();
@@ -517,17 +526,31 @@ mod tests {
 
     #[test]
     fn r11_future_events_beyond_skew_are_rejected() {
-        let skew = Span(5 * 60_000);
-        assert!(check_event_time(Timestamp(1000 + skew.0), Timestamp(1000), skew).is_ok());
-        assert!(check_event_time(Timestamp(1001 + skew.0), Timestamp(1000), skew).is_err());
+        let skew = Span::from_millis(5 * 60_000);
+        assert!(
+            check_event_time(
+                Timestamp::from_millis(1000 + skew.millis()),
+                Timestamp::from_millis(1000),
+                skew
+            )
+            .is_ok()
+        );
+        assert!(
+            check_event_time(
+                Timestamp::from_millis(1001 + skew.millis()),
+                Timestamp::from_millis(1000),
+                skew
+            )
+            .is_err()
+        );
     }
 
     fn arb_policy() -> impl Strategy<Value = KindPolicy> {
         (0..60 * DAY, 0..60 * DAY, proptest::option::of(0..90 * DAY)).prop_map(|(g, ag, m)| {
             KindPolicy {
-                grace_after_delete: Span(g),
-                grace_after_account_delete: Span(ag),
-                max_age: m.map(Span),
+                grace_after_delete: Span::from_millis(g),
+                grace_after_account_delete: Span::from_millis(ag),
+                max_age: m.map(Span::from_millis),
                 zdr_endpoints: None,
                 tracking: Default::default(),
             }
@@ -541,11 +564,11 @@ mod tests {
             p in arb_policy(), created in 0..DAY, del in 0..DAY, now in 0..200 * DAY
         ) {
             let p = KindPolicy { max_age: None, ..p };
-            let r = ResourceFacts::new_live(Timestamp(created), None);
-            let d = delete_resource(&r, Timestamp(created + del)).unwrap();
+            let r = ResourceFacts::new_live(Timestamp::from_millis(created), None);
+            let d = delete_resource(&r, Timestamp::from_millis(created + del)).unwrap();
             let s = resource_schedule(&d, &active(), false, &p).unwrap();
-            if is_due(s.purge_after, Timestamp(now)) {
-                prop_assert!(now >= created + del + p.grace_after_delete.0);
+            if is_due(s.purge_after, Timestamp::from_millis(now)) {
+                prop_assert!(now >= created + del + p.grace_after_delete.millis());
             }
         }
 
@@ -553,19 +576,19 @@ mod tests {
         /// unless a retention limit applies.
         #[test]
         fn restore_inside_grace_returns_to_live(p in arb_policy(), del in 0..DAY, frac in 0.0f64..1.0) {
-            let r = ResourceFacts::new_live(Timestamp(0), None);
-            let d = delete_resource(&r, Timestamp(del)).unwrap();
+            let r = ResourceFacts::new_live(Timestamp::from_millis(0), None);
+            let d = delete_resource(&r, Timestamp::from_millis(del)).unwrap();
             let s = resource_schedule(&d, &active(), false, &p).unwrap();
             // "Inside the grace": strictly between the deletion and the purge time.
-            prop_assume!(s.purge_after.0 > del);
-            let now = del + ((s.purge_after.0 - 1 - del) as f64 * frac) as i64;
-            prop_assert!(!is_due(s.purge_after, Timestamp(now)));
+            prop_assume!(s.purge_after.millis() > del);
+            let now = del + ((s.purge_after.millis() - 1 - del) as f64 * frac) as i64;
+            prop_assert!(!is_due(s.purge_after, Timestamp::from_millis(now)));
             let back = restore_resource(&d, &active()).unwrap();
             prop_assert_eq!(back.state, ResourceState::Live);
             let again = resource_schedule(&back, &active(), false, &p);
             match p.max_age {
                 None => prop_assert!(again.is_none()),
-                Some(m) => prop_assert_eq!(again.unwrap().purge_after, Timestamp(m.0)),
+                Some(m) => prop_assert_eq!(again.unwrap().purge_after, Timestamp::from_millis(m.millis())),
             }
         }
 
@@ -575,19 +598,19 @@ mod tests {
             p in arb_policy(), del in 0..30 * DAY, acct_at in 0..30 * DAY, manual_first in any::<bool>()
         ) {
             let p = KindPolicy { max_age: None, ..p };
-            let live = ResourceFacts::new_live(Timestamp(0), None);
-            let acct = request_account_deletion(&active(), Timestamp(acct_at)).unwrap();
+            let live = ResourceFacts::new_live(Timestamp::from_millis(0), None);
+            let acct = request_account_deletion(&active(), Timestamp::from_millis(acct_at)).unwrap();
             let r = if manual_first {
-                delete_for_account(&delete_resource(&live, Timestamp(del)).unwrap(), Timestamp(acct_at))
+                delete_for_account(&delete_resource(&live, Timestamp::from_millis(del)).unwrap(), Timestamp::from_millis(acct_at))
             } else {
-                delete_for_account(&live, Timestamp(acct_at))
+                delete_for_account(&live, Timestamp::from_millis(acct_at))
             };
             let s = resource_schedule(&r, &acct, false, &p).unwrap();
-            let account_time = acct_at + p.grace_after_account_delete.0;
+            let account_time = acct_at + p.grace_after_account_delete.millis();
             if manual_first {
-                prop_assert_eq!(s.purge_after.0, account_time.min(del + p.grace_after_delete.0));
+                prop_assert_eq!(s.purge_after.millis(), account_time.min(del + p.grace_after_delete.millis()));
             } else {
-                prop_assert_eq!(s.purge_after.0, account_time);
+                prop_assert_eq!(s.purge_after.millis(), account_time);
                 prop_assert_eq!(r.cause, Some(Cause::Account));
             }
         }
@@ -596,8 +619,8 @@ mod tests {
         #[test]
         fn backwards_clock_never_makes_more_due(purge_after in any::<i64>(), now in any::<i64>(), back in 0i64..i64::MAX) {
             let earlier = now.saturating_sub(back);
-            if is_due(Timestamp(purge_after), Timestamp(earlier)) {
-                prop_assert!(is_due(Timestamp(purge_after), Timestamp(now)));
+            if is_due(Timestamp::from_millis(purge_after), Timestamp::from_millis(earlier)) {
+                prop_assert!(is_due(Timestamp::from_millis(purge_after), Timestamp::from_millis(now)));
             }
         }
 
@@ -626,13 +649,13 @@ mod tests {
         /// A schedule is never earlier than creation, and never earlier than any single rule allows.
         #[test]
         fn schedule_is_the_minimum_of_the_rules(p in arb_policy(), del in 0..DAY, created in 0..DAY) {
-            let r = ResourceFacts::new_live(Timestamp(created), None);
-            let d = delete_resource(&r, Timestamp(created + del)).unwrap();
+            let r = ResourceFacts::new_live(Timestamp::from_millis(created), None);
+            let d = delete_resource(&r, Timestamp::from_millis(created + del)).unwrap();
             let s = resource_schedule(&d, &active(), false, &p).unwrap();
-            let manual = created + del + p.grace_after_delete.0;
-            let expected = match p.max_age { Some(m) => manual.min(created + m.0), None => manual };
-            prop_assert_eq!(s.purge_after.0, expected);
-            prop_assert!(s.purge_after.0 >= created);
+            let manual = created + del + p.grace_after_delete.millis();
+            let expected = match p.max_age { Some(m) => manual.min(created + m.millis()), None => manual };
+            prop_assert_eq!(s.purge_after.millis(), expected);
+            prop_assert!(s.purge_after.millis() >= created);
         }
     }
 }

@@ -200,7 +200,7 @@ mod tests {
         (0..n)
             .map(|i| {
                 AuditDraft::new(
-                    Timestamp(i as i64),
+                    Timestamp::from_millis(i as i64),
                     "resource.purged",
                     format!("file/r{i}"),
                     json!({"n": i}),
@@ -251,7 +251,7 @@ mod tests {
         Anchor {
             seq: e.seq,
             hash: e.hash.clone(),
-            at: Timestamp(0),
+            at: Timestamp::from_millis(0),
             source: "test".into(),
             trusted: true,
         }

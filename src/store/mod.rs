@@ -570,7 +570,7 @@ forward! { mut LedgerTx;
 /// # use retentiond::{model::{Cause, Timestamp}, store::Ledger};
 /// # async fn f(ledger: Ledger) -> retentiond::store::Result<()> {
 /// let mut tx = ledger.begin_purge().await?;
-/// tx.finish_purged(&["c1".into()], Cause::Manual, "me", Timestamp(0)).await?;
+/// tx.finish_purged(&["c1".into()], Cause::Manual, "me", Timestamp::from_millis(0)).await?;
 /// # Ok(()) }
 /// ```
 /// A plain write transaction cannot record a purge, and neither can a hold change:
@@ -578,14 +578,14 @@ forward! { mut LedgerTx;
 /// # use retentiond::{model::{Cause, Timestamp}, store::Ledger};
 /// # async fn f(ledger: Ledger) -> retentiond::store::Result<()> {
 /// let mut tx = ledger.begin().await?;
-/// tx.finish_purged(&["c1".into()], Cause::Manual, "me", Timestamp(0)).await?;
+/// tx.finish_purged(&["c1".into()], Cause::Manual, "me", Timestamp::from_millis(0)).await?;
 /// # Ok(()) }
 /// ```
 /// ```compile_fail
 /// # use retentiond::{model::{Cause, Timestamp}, store::Ledger};
 /// # async fn f(ledger: Ledger) -> retentiond::store::Result<()> {
 /// let mut tx = ledger.begin_hold_change().await?;
-/// tx.finish_purged(&["c1".into()], Cause::Manual, "me", Timestamp(0)).await?;
+/// tx.finish_purged(&["c1".into()], Cause::Manual, "me", Timestamp::from_millis(0)).await?;
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
@@ -599,7 +599,7 @@ pub struct PurgeTx(LedgerTx);
 /// # use retentiond::{model::Timestamp, store::Ledger};
 /// # async fn f(ledger: Ledger) -> retentiond::store::Result<()> {
 /// let mut tx = ledger.begin_hold_change().await?;
-/// tx.release_hold(1, "legal", Timestamp(0)).await?;
+/// tx.release_hold(1, "legal", Timestamp::from_millis(0)).await?;
 /// # Ok(()) }
 /// ```
 /// A purge transaction cannot change a hold:
@@ -607,7 +607,7 @@ pub struct PurgeTx(LedgerTx);
 /// # use retentiond::{model::Timestamp, store::Ledger};
 /// # async fn f(ledger: Ledger) -> retentiond::store::Result<()> {
 /// let mut tx = ledger.begin_purge().await?;
-/// tx.release_hold(1, "legal", Timestamp(0)).await?;
+/// tx.release_hold(1, "legal", Timestamp::from_millis(0)).await?;
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]

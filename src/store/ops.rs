@@ -140,7 +140,7 @@ async fn q_policy_state(c: &mut Conn, lock: bool) -> Result<Option<PolicyState>>
     Ok(row.map(|r| PolicyState {
         in_force: r.get(0),
         pending: r.get(1),
-        updated_at: Timestamp(r.get(2)),
+        updated_at: Timestamp::from_millis(r.get(2)),
         pending_newly_due: r.get(3),
     }))
 }
@@ -501,7 +501,7 @@ impl Store {
         .bind(now.millis())
         .fetch_one(&self.pool)
         .await?;
-        Ok(v.map(Timestamp))
+        Ok(v.map(Timestamp::from_millis))
     }
 
     /// The earliest `purge_after` among resources due now and not held (the oldest overdue).
@@ -512,7 +512,7 @@ impl Store {
         .bind(now.millis())
         .fetch_one(&self.pool)
         .await?;
-        Ok(v.map(Timestamp))
+        Ok(v.map(Timestamp::from_millis))
     }
 
     /// A round trip to the ledger database (readiness).
@@ -652,7 +652,7 @@ impl Store {
         let v: Option<i64> = sqlx::query_scalar("SELECT MAX(at) FROM audit_checkpoints")
             .fetch_one(&self.pool)
             .await?;
-        Ok(v.map(Timestamp))
+        Ok(v.map(Timestamp::from_millis))
     }
 
     pub async fn sweep_runs(&self) -> Result<Vec<SweepRun>> {
@@ -1041,7 +1041,7 @@ async fn q_release_approvals(c: &mut Conn, hold: i64) -> Result<Vec<ReleaseAppro
         .await?;
     Ok(rows
         .into_iter()
-        .map(|r| ReleaseApproval { by: r.get(0), at: Timestamp(r.get(1)), via: r.get(2) })
+        .map(|r| ReleaseApproval { by: r.get(0), at: Timestamp::from_millis(r.get(1)), via: r.get(2) })
         .collect())
 }
 
@@ -1074,7 +1074,7 @@ impl Store {
         row.map(|r| {
             let targets: String = r.get(1);
             Ok(Interruption {
-                found_at: Timestamp(r.get(0)),
+                found_at: Timestamp::from_millis(r.get(0)),
                 targets: serde_json::from_str(&targets)
                     .map_err(|e| StoreError::Corrupt(format!("purge_interruptions.targets: {e}")))?,
             })

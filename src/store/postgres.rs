@@ -197,6 +197,6 @@ impl Store {
             sqlx::query_scalar("SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT")
                 .fetch_one(&self.pool)
                 .await?;
-        Ok(Some(Timestamp(ms)))
+        Ok(Some(Timestamp::from_millis(ms)))
     }
 }

@@ -351,10 +351,10 @@ impl TryFrom<RawNotification> for NotificationRow {
             seq: n.seq,
             event_type: n.event_type,
             body: n.body,
-            created_at: Timestamp(n.created_at),
-            expires_at: Timestamp(n.expires_at),
+            created_at: Timestamp::from_millis(n.created_at),
+            expires_at: Timestamp::from_millis(n.expires_at),
             attempts: n.attempts,
-            next_attempt_at: Timestamp(n.next_attempt_at),
+            next_attempt_at: Timestamp::from_millis(n.next_attempt_at),
             last_error: n.last_error,
             delivered_at: ts(n.delivered_at),
             dead_at: ts(n.dead_at),
@@ -399,7 +399,7 @@ pub(super) fn parse<T: std::str::FromStr<Err = String>>(v: &str) -> Result<T> {
 }
 
 pub(super) fn ts(v: Option<i64>) -> Option<Timestamp> {
-    v.map(Timestamp)
+    v.map(Timestamp::from_millis)
 }
 
 /// A resource row as the ledger stores it; also read from a JSON array in column order.
@@ -438,7 +438,7 @@ impl TryFrom<RawResource> for ResourceRow {
             kind: r.kind,
             account: r.account,
             org: r.org,
-            created_at: Timestamp(r.created_at),
+            created_at: Timestamp::from_millis(r.created_at),
             endpoint: r.endpoint,
             deleted_at: ts(r.deleted_at),
             purge_after: ts(r.purge_after),
@@ -473,7 +473,7 @@ impl TryFrom<RawAccount> for AccountRow {
             state: parse(&a.state)?,
             id: a.id,
             org: a.org,
-            created_at: Timestamp(a.created_at),
+            created_at: Timestamp::from_millis(a.created_at),
             deletion_requested_at: ts(a.deletion_requested_at),
             purge_after: ts(a.purge_after),
             purged_at: ts(a.purged_at),
@@ -504,8 +504,8 @@ impl TryFrom<RawOrg> for OrgRow {
             zdr_reason: o.zdr_reason,
             zdr_by: o.zdr_by,
             zdr_at: ts(o.zdr_at),
-            created_at: Timestamp(o.created_at),
-            updated_at: Timestamp(o.updated_at),
+            created_at: Timestamp::from_millis(o.created_at),
+            updated_at: Timestamp::from_millis(o.updated_at),
             training_opt_out: o.training_opt_out,
         })
     }
@@ -537,7 +537,7 @@ impl From<RawHold> for HoldRow {
             case: h.case_ref,
             reason: h.reason,
             placed_by: h.placed_by,
-            placed_at: Timestamp(h.placed_at),
+            placed_at: Timestamp::from_millis(h.placed_at),
             scope: HoldScope {
                 org: h.org,
                 account: h.account,
@@ -579,7 +579,7 @@ impl From<RawAudit> for AuditEntry {
     fn from(a: RawAudit) -> Self {
         AuditEntry {
             seq: a.seq,
-            at: Timestamp(a.at),
+            at: Timestamp::from_millis(a.at),
             action: a.action,
             subject: a.subject,
             details: a.details,
@@ -605,7 +605,7 @@ impl From<RawSweep> for SweepRun {
     fn from(s: RawSweep) -> Self {
         SweepRun {
             instance: s.instance,
-            started_at: Timestamp(s.started_at),
+            started_at: Timestamp::from_millis(s.started_at),
             finished_at: ts(s.finished_at),
             purged: s.purged,
             failed: s.failed,
@@ -640,7 +640,7 @@ impl From<RawCheckpoint> for CheckpointRow {
         CheckpointRow {
             seq: c.seq,
             hash: c.hash,
-            at: Timestamp(c.at),
+            at: Timestamp::from_millis(c.at),
             public_key: c.public_key,
             signature: c.signature,
         }
@@ -760,12 +760,12 @@ impl From<RawOrgWindow> for OrgWindowRow {
             org: r.org,
             kind: r.kind,
             max_age: r.max_age.map(Span::from_millis),
-            set_at: Timestamp(r.set_at),
+            set_at: Timestamp::from_millis(r.set_at),
             set_by: r.set_by,
             pending: (r.pending != 0).then(|| PendingOrgWindow {
                 max_age: r.pending_max_age.map(Span::from_millis),
                 newly_due: r.pending_newly_due.unwrap_or(0),
-                at: Timestamp(r.pending_at.unwrap_or(r.set_at)),
+                at: Timestamp::from_millis(r.pending_at.unwrap_or(r.set_at)),
                 by: r.pending_by.unwrap_or_default(),
             }),
         }

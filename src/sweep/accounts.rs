@@ -12,7 +12,7 @@ impl Sweeper {
         stop: &CancellationToken,
     ) -> Result<SweepReport, SweepError> {
         let mut report = SweepReport::default();
-        let mut cursor: (Timestamp, String) = (Timestamp(i64::MIN), String::new());
+        let mut cursor: (Timestamp, String) = (Timestamp::from_millis(i64::MIN), String::new());
         loop {
             let page = self
                 .ledger
@@ -24,7 +24,7 @@ impl Sweeper {
                 .await?;
             let Some(last) = page.last() else { break };
             cursor = (
-                last.purge_after.unwrap_or(Timestamp(i64::MIN)),
+                last.purge_after.unwrap_or(Timestamp::from_millis(i64::MIN)),
                 last.id.clone(),
             );
             for a in &page {

@@ -462,7 +462,7 @@ impl Sweeper {
         )
         .millis();
         let jitter: f64 = rand::random_range(0.75..1.25);
-        Span(((exp as f64) * jitter) as i64)
+        Span::from_millis(((exp as f64) * jitter) as i64)
     }
 
     /// What a sweep now would purge, and what holds would keep. Writes nothing.
@@ -569,16 +569,16 @@ mod tests {
             kind: "conversation".into(),
             account: "acct \"1\"".into(),
             org: "org-1".into(),
-            created_at: Timestamp(1_700_000_000_123),
+            created_at: Timestamp::from_millis(1_700_000_000_123),
             endpoint: None,
             state: ResourceState::Purging,
-            deleted_at: deleted.then_some(Timestamp(1_700_000_100_000)),
+            deleted_at: deleted.then_some(Timestamp::from_millis(1_700_000_100_000)),
             cause: None,
-            purge_after: deleted.then_some(Timestamp(1_702_592_100_000)),
+            purge_after: deleted.then_some(Timestamp::from_millis(1_702_592_100_000)),
             rule,
             held: false,
             lease_owner: Some("i".into()),
-            lease_until: Some(Timestamp(1_702_592_200_000)),
+            lease_until: Some(Timestamp::from_millis(1_702_592_200_000)),
             attempts: 2,
             last_error: None,
             purged_at: None,
@@ -591,7 +591,7 @@ mod tests {
     /// so chains written before and after verify the same way.
     #[test]
     fn a_purge_receipt_serializes_like_the_json_object() {
-        let now = Timestamp(1_702_592_150_001);
+        let now = Timestamp::from_millis(1_702_592_150_001);
         let removed = vec![
             (
                 "app_db".to_string(),

@@ -130,7 +130,9 @@ impl BatchLog {
             if error.is_none() && self.recorded.contains(&r.id) {
                 let total = removed_total(removed);
                 let grace = match (r.deleted_at, r.purge_after) {
-                    (Some(d), Some(p)) => Span((p.millis() - d.millis()).max(0)).to_string(),
+                    (Some(d), Some(p)) => {
+                        Span::from_millis((p.millis() - d.millis()).max(0)).to_string()
+                    }
                     _ => "-".into(),
                 };
                 let targets: Vec<String> =

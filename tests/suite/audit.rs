@@ -113,7 +113,7 @@ impl Db {
             .map(
                 |(seq, at, action, subject, details, prev_hash, hash)| AuditEntry {
                     seq,
-                    at: Timestamp(at),
+                    at: Timestamp::from_millis(at),
                     action,
                     subject,
                     details,

@@ -198,7 +198,7 @@ both_backends! {
             HoldScope { org: Some("nope".into()), ..Default::default() },
             HoldScope { account: Some("nope".into()), ..Default::default() },
             HoldScope { resource: Some("nope".into()), ..Default::default() },
-            HoldScope { created_from: Some(Timestamp(10)), created_to: Some(Timestamp(5)), ..Default::default() },
+            HoldScope { created_from: Some(Timestamp::from_millis(10)), created_to: Some(Timestamp::from_millis(5)), ..Default::default() },
         ] {
             assert!(matches!(admin::place_hold(&h.ledger, bad(scope.clone()), h.now()).await, Err(admin::AdminError::Invalid(_))), "{scope:?}");
         }

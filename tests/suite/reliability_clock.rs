@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use retentiond::model::{Span, Timestamp};
 
 fn secs(s: i64) -> Span {
-    Span(s * 1000)
+    Span::from_millis(s * 1000)
 }
 
 both_backends! {
@@ -239,7 +239,7 @@ async fn run_clock_model(b: Backend, ops: Vec<Op>) -> (usize, usize, usize) {
                     format!(
                         "{{\"type\":\"resource.deleted\",\"id\":\"{}\",\"at\":\"{}\"}}\n",
                         r.id,
-                        Timestamp(at).rfc3339()
+                        Timestamp::from_millis(at).rfc3339()
                     )
                 };
                 let got = h.try_ingest(&line).await;
@@ -298,7 +298,7 @@ async fn run_clock_model(b: Backend, ops: Vec<Op>) -> (usize, usize, usize) {
                 if s < 0 {
                     jumps_back += 1;
                 }
-                h.clock.set(Timestamp(now + s * 1000));
+                h.clock.set(Timestamp::from_millis(now + s * 1000));
             }
             Op::Sweep => {
                 sweeps += 1;
@@ -312,7 +312,7 @@ async fn run_clock_model(b: Backend, ops: Vec<Op>) -> (usize, usize, usize) {
                     );
                     if row.state.to_string() == "purged" {
                         assert!(due.is_some_and(|d| d <= now), "EARLY purge of {ctx}");
-                        assert_eq!(row.purged_at, Some(Timestamp(now)), "{ctx}");
+                        assert_eq!(row.purged_at, Some(Timestamp::from_millis(now)), "{ctx}");
                         assert!(row.purge_after.is_some_and(|p| p.millis() <= now), "{ctx}");
                         r.purged = true;
                         purges += 1;

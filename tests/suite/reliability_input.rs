@@ -292,7 +292,7 @@ proptest! {
     fn the_config_loader_refuses_clearly_or_accepts(muts in proptest::collection::vec(mutation(), 1..4)) {
         let text = mutate(&base_config(), &muts);
         match Config::parse(&text, "fuzz.toml") {
-            Ok(c) => { let _ = c.describe(); }
+            Ok(c) => { let _ = retentiond::cli::check_config::describe(&c); }
             Err(e) => {
                 let m = e.to_string();
                 prop_assert!(m.contains("fuzz.toml"), "{}", m);
