@@ -127,13 +127,39 @@ impl SqlTarget {
         if leaves.is_empty() {
             return Ok(vec![own]);
         }
+        let parsed: Vec<Option<(BoundValue, BoundValue)>> = leaves
+            .iter()
+            .map(|(_, b)| b.as_deref().and_then(window::parse_range_bound))
+            .collect();
+        // Native bounds are read by the server itself, all of them in one round trip; one it
+        // cannot read leaves every range unknown (batched, never dropped).
+        let mut native = std::collections::BTreeMap::new();
+        if m.time_format == TimeFormat::Native {
+            let literals: Vec<String> = parsed
+                .iter()
+                .flatten()
+                .flat_map(|(f, t)| [f, t])
+                .filter_map(|v| match v {
+                    BoundValue::Literal(l) => Some(l.clone()),
+                    _ => None,
+                })
+                .collect();
+            let read: Result<Vec<(String, i64, i64)>, sqlx::Error> = sqlx::query_as(
+                "SELECT v, floor(EXTRACT(EPOCH FROM v::timestamptz) * 1000)::bigint, \
+                 ceil(EXTRACT(EPOCH FROM v::timestamptz) * 1000)::bigint FROM unnest($1::text[]) AS u(v)",
+            )
+            .bind(&literals)
+            .fetch_all(p)
+            .await;
+            native.extend(
+                read.unwrap_or_default()
+                    .into_iter()
+                    .map(|(v, lo, hi)| (v, (lo, hi))),
+            );
+        }
         let mut out = Vec::with_capacity(leaves.len());
-        for (table, bound) in leaves {
-            let parsed = bound.as_deref().and_then(window::parse_range_bound);
-            let range = match parsed {
-                Some((from, to)) => self.bound_range(m.time_format, from, to).await?,
-                None => None,
-            };
+        for ((table, bound), parsed) in leaves.into_iter().zip(parsed) {
+            let range = parsed.and_then(|(from, to)| bound_range(m.time_format, &native, from, to));
             out.push(Partition {
                 default: bound.as_deref() == Some("DEFAULT"),
                 table,
@@ -142,54 +168,6 @@ impl SqlTarget {
             });
         }
         Ok(out)
-    }
-
-    /// A partition's bounds as times, widened to whole milliseconds (and by a second for text,
-    /// which compares as text); `None` when a literal is not a time of the mapping's format.
-    async fn bound_range(
-        &self,
-        format: TimeFormat,
-        from: BoundValue,
-        to: BoundValue,
-    ) -> Result<Option<PartitionRange>, String> {
-        let mut ends = [None, None];
-        for (i, (v, up)) in [(from, false), (to, true)].into_iter().enumerate() {
-            let lit = match v {
-                BoundValue::MinValue | BoundValue::MaxValue => continue,
-                BoundValue::Literal(l) => l,
-            };
-            let ms = match format {
-                TimeFormat::Unix => lit.parse::<i64>().ok().map(|s| s.saturating_mul(1000)),
-                TimeFormat::UnixMs => lit.parse::<i64>().ok(),
-                TimeFormat::Rfc3339 => Timestamp::parse_rfc3339(&lit).ok().map(|t| {
-                    let widen = if up { 1000 } else { -1000 };
-                    t.millis().saturating_add(widen)
-                }),
-                TimeFormat::Native => {
-                    let AppDb::Postgres(p) = &self.db else {
-                        return Ok(None);
-                    };
-                    let sql = if up {
-                        "SELECT ceil(EXTRACT(EPOCH FROM $1::timestamptz) * 1000)::bigint"
-                    } else {
-                        "SELECT floor(EXTRACT(EPOCH FROM $1::timestamptz) * 1000)::bigint"
-                    };
-                    sqlx::query_scalar::<_, i64>(sql)
-                        .bind(&lit)
-                        .fetch_one(p)
-                        .await
-                        .ok()
-                }
-            };
-            let Some(ms) = ms else {
-                return Ok(None);
-            };
-            ends[i] = Some(Timestamp::from_millis(ms));
-        }
-        Ok(Some(PartitionRange {
-            from: ends[0],
-            to: ends[1],
-        }))
     }
 
     /// Whether the kind's table has a default partition (DETACH CONCURRENTLY is refused then).
@@ -484,4 +462,36 @@ impl SqlTarget {
             other => self.unavailable(other),
         }
     }
+}
+
+/// A partition's bounds as times, widened to whole milliseconds (and by a second for text,
+/// which compares as text); `None` when a literal is not a time of the mapping's format.
+/// `native` holds the server's reading of native bounds: (floor, ceil) in ms, by literal.
+fn bound_range(
+    format: TimeFormat,
+    native: &std::collections::BTreeMap<String, (i64, i64)>,
+    from: BoundValue,
+    to: BoundValue,
+) -> Option<PartitionRange> {
+    let mut ends = [None, None];
+    for (i, (v, up)) in [(from, false), (to, true)].into_iter().enumerate() {
+        let lit = match v {
+            BoundValue::MinValue | BoundValue::MaxValue => continue,
+            BoundValue::Literal(l) => l,
+        };
+        let ms = match format {
+            TimeFormat::Unix => lit.parse::<i64>().ok().map(|s| s.saturating_mul(1000)),
+            TimeFormat::UnixMs => lit.parse::<i64>().ok(),
+            TimeFormat::Rfc3339 => Timestamp::parse_rfc3339(&lit).ok().map(|t| {
+                let widen = if up { 1000 } else { -1000 };
+                t.millis().saturating_add(widen)
+            }),
+            TimeFormat::Native => native.get(&lit).map(|(lo, hi)| if up { *hi } else { *lo }),
+        }?;
+        ends[i] = Some(Timestamp::from_millis(ms));
+    }
+    Some(PartitionRange {
+        from: ends[0],
+        to: ends[1],
+    })
 }
