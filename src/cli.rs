@@ -8,13 +8,13 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
 use crate::admin::{self, AdminError, PlaceHold, ZdrAction};
-use crate::audit;
+use crate::app::{App, AppError, AuditVerification, PolicyAccepted};
 use crate::checkpoint::{self, CheckpointError, Trust};
 use crate::clock::Clock;
 use crate::config::{self, Config, ConfigError};
 use crate::daemon;
 use crate::holds::HoldScope;
-use crate::ingest::{self, IngestContext, IngestError};
+use crate::ingest::IngestError;
 use crate::model::{Plan, Span, Timestamp};
 use crate::policy;
 use crate::reapply;
@@ -400,6 +400,17 @@ impl From<AdminError> for Failure {
     }
 }
 
+impl From<AppError> for Failure {
+    fn from(e: AppError) -> Self {
+        match e {
+            AppError::Invalid(m) => Failure::bad_input(m),
+            AppError::Admin(a) => a.into(),
+            AppError::Store(s) => s.into(),
+            AppError::Io(e) => Failure::runtime(e.to_string()),
+        }
+    }
+}
+
 impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Self {
         // Print the whole cause chain.
@@ -422,7 +433,10 @@ async fn reapply_command(
 ) -> Result<(), Failure> {
     let now = clock.now();
     let since = reapply::parse_since(since, now).map_err(Failure::bad_input)?;
-    let (ledger, _) = daemon::prepare(config, clock, "retentiond reapply").await?;
+    let ledger = write_app(config, clock, "retentiond reapply")
+        .await?
+        .ledger()
+        .clone();
     let targets = Targets::from_config(config).map_err(Failure::bad_input)?;
     let opts = reapply::ReapplyOptions {
         since,
@@ -481,24 +495,23 @@ fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-/// Opens an existing ledger for a read command. It is not created when missing (a typo in the
-/// URL must not show an empty ledger), but pending migrations are applied, so a ledger written
-/// by an older version stays readable; where that is not allowed (a read-only database user),
-/// the read goes on and names any missing table in its error.
+/// Opens an existing ledger for a read command ([`App::open_read`]).
 async fn open_read(config: &Config) -> Result<Ledger, Failure> {
-    let ledger = Ledger::open(
-        &config.database.url,
-        &OpenOptions {
-            max_connections: 2,
-            create: false,
-            background_checkpoint: false,
-        },
-    )
-    .await?;
-    if let Err(e) = ledger.migrate().await {
-        tracing::debug!(error = %e, "read command could not migrate the ledger");
-    }
-    Ok(ledger)
+    Ok(read_app(config, &Clock::System).await?.ledger().clone())
+}
+
+async fn read_app(config: &Config, clock: &Clock) -> Result<App, Failure> {
+    Ok(App::open_read(std::sync::Arc::new(config.clone()), clock.clone()).await?)
+}
+
+/// Opens the ledger for a write command and brings its policy in line with the config (R10),
+/// recorded as by `actor`. Failures print their whole cause chain.
+async fn write_app(config: &Config, clock: &Clock, actor: &str) -> Result<App, Failure> {
+    let app = App::open(std::sync::Arc::new(config.clone()), clock.clone())
+        .await
+        .map_err(anyhow::Error::from)?;
+    app.sync_policy(actor).await.map_err(anyhow::Error::from)?;
+    Ok(app)
 }
 
 /// Writes retentiond(8): section 8 (a system administration command), from the clap definitions.
@@ -569,29 +582,16 @@ pub async fn run(cli: Cli) -> Outcome {
             Ok(())
         }
         Command::Ingest { file } => {
-            let (ledger, policy) = daemon::prepare(&config, &clock, &actor("ingest")).await?;
-            let ctx = IngestContext {
-                policy: &policy,
-                now: clock.now(),
-                max_clock_skew: config.max_clock_skew,
-                dedup_window: config.dedup_window,
-                keep_attrs: &config.target_attrs,
-            };
+            let app = write_app(&config, &clock, &actor("ingest")).await?;
             let result = match file.as_deref() {
-                None => ingest::ingest_reader(&ledger, &ctx, std::io::stdin().lock()).await,
-                Some(p) if p.as_os_str() == "-" => {
-                    ingest::ingest_reader(&ledger, &ctx, std::io::stdin().lock()).await
-                }
+                None => app.ingest_reader(std::io::stdin().lock()).await,
+                Some(p) if p.as_os_str() == "-" => app.ingest_reader(std::io::stdin().lock()).await,
                 Some(p) => {
                     let f = std::fs::File::open(p).map_err(|e| {
                         Failure::bad_input(format!("cannot read {}: {e}", p.display()))
                     })?;
-                    ingest::ingest_reader(
-                        &ledger,
-                        &ctx,
-                        std::io::BufReader::with_capacity(1 << 20, f),
-                    )
-                    .await
+                    app.ingest_reader(std::io::BufReader::with_capacity(1 << 20, f))
+                        .await
                 }
             };
             match result {
@@ -671,7 +671,10 @@ pub async fn run(cli: Cli) -> Outcome {
                 });
                 return Ok(());
             }
-            let (ledger, _) = daemon::prepare(&config, &clock, &actor("sweep")).await?;
+            let ledger = write_app(&config, &clock, &actor("sweep"))
+                .await?
+                .ledger()
+                .clone();
             let sweeper = sweeper_for(ledger, config.clone(), clock)?;
             let report = sweeper
                 .sweep_once(&tokio_util::sync::CancellationToken::new())
@@ -892,20 +895,11 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Policy {
             command: PolicyCommand::Accept { by },
         } => {
-            let ledger = Ledger::open(&config.database.url, &OpenOptions::default()).await?;
-            ledger.migrate().await?;
-            let pending = policy::pending(&ledger).await?;
-            let wanted = pending.unwrap_or_else(|| config.policy.clone());
-            let (_, report) = policy::sync(
-                &ledger,
-                &wanted,
-                clock.now(),
-                config.max_newly_due,
-                true,
-                &by,
-            )
-            .await?;
-            let orgs = admin::accept_org_retention(&ledger, &config, &by, clock.now()).await?;
+            let app = App::open(std::sync::Arc::new(config.clone()), clock.clone()).await?;
+            let PolicyAccepted {
+                report,
+                org_retention: orgs,
+            } = app.accept_policy(&by).await?;
             let out = serde_json::json!({
                 "applied": report.applied,
                 "rescheduled": report.rescheduled,
@@ -968,7 +962,10 @@ pub async fn run(cli: Cli) -> Outcome {
         // Answered above, before the config is read.
         Command::Completions { .. } | Command::Man | Command::Schema { .. } => Ok(()),
         Command::Retry { ids, by } => {
-            let (ledger, _) = daemon::prepare(&config, &clock, &actor("retry")).await?;
+            let ledger = write_app(&config, &clock, &actor("retry"))
+                .await?
+                .ledger()
+                .clone();
             let r = admin::retry(&ledger, &ids, &by, clock.now()).await?;
             emit(json, &r, || {
                 format!(
@@ -1150,7 +1147,10 @@ async fn notify(command: NotifyCommand, config: &Config, clock: &Clock, json: bo
                     config.notify.keys().cloned().collect::<Vec<_>>().join(", ")
                 )));
             }
-            let (ledger, _) = daemon::prepare(config, clock, "retentiond notify retry").await?;
+            let ledger = write_app(config, clock, "retentiond notify retry")
+                .await?
+                .ledger()
+                .clone();
             let now = clock.now();
             let mut requeued = Vec::new();
             for (name, cfg) in &config.notify {
@@ -1192,7 +1192,10 @@ async fn notify(command: NotifyCommand, config: &Config, clock: &Clock, json: bo
 async fn hold(command: HoldCommand, config: &Config, clock: &Clock, json: bool) -> Outcome {
     match command {
         HoldCommand::Place(a) => {
-            let (ledger, _) = daemon::prepare(config, clock, "retentiond hold place").await?;
+            let ledger = write_app(config, clock, "retentiond hold place")
+                .await?
+                .ledger()
+                .clone();
             let placed = admin::place_hold(
                 &ledger,
                 PlaceHold {
@@ -1231,7 +1234,10 @@ async fn hold(command: HoldCommand, config: &Config, clock: &Clock, json: bool) 
             Ok(())
         }
         HoldCommand::Release { id, by } => {
-            let (ledger, _) = daemon::prepare(config, clock, "retentiond hold release").await?;
+            let ledger = write_app(config, clock, "retentiond hold release")
+                .await?
+                .ledger()
+                .clone();
             let r = admin::ask_release(
                 &ledger,
                 id,
@@ -1324,15 +1330,8 @@ async fn org(command: OrgCommand, config: &Config, clock: &Clock, json: bool) ->
             plan,
             training_opt_out,
         } => {
-            let (ledger, policy) = daemon::prepare(config, clock, "retentiond org set").await?;
-            let ctx = IngestContext {
-                policy: &policy,
-                now: clock.now(),
-                max_clock_skew: config.max_clock_skew,
-                dedup_window: config.dedup_window,
-                keep_attrs: &config.target_attrs,
-            };
-            let o = admin::set_org(&ledger, &ctx, &id, plan, training_opt_out).await?;
+            let app = write_app(config, clock, "retentiond org set").await?;
+            let o = app.set_org(&id, plan, training_opt_out).await?;
             emit(json, &o, || {
                 format!(
                     "org {} plan={} zdr={} training_opt_out={}",
@@ -1395,7 +1394,10 @@ async fn org(command: OrgCommand, config: &Config, clock: &Clock, json: bool) ->
             clear,
             by,
         } => {
-            let (ledger, _) = daemon::prepare(config, clock, "retentiond org retention").await?;
+            let ledger = write_app(config, clock, "retentiond org retention")
+                .await?
+                .ledger()
+                .clone();
             let (old, new) =
                 admin::org_retention_windows(&ledger, config, &id, &kind, max_age).await?;
             // Validated above: the kind is windowed, so it has a max_age.
@@ -1480,22 +1482,13 @@ async fn org(command: OrgCommand, config: &Config, clock: &Clock, json: bool) ->
             reason,
             by,
         } => {
-            let (ledger, policy) = daemon::prepare(config, clock, "retentiond org zdr").await?;
+            let app = write_app(config, clock, "retentiond org zdr").await?;
             let action = match action {
                 ZdrVerb::Request => ZdrAction::Request,
                 ZdrVerb::Approve => ZdrAction::Approve,
                 ZdrVerb::Deny => ZdrAction::Deny,
             };
-            let d = admin::zdr(
-                &ledger,
-                &policy,
-                &id,
-                action,
-                &by,
-                reason.as_deref(),
-                clock.now(),
-            )
-            .await?;
+            let d = app.zdr(&id, action, &by, reason.as_deref(), None).await?;
             emit(json, &d, || {
                 format!(
                     "org {}: ZDR {}{}",
@@ -1581,38 +1574,12 @@ async fn audit_cmd(command: AuditCommand, config: &Config, clock: &Clock, json: 
             checkpoint: files,
             public_key,
         } => {
-            let ledger = open_read(config).await?;
-            let given = public_key
-                .as_deref()
-                .map(checkpoint::parse_public_key)
-                .transpose()
-                .map_err(Failure::bad_input)?;
-            let files = checkpoint::read_files(&files).map_err(Failure::bad_input)?;
-            let trust = match given {
-                Some(k) => Trust::Given(k),
-                None => match config.audit.signing_key_file.as_deref() {
-                    Some(p) if !files.is_empty() => checkpoint::load_key(p)
-                        .map(|k| Trust::Configured(k.verifying_key()))
-                        .unwrap_or(Trust::Embedded),
-                    _ => Trust::Embedded,
-                },
-            };
-            let (anchors, problems) = checkpoint::anchors(&ledger, &files, &trust).await?;
-            let mut v = checkpoint::verify_anchored(&ledger, anchors, problems).await?;
-            if v.ok
-                && files.is_empty()
-                && matches!(trust, Trust::Given(_))
-                && v.trusted_checkpoints == 0
-            {
-                v.ok = false;
-                v.error = Some(audit::ChainBreak {
-                    seq: 0,
-                    problem: format!(
-                        "no checkpoint signed by {} is stored in the ledger, so nothing ties the chain to that key; verify against a checkpoint file (--checkpoint)",
-                        trust.describe()
-                    ),
-                });
-            }
+            let app = read_app(config, clock).await?;
+            let AuditVerification {
+                verified: v,
+                trust,
+                files,
+            } = app.verify_audit(&files, public_key.as_deref()).await?;
             // A failed `--json` verify answers through its `Failure` (one JSON object only).
             let answered_by_failure = json && !v.ok;
             if !answered_by_failure {
@@ -1641,7 +1608,7 @@ async fn audit_cmd(command: AuditCommand, config: &Config, clock: &Clock, json: 
                             "\nno signed checkpoint checked: a chain rewritten whole would pass; verify against a checkpoint kept elsewhere (--checkpoint)",
                         ),
                     }
-                        if !files.is_empty() || matches!(trust, Trust::Given(_)) {
+                        if files > 0 || matches!(trust, Trust::Given(_)) {
                             s.push_str(&format!(
                                 "\nsignatures checked against {}",
                                 trust.describe()
@@ -1672,19 +1639,12 @@ async fn audit_cmd(command: AuditCommand, config: &Config, clock: &Clock, json: 
             }
         }
         AuditCommand::Export { since, until } => {
-            let ledger = open_read(config).await?;
-            let mut next = since;
-            let until = until.unwrap_or(i64::MAX);
+            let app = read_app(config, clock).await?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            loop {
-                let page = ledger.audit_range(next, until, 10_000).await?;
-                let Some(last) = page.last() else { break };
-                next = last.seq + 1;
-                for e in &page {
-                    writeln!(out, "{}", serde_json::to_string(e).unwrap_or_default())
-                        .map_err(|e| Failure::runtime(e.to_string()))?;
-                }
-            }
+            app.export_audit(since, until, |e| {
+                writeln!(out, "{}", serde_json::to_string(e).unwrap_or_default())
+            })
+            .await?;
             out.flush().map_err(|e| Failure::runtime(e.to_string()))?;
             Ok(())
         }

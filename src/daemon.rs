@@ -14,12 +14,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
+use crate::app::App;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::health::Health;
 use crate::model::Timestamp;
 use crate::policy;
-use crate::store::{Ledger, OpenOptions};
+use crate::store::Ledger;
 use crate::sweep::{Sweeper, instance_id};
 use crate::targets::Targets;
 
@@ -165,32 +166,9 @@ pub async fn prepare(
     clock: &Clock,
     actor: &str,
 ) -> anyhow::Result<(Ledger, crate::rules::SchedulePolicy)> {
-    let ledger = Ledger::open(
-        &config.database.url,
-        &OpenOptions {
-            max_connections: config.database.max_connections.unwrap_or(
-                if config.database.url.is_postgres() {
-                    8
-                } else {
-                    4
-                },
-            ),
-            create: true,
-            background_checkpoint: true,
-        },
-    )
-    .await?;
-    ledger.migrate().await?;
-    let (in_force, _) = policy::sync(
-        &ledger,
-        &config.policy,
-        clock.now(),
-        config.max_newly_due,
-        false,
-        actor,
-    )
-    .await?;
-    Ok((ledger, in_force))
+    let app = App::open(Arc::new(config.clone()), clock.clone()).await?;
+    let in_force = app.sync_policy(actor).await?;
+    Ok((app.ledger().clone(), in_force))
 }
 
 fn build_sweeper(

@@ -65,14 +65,14 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::admin::{self, AdminError, PlaceHold};
+use crate::app::App;
 use crate::clock::Clock;
 use crate::config::{Config, HttpConfig, Scope, TokenSource};
 use crate::events::{self, Event, LineError};
 use crate::health::Health;
 use crate::holds::HoldScope;
-use crate::ingest::{self, IngestContext, IngestError, IngestReport};
+use crate::ingest::{IngestError, IngestReport};
 use crate::model::Timestamp;
-use crate::policy;
 use crate::report;
 use crate::store::{Ledger, StoreError};
 
@@ -139,6 +139,11 @@ impl HttpState {
     pub fn with_config_source(mut self, source: ConfigSource) -> Self {
         self.config = source;
         self
+    }
+
+    /// The application core over the config in force now (a reload swaps it).
+    fn app(&self) -> App {
+        App::from_parts(self.ledger.clone(), (self.config)(), self.clock.clone())
     }
 
     /// The configured listen address.
@@ -661,19 +666,15 @@ async fn events_inner(s: &HttpState, headers: &HeaderMap, body: Body) -> ApiResu
     s.authorize(headers, Scope::Events)?;
     crate::failpoint::panic("http.events");
     let bytes = s.read_body(headers, body).await?;
-    let result = with_ingest_context(s, async |ctx| {
-        Ok(
-            if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
-                match parse_array(&bytes) {
-                    Ok(events) => ingest::ingest_events(&s.ledger, ctx, &events).await,
-                    Err(errors) => Err(IngestError::Invalid(errors)),
-                }
-            } else {
-                ingest::ingest_reader(&s.ledger, ctx, &bytes[..]).await
-            },
-        )
-    })
-    .await?;
+    let app = s.app();
+    let result = if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        match parse_array(&bytes) {
+            Ok(events) => app.ingest_events(&events).await,
+            Err(errors) => Err(IngestError::Invalid(errors)),
+        }
+    } else {
+        app.ingest_reader(&bytes[..]).await
+    };
     match result {
         Ok(report) => {
             report.record_metrics("http");
@@ -1026,25 +1027,6 @@ async fn post_release(
     }
 }
 
-/// The ingest context of the config and policy in force now.
-async fn with_ingest_context<T>(
-    s: &HttpState,
-    f: impl AsyncFnOnce(&IngestContext<'_>) -> ApiResult<T>,
-) -> ApiResult<T> {
-    let config = (s.config)();
-    let policy = policy::in_force(&s.ledger)
-        .await?
-        .unwrap_or_else(|| config.policy.clone());
-    let ctx = IngestContext {
-        policy: &policy,
-        now: s.clock.now(),
-        max_clock_skew: config.max_clock_skew,
-        dedup_window: config.dedup_window,
-        keep_attrs: &config.target_attrs,
-    };
-    f(&ctx).await
-}
-
 /// A JSON body of type `T`, or 400 naming what is wrong and what was `expected`.
 fn json_body<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
@@ -1117,10 +1099,7 @@ async fn put_org(
         "org update",
         "{\"plan\": \"free\"|\"scale\", \"training_opt_out\": true|false}",
     )?;
-    let o = with_ingest_context(&s, async |ctx| {
-        Ok(admin::set_org(&s.ledger, ctx, &id, req.plan, req.training_opt_out).await?)
-    })
-    .await?;
+    let o = s.app().set_org(&id, req.plan, req.training_opt_out).await?;
     info!(org = %id, via = %via, plan = %o.plan, training_opt_out = o.training_opt_out, "http: org set");
     Ok(ok(&o))
 }
@@ -1178,20 +1157,10 @@ async fn post_zdr(
             "`reason` is required: the org's legitimate reasons for ZDR",
         ));
     }
-    let policy = policy::in_force(&s.ledger)
-        .await?
-        .unwrap_or_else(|| (s.config)().policy.clone());
-    let d = admin::zdr_via(
-        &s.ledger,
-        &policy,
-        &id,
-        action,
-        &by,
-        req.reason.as_deref(),
-        Some(&via),
-        s.clock.now(),
-    )
-    .await?;
+    let d = s
+        .app()
+        .zdr(&id, action, &by, req.reason.as_deref(), Some(&via))
+        .await?;
     Ok(ok(&d))
 }
 

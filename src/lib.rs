@@ -4,6 +4,7 @@
 //! → [`store`] (record + [`audit`]).
 
 pub mod admin;
+pub mod app;
 pub mod audit;
 pub mod background;
 pub mod checkpoint;

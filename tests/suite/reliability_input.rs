@@ -329,15 +329,7 @@ async fn ingest_fuzz(b: Backend, cases: u32) {
             h.ledger.state_counts().await.unwrap(),
             h.ledger.audit_head().await.unwrap(),
         );
-        let policy = h.policy.clone();
-        let ctx = retentiond::ingest::IngestContext {
-            policy: &policy,
-            now: h.now(),
-            max_clock_skew: h.config.max_clock_skew,
-            dedup_window: h.config.dedup_window,
-            keep_attrs: &h.config.target_attrs,
-        };
-        match retentiond::ingest::ingest_reader(&h.ledger, &ctx, &doc[..]).await {
+        match h.app.ingest_reader(&doc[..]).await {
             Ok(_) => accepted += 1,
             Err(IngestError::Invalid(errs)) => {
                 refused += 1;

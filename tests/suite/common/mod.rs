@@ -15,9 +15,10 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
+use retentiond::app::App;
 use retentiond::clock::Clock;
 use retentiond::config::Config;
-use retentiond::ingest::{IngestContext, IngestError, IngestReport};
+use retentiond::ingest::{IngestError, IngestReport};
 use retentiond::model::{Span, Timestamp};
 use retentiond::rules::SchedulePolicy;
 use retentiond::store::{Ledger, OpenOptions};
@@ -374,6 +375,8 @@ pub struct H {
     pub policy: SchedulePolicy,
     pub clock: Clock,
     pub sweeper: Arc<Sweeper>,
+    /// The application core the CLI and HTTP API use, over this ledger, config and clock.
+    pub app: App,
 }
 
 impl H {
@@ -386,9 +389,11 @@ impl H {
     pub async fn with_config(env: Env, text: &str) -> H {
         let config = Arc::new(Config::parse(text, "test.toml").expect("valid test config"));
         let clock = Clock::manual(Timestamp::parse_rfc3339(T0).unwrap());
-        let (ledger, policy) = retentiond::daemon::prepare(&config, &clock, "test")
+        let app = App::open(config.clone(), clock.clone())
             .await
-            .expect("prepare");
+            .expect("open the ledger");
+        let policy = app.sync_policy("test").await.expect("sync the policy");
+        let ledger = app.ledger().clone();
         let sweeper = Arc::new(Sweeper::new(
             ledger.clone(),
             Arc::new(Targets::from_config(&config).unwrap()),
@@ -403,6 +408,7 @@ impl H {
             policy,
             clock,
             sweeper,
+            app,
         }
     }
 
@@ -432,18 +438,7 @@ impl H {
     }
 
     pub async fn try_ingest(&self, ndjson: &str) -> Result<IngestReport, IngestError> {
-        let policy = retentiond::policy::in_force(&self.ledger)
-            .await
-            .unwrap()
-            .unwrap_or_else(|| self.policy.clone());
-        let ctx = IngestContext {
-            policy: &policy,
-            now: self.clock.now(),
-            max_clock_skew: self.config.max_clock_skew,
-            dedup_window: self.config.dedup_window,
-            keep_attrs: &self.config.target_attrs,
-        };
-        retentiond::ingest::ingest_reader(&self.ledger, &ctx, ndjson.as_bytes()).await
+        self.app.ingest_reader(ndjson.as_bytes()).await
     }
 
     pub async fn ingest(&self, ndjson: &str) -> IngestReport {

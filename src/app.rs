@@ -1,0 +1,319 @@
+//! The application core: every interface (the CLI, the HTTP API, the test harness) performs
+//! ingest, audit verification, audit export and `policy accept` through one [`App`] method, so
+//! they cannot disagree on which policy schedules an ingested event, which key a verification
+//! trusts, or which policy an accept applies. The interfaces only parse their input and render
+//! the answer.
+//!
+//! An [`App`] is the ledger, the config in force and the clock. The CLI opens one per command
+//! ([`App::open`] to write, [`App::open_read`] to read); the HTTP API builds one per request
+//! ([`App::from_parts`]) from the config in force, which a reload swaps.
+//!
+//! The rules kept here:
+//! - **Ingest** schedules by the policy the ledger has in force (R10), the config's only while
+//!   the ledger has none yet ([`App::ingest_policy`]).
+//! - **Audit verify** trusts `--public-key` when given; else, with checkpoint files, the public
+//!   half of `audit.signing_key_file` when it loads; else only the key named in each checkpoint.
+//!   A given key with neither files nor a stored checkpoint it signed verifies nothing, so the
+//!   verification fails saying so.
+//! - **Policy accept** applies the pending change if one is held back, else the config's policy,
+//!   then every org window change waiting for it.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use thiserror::Error;
+
+use crate::admin::{self, AdminError, OrgRetention, ZdrAction, ZdrDecision};
+use crate::audit::{AuditEntry, ChainBreak, Verified};
+use crate::checkpoint::{self, Trust};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::events::Event;
+use crate::ingest::{self, IngestContext, IngestError, IngestReport};
+use crate::model::Plan;
+use crate::policy::{self, SyncReport};
+use crate::report::OrgView;
+use crate::rules::SchedulePolicy;
+use crate::store::{Ledger, OpenOptions, StoreError};
+
+/// Why an [`App`] operation failed.
+#[derive(Debug, Error)]
+pub enum AppError {
+    /// Bad input (an unreadable public key or checkpoint file): nothing was checked or changed.
+    #[error("{0}")]
+    Invalid(String),
+    /// An admin operation refused the request, or met a ledger error.
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    /// The ledger could not be opened, read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Writing an export failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// The ledger, the config in force and the clock: what every operation runs with.
+#[derive(Clone)]
+pub struct App {
+    ledger: Ledger,
+    config: Arc<Config>,
+    clock: Clock,
+}
+
+/// `audit verify`'s answer, with what it was checked against (for rendering).
+#[derive(Debug)]
+pub struct AuditVerification {
+    pub verified: Verified,
+    pub trust: Trust,
+    /// How many checkpoint files were read.
+    pub files: usize,
+}
+
+/// `policy accept`'s answer: the policy sync and the org window changes applied.
+#[derive(Debug)]
+pub struct PolicyAccepted {
+    pub report: SyncReport,
+    pub org_retention: Vec<OrgRetention>,
+}
+
+impl App {
+    /// Opens the ledger for writing (creating it when missing) and applies pending migrations.
+    /// The policy is not synced: see [`App::sync_policy`].
+    pub async fn open(config: Arc<Config>, clock: Clock) -> Result<App, AppError> {
+        let ledger = Ledger::open(
+            &config.database.url,
+            &OpenOptions {
+                max_connections: config.database.max_connections.unwrap_or(
+                    if config.database.url.is_postgres() {
+                        8
+                    } else {
+                        4
+                    },
+                ),
+                create: true,
+                background_checkpoint: true,
+            },
+        )
+        .await?;
+        ledger.migrate().await?;
+        Ok(App::from_parts(ledger, config, clock))
+    }
+
+    /// Opens an existing ledger for a read command. It is not created when missing (a typo in
+    /// the URL must not show an empty ledger), but pending migrations are applied, so a ledger
+    /// written by an older version stays readable; where that is not allowed (a read-only
+    /// database user), the read goes on and names any missing table in its error.
+    pub async fn open_read(config: Arc<Config>, clock: Clock) -> Result<App, AppError> {
+        let ledger = Ledger::open(
+            &config.database.url,
+            &OpenOptions {
+                max_connections: 2,
+                create: false,
+                background_checkpoint: false,
+            },
+        )
+        .await?;
+        if let Err(e) = ledger.migrate().await {
+            tracing::debug!(error = %e, "read command could not migrate the ledger");
+        }
+        Ok(App::from_parts(ledger, config, clock))
+    }
+
+    /// An app over a ledger already open (the daemon's, a test's).
+    pub fn from_parts(ledger: Ledger, config: Arc<Config>, clock: Clock) -> App {
+        App {
+            ledger,
+            config,
+            clock,
+        }
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Brings the ledger's policy in line with the config (R10), recorded as by `actor`;
+    /// returns the policy in force after it.
+    pub async fn sync_policy(&self, actor: &str) -> Result<SchedulePolicy, StoreError> {
+        let (in_force, _) = policy::sync(
+            &self.ledger,
+            &self.config.policy,
+            self.clock.now(),
+            self.config.max_newly_due,
+            false,
+            actor,
+        )
+        .await?;
+        Ok(in_force)
+    }
+
+    /// The policy ingest schedules by: the ledger's in force, the config's while it has none.
+    pub async fn ingest_policy(&self) -> Result<SchedulePolicy, StoreError> {
+        Ok(policy::in_force(&self.ledger)
+            .await?
+            .unwrap_or_else(|| self.config.policy.clone()))
+    }
+
+    fn ingest_context<'a>(&'a self, policy: &'a SchedulePolicy) -> IngestContext<'a> {
+        IngestContext {
+            policy,
+            now: self.clock.now(),
+            max_clock_skew: self.config.max_clock_skew,
+            dedup_window: self.config.dedup_window,
+            keep_attrs: &self.config.target_attrs,
+        }
+    }
+
+    /// Applies NDJSON events from `input`, all or nothing.
+    pub async fn ingest_reader(&self, input: impl BufRead) -> Result<IngestReport, IngestError> {
+        let policy = self.ingest_policy().await?;
+        ingest::ingest_reader(&self.ledger, &self.ingest_context(&policy), input).await
+    }
+
+    /// Applies events already parsed, all or nothing.
+    pub async fn ingest_events(&self, events: &[Event]) -> Result<IngestReport, IngestError> {
+        let policy = self.ingest_policy().await?;
+        ingest::ingest_events(&self.ledger, &self.ingest_context(&policy), events).await
+    }
+
+    /// `org set` / `PUT /v1/orgs/{id}`: an `org.upsert` ingested by the ingest policy.
+    pub async fn set_org(
+        &self,
+        id: &str,
+        plan: Option<Plan>,
+        training_opt_out: Option<bool>,
+    ) -> Result<OrgView, AdminError> {
+        let policy = self.ingest_policy().await?;
+        admin::set_org(
+            &self.ledger,
+            &self.ingest_context(&policy),
+            id,
+            plan,
+            training_opt_out,
+        )
+        .await
+    }
+
+    /// A ZDR request or decision, rescheduled by the ingest policy; `via` is the API token.
+    pub async fn zdr(
+        &self,
+        org: &str,
+        action: ZdrAction,
+        by: &str,
+        reason: Option<&str>,
+        via: Option<&str>,
+    ) -> Result<ZdrDecision, AdminError> {
+        let policy = self.ingest_policy().await?;
+        admin::zdr_via(
+            &self.ledger,
+            &policy,
+            org,
+            action,
+            by,
+            reason,
+            via,
+            self.clock.now(),
+        )
+        .await
+    }
+
+    /// `audit verify`: the chain against the stored checkpoints and the checkpoint `files`
+    /// (files or folders), signatures checked against the key the trust rule picks (module
+    /// doc). `public_key` is 64 hex digits or a file.
+    pub async fn verify_audit(
+        &self,
+        files: &[PathBuf],
+        public_key: Option<&str>,
+    ) -> Result<AuditVerification, AppError> {
+        let given = public_key
+            .map(checkpoint::parse_public_key)
+            .transpose()
+            .map_err(AppError::Invalid)?;
+        let files = checkpoint::read_files(files).map_err(AppError::Invalid)?;
+        let trust = match given {
+            Some(k) => Trust::Given(k),
+            None => match self.config.audit.signing_key_file.as_deref() {
+                Some(p) if !files.is_empty() => checkpoint::load_key(p)
+                    .map(|k| Trust::Configured(k.verifying_key()))
+                    .unwrap_or(Trust::Embedded),
+                _ => Trust::Embedded,
+            },
+        };
+        let (anchors, problems) = checkpoint::anchors(&self.ledger, &files, &trust).await?;
+        let mut v = checkpoint::verify_anchored(&self.ledger, anchors, problems).await?;
+        if v.ok
+            && files.is_empty()
+            && matches!(trust, Trust::Given(_))
+            && v.trusted_checkpoints == 0
+        {
+            v.ok = false;
+            v.error = Some(ChainBreak {
+                seq: 0,
+                problem: format!(
+                    "no checkpoint signed by {} is stored in the ledger, so nothing ties the chain to that key; verify against a checkpoint file (--checkpoint)",
+                    trust.describe()
+                ),
+            });
+        }
+        Ok(AuditVerification {
+            verified: v,
+            trust,
+            files: files.len(),
+        })
+    }
+
+    /// `audit export`: hands every entry from seq `since` to `until` (inclusive; the head when
+    /// `None`) to `each`, in order, reading the ledger a page at a time.
+    pub async fn export_audit(
+        &self,
+        since: i64,
+        until: Option<i64>,
+        mut each: impl FnMut(&AuditEntry) -> std::io::Result<()>,
+    ) -> Result<(), AppError> {
+        const PAGE: i64 = 10_000;
+        let until = until.unwrap_or(i64::MAX);
+        let mut next = since;
+        loop {
+            let page = self.ledger.audit_range(next, until, PAGE).await?;
+            let Some(last) = page.last() else { break };
+            next = last.seq + 1;
+            for e in &page {
+                each(e)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `policy accept`: applies the change held back by `safety.max_newly_due` (the config's
+    /// policy when none is pending), then the org window changes waiting for it.
+    pub async fn accept_policy(&self, by: &str) -> Result<PolicyAccepted, AppError> {
+        let wanted = policy::pending(&self.ledger)
+            .await?
+            .unwrap_or_else(|| self.config.policy.clone());
+        let (_, report) = policy::sync(
+            &self.ledger,
+            &wanted,
+            self.clock.now(),
+            self.config.max_newly_due,
+            true,
+            by,
+        )
+        .await?;
+        let org_retention =
+            admin::accept_org_retention(&self.ledger, &self.config, by, self.clock.now()).await?;
+        Ok(PolicyAccepted {
+            report,
+            org_retention,
+        })
+    }
+}
