@@ -171,6 +171,16 @@ fn seed_rows() -> Vec<Seed> {
     rows
 }
 
+/// Creates the orgs and accounts of [`seed_rows`] (and the events in `more`) with the binary.
+fn ingest_seeded_orgs(cfg: &std::path::Path, more: &str) {
+    let events = org_account("o1", "free", "a1")
+        + &org_account("o2", "free", "a2")
+        + "{\"type\":\"account.created\",\"account\":\"a2b\",\"org\":\"o2\"}\n"
+        + &org_account("o3", "scale", "a3")
+        + more;
+    ok(&rd_stdin(cfg, &["ingest", "-"], &events));
+}
+
 fn day_of(id: &str) -> i64 {
     id.split('-').nth(1).unwrap().parse().unwrap()
 }
@@ -192,8 +202,7 @@ both_backends! {
         let checked = json(&rd(&cfg, &["check-config", "--json"]));
         assert!(checked.get("warnings").is_none(), "created_at is indexed: {checked}");
 
-        ok(&rd_stdin(&cfg, &["ingest", "-"], &(org_account("o1", "free", "a1") + &org_account("o2", "free", "a2")
-            + "{\"type\":\"account.created\",\"account\":\"a2b\",\"org\":\"o2\"}\n" + &org_account("o3", "scale", "a3"))));
+        ingest_seeded_orgs(&cfg, "");
         // W7: a windowed kind takes no events.
         let refused = rd_stdin(&cfg, &["ingest", "-"], &created("r1", "request_log", "a1"));
         assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
@@ -455,8 +464,7 @@ both_backends! {
         let cfg = env.write_config(&text);
         let seeded = seed_rows();
         logs.insert(&seeded).await;
-        ok(&rd_stdin(&cfg, &["ingest", "-"], &(org_account("o1", "free", "a1") + &org_account("o2", "free", "a2")
-            + "{\"type\":\"account.created\",\"account\":\"a2b\",\"org\":\"o2\"}\n" + &org_account("o3", "scale", "a3"))));
+        ingest_seeded_orgs(&cfg, "");
 
         // Bad input names what is wrong and changes nothing.
         for (args, says) in [
@@ -591,15 +599,7 @@ async fn partitions_past_the_window_are_dropped_whole_unless_held() {
     logs.insert(&seeded).await;
     let checked = json(&rd(&cfg, &["check-config", "--json"]));
     assert!(checked.get("warnings").is_none(), "{checked}");
-    ok(&rd_stdin(
-        &cfg,
-        &["ingest", "-"],
-        &(org_account("o1", "free", "a1")
-            + &org_account("o2", "free", "a2")
-            + "{\"type\":\"account.created\",\"account\":\"a2b\",\"org\":\"o2\"}\n"
-            + &org_account("o3", "scale", "a3")
-            + &org_account("o4", "free", "a4")),
-    ));
+    ingest_seeded_orgs(&cfg, &org_account("o4", "free", "a4"));
     // a2 is held for day 35; a hold on an account without rows reaches every partition but
     // keeps none of them.
     let from = (now - Age::hours(35 * 24 + 12) - Age::minutes(1)).to_rfc3339();
@@ -704,14 +704,7 @@ async fn a_drop_cut_short_after_detach_is_finished_or_attached_back() {
         .replace("batch = 50\n", "batch = 50\npartitioned = true\n")
         .replace("lease = \"5m\"", "lease = \"1s\"");
     let cfg = env.write_config(&text);
-    ok(&rd_stdin(
-        &cfg,
-        &["ingest", "-"],
-        &(org_account("o1", "free", "a1")
-            + &org_account("o2", "free", "a2")
-            + "{\"type\":\"account.created\",\"account\":\"a2b\",\"org\":\"o2\"}\n"
-            + &org_account("o3", "scale", "a3")),
-    ));
+    ingest_seeded_orgs(&cfg, "");
     let crashed = bin()
         .arg("--config")
         .arg(&cfg)
