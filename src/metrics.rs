@@ -176,7 +176,7 @@ fn describe() {
     describe_counter!(ACCOUNTS_PURGED, "Accounts purged.");
     describe_counter!(
         WINDOW_ROWS,
-        "Rows of windowed kinds deleted by time window, by kind and target."
+        "Rows of windowed kinds deleted by time window, by kind and target (a dropped partition's rows as the server estimates them)."
     );
     describe_counter!(
         WINDOW_PASS_FAILURES,

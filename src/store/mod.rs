@@ -453,9 +453,9 @@ forward! { ref Ledger;
     fn claim_window_pass(&self, kind: &str, target: &str, owner: &str, now: Timestamp, lease_until: Timestamp) -> Option<WindowClaim>;
     /// Adds a batch's rows to the pass and renews its lease; false when the pass is no longer ours.
     fn window_progress(&self, kind: &str, target: &str, owner: &str, rows: i64, lease_until: Timestamp) -> bool;
-    /// Records (or clears) the partition our pass is dropping (W3); false when the pass is no
-    /// longer ours.
-    fn window_dropping(&self, kind: &str, target: &str, owner: &str, dropping: Option<&str>) -> bool;
+    /// Records (or clears) the partition our pass is dropping (W3) and renews its lease; false
+    /// when the pass is no longer ours.
+    fn window_dropping(&self, kind: &str, target: &str, owner: &str, dropping: Option<&str>, lease_until: Timestamp) -> bool;
     fn window_passes(&self) -> Vec<WindowPassRow>;
     /// The orgs' own windows of `kind` in force (W4): (org, max_age in ms).
     fn org_windows(&self, kind: &str) -> Vec<(String, i64)>;

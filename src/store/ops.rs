@@ -734,12 +734,13 @@ impl Store {
         }))
     }
 
-    pub async fn window_dropping(&self, kind: &str, target: &str, owner: &str, dropping: Option<&str>) -> Result<bool> {
-        let done = sqlx::query("UPDATE window_passes SET dropping = $4 WHERE kind = $1 AND target = $2 AND owner = $3")
+    pub async fn window_dropping(&self, kind: &str, target: &str, owner: &str, dropping: Option<&str>, lease_until: Timestamp) -> Result<bool> {
+        let done = sqlx::query("UPDATE window_passes SET dropping = $4, lease_until = $5 WHERE kind = $1 AND target = $2 AND owner = $3")
             .bind(kind)
             .bind(target)
             .bind(owner)
             .bind(dropping)
+            .bind(lease_until.millis())
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1)

@@ -539,7 +539,7 @@ impl SweepReport {
         ::metrics::counter!(crate::metrics::ACCOUNTS_PURGED).increment(report.accounts_purged);
         for p in &report.window_passes {
             ::metrics::counter!(crate::metrics::WINDOW_ROWS, "kind" => p.kind.clone(), "target" => p.target.clone())
-                .increment(p.rows);
+                .increment(p.rows + p.partition_rows);
             if p.error.is_some() {
                 ::metrics::counter!(crate::metrics::WINDOW_PASS_FAILURES, "kind" => p.kind.clone(), "target" => p.target.clone())
                     .increment(1);

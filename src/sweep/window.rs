@@ -14,6 +14,11 @@
 //! pass that started after the approval are a violation (W5). At the end, a COUNT of what the
 //! plan still deletes must be 0 (or the pass failed and the next one retries), and the pass is
 //! finished with its audit entry in one ledger transaction.
+//!
+//! W3 (`partitioned = true`): a partition whose whole range is due is dropped whole inside the
+//! gate instead (see [`Sweeper::drop_partition`]); the entry names each partition dropped, with
+//! its rows as the server estimates them, since counting them would read every row a drop
+//! exists not to read.
 
 use std::collections::BTreeMap;
 
@@ -31,11 +36,22 @@ use crate::window::{
     self, PartitionFate, PartitionRange, Reason, WindowPlan, WindowPolicy, ZdrOrg,
 };
 
+/// A partition a pass dropped whole (W3), as its audit entry names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DroppedPartition {
+    pub partition: String,
+    /// Its `FOR VALUES FROM (…) TO (…)`.
+    pub bound: String,
+    pub rows: u64,
+    /// `rows` is the planner's estimate, not a count (see [`crate::targets::PartitionRows`]).
+    pub estimated: bool,
+}
+
 /// How a drop of one partition ended (W3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum DropOutcome {
-    /// Dropped, with the rows it held.
-    Dropped(u64),
+    /// Dropped.
+    Dropped(DroppedPartition),
     /// Not dropped: a hold keeps a row of it (or it is not there to drop); it is batched.
     Kept,
     /// The pass is no longer ours.
@@ -48,10 +64,12 @@ pub struct WindowPassReport {
     pub kind: String,
     pub target: String,
     pub cutoff: Option<Timestamp>,
-    /// Rows deleted, those of a crashed pass it finished included.
+    /// Rows deleted by statement, those of a crashed pass it finished included.
     pub rows: u64,
-    /// Partitions dropped whole (W3); their rows are in `rows`.
+    /// Partitions dropped whole (W3), and the rows they held: not in `rows`, and estimated
+    /// where the server has statistics (counting would read every row dropped).
     pub partitions: u64,
+    pub partition_rows: u64,
     /// Due rows that holds keep back (`None`: could not be counted).
     pub held_back: Option<u64>,
     /// Rows ZDR deleted, by org, and those of them that are violations (W5).
@@ -188,7 +206,7 @@ impl Sweeper {
         };
         let reasons = plan_with(&[]).reasons();
         let mut by_reason: BTreeMap<Reason, u64> = BTreeMap::new();
-        let mut partitions = 0u64;
+        let mut dropped: Vec<DroppedPartition> = Vec::new();
         // The stored times must be in the mapping's format, or a cutoff means nothing.
         let mut error = target.window_oldest(kind).await.err();
         let mut lost = false;
@@ -198,11 +216,7 @@ impl Sweeper {
                 .finish_partition_drop(kind, tname, target, d, &plan_with)
                 .await?
             {
-                Ok(DropOutcome::Dropped(n)) => {
-                    partitions += 1;
-                    *by_reason.entry(Reason::Age).or_default() += n;
-                    lost |= !self.add_window_rows(kind, tname, n).await?;
-                }
+                Ok(DropOutcome::Dropped(d)) => dropped.push(d),
                 Ok(_) => {}
                 Err(e) => error = Some(e),
             }
@@ -215,6 +229,10 @@ impl Sweeper {
             }
         };
         let mut stopped = false;
+        // A drop's record is left in the ledger until the next drop overwrites it or the loop
+        // ends (one ledger write per partition): a record naming a partition already gone is
+        // cleared by the next pass as finished.
+        let mut recorded = false;
         let mut work = Vec::new();
         for reason in &reasons {
             for part in &parts {
@@ -242,13 +260,9 @@ impl Sweeper {
                             .drop_partition(kind, tname, target, part, range, &plan_with)
                             .await?
                         {
-                            Ok(DropOutcome::Dropped(n)) => {
-                                partitions += 1;
-                                *by_reason.entry(reason.clone()).or_default() += n;
-                                if !self.add_window_rows(kind, tname, n).await? {
-                                    lost = true;
-                                    break 'reasons;
-                                }
+                            Ok(DropOutcome::Dropped(d)) => {
+                                dropped.push(d);
+                                recorded = true;
                                 continue;
                             }
                             Ok(DropOutcome::Lost) => {
@@ -295,6 +309,12 @@ impl Sweeper {
             }
         }
         target.window_done().await;
+        if recorded && !lost {
+            lost = !self
+                .ledger
+                .window_dropping(kind, tname, &self.instance, None, self.lease_until())
+                .await?;
+        }
         if lost {
             warn!(
                 kind,
@@ -325,14 +345,14 @@ impl Sweeper {
             .await
             .ok();
         self.finish_window_pass(
-            kind, tname, &plan, by_reason, partitions, held_back, error, claim, stopped,
+            kind, tname, &plan, by_reason, dropped, held_back, error, claim, stopped,
         )
         .await
         .map(Some)
     }
 
-    /// Adds a batch's (or a dropped partition's) rows to the pass and renews its lease; false
-    /// when the pass is no longer ours.
+    /// Adds a batch's rows to the pass and renews its lease; false when the pass is no longer
+    /// ours.
     async fn add_window_rows(&self, kind: &str, tname: &str, n: u64) -> Result<bool, SweepError> {
         if n == 0 {
             return Ok(true);
@@ -380,7 +400,13 @@ impl Sweeper {
         let record = json!({"table": part.table, "bound": bound}).to_string();
         if !self
             .ledger
-            .window_dropping(kind, tname, &self.instance, Some(&record))
+            .window_dropping(
+                kind,
+                tname,
+                &self.instance,
+                Some(&record),
+                self.lease_until(),
+            )
             .await?
         {
             return Ok(Ok(DropOutcome::Lost));
@@ -393,16 +419,18 @@ impl Sweeper {
             .drop_detached(kind, target, &part.table, bound, &plan, check_holds)
             .await;
         drop(gate);
-        if outcome.is_ok() {
+        if matches!(outcome, Ok(DropOutcome::Kept)) {
+            // Attached back: nothing is left half done.
             self.ledger
-                .window_dropping(kind, tname, &self.instance, None)
+                .window_dropping(kind, tname, &self.instance, None, self.lease_until())
                 .await?;
         }
         Ok(outcome)
     }
 
     /// The end of a drop, inside the purge gate: a detached partition in which a hold of `plan`
-    /// keeps a row is attached back (`Kept`), else its rows are counted and it is dropped.
+    /// keeps a row is attached back (`Kept`), else it is dropped, with its rows as the server
+    /// estimates them (not counted: a count would read every row W3 spares the pass reading).
     async fn drop_detached(
         &self,
         kind: &str,
@@ -420,9 +448,14 @@ impl Sweeper {
             target.reattach_partition(kind, table, bound).await?;
             return Ok(DropOutcome::Kept);
         }
-        let rows = target.window_count(&sql.count_all()).await?;
+        let rows = target.partition_rows(kind, table).await?;
         target.drop_partition(table).await?;
-        Ok(DropOutcome::Dropped(rows))
+        Ok(DropOutcome::Dropped(DroppedPartition {
+            partition: table.to_string(),
+            bound: bound.to_string(),
+            rows: rows.rows,
+            estimated: rows.estimated,
+        }))
     }
 
     /// Finishes the drop a crashed pass recorded (`dropping`): a partition still attached is
@@ -476,10 +509,10 @@ impl Sweeper {
         drop(gate);
         if outcome.is_ok() {
             self.ledger
-                .window_dropping(kind, tname, &self.instance, None)
+                .window_dropping(kind, tname, &self.instance, None, self.lease_until())
                 .await?;
-            if let Ok(DropOutcome::Dropped(rows)) = &outcome {
-                info!(kind, target = tname, partition = %table, rows, "finished dropping a partition a crashed pass had detached");
+            if let Ok(DropOutcome::Dropped(d)) = &outcome {
+                info!(kind, target = tname, partition = %table, rows = d.rows, "finished dropping a partition a crashed pass had detached");
             }
         }
         Ok(outcome)
@@ -493,7 +526,7 @@ impl Sweeper {
         tname: &str,
         plan: &WindowPlan,
         by_reason: BTreeMap<Reason, u64>,
-        partitions: u64,
+        dropped: Vec<DroppedPartition>,
         held_back: Option<u64>,
         error: Option<String>,
         claim: crate::store::WindowClaim,
@@ -537,7 +570,8 @@ impl Sweeper {
             target: tname.to_string(),
             cutoff: Some(plan.cutoff),
             rows: done.rows.max(0) as u64,
-            partitions,
+            partitions: dropped.len() as u64,
+            partition_rows: dropped.iter().map(|d| d.rows).sum(),
             held_back,
             zdr_rows,
             zdr_violations,
@@ -557,6 +591,8 @@ impl Sweeper {
                     "org_cutoffs": plan.org_cutoffs,
                     "rows": report.rows,
                     "partitions": report.partitions,
+                    "partition_rows": report.partition_rows,
+                    "dropped": dropped,
                     "held_back": report.held_back,
                     "zdr_rows": report.zdr_rows,
                     "started_at": done.started_at,
@@ -592,6 +628,7 @@ impl Sweeper {
                 target = tname,
                 rows = report.rows,
                 partitions = report.partitions,
+                partition_rows = report.partition_rows,
                 held_back = report.held_back.unwrap_or(0),
                 cutoff = %plan.cutoff,
                 resumed = report.resumed,

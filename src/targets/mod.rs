@@ -22,7 +22,7 @@ pub use files::FilesTarget;
 pub use http::HttpTarget;
 pub use object_store::ObjectStoreTarget;
 pub use sql::SqlTarget;
-pub use window::{Partition, PartitionState};
+pub use window::{Partition, PartitionRows, PartitionState};
 
 /// Installs ring as the process's rustls crypto provider (later calls do nothing). reqwest is
 /// built without a default provider (aws-lc-rs is a large C build), so every reqwest client —

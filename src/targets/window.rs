@@ -24,6 +24,15 @@ pub struct Partition {
     pub default: bool,
 }
 
+/// How many rows a partition about to be dropped holds (W3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionRows {
+    pub rows: u64,
+    /// The planner's estimate (`pg_class.reltuples` scaled to the table's current size, as
+    /// the planner scales it), not a count: counting would read every row of the partition.
+    pub estimated: bool,
+}
+
 /// Where a partition a pass set out to drop is (W3, crash recovery).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PartitionState {
@@ -170,21 +179,6 @@ impl SqlTarget {
         Ok(out)
     }
 
-    /// Whether the kind's table has a default partition (DETACH CONCURRENTLY is refused then).
-    async fn has_default_partition(&self, m: &WindowMapping) -> Result<bool, String> {
-        let AppDb::Postgres(p) = &self.db else {
-            return Ok(false);
-        };
-        sqlx::query_scalar(
-            "SELECT partdefid <> 0 FROM pg_partitioned_table WHERE partrelid = to_regclass($1)",
-        )
-        .bind(m.table.quoted())
-        .fetch_optional(p)
-        .await
-        .map(|d: Option<bool>| d.unwrap_or(false))
-        .map_err(|e| self.window_error(&e))
-    }
-
     /// Where a partition that a pass set out to drop is now.
     pub async fn partition_state(&self, kind: &str, table: &str) -> Result<PartitionState, String> {
         let (Some(m), AppDb::Postgres(p)) = (self.window(kind), &self.db) else {
@@ -216,11 +210,20 @@ impl SqlTarget {
             return Ok(());
         };
         let parent = m.table.quoted();
-        let how = match self.partition_state(kind, table).await? {
-            PartitionState::Attached if self.has_default_partition(m).await? => "",
-            PartitionState::Attached => " CONCURRENTLY",
-            PartitionState::DetachPending => " FINALIZE",
-            PartitionState::Detached | PartitionState::Gone => return Ok(()),
+        // The partition's state and whether the parent has a default partition, in one query.
+        let row: Option<(Option<bool>, bool)> = sqlx::query_as(
+            "SELECT (SELECT i.inhdetachpending FROM pg_inherits i                      WHERE i.inhrelid = to_regclass($1) AND i.inhparent = to_regclass($2)),                     COALESCE((SELECT partdefid <> 0 FROM pg_partitioned_table                               WHERE partrelid = to_regclass($2)), false)",
+        )
+        .bind(table)
+        .bind(&parent)
+        .fetch_optional(p)
+        .await
+        .map_err(|e| self.window_error(&e))?;
+        let how = match row {
+            Some((Some(false), true)) => "",
+            Some((Some(false), false)) => " CONCURRENTLY",
+            Some((Some(true), _)) => " FINALIZE",
+            None | Some((None, _)) => return Ok(()),
         };
         // The simple protocol: CONCURRENTLY cannot run inside a transaction block.
         sqlx::raw_sql(AssertSqlSafe(format!(
@@ -230,6 +233,42 @@ impl SqlTarget {
         .await
         .map(|_| ())
         .map_err(|e| self.window_error(&e))
+    }
+
+    /// The rows of a detached partition about to be dropped: the planner's estimate when the
+    /// server has statistics for it, else an exact count (a partition never analyzed).
+    pub async fn partition_rows(&self, kind: &str, table: &str) -> Result<PartitionRows, String> {
+        let (Some(m), AppDb::Postgres(p)) = (self.window(kind), &self.db) else {
+            return Ok(PartitionRows {
+                rows: 0,
+                estimated: false,
+            });
+        };
+        let estimate: Option<f64> = sqlx::query_scalar(
+            "SELECT CASE WHEN c.reltuples < 0 THEN NULL \
+                         WHEN c.relpages > 0 THEN c.reltuples / c.relpages \
+                              * (pg_relation_size(c.oid) / current_setting('block_size')::float8) \
+                         ELSE c.reltuples END::float8 \
+             FROM pg_class c WHERE c.oid = to_regclass($1)",
+        )
+        .bind(table)
+        .fetch_optional(p)
+        .await
+        .map_err(|e| self.window_error(&e))?
+        .flatten();
+        if let Some(e) = estimate {
+            return Ok(PartitionRows {
+                rows: e.round().max(0.0) as u64,
+                estimated: true,
+            });
+        }
+        let sql = window::render(m, self.dialect())
+            .on_table(table.to_string())
+            .count_all();
+        Ok(PartitionRows {
+            rows: self.window_count(&sql).await?,
+            estimated: false,
+        })
     }
 
     /// Attaches back a partition a pass detached and then found a held row in.

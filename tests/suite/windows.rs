@@ -597,6 +597,9 @@ async fn partitions_past_the_window_are_dropped_whole_unless_held() {
     partition_by_day(&logs, now, false).await;
     let seeded = seed_rows();
     logs.insert(&seeded).await;
+    // Statistics for one partition (the others have none: 8 rows never reach autovacuum's
+    // thresholds), so its drop reports the server's estimate.
+    logs.exec("ANALYZE request_logs_d31").await;
     let checked = json(&rd(&cfg, &["check-config", "--json"]));
     assert!(checked.get("warnings").is_none(), "{checked}");
     ingest_seeded_orgs(&cfg, &org_account("o4", "free", "a4"));
@@ -656,9 +659,10 @@ async fn partitions_past_the_window_are_dropped_whole_unless_held() {
     let pass = &report["window_passes"][0];
     assert!(pass["error"].is_null(), "{report}");
     assert_eq!(pass["partitions"], 10, "{report}");
+    assert_eq!(pass["rows"], 6, "day 35 but a2's 2, by statement: {report}");
     assert_eq!(
-        pass["rows"], 78,
-        "9 days x 8 rows, and day 35 but a2's 2: {report}"
+        pass["partition_rows"], 72,
+        "9 days x 8 rows, dropped whole: {report}"
     );
     assert_eq!(pass["held_back"], 2, "{report}");
     assert_eq!(logs.ids().await, expected);
@@ -684,6 +688,24 @@ async fn partitions_past_the_window_are_dropped_whole_unless_held() {
         .collect();
     assert_eq!(purged.len(), 1, "{export}");
     assert_eq!(purged[0]["details"]["partitions"], 10, "{}", purged[0]);
+    // Each partition dropped is named with its rows: an estimate where the server has
+    // statistics (d31 was analyzed), else a count.
+    let dropped = purged[0]["details"]["dropped"].as_array().unwrap();
+    assert_eq!(dropped.len(), 10, "{}", purged[0]);
+    for d in dropped {
+        let name = d["partition"].as_str().unwrap();
+        let rows = if name.ends_with("request_logs_old") {
+            0
+        } else {
+            8
+        };
+        assert_eq!(d["rows"], rows, "{d}");
+        assert_eq!(d["estimated"], name.ends_with("request_logs_d31"), "{d}");
+        assert!(
+            d["bound"].as_str().unwrap().starts_with("FOR VALUES FROM"),
+            "{d}"
+        );
+    }
 }
 
 /// W3 across a crash: a pass killed between DETACH and DROP left a detached partition; a hold
@@ -750,7 +772,8 @@ async fn a_drop_cut_short_after_detach_is_finished_or_attached_back() {
         pass["partitions"], 10,
         "days 30..=39 but {day}, and the old one: {report}"
     );
-    assert_eq!(pass["rows"], 9 * 8 + 6, "{report}");
+    assert_eq!(pass["rows"], 6, "{report}");
+    assert_eq!(pass["partition_rows"], 9 * 8, "{report}");
     assert_eq!(pass["held_back"], 2, "{report}");
     let held = |id: &str| id.starts_with("a3-") && day_of(id) == day;
     let mut expected: Vec<String> = seeded
