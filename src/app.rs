@@ -4,9 +4,14 @@
 //! trusts, or which policy an accept applies. The interfaces only parse their input and render
 //! the answer.
 //!
+//! The read views (status, a resource, an account, an org, holds) and the hold, retry and
+//! reapply actions go through it too, so the time they are judged at and the config they follow
+//! (`holds.release_approvals`, the targets) come from one place.
+//!
 //! An [`App`] is the ledger, the config in force and the clock. The CLI opens one per command
 //! ([`App::open`] to write, [`App::open_read`] to read); the HTTP API builds one per request
-//! ([`App::from_parts`]) from the config in force, which a reload swaps.
+//! ([`App::from_parts`]) from the config in force, which a reload swaps; the daemon's outbox
+//! pollers ingest through the daemon's.
 //!
 //! The rules kept here:
 //! - **Ingest** schedules by the policy the ledger has in force (R10), the config's only while
@@ -24,7 +29,10 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
-use crate::admin::{self, AdminError, OrgRetention, ZdrAction, ZdrDecision};
+use crate::admin::{
+    self, AdminError, HoldDetail, HoldPlaced, OrgRetention, PlaceHold, ReleaseOutcome, Requeued,
+    ZdrAction, ZdrDecision,
+};
 use crate::audit::{AuditEntry, ChainBreak, Verified};
 use crate::checkpoint::{self, Trust};
 use crate::clock::Clock;
@@ -33,9 +41,12 @@ use crate::events::Event;
 use crate::ingest::{self, IngestContext, IngestError, IngestReport};
 use crate::model::Plan;
 use crate::policy::{self, SyncReport};
-use crate::report::OrgView;
+use crate::reapply::{self, ReapplyError, ReapplyOptions, ReapplyReport};
+use crate::report::{self, AccountView, OrgView, ResourceView, Status};
 use crate::rules::SchedulePolicy;
-use crate::store::{Ledger, OpenOptions, StoreError};
+use crate::store::{HoldRow, Ledger, OpenOptions, StoreError};
+use crate::sweep::{Sweeper, instance_id};
+use crate::targets::Targets;
 
 /// Why an [`App`] operation failed.
 #[derive(Debug, Error)]
@@ -315,5 +326,90 @@ impl App {
             report,
             org_retention,
         })
+    }
+
+    /// A sweeper over the config's targets, as a fresh instance (`sweep --once`, dry runs,
+    /// window forecasts). A target the config cannot build is named in the error.
+    pub fn sweeper(&self) -> Result<Sweeper, String> {
+        let targets = Targets::from_config(&self.config)?;
+        Ok(Sweeper::new(
+            self.ledger.clone(),
+            Arc::new(targets),
+            self.config.clone(),
+            self.clock.clone(),
+            instance_id(),
+        ))
+    }
+
+    /// `status`: counts, backlog, holds, failures, last sweeps, now.
+    pub async fn status(&self) -> Result<Status, StoreError> {
+        report::status(&self.ledger, self.clock.now()).await
+    }
+
+    /// `resource show`; `None` for an unknown resource.
+    pub async fn resource(&self, id: &str) -> Result<Option<ResourceView>, StoreError> {
+        report::resource(&self.ledger, id).await
+    }
+
+    /// `account show`; `None` for an unknown account.
+    pub async fn account(&self, id: &str) -> Result<Option<AccountView>, StoreError> {
+        report::account(&self.ledger, id).await
+    }
+
+    /// `org show`; `None` for an unknown org.
+    pub async fn org(&self, id: &str) -> Result<Option<OrgView>, StoreError> {
+        report::org(&self.ledger, id).await
+    }
+
+    /// `hold list`: every hold, or only the active ones.
+    pub async fn holds(&self, active_only: bool) -> Result<Vec<HoldRow>, StoreError> {
+        self.ledger.holds(active_only).await
+    }
+
+    /// `hold show`: the hold with what it matches now; `None` for an unknown hold.
+    pub async fn hold(&self, id: i64) -> Result<Option<HoldDetail>, AdminError> {
+        if self.ledger.hold(id).await?.is_none() {
+            return Ok(None);
+        }
+        admin::hold_detail(&self.ledger, id).await.map(Some)
+    }
+
+    /// `hold place` / `POST /v1/holds`, now; `via` is the API token's name.
+    pub async fn place_hold(
+        &self,
+        req: PlaceHold,
+        via: Option<&str>,
+    ) -> Result<HoldPlaced, AdminError> {
+        admin::place_hold_via(&self.ledger, req, via, self.clock.now()).await
+    }
+
+    /// One person's ask to release hold `id`, released once `holds.release_approvals` people
+    /// have asked; `via` is the API token's name.
+    pub async fn release_hold(
+        &self,
+        id: i64,
+        by: &str,
+        via: Option<&str>,
+    ) -> Result<ReleaseOutcome, AdminError> {
+        admin::ask_release(
+            &self.ledger,
+            id,
+            by,
+            via,
+            self.config.release_approvals,
+            self.clock.now(),
+        )
+        .await
+    }
+
+    /// `retry`: re-queues failed resources (all of them when `ids` is empty).
+    pub async fn retry(&self, ids: &[String], by: &str) -> Result<Requeued, AdminError> {
+        admin::retry(&self.ledger, ids, by, self.clock.now()).await
+    }
+
+    /// `reapply`: re-runs, through the config's targets, the purges done since `opts.since`.
+    pub async fn reapply(&self, opts: &ReapplyOptions) -> Result<ReapplyReport, ReapplyError> {
+        let targets = Targets::from_config(&self.config).map_err(ReapplyError::Invalid)?;
+        reapply::reapply(&self.ledger, &self.config, &targets, opts, self.clock.now()).await
     }
 }

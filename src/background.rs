@@ -2,7 +2,7 @@
 //! WAL checkpoints a purge could not finish, the outbox pollers (`[sources.NAME]`) and the
 //! notification deliveries (`[notify.NAME]`).
 //!
-//! Started by `daemon::run` with the sweeper's targets (so a checkpoint a purge owes is the one
+//! Started by the daemon with the sweeper's targets (so a checkpoint a purge owes is the one
 //! retried), restarted on reload, stopped with the daemon: cancellation lets the batch or
 //! vacuum in flight finish and [`Background::stop`] waits for it.
 
@@ -13,10 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::clock::Clock;
-use crate::config::Config;
+use crate::app::App;
 use crate::outbox::Poller;
-use crate::store::Ledger;
 use crate::targets::{Target, Targets};
 
 /// How often owed WAL checkpoints are retried.
@@ -28,15 +26,11 @@ pub struct Background {
 }
 
 impl Background {
-    /// Spawns the vacuum crons, the checkpoint retry and one poller per source. `parent`
-    /// cancelling (daemon shutdown) stops them too.
-    pub fn start(
-        config: &Arc<Config>,
-        targets: Arc<Targets>,
-        ledger: &Ledger,
-        clock: &Clock,
-        parent: &CancellationToken,
-    ) -> Background {
+    /// Spawns the vacuum crons, the checkpoint retry, one poller per source (ingesting through
+    /// `app`, as every interface does) and the notification deliveries, for `app`'s config.
+    /// `parent` cancelling (daemon shutdown) stops them too.
+    pub fn start(app: &App, targets: Arc<Targets>, parent: &CancellationToken) -> Background {
+        let config = app.config();
         let stop = parent.child_token();
         let tracker = TaskTracker::new();
         for (name, target) in targets.iter() {
@@ -59,7 +53,7 @@ impl Background {
             });
         }
         for (name, source) in &config.sources {
-            match Poller::new(name, source, ledger.clone(), config.clone(), clock.clone()) {
+            match Poller::new(name, source, app.clone()) {
                 Ok(p) => {
                     let stop = stop.clone();
                     tracker.spawn(async move { p.run(stop).await });
@@ -68,8 +62,11 @@ impl Background {
             }
         }
         if !config.notify.is_empty() {
-            match crate::notify::Notifier::new(ledger.clone(), clock.clone(), config.notify.clone())
-            {
+            match crate::notify::Notifier::new(
+                app.ledger().clone(),
+                app.clock().clone(),
+                config.notify.clone(),
+            ) {
                 Ok(n) => {
                     let stop = stop.clone();
                     tracker.spawn(async move { n.run(stop).await });

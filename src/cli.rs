@@ -20,8 +20,6 @@ use crate::policy;
 use crate::reapply;
 use crate::report;
 use crate::store::{Ledger, OpenOptions, StoreError};
-use crate::sweep::{Sweeper, instance_id};
-use crate::targets::Targets;
 use crate::telemetry::{self, LogFormat};
 
 pub mod check_config;
@@ -431,20 +429,15 @@ async fn reapply_command(
     dry_run: bool,
     by: String,
 ) -> Result<(), Failure> {
-    let now = clock.now();
-    let since = reapply::parse_since(since, now).map_err(Failure::bad_input)?;
-    let ledger = write_app(config, clock, "retentiond reapply")
-        .await?
-        .ledger()
-        .clone();
-    let targets = Targets::from_config(config).map_err(Failure::bad_input)?;
+    let since = reapply::parse_since(since, clock.now()).map_err(Failure::bad_input)?;
+    let app = write_app(config, clock, "retentiond reapply").await?;
     let opts = reapply::ReapplyOptions {
         since,
         target,
         dry_run,
         by,
     };
-    let report = match reapply::reapply(&ledger, config, &targets, &opts, now).await {
+    let report = match app.reapply(&opts).await {
         Ok(r) => r,
         Err(reapply::ReapplyError::Invalid(m)) => return Err(Failure::bad_input(m)),
         Err(reapply::ReapplyError::Store(e)) => return Err(e.into()),
@@ -623,11 +616,12 @@ pub async fn run(cli: Cli) -> Outcome {
                     "`sweep` needs --once (the daemon sweeps on its cron: `retentiond run`)",
                 ));
             }
-            let config = std::sync::Arc::new(config);
             if dry_run {
-                let ledger = open_read(&config).await?;
                 // Windowed kinds are counted in their tables (nothing is deleted).
-                let sweeper = sweeper_for(ledger, config.clone(), clock)?;
+                let sweeper = read_app(&config, &clock)
+                    .await?
+                    .sweeper()
+                    .map_err(Failure::bad_input)?;
                 let items = sweeper
                     .dry_run(limit)
                     .await
@@ -671,11 +665,10 @@ pub async fn run(cli: Cli) -> Outcome {
                 });
                 return Ok(());
             }
-            let ledger = write_app(&config, &clock, &actor("sweep"))
+            let sweeper = write_app(&config, &clock, &actor("sweep"))
                 .await?
-                .ledger()
-                .clone();
-            let sweeper = sweeper_for(ledger, config.clone(), clock)?;
+                .sweeper()
+                .map_err(Failure::bad_input)?;
             let report = sweeper
                 .sweep_once(&tokio_util::sync::CancellationToken::new())
                 .await
@@ -713,18 +706,14 @@ pub async fn run(cli: Cli) -> Outcome {
             Ok(())
         }
         Command::Status => {
-            let ledger = open_read(&config).await?;
-            let s = report::status(&ledger, clock.now()).await?;
+            let app = read_app(&config, &clock).await?;
+            let s = app.status().await?;
             // Windowed kinds: the live figures come from their tables; a table that cannot be
             // read is said, and the rest of the status still shown.
             let live = if config.kinds.values().any(|k| !k.tracking.is_item()) {
-                match sweeper_for(
-                    ledger.clone(),
-                    std::sync::Arc::new(config.clone()),
-                    clock.clone(),
-                ) {
+                match app.sweeper() {
                     Ok(sweeper) => Some(sweeper.dry_run_windows().await.map_err(|e| e.to_string())),
-                    Err(f) => Some(Err(f.message)),
+                    Err(e) => Some(Err(e)),
                 }
             } else {
                 None
@@ -764,8 +753,9 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Resource {
             command: ShowCommand::Show { id },
         } => {
-            let ledger = open_read(&config).await?;
-            let r = report::resource(&ledger, &id)
+            let r = read_app(&config, &clock)
+                .await?
+                .resource(&id)
                 .await?
                 .ok_or_else(|| Failure::bad_input(format!("unknown resource `{id}`")))?;
             emit(json, &r, || {
@@ -814,8 +804,9 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Account {
             command: ShowCommand::Show { id },
         } => {
-            let ledger = open_read(&config).await?;
-            let a = report::account(&ledger, &id)
+            let a = read_app(&config, &clock)
+                .await?
+                .account(&id)
                 .await?
                 .ok_or_else(|| Failure::bad_input(format!("unknown account `{id}`")))?;
             emit(json, &a, || {
@@ -845,22 +836,19 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Org { command } => org(command, &config, &clock, json).await,
         Command::Notify { command } => notify(command, &config, &clock, json).await,
         Command::Plan { until } => {
-            let ledger = open_read(&config).await?;
+            let app = read_app(&config, &clock).await?;
             let now = clock.now();
             // Windowed kinds are forecast from their tables.
             let windowed = if config.kinds.values().any(|k| !k.tracking.is_item()) {
-                sweeper_for(
-                    ledger.clone(),
-                    std::sync::Arc::new(config.clone()),
-                    clock.clone(),
-                )?
-                .forecast_windows(now, now.plus(until))
-                .await
-                .map_err(|e| Failure::runtime(e.to_string()))?
+                app.sweeper()
+                    .map_err(Failure::bad_input)?
+                    .forecast_windows(now, now.plus(until))
+                    .await
+                    .map_err(|e| Failure::runtime(e.to_string()))?
             } else {
                 Vec::new()
             };
-            let p = report::plan(&ledger, now, until, windowed).await?;
+            let p = report::plan(app.ledger(), now, until, windowed).await?;
             emit(json, &p, || {
                 let mut s = format!("purge forecast {} .. {}\n", p.from, p.until);
                 for d in &p.days {
@@ -962,11 +950,8 @@ pub async fn run(cli: Cli) -> Outcome {
         // Answered above, before the config is read.
         Command::Completions { .. } | Command::Man | Command::Schema { .. } => Ok(()),
         Command::Retry { ids, by } => {
-            let ledger = write_app(&config, &clock, &actor("retry"))
-                .await?
-                .ledger()
-                .clone();
-            let r = admin::retry(&ledger, &ids, &by, clock.now()).await?;
+            let app = write_app(&config, &clock, &actor("retry")).await?;
+            let r = app.retry(&ids, &by).await?;
             emit(json, &r, || {
                 format!(
                     "re-queued {} resource(s) for the next sweep",
@@ -976,22 +961,6 @@ pub async fn run(cli: Cli) -> Outcome {
             Ok(())
         }
     }
-}
-
-/// A sweeper over the config's targets (a bad target is bad input).
-fn sweeper_for(
-    ledger: Ledger,
-    config: std::sync::Arc<Config>,
-    clock: Clock,
-) -> Result<Sweeper, Failure> {
-    let targets = Targets::from_config(&config).map_err(Failure::bad_input)?;
-    Ok(Sweeper::new(
-        ledger,
-        std::sync::Arc::new(targets),
-        config,
-        clock,
-        instance_id(),
-    ))
 }
 
 /// An age in days and hours (`39d 12h`), or hours and minutes under a day.
@@ -1147,10 +1116,8 @@ async fn notify(command: NotifyCommand, config: &Config, clock: &Clock, json: bo
                     config.notify.keys().cloned().collect::<Vec<_>>().join(", ")
                 )));
             }
-            let ledger = write_app(config, clock, "retentiond notify retry")
-                .await?
-                .ledger()
-                .clone();
+            let app = write_app(config, clock, "retentiond notify retry").await?;
+            let ledger = app.ledger();
             let now = clock.now();
             let mut requeued = Vec::new();
             for (name, cfg) in &config.notify {
@@ -1192,28 +1159,25 @@ async fn notify(command: NotifyCommand, config: &Config, clock: &Clock, json: bo
 async fn hold(command: HoldCommand, config: &Config, clock: &Clock, json: bool) -> Outcome {
     match command {
         HoldCommand::Place(a) => {
-            let ledger = write_app(config, clock, "retentiond hold place")
-                .await?
-                .ledger()
-                .clone();
-            let placed = admin::place_hold(
-                &ledger,
-                PlaceHold {
-                    case: a.case,
-                    by: a.by,
-                    reason: a.reason,
-                    scope: HoldScope {
-                        org: a.org,
-                        account: a.account,
-                        resource: a.resource,
-                        kind: a.kind,
-                        created_from: a.created_from,
-                        created_to: a.created_to,
+            let app = write_app(config, clock, "retentiond hold place").await?;
+            let placed = app
+                .place_hold(
+                    PlaceHold {
+                        case: a.case,
+                        by: a.by,
+                        reason: a.reason,
+                        scope: HoldScope {
+                            org: a.org,
+                            account: a.account,
+                            resource: a.resource,
+                            kind: a.kind,
+                            created_from: a.created_from,
+                            created_to: a.created_to,
+                        },
                     },
-                },
-                clock.now(),
-            )
-            .await?;
+                    None,
+                )
+                .await?;
             emit(json, &placed, || {
                 format!(
                     "hold {} placed (case {}): matches {} resource(s); {} already purged before it took effect{}",
@@ -1234,19 +1198,8 @@ async fn hold(command: HoldCommand, config: &Config, clock: &Clock, json: bool) 
             Ok(())
         }
         HoldCommand::Release { id, by } => {
-            let ledger = write_app(config, clock, "retentiond hold release")
-                .await?
-                .ledger()
-                .clone();
-            let r = admin::ask_release(
-                &ledger,
-                id,
-                &by,
-                None,
-                config.release_approvals,
-                clock.now(),
-            )
-            .await?;
+            let app = write_app(config, clock, "retentiond hold release").await?;
+            let r = app.release_hold(id, &by, None).await?;
             emit(json, &r, || match &r {
                 admin::ReleaseOutcome::Released(r) => format!(
                     "hold {} released (case {}): {} resource(s) no longer held, {} purgeable at the next sweep",
@@ -1264,8 +1217,7 @@ async fn hold(command: HoldCommand, config: &Config, clock: &Clock, json: bool) 
             Ok(())
         }
         HoldCommand::List { active } => {
-            let ledger = open_read(config).await?;
-            let holds = ledger.holds(active).await?;
+            let holds = read_app(config, clock).await?.holds(active).await?;
             emit(json, &serde_json::json!({"holds": holds}), || {
                 let mut s = String::new();
                 for h in &holds {
@@ -1287,8 +1239,11 @@ async fn hold(command: HoldCommand, config: &Config, clock: &Clock, json: bool) 
             Ok(())
         }
         HoldCommand::Show { id } => {
-            let ledger = open_read(config).await?;
-            let d = admin::hold_detail(&ledger, id).await?;
+            let d = read_app(config, clock)
+                .await?
+                .hold(id)
+                .await?
+                .ok_or_else(|| Failure::bad_input(format!("unknown hold {id}")))?;
             emit(json, &d, || {
                 format!(
                     "hold {} ({})\n  case      {}\n  reason    {}\n  placed    {} by {}\n  released  {} by {}\n  scope     {}\n  matches   {} — by state: {} — by kind: {}",
@@ -1341,11 +1296,12 @@ async fn org(command: OrgCommand, config: &Config, clock: &Clock, json: bool) ->
             Ok(())
         }
         OrgCommand::Show { id } => {
-            let ledger = open_read(config).await?;
-            let o = report::org(&ledger, &id)
+            let app = read_app(config, clock).await?;
+            let o = app
+                .org(&id)
                 .await?
                 .ok_or_else(|| Failure::bad_input(format!("unknown org `{id}`")))?;
-            let retention = ledger.org_window_rows(Some(&id)).await?;
+            let retention = app.ledger().org_window_rows(Some(&id)).await?;
             let mut out = serde_json::to_value(&o).unwrap_or_default();
             if !retention.is_empty() {
                 out["retention"] = serde_json::to_value(&retention).unwrap_or_default();
@@ -1394,12 +1350,10 @@ async fn org(command: OrgCommand, config: &Config, clock: &Clock, json: bool) ->
             clear,
             by,
         } => {
-            let ledger = write_app(config, clock, "retentiond org retention")
-                .await?
-                .ledger()
-                .clone();
+            let app = write_app(config, clock, "retentiond org retention").await?;
+            let ledger = app.ledger();
             let (old, new) =
-                admin::org_retention_windows(&ledger, config, &id, &kind, max_age).await?;
+                admin::org_retention_windows(ledger, config, &id, &kind, max_age).await?;
             // Validated above: the kind is windowed, so it has a max_age.
             let kind_age = config
                 .policy
@@ -1431,18 +1385,14 @@ async fn org(command: OrgCommand, config: &Config, clock: &Clock, json: bool) ->
                 });
                 return Ok(());
             }
-            let sweeper = sweeper_for(
-                ledger.clone(),
-                std::sync::Arc::new(config.clone()),
-                clock.clone(),
-            )?;
+            let sweeper = app.sweeper().map_err(Failure::bad_input)?;
             let now = clock.now();
             let newly_due = sweeper
                 .org_window_newly_due(&kind, &id, old, new, now)
                 .await
                 .map_err(|e| Failure::runtime(e.to_string()))?;
             let r = admin::set_org_retention(
-                &ledger,
+                ledger,
                 kind_age,
                 &id,
                 &kind,

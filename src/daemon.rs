@@ -1,8 +1,21 @@
-//! The daemon (`retentiond run`): migrations, R10 at start and on SIGHUP, the sweep on its cron
-//! — never overlapping, panics caught and logged — systemd readiness, watchdog and status, and a
-//! graceful stop that finishes the purge transaction in flight.
+//! The daemon (`retentiond run`), and the same daemon in-process for tests.
+//!
+//! Invariant: a stop (SIGTERM, SIGINT, [`DaemonHandle::shutdown`]) never cuts a purge short: the
+//! purge transaction in flight commits or rolls back whole, every task the daemon started has
+//! ended when the stop returns, and this instance's remaining claims are released for the others.
+//! Sweeps never overlap, and a sweep that fails or panics is logged and retried by the next.
+//!
+//! Mechanism: [`Daemon::open`] migrates the ledger and recomputes schedules (R10); dropping it
+//! abandons the start-up (its transaction rolls back). [`Daemon::launch`] starts the sweep on its
+//! cron behind a non-blocking lock (a firing while a sweep runs is skipped), the background work,
+//! the HTTP API and the systemd supervision (readiness, watchdog pinged from sweep progress,
+//! status), every task on one `TaskTracker` under one `CancellationToken`. The
+//! [`DaemonHandle`] it returns is what `run` drives from signals (SIGHUP reloads) and what tests
+//! drive directly: the stop cancels the token, so the sweep ends after its transaction in flight,
+//! and waits for the tracker.
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -21,7 +34,7 @@ use crate::health::Health;
 use crate::model::Timestamp;
 use crate::policy;
 use crate::store::Ledger;
-use crate::sweep::{Sweeper, instance_id};
+use crate::sweep::{SweepReport, Sweeper, instance_id};
 use crate::targets::Targets;
 
 /// What the daemon runs with; swapped whole on reload.
@@ -65,37 +78,62 @@ impl Shared {
             debug!("previous sweep still running; tick skipped");
             return;
         };
-        let Some(sweeper) = self.sweeper() else {
-            return;
-        };
         let me = self.clone();
         self.tracker.spawn(async move {
-            let started = std::time::Instant::now();
-            let now = me.clock.now().millis();
-            me.health.running_since.store(now, Ordering::Relaxed);
-            let stop = me.stop.clone();
-            // A separate task, so a panic in the sweep is caught here and logged, not swallowed.
-            let outcome = tokio::spawn(async move { sweeper.sweep_once(&stop).await }).await;
-            let now = me.clock.now().millis();
-            match outcome {
-                Ok(Ok(report)) => {
-                    me.health.last_success.store(now, Ordering::Relaxed);
-                    me.health.last_progress.store(now, Ordering::Relaxed);
-                    report.record_metrics(started.elapsed(), Timestamp::from_millis(now));
-                }
-                Ok(Err(e)) => {
-                    error!(error = %e, "sweep failed; the next sweep retries");
-                    crate::metrics::record_sweep_failure("error", started.elapsed());
-                }
-                Err(e) => {
-                    error!(error = %e, "sweep panicked; the next sweep retries");
-                    crate::metrics::record_sweep_failure("panic", started.elapsed());
-                }
-            }
-            me.health.running_since.store(0, Ordering::Relaxed);
-            me.forget_events().await;
-            drop(guard);
+            let _ = me.sweep_locked(guard).await;
         });
+    }
+
+    /// One sweep, run while `guard` holds the sweep lock: its outcome goes to the health
+    /// facts, the metrics and the log, and then old event ids are forgotten.
+    async fn sweep_locked(
+        self: Arc<Self>,
+        guard: tokio::sync::OwnedMutexGuard<()>,
+    ) -> anyhow::Result<SweepReport> {
+        let Some(sweeper) = self.sweeper() else {
+            anyhow::bail!("the daemon has no sweeper yet");
+        };
+        let started = std::time::Instant::now();
+        let now = self.clock.now().millis();
+        self.health.running_since.store(now, Ordering::Relaxed);
+        let stop = self.stop.clone();
+        // A separate task, so a panic in the sweep is caught here and logged, not swallowed.
+        let outcome = tokio::spawn(async move { sweeper.sweep_once(&stop).await }).await;
+        let now = self.clock.now().millis();
+        let result = match outcome {
+            Ok(Ok(report)) => {
+                self.health.last_success.store(now, Ordering::Relaxed);
+                self.health.last_progress.store(now, Ordering::Relaxed);
+                report.record_metrics(started.elapsed(), Timestamp::from_millis(now));
+                Ok(report)
+            }
+            Ok(Err(e)) => {
+                error!(error = %e, "sweep failed; the next sweep retries");
+                crate::metrics::record_sweep_failure("error", started.elapsed());
+                Err(anyhow::Error::new(e).context("sweep failed"))
+            }
+            Err(e) => {
+                error!(error = %e, "sweep panicked; the next sweep retries");
+                crate::metrics::record_sweep_failure("panic", started.elapsed());
+                Err(anyhow::anyhow!("sweep panicked: {e}"))
+            }
+        };
+        self.health.running_since.store(0, Ordering::Relaxed);
+        self.forget_events().await;
+        drop(guard);
+        result
+    }
+
+    /// The application core over the config in force.
+    fn app(&self) -> App {
+        let config = self
+            .current
+            .read()
+            .expect("not poisoned")
+            .as_ref()
+            .map(|c| c.config.clone())
+            .expect("a launched daemon has a config in force");
+        App::from_parts(self.ledger.clone(), config, self.clock.clone())
     }
 }
 
@@ -203,118 +241,258 @@ async fn add_job(
     Ok(scheduler.add(job).await?)
 }
 
-/// Runs until SIGTERM/SIGINT. `config_path` is re-read on SIGHUP.
-pub async fn run(config_path: PathBuf, config: Config, clock: Clock) -> anyhow::Result<()> {
-    let instance = instance_id();
-    // Signals are caught from the first moment: a SIGTERM or SIGHUP during start-up (migrations
-    // and the R10 recompute can take a while on a big ledger) must not kill the process the
-    // default way. A stop request while starting abandons the start (its transaction rolls back)
-    // and exits 0; a SIGHUP waits for the main loop.
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sighup = signal(SignalKind::hangup())?;
-    let start = async {
+/// A daemon whose ledger is open, migrated and in line with its config (R10): the first half
+/// of the start-up, which a stop request may abandon by dropping it.
+pub struct Daemon {
+    ledger: Ledger,
+    config: Arc<Config>,
+    clock: Clock,
+}
+
+/// A running daemon: what `run` drives from signals, and tests directly.
+///
+/// Dropping it without [`DaemonHandle::shutdown`] only cancels the daemon's work (sweeps stop
+/// after their transaction in flight); nothing waits for it.
+pub struct DaemonHandle {
+    shared: Arc<Shared>,
+    scheduler: JobScheduler,
+    http: Option<SocketAddr>,
+    metrics: Option<SocketAddr>,
+}
+
+impl Daemon {
+    /// Both halves of the start-up: [`Daemon::open`], then [`Daemon::launch`].
+    pub async fn start(config: Config, clock: Clock) -> anyhow::Result<DaemonHandle> {
+        Daemon::open(config, clock).await?.launch().await
+    }
+
+    /// Opens and migrates the ledger, brings its policy in line with `config` (R10) and records
+    /// the config loaded, as `retentiond run`.
+    pub async fn open(config: Config, clock: Clock) -> anyhow::Result<Daemon> {
         let (ledger, _) = prepare(&config, &clock, "retentiond run").await?;
         crate::policy::record_config_loaded(&ledger, &config, clock.now(), "retentiond run")
             .await?;
-        anyhow::Ok(ledger)
-    };
-    let start = extending(
-        "starting: migrating the ledger and recomputing schedules",
-        start,
-    );
-    let ledger = tokio::select! {
-        r = start => r?,
-        _ = sigterm.recv() => { info!(signal = "SIGTERM", "stopped during start-up"); return Ok(()); }
-        _ = sigint.recv() => { info!(signal = "SIGINT", "stopped during start-up"); return Ok(()); }
-    };
-    let config = Arc::new(config);
-    let health = Arc::new(Health::default());
-    let now = clock.now().millis();
-    health.started.store(now, Ordering::Relaxed);
-    health.set_schedule(&config.scheduler.sweep);
-    health
-        .stall_after_ms
-        .store(config.scheduler.stall_after.millis(), Ordering::Relaxed);
-    let shared = Arc::new(Shared {
-        ledger: ledger.clone(),
-        clock: clock.clone(),
-        instance: instance.clone(),
-        stop: CancellationToken::new(),
-        tracker: TaskTracker::new(),
-        sweep_lock: Arc::new(tokio::sync::Mutex::new(())),
-        health: health.clone(),
-        current: RwLock::new(None),
-        background: tokio::sync::Mutex::new(None),
-    });
-    let sweeper = build_sweeper(&ledger, &config, &clock, &instance, &health)?;
-    // Before anything records (the outbox pollers, the sweep, HTTP): what is recorded before
-    // the recorder exists is lost.
-    let metrics = (config.http.is_some() || config.metrics_listen.is_some()).then(|| {
-        let handle = crate::metrics::install();
-        crate::metrics::init_targets(&config);
-        handle
-    });
-    // Before any request is served: decisions from now on reach every receiver.
-    crate::notify::init(&ledger, &config.notify).await?;
-    *shared.background.lock().await = Some(crate::background::Background::start(
-        &config,
-        sweeper.targets(),
-        &ledger,
-        &clock,
-        &shared.stop,
-    ));
-    let scheduler = JobScheduler::new().await?;
-    crate::checkpoint::schedule(&scheduler, &ledger, &config.audit, &clock, &shared.tracker)
-        .await?;
-    let job = add_job(&scheduler, &shared, &config.scheduler.sweep).await?;
-    *shared.current.write().expect("not poisoned") = Some(Current {
-        config: config.clone(),
-        sweeper: Arc::new(sweeper),
-        job,
-    });
-    scheduler.start().await?;
-    if config.http.is_some() {
-        // Handlers read the config in force, so a reload's policy and skew apply to HTTP ingest.
-        let weak = Arc::downgrade(&shared);
-        let fallback = config.clone();
-        let source: crate::http::ConfigSource = Arc::new(move || {
-            let current = weak.upgrade().and_then(|s| {
-                let c = s.current.read().expect("not poisoned");
-                c.as_ref().map(|c| c.config.clone())
-            });
-            current.unwrap_or_else(|| fallback.clone())
+        Ok(Daemon {
+            ledger,
+            config: Arc::new(config),
+            clock,
+        })
+    }
+
+    /// Starts the sweep on its cron (and one sweep at once, for any backlog), the background
+    /// work, the HTTP API and metrics listeners when configured, and the systemd supervision;
+    /// tells systemd it is ready. A listener that cannot bind fails the start, and what had
+    /// started is stopped again.
+    pub async fn launch(self) -> anyhow::Result<DaemonHandle> {
+        let Daemon {
+            ledger,
+            config,
+            clock,
+        } = self;
+        let instance = instance_id();
+        let health = Arc::new(Health::default());
+        health
+            .started
+            .store(clock.now().millis(), Ordering::Relaxed);
+        health.set_schedule(&config.scheduler.sweep);
+        health
+            .stall_after_ms
+            .store(config.scheduler.stall_after.millis(), Ordering::Relaxed);
+        let shared = Arc::new(Shared {
+            ledger: ledger.clone(),
+            clock: clock.clone(),
+            instance: instance.clone(),
+            stop: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            sweep_lock: Arc::new(tokio::sync::Mutex::new(())),
+            health: health.clone(),
+            current: RwLock::new(None),
+            background: tokio::sync::Mutex::new(None),
         });
-        let state = crate::http::HttpState::new(ledger.clone(), clock.clone(), config.clone())?
-            .with_health(health.clone())
-            .with_config_source(source);
-        crate::http::start(state, &shared.tracker, shared.stop.clone()).await?;
-    }
-    if let Some(handle) = metrics {
-        if let Some(listen) = &config.metrics_listen {
-            crate::metrics::start(listen, handle.clone(), &shared.tracker, shared.stop.clone())
-                .await?;
+        let scheduler = JobScheduler::new().await?;
+        let mut handle = DaemonHandle {
+            shared,
+            scheduler,
+            http: None,
+            metrics: None,
+        };
+        if let Err(e) = handle.launch(config.clone()).await {
+            handle.stop().await;
+            return Err(e);
         }
-        shared.tracker.spawn(crate::metrics::refresh_loop(
-            ledger.clone(),
-            clock.clone(),
-            handle,
-            shared.stop.clone(),
+        let shared = &handle.shared;
+        info!(
+            version = crate::version::VERSION, commit = crate::version::COMMIT,
+            instance = %instance, ledger = ledger.backend(), sweep = %config.scheduler.sweep,
+            batch_size = config.scheduler.batch_size, config = %config.file, "retentiond started"
+        );
+        notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status("running; first sweep starting"),
+        ]);
+        // Drain any backlog left while we were down without waiting for the first firing.
+        shared.tick();
+        shared.tracker.spawn(supervise(shared.clone()));
+        Ok(handle)
+    }
+}
+
+impl DaemonHandle {
+    async fn launch(&mut self, config: Arc<Config>) -> anyhow::Result<()> {
+        let shared = self.shared.clone();
+        let (ledger, clock) = (&shared.ledger, &shared.clock);
+        let sweeper = build_sweeper(ledger, &config, clock, &shared.instance, &shared.health)?;
+        // Before anything records (the outbox pollers, the sweep, HTTP): what is recorded before
+        // the recorder exists is lost.
+        let metrics = (config.http.is_some() || config.metrics_listen.is_some()).then(|| {
+            let handle = crate::metrics::install();
+            crate::metrics::init_targets(&config);
+            handle
+        });
+        // Before any request is served: decisions from now on reach every receiver.
+        crate::notify::init(ledger, &config.notify).await?;
+        *shared.background.lock().await = Some(crate::background::Background::start(
+            &App::from_parts(ledger.clone(), config.clone(), clock.clone()),
+            sweeper.targets(),
+            &shared.stop,
         ));
+        crate::checkpoint::schedule(
+            &self.scheduler,
+            ledger,
+            &config.audit,
+            clock,
+            &shared.tracker,
+        )
+        .await?;
+        let job = add_job(&self.scheduler, &shared, &config.scheduler.sweep).await?;
+        *shared.current.write().expect("not poisoned") = Some(Current {
+            config: config.clone(),
+            sweeper: Arc::new(sweeper),
+            job,
+        });
+        self.scheduler.start().await?;
+        if config.http.is_some() {
+            // Handlers read the config in force, so a reload's policy and skew apply to HTTP
+            // ingest.
+            let weak = Arc::downgrade(&shared);
+            let fallback = config.clone();
+            let source: crate::http::ConfigSource = Arc::new(move || {
+                let current = weak.upgrade().and_then(|s| {
+                    let c = s.current.read().expect("not poisoned");
+                    c.as_ref().map(|c| c.config.clone())
+                });
+                current.unwrap_or_else(|| fallback.clone())
+            });
+            let state = crate::http::HttpState::new(ledger.clone(), clock.clone(), config.clone())?
+                .with_health(shared.health.clone())
+                .with_config_source(source);
+            self.http =
+                Some(crate::http::start(state, &shared.tracker, shared.stop.clone()).await?);
+        }
+        if let Some(handle) = metrics {
+            if let Some(listen) = &config.metrics_listen {
+                self.metrics = Some(
+                    crate::metrics::start(
+                        listen,
+                        handle.clone(),
+                        &shared.tracker,
+                        shared.stop.clone(),
+                    )
+                    .await?,
+                );
+            }
+            shared.tracker.spawn(crate::metrics::refresh_loop(
+                ledger.clone(),
+                clock.clone(),
+                handle,
+                shared.stop.clone(),
+            ));
+        }
+        Ok(())
     }
 
-    info!(
-        version = crate::version::VERSION, commit = crate::version::COMMIT,
-        instance = %instance, ledger = ledger.backend(), sweep = %config.scheduler.sweep,
-        batch_size = config.scheduler.batch_size, config = %config.file, "retentiond started"
-    );
-    notify(&[
-        sd_notify::NotifyState::Ready,
-        sd_notify::NotifyState::Status("running; first sweep starting"),
-    ]);
-    // Drain any backlog left while we were down without waiting for the first firing.
-    shared.tick();
+    /// The address the HTTP API listens on (`[http] listen`), when configured.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http
+    }
 
+    /// The address of the separate metrics listener (`metrics_listen`), when configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
+    }
+
+    /// The liveness and readiness facts the watchdog and `/readyz` judge from.
+    pub fn health(&self) -> Arc<Health> {
+        self.shared.health.clone()
+    }
+
+    /// The application core over the daemon's ledger, clock and config in force.
+    pub fn app(&self) -> App {
+        self.shared.app()
+    }
+
+    /// This instance's id (its claims' owner).
+    pub fn instance(&self) -> &str {
+        &self.shared.instance
+    }
+
+    /// Runs one sweep now, as a cron firing would, but waiting for a sweep in flight to end
+    /// instead of skipping; its report, or why it failed.
+    pub async fn sweep(&self) -> anyhow::Result<SweepReport> {
+        if self.shared.stop.is_cancelled() {
+            anyhow::bail!("the daemon is stopping");
+        }
+        let guard = self.shared.sweep_lock.clone().lock_owned().await;
+        let me = self.shared.clone();
+        // On the tracker like a firing, so a stop waits for it.
+        self.shared
+            .tracker
+            .spawn(async move { me.sweep_locked(guard).await })
+            .await?
+    }
+
+    /// SIGHUP: re-reads `path` and swaps the new config in if it is valid (module
+    /// `try_reload`); tells systemd. Returns whether the new config is in force.
+    pub async fn reload(&self, path: &Path) -> bool {
+        reload(&self.shared, &self.scheduler, path).await
+    }
+
+    /// The graceful stop (SIGTERM): the sweep in flight ends after its purge transaction, every
+    /// task ends, and this instance's claims are released.
+    pub async fn shutdown(self) {
+        notify(&[sd_notify::NotifyState::Stopping]);
+        self.stop().await;
+        info!("stopped");
+    }
+
+    async fn stop(&self) {
+        let shared = &self.shared;
+        shared.stop.cancel();
+        let mut scheduler = self.scheduler.clone();
+        let _ = scheduler.shutdown().await;
+        shared.tracker.close();
+        shared.tracker.wait().await;
+        if let Some(b) = shared.background.lock().await.take() {
+            b.stop().await;
+        }
+        match release_claims(&shared.ledger, &shared.instance).await {
+            Ok(n) if n > 0 => info!(released = n, "claims released for other instances"),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "could not release claims; they expire with their lease"),
+        }
+    }
+}
+
+impl Drop for DaemonHandle {
+    fn drop(&mut self) {
+        self.shared.stop.cancel();
+    }
+}
+
+/// The systemd side of a running daemon until it stops: the watchdog pinged while sweeps make
+/// progress, STATUS= when it changes, and the audit head logged daily (so an external log
+/// anchors the chain even without signed checkpoints).
+async fn supervise(shared: Arc<Shared>) {
     let watchdog = sd_notify::watchdog_enabled();
     let ping_every = watchdog
         .map(|d| d / 2)
@@ -326,54 +504,64 @@ pub async fn run(config_path: PathBuf, config: Config, clock: Clock) -> anyhow::
     let mut last_head_log = i64::MIN / 2;
     loop {
         tokio::select! {
-            _ = sigterm.recv() => { info!(signal = "SIGTERM", "stopping: finishing the purge transaction in flight"); break; }
-            _ = sigint.recv() => { info!(signal = "SIGINT", "stopping: finishing the purge transaction in flight"); break; }
-            _ = sighup.recv() => reload(&shared, &scheduler, &config_path).await,
-            _ = ticker.tick() => {
-                let now = clock.now();
-                // The audit head, daily, so an external log anchors the chain even without
-                // signed checkpoints.
-                if now.millis() - last_head_log >= 86_400_000 {
-                    last_head_log = now.millis();
-                    match ledger.audit_head().await {
-                        Ok(Some(h)) => info!(seq = h.seq, hash = %h.hash, "audit head"),
-                        Ok(None) => {}
-                        Err(e) => warn!(error = %e, "cannot read the audit head"),
-                    }
-                }
-                if health.alive(now) {
-                    stalled_logged = false;
-                    if watchdog.is_some() {
-                        notify(&[sd_notify::NotifyState::Watchdog]);
-                    }
-                } else if !stalled_logged {
-                    error!("no sweep progress (stalled sweep or silent scheduler): withholding the watchdog ping");
-                    stalled_logged = true;
-                }
-                let status = status_line(&shared).await;
-                if status != last_status {
-                    notify(&[sd_notify::NotifyState::Status(&status)]);
-                    last_status = status;
-                }
+            _ = shared.stop.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        let now = shared.clock.now();
+        if now.millis() - last_head_log >= 86_400_000 {
+            last_head_log = now.millis();
+            match shared.ledger.audit_head().await {
+                Ok(Some(h)) => info!(seq = h.seq, hash = %h.hash, "audit head"),
+                Ok(None) => {}
+                Err(e) => warn!(error = %e, "cannot read the audit head"),
             }
         }
+        if shared.health.alive(now) {
+            stalled_logged = false;
+            if watchdog.is_some() {
+                notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+        } else if !stalled_logged {
+            error!(
+                "no sweep progress (stalled sweep or silent scheduler): withholding the watchdog ping"
+            );
+            stalled_logged = true;
+        }
+        let status = status_line(&shared).await;
+        if status != last_status {
+            notify(&[sd_notify::NotifyState::Status(&status)]);
+            last_status = status;
+        }
     }
+}
 
-    notify(&[sd_notify::NotifyState::Stopping]);
-    shared.stop.cancel();
-    let mut scheduler = scheduler;
-    let _ = scheduler.shutdown().await;
-    shared.tracker.close();
-    shared.tracker.wait().await;
-    if let Some(b) = shared.background.lock().await.take() {
-        b.stop().await;
+/// Runs until SIGTERM/SIGINT. `config_path` is re-read on SIGHUP.
+pub async fn run(config_path: PathBuf, config: Config, clock: Clock) -> anyhow::Result<()> {
+    // Signals are caught from the first moment: a SIGTERM or SIGHUP during start-up (migrations
+    // and the R10 recompute can take a while on a big ledger) must not kill the process the
+    // default way. A stop request while starting abandons the start (its transaction rolls back)
+    // and exits 0; a SIGHUP waits for the main loop.
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let open = extending(
+        "starting: migrating the ledger and recomputing schedules",
+        Daemon::open(config, clock),
+    );
+    let daemon = tokio::select! {
+        r = open => r?,
+        _ = sigterm.recv() => { info!(signal = "SIGTERM", "stopped during start-up"); return Ok(()); }
+        _ = sigint.recv() => { info!(signal = "SIGINT", "stopped during start-up"); return Ok(()); }
+    };
+    let handle = daemon.launch().await?;
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => { info!(signal = "SIGTERM", "stopping: finishing the purge transaction in flight"); break; }
+            _ = sigint.recv() => { info!(signal = "SIGINT", "stopping: finishing the purge transaction in flight"); break; }
+            _ = sighup.recv() => { handle.reload(&config_path).await; }
+        }
     }
-    match release_claims(&ledger, &instance).await {
-        Ok(n) if n > 0 => info!(released = n, "claims released for other instances"),
-        Ok(_) => {}
-        Err(e) => warn!(error = %e, "could not release claims; they expire with their lease"),
-    }
-    info!("stopped");
+    handle.shutdown().await;
     Ok(())
 }
 
@@ -399,7 +587,7 @@ async fn status_line(shared: &Shared) -> String {
 
 /// SIGHUP, told to systemd as `RELOADING=1` (with `MONOTONIC_USEC`) then `READY=1` whether it
 /// worked or not (the daemon runs either way; the journal and STATUS= say which).
-async fn reload(shared: &Arc<Shared>, scheduler: &JobScheduler, path: &std::path::Path) {
+async fn reload(shared: &Arc<Shared>, scheduler: &JobScheduler, path: &Path) -> bool {
     let reloading = sd_notify::NotifyState::monotonic_usec_now();
     match &reloading {
         Ok(usec) => notify(&[sd_notify::NotifyState::Reloading, usec.clone()]),
@@ -415,6 +603,7 @@ async fn reload(shared: &Arc<Shared>, scheduler: &JobScheduler, path: &std::path
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status(status),
     ]);
+    ok
 }
 
 /// Validates the new config first; a bad one is logged and the old one stays in force.
@@ -505,10 +694,8 @@ async fn try_reload(
         b.stop().await;
     }
     *background = Some(crate::background::Background::start(
-        &new,
+        &App::from_parts(shared.ledger.clone(), new.clone(), shared.clock.clone()),
         targets,
-        &shared.ledger,
-        &shared.clock,
         &shared.stop,
     ));
     drop(background);

@@ -731,7 +731,7 @@ fn parse_array(bytes: &[u8]) -> Result<Vec<Event>, Vec<LineError>> {
     security(("bearer" = ["read"])))]
 async fn get_status(State(s): State<HttpState>, headers: HeaderMap) -> ApiResult<Response> {
     s.authorize(&headers, Scope::Read)?;
-    let st = report::status(&s.ledger, s.clock.now()).await?;
+    let st = s.app().status().await?;
     Ok(ok(&st))
 }
 
@@ -751,9 +751,10 @@ async fn get_resource(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     s.authorize(&headers, Scope::Read)?;
-    let r = report::resource(&s.ledger, &id)
-        .await?
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown resource `{id}`")))?;
+    let r =
+        s.app().resource(&id).await?.ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, format!("unknown resource `{id}`"))
+        })?;
     Ok(ok(&r))
 }
 
@@ -773,9 +774,10 @@ async fn get_account(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     s.authorize(&headers, Scope::Read)?;
-    let a = report::account(&s.ledger, &id)
-        .await?
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown account `{id}`")))?;
+    let a =
+        s.app().account(&id).await?.ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, format!("unknown account `{id}`"))
+        })?;
     Ok(ok(&a))
 }
 
@@ -815,7 +817,7 @@ async fn get_holds(
             }
         }
     }
-    let holds = s.ledger.holds(active).await?;
+    let holds = s.app().holds(active).await?;
     Ok(ok(&HoldList { holds }))
 }
 
@@ -845,13 +847,12 @@ async fn get_hold(
 ) -> ApiResult<Response> {
     s.authorize(&headers, Scope::Read)?;
     let id = hold_id(&raw)?;
-    if s.ledger.hold(id).await?.is_none() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("unknown hold {id}"),
-        ));
-    }
-    Ok(ok(&admin::hold_detail(&s.ledger, id).await?))
+    let detail = s
+        .app()
+        .hold(id)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown hold {id}")))?;
+    Ok(ok(&detail))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -940,18 +941,18 @@ async fn post_hold(
             "a hold needs a scope: give at least one of scope.org, scope.account, scope.resource, scope.kind, scope.created_from, scope.created_to",
         ));
     }
-    let placed = admin::place_hold_via(
-        &s.ledger,
-        PlaceHold {
-            case: req.case,
-            by,
-            reason: req.reason,
-            scope,
-        },
-        Some(&via),
-        s.clock.now(),
-    )
-    .await?;
+    let placed = s
+        .app()
+        .place_hold(
+            PlaceHold {
+                case: req.case,
+                by,
+                reason: req.reason,
+                scope,
+            },
+            Some(&via),
+        )
+        .await?;
     let mut r = (StatusCode::CREATED, axum::Json(&placed)).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("/v1/holds/{}", placed.id)) {
         r.headers_mut().insert(header::LOCATION, v);
@@ -1018,8 +1019,7 @@ async fn post_release(
             format!("unknown hold {id}"),
         ));
     }
-    let needed = (s.config)().release_approvals;
-    match admin::ask_release(&s.ledger, id, &by, Some(&via), needed, s.clock.now()).await? {
+    match s.app().release_hold(id, &by, Some(&via)).await? {
         admin::ReleaseOutcome::Released(r) => Ok(ok(&r)),
         admin::ReleaseOutcome::Pending(p) => {
             Ok((StatusCode::ACCEPTED, axum::Json(&p)).into_response())
@@ -1058,7 +1058,9 @@ async fn get_org(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     s.authorize(&headers, Scope::Read)?;
-    let o = report::org(&s.ledger, &id)
+    let o = s
+        .app()
+        .org(&id)
         .await?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown org `{id}`")))?;
     Ok(ok(&o))

@@ -3,7 +3,8 @@
 //! commits can never go unnoticed, and one it rolls back never reaches retentiond.
 //!
 //! Each poll reads up to `scheduler.batch_size` pending rows in id order, applies them through
-//! the ingest engine (the same validation and rules as `retentiond ingest`), and only then
+//! [`App::ingest_events`] (the same validation, rules and ingest policy as `retentiond ingest`
+//! and `POST /v1/events`), and only then
 //! removes them from the outbox. A crash on either side in between leaves the rows in place and
 //! they are read again: delivery is at-least-once, and every event carries an idempotency key —
 //! the row's `event_id`, else the event's own `event_id`, else one derived from the source name
@@ -23,7 +24,6 @@
 //! application's transaction, not the time retentiond happened to read it.
 
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -34,14 +34,14 @@ use sqlx::{AssertSqlSafe, Row};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::app::App;
 use crate::audit::AuditDraft;
-use crate::clock::Clock;
-use crate::config::{Config, SourceConfig};
+use crate::config::SourceConfig;
 use crate::events::{self, Event};
 use crate::failpoint;
-use crate::ingest::{self, IngestContext, IngestError};
+use crate::ingest::IngestError;
 use crate::model::{Timestamp, check_id};
-use crate::store::{Ledger, StoreError};
+use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -92,20 +92,13 @@ pub struct Poller {
     db: SourceDb,
     poll: Duration,
     batch: i64,
-    ledger: Ledger,
-    config: Arc<Config>,
-    clock: Clock,
+    app: App,
 }
 
 impl Poller {
-    /// Prepares the poller; connections open lazily (a source database that is down is retried).
-    pub fn new(
-        name: &str,
-        cfg: &SourceConfig,
-        ledger: Ledger,
-        config: Arc<Config>,
-        clock: Clock,
-    ) -> Result<Poller, String> {
+    /// Prepares the poller, which applies the rows through `app`; connections open lazily (a
+    /// source database that is down is retried).
+    pub fn new(name: &str, cfg: &SourceConfig, app: App) -> Result<Poller, String> {
         let err = |e: sqlx::Error| format!("sources.{name}: bad url {}: {e}", cfg.url.redacted());
         let db = if cfg.url.is_postgres() {
             SourceDb::Postgres(
@@ -132,10 +125,8 @@ impl Poller {
             table: cfg.table.clone(),
             db,
             poll: cfg.poll.as_std(),
-            batch: config.scheduler.batch_size as i64,
-            ledger,
-            config,
-            clock,
+            batch: app.config().scheduler.batch_size as i64,
+            app,
         })
     }
 
@@ -318,17 +309,6 @@ impl Poller {
         if rows.is_empty() {
             return Ok((report, consumed, dead));
         }
-        let policy = crate::policy::in_force(&self.ledger)
-            .await
-            .map_err(|e| self.ledger_err(e))?
-            .unwrap_or_else(|| self.config.policy.clone());
-        let ctx = IngestContext {
-            policy: &policy,
-            now: self.clock.now(),
-            max_clock_skew: self.config.max_clock_skew,
-            dedup_window: self.config.dedup_window,
-            keep_attrs: &self.config.target_attrs,
-        };
         // Line numbers are positions in `rows`, from 1, so a rejected line names its row.
         let parsed: Vec<Result<Event, String>> = rows
             .iter()
@@ -354,7 +334,7 @@ impl Poller {
                     .iter()
                     .filter_map(|p| p.clone().ok())
                     .collect();
-                match ingest::ingest_events(&self.ledger, &ctx, &batch).await {
+                match self.app.ingest_events(&batch).await {
                     Ok(r) => {
                         r.record_metrics(&format!("outbox/{}", self.name));
                         report.applied += r.applied;
@@ -394,7 +374,7 @@ impl Poller {
         if dead.is_empty() {
             return Ok(());
         }
-        let now = self.clock.now();
+        let now = self.app.clock().now();
         let drafts: Vec<AuditDraft> = dead
             .iter()
             .map(|(id, error)| {
@@ -413,7 +393,12 @@ impl Poller {
                 )
             })
             .collect();
-        let tx = self.ledger.begin().await.map_err(|e| self.ledger_err(e))?;
+        let tx = self
+            .app
+            .ledger()
+            .begin()
+            .await
+            .map_err(|e| self.ledger_err(e))?;
         tx.commit_with_audit(&drafts)
             .await
             .map_err(|e| self.ledger_err(e))?;
