@@ -1002,14 +1002,15 @@ impl Store {
     }
 
     /// Tombstones: resources purged at or after `since`, after the cursor (`purged_at`, `id`),
-    /// in that order (`reapply`).
+    /// in that order (`reapply`). Through the `resources_purged` index: the range starts at the
+    /// later of `since` and the cursor, so a page reads what it returns, not the pages before.
     pub async fn purged_since(&self, since: Timestamp, after: (Timestamp, &str), limit: i64) -> Result<Vec<ResourceRow>> {
         let raw: Vec<RawResource> = sqlx::query_as(concat!(
             "SELECT ", resource_columns!(), " FROM resources r JOIN accounts a ON a.id = r.account ",
             "WHERE r.state = 'purged' AND r.purged_at >= $1 AND (r.purged_at > $2 OR (r.purged_at = $2 AND r.id > $3)) ",
             "ORDER BY r.purged_at, r.id LIMIT $4"
         ))
-        .bind(since.millis())
+        .bind(since.max(after.0).millis())
         .bind(after.0.millis())
         .bind(after.1)
         .bind(limit)
@@ -1018,13 +1019,14 @@ impl Store {
         rows(raw)
     }
 
-    /// Accounts purged at or after `since`, after the cursor (`purged_at`, `id`), in that order.
+    /// Accounts purged at or after `since`, after the cursor (`purged_at`, `id`), in that order
+    /// (the `accounts_purged` index, as [`Store::purged_since`]).
     pub async fn purged_accounts_since(&self, since: Timestamp, after: (Timestamp, &str), limit: i64) -> Result<Vec<AccountRow>> {
         let raw: Vec<RawAccount> = sqlx::query_as(concat!(
             "SELECT ", account_columns!(), " FROM accounts WHERE state = 'purged' AND purged_at >= $1 ",
             "AND (purged_at > $2 OR (purged_at = $2 AND id > $3)) ORDER BY purged_at, id LIMIT $4"
         ))
-        .bind(since.millis())
+        .bind(since.max(after.0).millis())
         .bind(after.0.millis())
         .bind(after.1)
         .bind(limit)
