@@ -8,6 +8,7 @@ mod rel;
 
 mod architecture;
 mod audit;
+mod compaction;
 mod e2e;
 mod erasure;
 mod holds;
