@@ -701,6 +701,12 @@ pub async fn run(cli: Cli) -> Outcome {
                             .map_or(String::new(), |e| format!("; FAILED: {e}"))
                     ));
                 }
+                if report.tombstones_compacted > 0 {
+                    s.push_str(&format!(
+                        "\ncompacted {} tombstone(s) older than [ledger] tombstone_retention into counts",
+                        report.tombstones_compacted
+                    ));
+                }
                 s
             });
             Ok(())
@@ -1644,6 +1650,24 @@ async fn audit_cmd(command: AuditCommand, config: &Config, clock: &Clock, json: 
                             .map(|(k, n)| format!("{k}={n}"))
                             .collect::<Vec<_>>()
                             .join(" ")
+                    ));
+                }
+                if let Some(c) = &r.compacted {
+                    s.push_str(&format!(
+                        "  tombstones compacted {} (older than [ledger] tombstone_retention; counted by {} audit entr{} tombstones.compacted, seq {}; {})\n",
+                        c.resources.iter().map(|(k, n)| format!("{k}={n}")).collect::<Vec<_>>().join(" "),
+                        c.entries,
+                        if c.entries == 1 { "y" } else { "ies" },
+                        if c.seqs.is_empty() {
+                            format!("{}..{}", c.first_seq, c.last_seq)
+                        } else {
+                            c.seqs.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
+                        },
+                        match c.chain_agrees {
+                            Some(true) => "their counts for this account add up",
+                            Some(false) => "THEIR COUNTS FOR THIS ACCOUNT DO NOT ADD UP",
+                            None => "too many entries to add up here",
+                        }
                     ));
                 }
                 if r.not_purged.is_empty() {

@@ -91,6 +91,10 @@ pub struct ReapplyReport {
     /// they are not counted in `came_back`. A real run sends one request for each.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub not_checked: BTreeMap<String, u64>,
+    /// Set when `since` reaches back past `[ledger] tombstone_retention`: tombstones purged
+    /// before this time may have been compacted into counts, and their purges cannot be re-run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compacted_before: Option<Timestamp>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -175,8 +179,15 @@ pub async fn reapply(
             skipped: Vec::new(),
             failed: Vec::new(),
             not_checked: BTreeMap::new(),
+            compacted_before: None,
         },
     };
+    let cutoff = now.minus(config.tombstone_retention);
+    if opts.since < cutoff {
+        warn!(since = %opts.since, compacted_before = %cutoff, tombstone_retention = %config.tombstone_retention,
+            "reapply reaches back past [ledger] tombstone_retention: purges older than that may be compacted and cannot be re-run");
+        run.report.compacted_before = Some(cutoff);
+    }
     let batch = config.scheduler.batch_size as i64;
     let mut cursor = (Timestamp::from_millis(i64::MIN), String::new());
     loop {
@@ -486,6 +497,11 @@ pub fn describe(r: &ReapplyReport) -> String {
     }
     for f in &r.failed {
         s.push_str(&format!("  FAILED {}: {}\n", f.subject, f.error));
+    }
+    if let Some(c) = r.compacted_before {
+        s.push_str(&format!(
+            "  note: tombstones purged before {c} ([ledger] tombstone_retention) may have been compacted into counts: their purges cannot be re-run\n"
+        ));
     }
     for (t, n) in &r.not_checked {
         s.push_str(&format!(

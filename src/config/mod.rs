@@ -85,6 +85,11 @@ pub struct Config {
     pub metrics_listen: Option<String>,
     /// `[notify.NAME]`: receivers of signed notifications, by name.
     pub notify: BTreeMap<String, NotifyConfig>,
+    /// `[ledger] tombstone_retention` (default 400 days): how long a purged resource's tombstone
+    /// (R9) stays in the ledger before it is compacted into per-day, per-kind, per-cause counts.
+    /// Longer than any backup is kept, since `reapply` after a restore needs the tombstones of
+    /// everything purged since that backup was taken.
+    pub tombstone_retention: Span,
 }
 
 #[derive(Debug, Clone)]
@@ -282,6 +287,15 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
             ),
         ));
     }
+    if raw.ledger.tombstone_retention.millis() <= 0 {
+        return Err(ctx.err(
+            "ledger.tombstone_retention",
+            format!(
+                "`{}` must be longer than 0s: tombstones are what `reapply` re-runs after a backup restore; keep them longer than any backup",
+                raw.ledger.tombstone_retention
+            ),
+        ));
+    }
     Ok(Config {
         file: ctx.file.to_string(),
         database,
@@ -306,6 +320,7 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         log_level: raw.log.level,
         metrics_listen,
         notify,
+        tombstone_retention: raw.ledger.tombstone_retention,
     })
 }
 
@@ -460,6 +475,20 @@ path = "{account}/{id}"
             e.contains("kinds.file.zdr") && e.contains("stateful"),
             "{e}"
         );
+        let e = err_of(&format!(
+            "{GOOD}\n[ledger]\ntombstone_retention = \"forever\"\n"
+        ));
+        assert!(
+            e.contains("ledger.tombstone_retention") && e.contains("forever"),
+            "{e}"
+        );
+        let e = err_of(&format!("{GOOD}\n[ledger]\ntombstone_retention = \"0s\"\n"));
+        assert!(
+            e.contains("ledger.tombstone_retention") && e.contains("reapply"),
+            "{e}"
+        );
+        let c = Config::parse(GOOD, "t.toml").unwrap();
+        assert_eq!(c.tombstone_retention, Span::from_secs(400 * 86_400));
         let e = err_of("[database\nurl=1");
         assert!(e.contains("line 1"), "{e}");
     }

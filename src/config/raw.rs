@@ -41,6 +41,28 @@ pub(super) struct RawConfig {
     pub(super) metrics: RawMetrics,
     #[serde(default)]
     pub(super) notify: BTreeMap<String, RawNotify>,
+    #[serde(default)]
+    pub(super) ledger: RawLedger,
+}
+
+fn default_tombstone_retention() -> Span {
+    Span::from_secs(400 * 86_400)
+}
+
+/// `[ledger]`: how the ledger keeps itself small (issue 23).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLedger {
+    #[serde(default = "default_tombstone_retention")]
+    pub(super) tombstone_retention: Span,
+}
+
+impl Default for RawLedger {
+    fn default() -> Self {
+        RawLedger {
+            tombstone_retention: default_tombstone_retention(),
+        }
+    }
 }
 
 /// `[notify.NAME]`: a receiver of signed notifications (§8).

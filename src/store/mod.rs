@@ -489,6 +489,14 @@ forward! { ref Ledger;
     fn purged_since(&self, since: Timestamp, after: (Timestamp, &str), limit: i64) -> Vec<ResourceRow>;
     /// Accounts purged since `since`, after the cursor (`purged_at`, `id`) — `reapply`.
     fn purged_accounts_since(&self, since: Timestamp, after: (Timestamp, &str), limit: i64) -> Vec<AccountRow>;
+    /// Whether some tombstone was purged before `before` (compaction's cheap first look).
+    fn has_tombstones_before(&self, before: Timestamp) -> bool;
+    /// An account's compacted tombstones, per kind (`audit receipt`).
+    fn compacted_account(&self, account: &str) -> Vec<CompactedAccount>;
+    /// `tombstones.compacted` entries with seq in `first..=last`, at most `limit`.
+    fn compaction_entries(&self, first: i64, last: i64, limit: i64) -> Vec<AuditEntry>;
+    /// The compacted tombstones' counts, by day, kind and cause.
+    fn tombstone_counts(&self) -> Vec<TombstoneCount>;
 }
 
 forward! { mut LedgerTx;
@@ -559,6 +567,11 @@ forward! { mut LedgerTx;
     fn org_window(&mut self, org: &str, kind: &str) -> Option<OrgWindowRow>;
     fn save_org_window(&mut self, row: &OrgWindowRow) -> ();
     fn finish_window_pass(&mut self, kind: &str, target: &str, owner: &str, now: Timestamp, held_back: i64, error: Option<&str>) -> Option<FinishedWindowPass>;
+    /// Removes up to `limit` tombstones purged before `before`, oldest first; returns them.
+    fn take_tombstones(&mut self, before: Timestamp, limit: i64) -> Vec<Tombstone>;
+    /// Adds compacted tombstones to the per-day counts and to their accounts' (account, kind,
+    /// count), as recorded by the audit entry at `seq`.
+    fn add_tombstone_counts(&mut self, counts: &[TombstoneCount], accounts: &[(String, String, i64)], seq: i64) -> ();
 }
 
 /// A purge transaction: a write transaction with the hold lock held shared, by itself

@@ -17,6 +17,7 @@ use super::{
     RawHold, RawOrg, RawResource, ReleaseApproval, RawSweep, ResourceRow, Result, StateCount, StoreError, SweepRun, ForecastRow,
     DeliveryOutcome, NewNotification, NotificationCount, NotificationRow, RawNotification,
     FinishedWindowPass, RawWindowPass, WindowClaim, WindowPassRow, OrgWindowRow, RawOrgWindow,
+    CompactedAccount, Tombstone, TombstoneCount,
 };
 
 type Conn = <Db as Database>::Connection;
@@ -1003,14 +1004,15 @@ impl Store {
     }
 
     /// Tombstones: resources purged at or after `since`, after the cursor (`purged_at`, `id`),
-    /// in that order (`reapply`).
+    /// in that order (`reapply`). Through the `resources_purged` index: the range starts at the
+    /// later of `since` and the cursor, so a page reads what it returns, not the pages before.
     pub async fn purged_since(&self, since: Timestamp, after: (Timestamp, &str), limit: i64) -> Result<Vec<ResourceRow>> {
         let raw: Vec<RawResource> = sqlx::query_as(concat!(
             "SELECT ", resource_columns!(), " FROM resources r JOIN accounts a ON a.id = r.account ",
             "WHERE r.state = 'purged' AND r.purged_at >= $1 AND (r.purged_at > $2 OR (r.purged_at = $2 AND r.id > $3)) ",
             "ORDER BY r.purged_at, r.id LIMIT $4"
         ))
-        .bind(since.millis())
+        .bind(since.max(after.0).millis())
         .bind(after.0.millis())
         .bind(after.1)
         .bind(limit)
@@ -1019,19 +1021,72 @@ impl Store {
         rows(raw)
     }
 
-    /// Accounts purged at or after `since`, after the cursor (`purged_at`, `id`), in that order.
+    /// Accounts purged at or after `since`, after the cursor (`purged_at`, `id`), in that order
+    /// (the `accounts_purged` index, as [`Store::purged_since`]).
     pub async fn purged_accounts_since(&self, since: Timestamp, after: (Timestamp, &str), limit: i64) -> Result<Vec<AccountRow>> {
         let raw: Vec<RawAccount> = sqlx::query_as(concat!(
             "SELECT ", account_columns!(), " FROM accounts WHERE state = 'purged' AND purged_at >= $1 ",
             "AND (purged_at > $2 OR (purged_at = $2 AND id > $3)) ORDER BY purged_at, id LIMIT $4"
         ))
-        .bind(since.millis())
+        .bind(since.max(after.0).millis())
         .bind(after.0.millis())
         .bind(after.1)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
         rows(raw)
+    }
+}
+
+impl Store {
+    pub async fn has_tombstones_before(&self, before: Timestamp) -> Result<bool> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT purged_at FROM resources WHERE state = 'purged' AND purged_at < $1 ORDER BY purged_at LIMIT 1",
+        )
+        .bind(before.millis())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
+    }
+
+    /// An account's compacted tombstones, per kind (`audit receipt`).
+    pub async fn compacted_account(&self, account: &str) -> Result<Vec<CompactedAccount>> {
+        let rows = sqlx::query(
+            "SELECT kind, count, entries, first_seq, last_seq FROM compacted_accounts WHERE account = $1 ORDER BY kind",
+        )
+        .bind(account)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| CompactedAccount { kind: r.get(0), count: r.get(1), entries: r.get(2), first_seq: r.get(3), last_seq: r.get(4) })
+            .collect())
+    }
+
+    /// `tombstones.compacted` audit entries with `first <= seq <= last`, in seq order, at most
+    /// `limit` (through the `audit_compactions` index).
+    pub async fn compaction_entries(&self, first: i64, last: i64, limit: i64) -> Result<Vec<AuditEntry>> {
+        let raw: Vec<RawAudit> = sqlx::query_as(
+            "SELECT seq, at, action, subject, details, prev_hash, hash FROM audit \
+             WHERE action = 'tombstones.compacted' AND seq >= $1 AND seq <= $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(first)
+        .bind(last)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(raw.into_iter().map(AuditEntry::from).collect())
+    }
+
+    /// The compacted tombstones' counts, by day, kind and cause.
+    pub async fn tombstone_counts(&self) -> Result<Vec<TombstoneCount>> {
+        let rows = sqlx::query("SELECT day, kind, cause, count FROM tombstone_counts ORDER BY day, kind, cause")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| TombstoneCount { day: Timestamp::from_millis(r.get(0)), kind: r.get(1), cause: r.get(2), count: r.get(3) })
+            .collect())
     }
 }
 
@@ -1209,6 +1264,65 @@ impl Tx {
             rows,
             resumed: resumed_from.map(|f| (Timestamp::from_millis(f), resumed_rows.unwrap_or(0))),
         }))
+    }
+
+    /// Removes up to `limit` tombstones purged before `before`, oldest first, and returns them.
+    /// Found through the `resources_purged` index, so the cost is what is removed.
+    pub async fn take_tombstones(&mut self, before: Timestamp, limit: i64) -> Result<Vec<Tombstone>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM resources WHERE state = 'purged' AND purged_at < $1 ORDER BY purged_at, id LIMIT $2",
+        )
+        .bind(before.millis())
+        .bind(limit)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(concat!(
+            "DELETE FROM resources WHERE state = 'purged' AND id ", in_ids!(1),
+            " RETURNING id, kind, account, cause, purged_at"
+        ))
+        .bind(ids_arg(&ids))
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let mut out: Vec<Tombstone> = rows
+            .into_iter()
+            .map(|r| Tombstone {
+                id: r.get(0),
+                kind: r.get(1),
+                account: r.get(2),
+                cause: r.get::<Option<String>, _>(3).unwrap_or_else(|| "unknown".into()),
+                purged_at: Timestamp::from_millis(r.get::<Option<i64>, _>(4).unwrap_or(0)),
+            })
+            .collect();
+        out.sort_by(|a, b| (a.purged_at, &a.id).cmp(&(b.purged_at, &b.id)));
+        Ok(out)
+    }
+
+    /// Adds compacted tombstones to the per-day counts and to their accounts' counts, recorded
+    /// by the audit entry at `seq` (`accounts`: (account, kind, count)).
+    pub async fn add_tombstone_counts(&mut self, counts: &[TombstoneCount], accounts: &[(String, String, i64)], seq: i64) -> Result<()> {
+        for chunk in counts.chunks(MAX_BINDS / 4) {
+            let mut q = QueryBuilder::<Db>::new("INSERT INTO tombstone_counts (day, kind, cause, count) ");
+            q.push_values(chunk, |mut b, c| {
+                b.push_bind(c.day.millis()).push_bind(c.kind.clone()).push_bind(c.cause.clone()).push_bind(c.count);
+            });
+            q.push(" ON CONFLICT (day, kind, cause) DO UPDATE SET count = tombstone_counts.count + excluded.count");
+            q.build().execute(&mut *self.tx).await?;
+        }
+        for chunk in accounts.chunks(MAX_BINDS / 5) {
+            let mut q = QueryBuilder::<Db>::new("INSERT INTO compacted_accounts (account, kind, count, entries, first_seq, last_seq) ");
+            q.push_values(chunk, |mut b, (account, kind, n)| {
+                b.push_bind(account.clone()).push_bind(kind.clone()).push_bind(*n).push("1").push_bind(seq).push_bind(seq);
+            });
+            q.push(
+                " ON CONFLICT (account, kind) DO UPDATE SET count = compacted_accounts.count + excluded.count, \
+                 entries = compacted_accounts.entries + 1, last_seq = excluded.last_seq",
+            );
+            q.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
     }
 
     pub async fn lock_singleton(&mut self, name: &str) -> Result<()> {

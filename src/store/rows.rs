@@ -370,6 +370,38 @@ pub struct StateCount {
     pub count: i64,
 }
 
+/// A tombstone taken out of the ledger by compaction (issue 23): what its counts keep of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tombstone {
+    pub id: String,
+    pub kind: String,
+    pub account: String,
+    /// Why it was purged (`unknown` for a tombstone that has none).
+    pub cause: String,
+    pub purged_at: Timestamp,
+}
+
+/// Compacted tombstones of one (UTC day of purge, kind, cause).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TombstoneCount {
+    /// Midnight UTC of the day they were purged.
+    pub day: Timestamp,
+    pub kind: String,
+    pub cause: String,
+    pub count: i64,
+}
+
+/// An account's compacted tombstones of one kind, and the `tombstones.compacted` audit entries
+/// that recorded them: how many, the first and the last seq.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CompactedAccount {
+    pub kind: String,
+    pub count: i64,
+    pub entries: i64,
+    pub first_seq: i64,
+    pub last_seq: i64,
+}
+
 /// A sweep's batch of claims; the next one is claimed while the batch before runs its targets.
 #[derive(Debug, Clone, Default)]
 pub struct ClaimedBatch {

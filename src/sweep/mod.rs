@@ -17,6 +17,7 @@
 //!
 //! Level-triggered: every sweep purges whatever is due *now*, so a missed or skipped sweep
 //! leaves a backlog, never a missed purge. `sweep_once` is what the daemon and the tests drive.
+//! Its last step compacts tombstones older than `[ledger] tombstone_retention` (`compact`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -41,6 +42,7 @@ use crate::store::{
 use crate::targets::{PurgeItem, Removed, Targets};
 
 mod accounts;
+mod compact;
 mod pipeline;
 mod record;
 mod start;
@@ -75,6 +77,8 @@ pub struct SweepReport {
     pub window_failed: u64,
     /// The window passes this sweep ran.
     pub window_passes: Vec<WindowPassReport>,
+    /// Tombstones older than `[ledger] tombstone_retention` compacted into counts (issue 23).
+    pub tombstones_compacted: u64,
     /// Failed purges per target, for metrics.
     #[serde(skip)]
     pub failures_by_target: BTreeMap<String, u64>,
@@ -110,6 +114,7 @@ impl SweepReport {
         self.window_rows += o.window_rows;
         self.window_failed += o.window_failed;
         self.window_passes.extend(o.window_passes);
+        self.tombstones_compacted += o.tombstones_compacted;
         for (k, v) in o.failures_by_target {
             *self.failures_by_target.entry(k).or_default() += v;
         }
@@ -355,6 +360,9 @@ impl Sweeper {
         }
         if !stop.is_cancelled() {
             report.add(self.purge_accounts(now, stop).await?);
+        }
+        if !stop.is_cancelled() {
+            report.tombstones_compacted += self.compact_tombstones(now, stop).await.tombstones;
         }
         Ok(report)
     }

@@ -8,6 +8,7 @@ mod rel;
 
 mod architecture;
 mod audit;
+mod compaction;
 mod daemon;
 mod e2e;
 mod erasure;

@@ -271,15 +271,22 @@ async fn run_instances(b: Backend, n: usize, instances: usize) -> Duration {
         n,
         "one purge log line per resource"
     );
-    // Sharing the work means each instance did some of it: at least one claim's worth. That is
-    // PostgreSQL's promise (§7). SQLite is the one-daemon default: a purge transaction holds its
-    // single writer lock across its targets and the next begins at once, so one instance may do
-    // all of it (seen: [0, 0, 5000]); there, further instances are checked to be safe (the sum above, the receipts below).
-    if b == Backend::Postgres {
+    // Sharing the work means each instance did a real share of it: at least a tenth of the
+    // whole (issue 23). That is PostgreSQL's promise (§7). The bound is far from the fair third
+    // (seen: [7000, 7500, 5500], [7000, 6500, 6500] of 20,000 on a busy 2-core machine) so that
+    // a slow spell of one process cannot fail it, yet it is 4 claims of 500 each: an instance
+    // that only got a leftover claim or two, or none, fails it. All instances start before the
+    // hold that keeps the work is released, and their crons fire on the same second.
+    // SQLite is the one-daemon default: a purge transaction holds its single writer lock
+    // across its targets and the next begins at once, so one instance may do all of it (seen:
+    // [0, 0, 5000]); there, further instances are checked to be safe (the sum above, the
+    // receipts below).
+    if b == Backend::Postgres && instances > 1 {
+        let min = n / 10;
         for (i, s) in shares.iter().enumerate() {
             assert!(
-                *s >= 500.min(n / instances),
-                "instance {i} purged only {s} of {n} ({shares:?}): the work was not shared"
+                *s >= min,
+                "instance {i} purged {s} of {n} ({shares:?}), less than a tenth ({min}): the work was not shared"
             );
         }
     }

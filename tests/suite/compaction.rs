@@ -1,0 +1,193 @@
+//! Issue 23: tombstones older than `[ledger] tombstone_retention` are compacted into per-day,
+//! per-kind, per-cause counts, each compaction an audit entry carrying its counts; younger
+//! tombstones stay for `reapply`. In-process with a hand-moved clock (400 days pass), the read
+//! commands through the built binary; and once through `sweep --once` on the system clock.
+
+use std::collections::BTreeMap;
+
+use crate::common::*;
+use crate::rel::{json, ok, rd};
+use retentiond::model::Timestamp;
+use retentiond::reapply::{ReapplyOptions, reapply};
+use retentiond::targets::Targets;
+
+/// `tombstones.compacted` entries of the chain.
+async fn compaction_entries(h: &H) -> Vec<serde_json::Value> {
+    let entries = h.ledger.audit_range(1, i64::MAX, 100_000).await.unwrap();
+    entries
+        .into_iter()
+        .filter(|e| e.action == "tombstones.compacted")
+        .map(|e| {
+            let mut d: serde_json::Value = serde_json::from_str(&e.details).unwrap();
+            d["seq"] = e.seq.into();
+            d
+        })
+        .collect()
+}
+
+both_backends! {
+    async fn tombstones_older_than_the_retention_are_compacted_into_counts_the_chain_proves(b: Backend) {
+        let env = Env::new(b).await;
+        let text = env.config_text(&Knobs {
+            conversation_grace: "0s",
+            account_grace: "0s",
+            // Three tombstones per compaction transaction: eight take three of them.
+            batch_size: 3,
+            extra: "[ledger]\ntombstone_retention = \"400d\"\n".into(),
+            ..Default::default()
+        });
+        let cfg = env.write_config(&text);
+        let h = H::with_config(env, &text).await;
+        let day0 = h.now().millis().div_euclid(86_400_000) * 86_400_000;
+
+        // At T0: seven conversations of a1 deleted by hand, and account a2 deleted with its one.
+        let mut events = org_account("o1", "free", "a1");
+        events += "{\"type\":\"account.created\",\"account\":\"a2\",\"org\":\"o1\"}\n";
+        for i in 0..7 {
+            h.env.seed_conversation(&format!("c{i}"), "a1", 1).await;
+            events += &(created(&format!("c{i}"), "conversation", "a1") + &deleted(&format!("c{i}")));
+        }
+        h.env.seed_conversation("c7", "a2", 1).await;
+        h.env.seed_user("a2").await;
+        events += &(created("c7", "conversation", "a2") + &account_deleted("a2"));
+        h.ingest(&events).await;
+        let r = h.sweep().await;
+        assert_eq!((r.purged, r.accounts_purged, r.tombstones_compacted), (8, 1, 0));
+
+        // 200 days later two more of a1's go.
+        h.advance("200d");
+        let mut events = String::new();
+        for i in 8..10 {
+            h.env.seed_conversation(&format!("c{i}"), "a1", 2).await;
+            events += &(created(&format!("c{i}"), "conversation", "a1") + &deleted(&format!("c{i}")));
+        }
+        h.ingest(&events).await;
+        assert_eq!(h.sweep().await.purged, 2);
+        assert_eq!(h.sweep().await.tombstones_compacted, 0, "nothing is 400 days old yet");
+
+        // 401 days after T0, the first eight are past the retention; the two of day 200 are not.
+        h.advance("201d");
+        let r = h.sweep().await;
+        assert_eq!((r.purged, r.tombstones_compacted), (0, 8), "{r:?}");
+        for i in 0..8 {
+            assert!(h.ledger.resource(&format!("c{i}")).await.unwrap().is_none(), "c{i} compacted");
+        }
+        for i in 8..10 {
+            assert_eq!(h.state(&format!("c{i}")).await, "purged", "c{i} is younger: kept");
+        }
+        let counts: Vec<(i64, String, String, i64)> = h.ledger.tombstone_counts().await.unwrap()
+            .into_iter().map(|c| (c.day.millis(), c.kind, c.cause, c.count)).collect();
+        assert_eq!(counts, [
+            (day0, "conversation".to_string(), "account".to_string(), 1),
+            (day0, "conversation".to_string(), "manual".to_string(), 7),
+        ]);
+        // Three entries (3 + 3 + 2), whose counts add up to the table's.
+        let entries = compaction_entries(&h).await;
+        assert_eq!(entries.iter().map(|e| e["tombstones"].as_i64().unwrap()).collect::<Vec<_>>(), [3, 3, 2]);
+        let mut from_chain: BTreeMap<String, i64> = BTreeMap::new();
+        for e in &entries {
+            for c in e["counts"].as_array().unwrap() {
+                *from_chain.entry(c["cause"].as_str().unwrap().to_string()).or_default() += c["count"].as_i64().unwrap();
+            }
+            assert_eq!(e["retention"], "400days", "{e}");
+        }
+        assert_eq!(from_chain, BTreeMap::from([("account".into(), 1), ("manual".into(), 7)]));
+        // The purge receipts stay in the chain, and the chain verifies.
+        assert_eq!(h.receipts().await.len(), 10);
+        h.audit_ok().await;
+        let v = json(&rd(&cfg, &["audit", "verify", "--json"]));
+        assert_eq!(v["ok"], true, "{v}");
+
+        // The receipts say what was compacted, where the chain counted it, and that it adds up.
+        let seqs: Vec<i64> = entries.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+        let a1 = json(&rd(&cfg, &["audit", "receipt", "--account", "a1", "--json"]));
+        assert_eq!(a1["resources_purged"]["conversation"], 2, "{a1}");
+        assert_eq!(a1["compacted"]["resources"]["conversation"], 7, "{a1}");
+        assert_eq!(a1["compacted"]["seqs"], serde_json::json!(seqs), "{a1}");
+        assert_eq!(a1["compacted"]["chain_agrees"], true);
+        let a2 = json(&rd(&cfg, &["audit", "receipt", "--account", "a2", "--json"]));
+        assert_eq!(a2["state"], "purged");
+        assert_eq!(a2["compacted"]["resources"]["conversation"], 1, "{a2}");
+        assert_eq!(a2["compacted"]["seqs"], serde_json::json!([seqs[2]]), "{a2}");
+        let text = ok(&rd(&cfg, &["audit", "receipt", "--account", "a1"]));
+        assert!(text.contains("tombstones compacted conversation=7"), "{text}");
+        assert!(text.contains(&format!("seq {}, {}, {}", seqs[0], seqs[1], seqs[2])), "{text}");
+        assert!(text.contains("add up"), "{text}");
+
+        // A later sweep finds nothing more to compact; the chain still verifies.
+        h.advance("1d");
+        assert_eq!(h.sweep().await.tombstones_compacted, 0);
+        h.audit_ok().await;
+
+        // reapply still re-runs the kept tombstones: c8 comes back in a restore.
+        h.env.seed_conversation("c8", "a1", 2).await;
+        let targets = Targets::from_config(&h.config).unwrap();
+        let opts = ReapplyOptions {
+            since: Timestamp::parse_rfc3339(T0).unwrap().plus(retentiond::model::Span::parse("100d").unwrap()),
+            target: None,
+            dry_run: false,
+            by: "test".into(),
+        };
+        let report = reapply(&h.ledger, &h.config, &targets, &opts, h.now()).await.unwrap();
+        assert_eq!(report.kinds["conversation"].checked, 2, "{report:?}");
+        assert_eq!(report.kinds["conversation"].came_back, 1);
+        assert_eq!(report.kinds["conversation"].rows, 3, "c8's 2 messages and its row");
+        assert!(report.compacted_before.is_none());
+        assert_eq!(h.env.app_count("SELECT COUNT(*) FROM messages WHERE conversation_id = 'c8'").await, 0);
+        // Reaching back past the retention is said: those purges cannot be re-run.
+        let opts = ReapplyOptions { since: Timestamp::parse_rfc3339(T0).unwrap(), ..opts };
+        let report = reapply(&h.ledger, &h.config, &targets, &opts, h.now()).await.unwrap();
+        assert_eq!(report.kinds["conversation"].checked, 2);
+        assert!(report.compacted_before.is_some());
+        h.audit_ok().await;
+    }
+}
+
+both_backends! {
+    async fn sweep_once_compacts_with_one_log_line_and_a_bad_retention_is_a_config_error(b: Backend) {
+        let env = Env::new(b).await;
+        let text = env.config_text(&Knobs {
+            conversation_grace: "0s",
+            extra: "[ledger]\ntombstone_retention = \"2s\"\n".into(),
+            ..Default::default()
+        });
+        let cfg = env.write_config(&text);
+        let ingest = |events: String| {
+            let f = env.dir.path().join("events.ndjson");
+            std::fs::write(&f, events).unwrap();
+            ok(&rd(&cfg, &["ingest", f.to_str().unwrap()]));
+        };
+        let mut events = org_account("o1", "free", "a1");
+        for id in ["c1", "c2"] {
+            env.seed_conversation(id, "a1", 1).await;
+            events += &(created(id, "conversation", "a1") + &deleted(id));
+        }
+        ingest(events);
+        let s = json(&rd(&cfg, &["sweep", "--once", "--json"]));
+        assert_eq!((s["purged"].as_u64(), s["tombstones_compacted"].as_u64()), (Some(2), Some(0)), "{s}");
+        std::thread::sleep(std::time::Duration::from_millis(2_500));
+        env.seed_conversation("c3", "a1", 1).await;
+        ingest(created("c3", "conversation", "a1") + &deleted("c3"));
+        let o = rd(&cfg, &["sweep", "--once", "--json"]);
+        let s: serde_json::Value = serde_json::from_str(&ok(&o)).unwrap();
+        assert_eq!((s["purged"].as_u64(), s["tombstones_compacted"].as_u64()), (Some(1), Some(2)), "{s}");
+        let log = String::from_utf8_lossy(&o.stderr);
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains("tombstones compacted")).collect();
+        assert_eq!(lines.len(), 1, "one line per run: {log}");
+        assert!(lines[0].contains("compacted=2") && lines[0].contains("tombstone_retention=2s"), "{}", lines[0]);
+        let r = json(&rd(&cfg, &["audit", "receipt", "--account", "a1", "--json"]));
+        assert_eq!(r["compacted"]["resources"]["conversation"], 2, "{r}");
+        assert_eq!(r["resources_purged"]["conversation"], 1, "{r}");
+        assert_eq!(json(&rd(&cfg, &["audit", "verify", "--json"]))["ok"], true);
+
+        // A bad value names the key, exit 2.
+        for bad in ["\"forever\"", "\"0s\"", "400"] {
+            let text = text.replace("tombstone_retention = \"2s\"", &format!("tombstone_retention = {bad}"));
+            let bad_cfg = env.dir.path().join("bad.toml");
+            std::fs::write(&bad_cfg, text).unwrap();
+            let o = rd(&bad_cfg, &["check-config"]);
+            assert_eq!(o.status.code(), Some(2), "{bad}: {}", crate::rel::text(&o));
+            assert!(String::from_utf8_lossy(&o.stderr).contains("ledger.tombstone_retention"), "{bad}: {}", crate::rel::text(&o));
+        }
+    }
+}
