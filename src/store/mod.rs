@@ -453,8 +453,8 @@ forward! { ref Ledger;
     fn claim_window_pass(&self, kind: &str, target: &str, owner: &str, now: Timestamp, lease_until: Timestamp) -> Option<WindowClaim>;
     /// Adds a batch's rows to the pass and renews its lease; false when the pass is no longer ours.
     fn window_progress(&self, kind: &str, target: &str, owner: &str, rows: i64, lease_until: Timestamp) -> bool;
-    /// Records (or clears) the partition our pass is dropping (W3) and renews its lease; false
-    /// when the pass is no longer ours.
+    /// Records the pass's W3 drops (the partition being dropped and those dropped so far, as
+    /// JSON; `None` clears them) and renews its lease; false when the pass is no longer ours.
     fn window_dropping(&self, kind: &str, target: &str, owner: &str, dropping: Option<&str>, lease_until: Timestamp) -> bool;
     fn window_passes(&self) -> Vec<WindowPassRow>;
     /// The orgs' own windows of `kind` in force (W4): (org, max_age in ms).
@@ -566,6 +566,8 @@ forward! { mut LedgerTx;
     /// An org's own window of `kind` and its pending change, locked.
     fn org_window(&mut self, org: &str, kind: &str) -> Option<OrgWindowRow>;
     fn save_org_window(&mut self, row: &OrgWindowRow) -> ();
+    /// Sets the pass's record of W3 drops (see [`Ledger::window_dropping`]).
+    fn set_window_dropping(&mut self, kind: &str, target: &str, owner: &str, dropping: Option<&str>) -> ();
     fn finish_window_pass(&mut self, kind: &str, target: &str, owner: &str, now: Timestamp, held_back: i64, error: Option<&str>) -> Option<FinishedWindowPass>;
     /// Removes up to `limit` tombstones purged before `before`, oldest first; returns them.
     fn take_tombstones(&mut self, before: Timestamp, limit: i64) -> Vec<Tombstone>;

@@ -1231,6 +1231,17 @@ impl Tx {
         Ok(())
     }
 
+    pub async fn set_window_dropping(&mut self, kind: &str, target: &str, owner: &str, dropping: Option<&str>) -> Result<()> {
+        sqlx::query("UPDATE window_passes SET dropping = $4 WHERE kind = $1 AND target = $2 AND owner = $3")
+            .bind(kind)
+            .bind(target)
+            .bind(owner)
+            .bind(dropping)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
     pub async fn finish_window_pass(&mut self, kind: &str, target: &str, owner: &str, now: Timestamp, held_back: i64, error: Option<&str>) -> Result<Option<FinishedWindowPass>> {
         // started_at, rows_so_far, resumed_from, resumed_rows
         type PassState = (Option<i64>, i64, Option<i64>, Option<i64>);

@@ -736,7 +736,8 @@ pub struct WindowClaim {
     pub resumed: Option<(Timestamp, i64)>,
     /// When the last finished pass started (W5: ZDR rows found after it are violations).
     pub last_started_at: Option<Timestamp>,
-    /// The partition a crashed pass was dropping (W3), as JSON `{"table", "bound"}`.
+    /// A crashed (or failed) pass's W3 drops, as JSON: the partition it was dropping and the
+    /// ones it had dropped (see `sweep::window`).
     pub dropping: Option<String>,
 }
 

@@ -22,7 +22,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -37,14 +37,50 @@ use crate::window::{
 };
 
 /// A partition a pass dropped whole (W3), as its audit entry names it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DroppedPartition {
     pub partition: String,
     /// Its `FOR VALUES FROM (…) TO (…)`.
     pub bound: String,
-    pub rows: u64,
+    /// `None`: a crashed pass dropped it before its rows were recorded.
+    pub rows: Option<u64>,
     /// `rows` is the planner's estimate, not a count (see [`crate::targets::PartitionRows`]).
     pub estimated: bool,
+}
+
+/// A partition a pass recorded before detaching it (W3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct PendingDrop {
+    table: String,
+    bound: String,
+}
+
+/// The ledger's record of a pass's drops (`window_passes.dropping`, JSON): the partition being
+/// dropped, if any, and those dropped so far, so that neither is lost to a crash: the pass that
+/// takes over finishes the first and puts the others in its audit entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct DropLog {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pending: Option<PendingDrop>,
+    #[serde(default)]
+    dropped: Vec<DroppedPartition>,
+}
+
+impl DropLog {
+    /// Reads a record; the first form, one partition `{"table", "bound"}`, is a pending drop.
+    fn parse(text: &str) -> Option<DropLog> {
+        if let Ok(pending) = serde_json::from_str::<PendingDrop>(text) {
+            return Some(DropLog {
+                pending: Some(pending),
+                dropped: Vec::new(),
+            });
+        }
+        serde_json::from_str(text).ok()
+    }
+
+    fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
 }
 
 /// How a drop of one partition ended (W3).
@@ -206,18 +242,34 @@ impl Sweeper {
         };
         let reasons = plan_with(&[]).reasons();
         let mut by_reason: BTreeMap<Reason, u64> = BTreeMap::new();
-        let mut dropped: Vec<DroppedPartition> = Vec::new();
         // The stored times must be in the mapping's format, or a cutoff means nothing.
         let mut error = target.window_oldest(kind).await.err();
         let mut lost = false;
-        // W3: a drop that a crashed pass left between DETACH and DROP is finished first.
-        if let (None, Some(d)) = (&error, &claim.dropping) {
+        // W3: the drops a crashed pass recorded; one it left between DETACH and DROP is
+        // finished first.
+        let mut drops = DropLog::default();
+        if let Some(text) = &claim.dropping {
+            match DropLog::parse(text) {
+                Some(log) => drops = log,
+                None => {
+                    error = error.or(Some(format!(
+                        "target `{tname}`: the partitions being dropped are recorded as `{text}`, which this version cannot read"
+                    )))
+                }
+            }
+        }
+        if let (None, Some(pending)) = (&error, drops.pending.clone()) {
             match self
-                .finish_partition_drop(kind, tname, target, d, &plan_with)
+                .finish_partition_drop(kind, tname, target, &pending, &plan_with)
                 .await?
             {
-                Ok(DropOutcome::Dropped(d)) => dropped.push(d),
-                Ok(_) => {}
+                Ok(outcome) => {
+                    drops.pending = None;
+                    if let DropOutcome::Dropped(d) = outcome {
+                        drops.dropped.push(d);
+                    }
+                    lost = !self.record_drops(kind, tname, &drops).await?;
+                }
                 Err(e) => error = Some(e),
             }
         }
@@ -230,8 +282,8 @@ impl Sweeper {
         };
         let mut stopped = false;
         // A drop's record is left in the ledger until the next drop overwrites it or the loop
-        // ends (one ledger write per partition): a record naming a partition already gone is
-        // cleared by the next pass as finished.
+        // ends (one ledger write per partition): a pending drop of a partition already gone is
+        // taken by the next pass as dropped.
         let mut recorded = false;
         let mut work = Vec::new();
         for reason in &reasons {
@@ -257,11 +309,12 @@ impl Sweeper {
                     PartitionFate::Batches => {}
                     PartitionFate::Drop | PartitionFate::DropUnlessKept(_) => {
                         match self
-                            .drop_partition(kind, tname, target, part, range, &plan_with)
+                            .drop_partition(
+                                kind, tname, target, part, range, &plan_with, &mut drops,
+                            )
                             .await?
                         {
-                            Ok(DropOutcome::Dropped(d)) => {
-                                dropped.push(d);
+                            Ok(DropOutcome::Dropped(_)) => {
                                 recorded = true;
                                 continue;
                             }
@@ -310,10 +363,7 @@ impl Sweeper {
         }
         target.window_done().await;
         if recorded && !lost {
-            lost = !self
-                .ledger
-                .window_dropping(kind, tname, &self.instance, None, self.lease_until())
-                .await?;
+            lost = !self.record_drops(kind, tname, &drops).await?;
         }
         if lost {
             warn!(
@@ -345,7 +395,7 @@ impl Sweeper {
             .await
             .ok();
         self.finish_window_pass(
-            kind, tname, &plan, by_reason, dropped, held_back, error, claim, stopped,
+            kind, tname, &plan, by_reason, drops, held_back, error, claim, stopped,
         )
         .await
         .map(Some)
@@ -363,11 +413,34 @@ impl Sweeper {
             .await?)
     }
 
+    /// Writes the pass's drops to the ledger and renews its lease; false when the pass is no
+    /// longer ours.
+    async fn record_drops(
+        &self,
+        kind: &str,
+        tname: &str,
+        drops: &DropLog,
+    ) -> Result<bool, SweepError> {
+        let text = (*drops != DropLog::default()).then(|| drops.to_json());
+        Ok(self
+            .ledger
+            .window_dropping(
+                kind,
+                tname,
+                &self.instance,
+                text.as_deref(),
+                self.lease_until(),
+            )
+            .await?)
+    }
+
     /// W3: drops a partition whose whole range is due, inside the purge gate, unless an active
     /// hold keeps a row of it (then `Kept`: its unheld rows go in batches). The partition is
     /// recorded in the ledger before it is detached, so a crash before the DROP is finished by
     /// the next pass ([`Self::finish_partition_drop`]); once detached no insert can reach it,
-    /// and the holds are checked against it again before it is dropped.
+    /// and the holds are checked against it again before it is dropped. A partition dropped is
+    /// added to `drops`, which the next write of the record carries.
+    #[allow(clippy::too_many_arguments)]
     async fn drop_partition(
         &self,
         kind: &str,
@@ -376,6 +449,7 @@ impl Sweeper {
         part: &Partition,
         range: &PartitionRange,
         plan_with: &impl Fn(&[crate::holds::ActiveHold]) -> WindowPlan,
+        drops: &mut DropLog,
     ) -> Result<Result<DropOutcome, String>, SweepError> {
         let (Some(m), Some(bound)) = (target.window(kind), &part.bound) else {
             return Ok(Ok(DropOutcome::Kept));
@@ -397,19 +471,15 @@ impl Sweeper {
                 Err(e) => return Ok(Err(e)),
             }
         }
-        let record = json!({"table": part.table, "bound": bound}).to_string();
-        if !self
-            .ledger
-            .window_dropping(
-                kind,
-                tname,
-                &self.instance,
-                Some(&record),
-                self.lease_until(),
-            )
-            .await?
-        {
+        drops.pending = Some(PendingDrop {
+            table: part.table.clone(),
+            bound: bound.clone(),
+        });
+        if !self.record_drops(kind, tname, drops).await? {
             return Ok(Ok(DropOutcome::Lost));
+        }
+        if drops.dropped.len() == 1 {
+            crate::failpoint::crash("window_second_drop_recorded");
         }
         if let Err(e) = target.detach_partition(kind, &part.table).await {
             return Ok(Err(e));
@@ -419,11 +489,20 @@ impl Sweeper {
             .drop_detached(kind, target, &part.table, bound, &plan, check_holds)
             .await;
         drop(gate);
-        if matches!(outcome, Ok(DropOutcome::Kept)) {
-            // Attached back: nothing is left half done.
-            self.ledger
-                .window_dropping(kind, tname, &self.instance, None, self.lease_until())
-                .await?;
+        match &outcome {
+            Ok(DropOutcome::Dropped(d)) => {
+                crate::failpoint::crash("window_partition_dropped");
+                drops.pending = None;
+                drops.dropped.push(d.clone());
+            }
+            Ok(_) => {
+                // Attached back: nothing is left half done.
+                drops.pending = None;
+                if !self.record_drops(kind, tname, drops).await? {
+                    return Ok(Ok(DropOutcome::Lost));
+                }
+            }
+            Err(_) => {}
         }
         Ok(outcome)
     }
@@ -453,67 +532,48 @@ impl Sweeper {
         Ok(DropOutcome::Dropped(DroppedPartition {
             partition: table.to_string(),
             bound: bound.to_string(),
-            rows: rows.rows,
+            rows: Some(rows.rows),
             estimated: rows.estimated,
         }))
     }
 
-    /// Finishes the drop a crashed pass recorded (`dropping`): a partition still attached is
-    /// left to this pass; one detached, or pending detach, is dropped unless a hold keeps a row
-    /// of it now (then it is attached back).
+    /// Finishes the drop a crashed pass recorded: a partition still attached is left to this
+    /// pass (`Kept`); one detached, or pending detach, is dropped unless a hold keeps a row of
+    /// it now (then it is attached back); one gone was dropped, its rows unrecorded.
     async fn finish_partition_drop(
         &self,
         kind: &str,
         tname: &str,
         target: &SqlTarget,
-        dropping: &str,
+        pending: &PendingDrop,
         plan_with: &impl Fn(&[crate::holds::ActiveHold]) -> WindowPlan,
     ) -> Result<Result<DropOutcome, String>, SweepError> {
-        let (Some(table), Some(bound)) = serde_json::from_str::<serde_json::Value>(dropping)
-            .ok()
-            .and_then(|v| {
-                Some((
-                    v["table"].as_str()?.to_string(),
-                    v["bound"].as_str()?.to_string(),
-                ))
-            })
-            .unzip()
-        else {
-            return Ok(Err(format!(
-                "target `{tname}`: the partition being dropped is recorded as `{dropping}`, which is not {{\"table\", \"bound\"}}"
-            )));
-        };
+        let PendingDrop { table, bound } = pending;
         let mut gate = self.ledger.open_purge_gate().await?;
         let holds = gate.active_holds().await?;
         let plan = plan_with(&holds);
-        let outcome = match target.partition_state(kind, &table).await {
+        let outcome = match target.partition_state(kind, table).await {
             Err(e) => Err(e),
-            Ok(PartitionState::Gone | PartitionState::Attached) => Ok(DropOutcome::Kept),
+            Ok(PartitionState::Attached) => Ok(DropOutcome::Kept),
+            Ok(PartitionState::Gone) => Ok(DropOutcome::Dropped(DroppedPartition {
+                partition: table.clone(),
+                bound: bound.clone(),
+                rows: None,
+                estimated: false,
+            })),
             Ok(PartitionState::DetachPending | PartitionState::Detached) => {
-                match target.detach_partition(kind, &table).await {
+                match target.detach_partition(kind, table).await {
                     Err(e) => Err(e),
                     Ok(()) => {
-                        self.drop_detached(
-                            kind,
-                            target,
-                            &table,
-                            &bound,
-                            &plan,
-                            !plan.kept.is_empty(),
-                        )
-                        .await
+                        self.drop_detached(kind, target, table, bound, &plan, !plan.kept.is_empty())
+                            .await
                     }
                 }
             }
         };
         drop(gate);
-        if outcome.is_ok() {
-            self.ledger
-                .window_dropping(kind, tname, &self.instance, None, self.lease_until())
-                .await?;
-            if let Ok(DropOutcome::Dropped(d)) = &outcome {
-                info!(kind, target = tname, partition = %table, rows = d.rows, "finished dropping a partition a crashed pass had detached");
-            }
+        if let Ok(DropOutcome::Dropped(d)) = &outcome {
+            info!(kind, target = tname, partition = %table, rows = ?d.rows, "finished dropping a partition a crashed pass had recorded");
         }
         Ok(outcome)
     }
@@ -526,7 +586,7 @@ impl Sweeper {
         tname: &str,
         plan: &WindowPlan,
         by_reason: BTreeMap<Reason, u64>,
-        dropped: Vec<DroppedPartition>,
+        drops: DropLog,
         held_back: Option<u64>,
         error: Option<String>,
         claim: crate::store::WindowClaim,
@@ -550,7 +610,18 @@ impl Sweeper {
                 }
             }
         }
+        // A drop that failed is left to the next pass; the ones done go in this entry.
+        let left = drops.pending.clone().map(|pending| {
+            DropLog {
+                pending: Some(pending),
+                dropped: Vec::new(),
+            }
+            .to_json()
+        });
+        let dropped = drops.dropped;
         let mut tx = self.ledger.begin().await?;
+        tx.set_window_dropping(kind, tname, &self.instance, left.as_deref())
+            .await?;
         let Some(done) = tx
             .finish_window_pass(
                 kind,
@@ -571,7 +642,7 @@ impl Sweeper {
             cutoff: Some(plan.cutoff),
             rows: done.rows.max(0) as u64,
             partitions: dropped.len() as u64,
-            partition_rows: dropped.iter().map(|d| d.rows).sum(),
+            partition_rows: dropped.iter().filter_map(|d| d.rows).sum(),
             held_back,
             zdr_rows,
             zdr_violations,

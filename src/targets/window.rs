@@ -181,25 +181,38 @@ impl SqlTarget {
 
     /// Where a partition that a pass set out to drop is now.
     pub async fn partition_state(&self, kind: &str, table: &str) -> Result<PartitionState, String> {
+        Ok(self.partition_facts(kind, table).await?.0)
+    }
+
+    /// Where a partition is, and whether the kind's table has a default partition (DETACH
+    /// CONCURRENTLY is refused then), in one query.
+    async fn partition_facts(
+        &self,
+        kind: &str,
+        table: &str,
+    ) -> Result<(PartitionState, bool), String> {
         let (Some(m), AppDb::Postgres(p)) = (self.window(kind), &self.db) else {
-            return Ok(PartitionState::Gone);
+            return Ok((PartitionState::Gone, false));
         };
-        let row: Option<(bool, Option<bool>)> = sqlx::query_as(
+        let (exists, pending, default): (bool, Option<bool>, bool) = sqlx::query_as(
             "SELECT to_regclass($1) IS NOT NULL, \
              (SELECT i.inhdetachpending FROM pg_inherits i WHERE i.inhrelid = to_regclass($1) \
-              AND i.inhparent = to_regclass($2))",
+              AND i.inhparent = to_regclass($2)), \
+             COALESCE((SELECT partdefid <> 0 FROM pg_partitioned_table \
+                       WHERE partrelid = to_regclass($2)), false)",
         )
         .bind(table)
         .bind(m.table.quoted())
-        .fetch_optional(p)
+        .fetch_one(p)
         .await
         .map_err(|e| self.window_error(&e))?;
-        Ok(match row {
-            None | Some((false, _)) => PartitionState::Gone,
-            Some((true, None)) => PartitionState::Detached,
-            Some((true, Some(true))) => PartitionState::DetachPending,
-            Some((true, Some(false))) => PartitionState::Attached,
-        })
+        let state = match (exists, pending) {
+            (false, _) => PartitionState::Gone,
+            (true, None) => PartitionState::Detached,
+            (true, Some(true)) => PartitionState::DetachPending,
+            (true, Some(false)) => PartitionState::Attached,
+        };
+        Ok((state, default))
     }
 
     /// Detaches a partition of the kind's table: `CONCURRENTLY` (the table stays readable and
@@ -209,25 +222,16 @@ impl SqlTarget {
         let (Some(m), AppDb::Postgres(p)) = (self.window(kind), &self.db) else {
             return Ok(());
         };
-        let parent = m.table.quoted();
-        // The partition's state and whether the parent has a default partition, in one query.
-        let row: Option<(Option<bool>, bool)> = sqlx::query_as(
-            "SELECT (SELECT i.inhdetachpending FROM pg_inherits i                      WHERE i.inhrelid = to_regclass($1) AND i.inhparent = to_regclass($2)),                     COALESCE((SELECT partdefid <> 0 FROM pg_partitioned_table                               WHERE partrelid = to_regclass($2)), false)",
-        )
-        .bind(table)
-        .bind(&parent)
-        .fetch_optional(p)
-        .await
-        .map_err(|e| self.window_error(&e))?;
-        let how = match row {
-            Some((Some(false), true)) => "",
-            Some((Some(false), false)) => " CONCURRENTLY",
-            Some((Some(true), _)) => " FINALIZE",
-            None | Some((None, _)) => return Ok(()),
+        let how = match self.partition_facts(kind, table).await? {
+            (PartitionState::Attached, true) => "",
+            (PartitionState::Attached, false) => " CONCURRENTLY",
+            (PartitionState::DetachPending, _) => " FINALIZE",
+            (PartitionState::Detached | PartitionState::Gone, _) => return Ok(()),
         };
         // The simple protocol: CONCURRENTLY cannot run inside a transaction block.
         sqlx::raw_sql(AssertSqlSafe(format!(
-            "ALTER TABLE {parent} DETACH PARTITION {table}{how}"
+            "ALTER TABLE {} DETACH PARTITION {table}{how}",
+            m.table.quoted()
         )))
         .execute(p)
         .await
@@ -236,7 +240,8 @@ impl SqlTarget {
     }
 
     /// The rows of a detached partition about to be dropped: the planner's estimate when the
-    /// server has statistics for it, else an exact count (a partition never analyzed).
+    /// server has statistics for it, else an exact count (a partition never analyzed, or
+    /// analyzed while empty).
     pub async fn partition_rows(&self, kind: &str, table: &str) -> Result<PartitionRows, String> {
         let (Some(m), AppDb::Postgres(p)) = (self.window(kind), &self.db) else {
             return Ok(PartitionRows {
@@ -245,10 +250,10 @@ impl SqlTarget {
             });
         };
         let estimate: Option<f64> = sqlx::query_scalar(
-            "SELECT CASE WHEN c.reltuples < 0 THEN NULL \
-                         WHEN c.relpages > 0 THEN c.reltuples / c.relpages \
+            "SELECT CASE WHEN c.reltuples < 0 OR c.relpages = 0 THEN NULL \
+                         ELSE c.reltuples / c.relpages \
                               * (pg_relation_size(c.oid) / current_setting('block_size')::float8) \
-                         ELSE c.reltuples END::float8 \
+                         END::float8 \
              FROM pg_class c WHERE c.oid = to_regclass($1)",
         )
         .bind(table)

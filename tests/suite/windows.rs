@@ -708,6 +708,81 @@ async fn partitions_past_the_window_are_dropped_whole_unless_held() {
     }
 }
 
+/// W3 across crashes after drops: a pass killed right after a DROP (its record still names the
+/// partition as pending), then one killed after recording its second drop; the pass that
+/// finishes names every partition dropped in its audit entry, the first with unknown rows.
+#[tokio::test]
+async fn partitions_dropped_before_a_crash_are_in_the_next_entry() {
+    let env = Env::new(Backend::Postgres).await;
+    let logs = Logs::new(&env).await;
+    let now = Utc::now();
+    partition_by_day(&logs, now, false).await;
+    logs.insert(&seed_rows()).await;
+    let cfg = logs.config(&env, 50);
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("batch = 50\n", "batch = 50\npartitioned = true\n")
+        .replace("lease = \"5m\"", "lease = \"1s\"");
+    let cfg = env.write_config(&text);
+    ingest_seeded_orgs(&cfg, "");
+    for at in ["window_partition_dropped", "window_second_drop_recorded"] {
+        let crashed = bin()
+            .arg("--config")
+            .arg(&cfg)
+            .args(["sweep", "--once"])
+            .env("RETENTIOND_CRASH_AT", at)
+            .output()
+            .unwrap();
+        assert_eq!(
+            crashed.status.code(),
+            Some(86),
+            "{at}: {}",
+            stderr(&crashed)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    let report = json(&rd(&cfg, &["sweep", "--once", "--json"]));
+    let pass = &report["window_passes"][0];
+    assert!(pass["error"].is_null(), "{report}");
+    assert_eq!(pass["resumed"], true, "{report}");
+    assert_eq!(
+        pass["partitions"], 11,
+        "days 30..=39 and the old one: {report}"
+    );
+    assert_eq!(
+        pass["partition_rows"],
+        9 * 8,
+        "d30's rows went unrecorded: {report}"
+    );
+    let (attached, all) = partitions_left(&logs).await;
+    assert_eq!(attached, all, "nothing is left detached");
+    assert!(
+        !all.iter()
+            .any(|p| p.starts_with("request_logs_d3") || p == "request_logs_old"),
+        "{all:?}"
+    );
+    let export = ok(&rd(&cfg, &["audit", "export"]));
+    let purged: Vec<serde_json::Value> = export
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["action"] == "window.purged")
+        .collect();
+    assert_eq!(purged.len(), 1, "{export}");
+    let dropped = purged[0]["details"]["dropped"].as_array().unwrap();
+    assert_eq!(dropped.len(), 11, "{}", purged[0]);
+    let first = dropped
+        .iter()
+        .find(|d| {
+            d["partition"]
+                .as_str()
+                .unwrap()
+                .ends_with("request_logs_d30")
+        })
+        .unwrap();
+    assert!(first["rows"].is_null(), "{first}");
+    ok(&rd(&cfg, &["audit", "verify"]));
+}
+
 /// W3 across a crash: a pass killed between DETACH and DROP left a detached partition; a hold
 /// placed meanwhile keeps one of its rows, so the next pass attaches it back and batches it,
 /// drops the others, and nothing is left detached. With a default partition the detach is not
