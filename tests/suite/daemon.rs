@@ -64,31 +64,12 @@ async fn call(
 }
 
 async fn state(app: &App, id: &str) -> String {
-    app.ledger()
-        .resource(id)
-        .await
-        .unwrap()
-        .unwrap_or_else(|| panic!("no resource {id}"))
-        .state
-        .to_string()
+    crate::common::resource_state(app.ledger(), id).await
 }
 
 /// `resource.purged` audit entries per resource id.
 async fn receipts(app: &App) -> BTreeMap<String, usize> {
-    let mut out = BTreeMap::new();
-    app.export_audit(1, None, |e| {
-        if e.action == "resource.purged" {
-            let id = e
-                .subject
-                .split_once('/')
-                .map_or(e.subject.as_str(), |s| s.1);
-            *out.entry(id.to_string()).or_default() += 1;
-        }
-        Ok(())
-    })
-    .await
-    .unwrap();
-    out
+    crate::common::purge_receipts(app.ledger()).await
 }
 
 both_backends! {

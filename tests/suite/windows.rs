@@ -708,6 +708,36 @@ async fn partitions_past_the_window_are_dropped_whole_unless_held() {
     }
 }
 
+/// The config of the W3 crash tests: `partitioned = true`, a 1 s lease (so the next pass
+/// takes over at once), the seeded orgs ingested.
+fn w3_crash_config(env: &Env, logs: &Logs) -> std::path::PathBuf {
+    let cfg = logs.config(env, 50);
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("batch = 50\n", "batch = 50\npartitioned = true\n")
+        .replace("lease = \"5m\"", "lease = \"1s\"");
+    let cfg = env.write_config(&text);
+    ingest_seeded_orgs(&cfg, "");
+    cfg
+}
+
+/// `sweep --once` killed at failpoint `at`.
+fn sweep_crashing_at(cfg: &std::path::Path, at: &str) {
+    let crashed = bin()
+        .arg("--config")
+        .arg(cfg)
+        .args(["sweep", "--once"])
+        .env("RETENTIOND_CRASH_AT", at)
+        .output()
+        .unwrap();
+    assert_eq!(
+        crashed.status.code(),
+        Some(86),
+        "{at}: {}",
+        stderr(&crashed)
+    );
+}
+
 /// W3 across crashes after drops: a pass killed right after a DROP (its record still names the
 /// partition as pending), then one killed after recording its second drop; the pass that
 /// finishes names every partition dropped in its audit entry, the first with unknown rows.
@@ -718,27 +748,10 @@ async fn partitions_dropped_before_a_crash_are_in_the_next_entry() {
     let now = Utc::now();
     partition_by_day(&logs, now, false).await;
     logs.insert(&seed_rows()).await;
-    let cfg = logs.config(&env, 50);
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("batch = 50\n", "batch = 50\npartitioned = true\n")
-        .replace("lease = \"5m\"", "lease = \"1s\"");
-    let cfg = env.write_config(&text);
-    ingest_seeded_orgs(&cfg, "");
+    let cfg = w3_crash_config(&env, &logs);
     for at in ["window_partition_dropped", "window_second_drop_recorded"] {
-        let crashed = bin()
-            .arg("--config")
-            .arg(&cfg)
-            .args(["sweep", "--once"])
-            .env("RETENTIOND_CRASH_AT", at)
-            .output()
-            .unwrap();
-        assert_eq!(
-            crashed.status.code(),
-            Some(86),
-            "{at}: {}",
-            stderr(&crashed)
-        );
+        sweep_crashing_at(&cfg, at);
+        // The crashed pass's lease (1 s) runs out before the next one claims the pass.
         std::thread::sleep(std::time::Duration::from_millis(1100));
     }
     let report = json(&rd(&cfg, &["sweep", "--once", "--json"]));
@@ -795,21 +808,8 @@ async fn a_drop_cut_short_after_detach_is_finished_or_attached_back() {
     partition_by_day(&logs, now, true).await;
     let seeded = seed_rows();
     logs.insert(&seeded).await;
-    let cfg = logs.config(&env, 50);
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("batch = 50\n", "batch = 50\npartitioned = true\n")
-        .replace("lease = \"5m\"", "lease = \"1s\"");
-    let cfg = env.write_config(&text);
-    ingest_seeded_orgs(&cfg, "");
-    let crashed = bin()
-        .arg("--config")
-        .arg(&cfg)
-        .args(["sweep", "--once"])
-        .env("RETENTIOND_CRASH_AT", "window_partition_detached")
-        .output()
-        .unwrap();
-    assert_eq!(crashed.status.code(), Some(86), "{}", stderr(&crashed));
+    let cfg = w3_crash_config(&env, &logs);
+    sweep_crashing_at(&cfg, "window_partition_detached");
     let (attached, all) = partitions_left(&logs).await;
     let detached: Vec<&String> = all.iter().filter(|p| !attached.contains(p)).collect();
     assert_eq!(detached.len(), 1, "{all:?} / {attached:?}");

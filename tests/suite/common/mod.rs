@@ -471,39 +471,12 @@ impl H {
     }
 
     pub async fn state(&self, id: &str) -> String {
-        self.ledger
-            .resource(id)
-            .await
-            .unwrap()
-            .unwrap_or_else(|| panic!("no resource {id}"))
-            .state
-            .to_string()
+        resource_state(&self.ledger, id).await
     }
 
     /// `resource.purged` entries per subject id.
     pub async fn receipts(&self) -> std::collections::BTreeMap<String, usize> {
-        let mut out = std::collections::BTreeMap::new();
-        let mut next = 1;
-        loop {
-            let page = self
-                .ledger
-                .audit_range(next, i64::MAX, 10_000)
-                .await
-                .unwrap();
-            let Some(last) = page.last() else { break };
-            next = last.seq + 1;
-            for e in page {
-                if e.action == "resource.purged" {
-                    let id = e
-                        .subject
-                        .split_once('/')
-                        .map(|(_, i)| i.to_string())
-                        .unwrap_or(e.subject);
-                    *out.entry(id).or_default() += 1;
-                }
-            }
-        }
-        out
+        purge_receipts(&self.ledger).await
     }
 
     pub async fn audit_ok(&self) {
@@ -551,4 +524,37 @@ pub fn account_restored(account: &str) -> String {
 
 pub fn exists(p: &Path) -> bool {
     std::fs::symlink_metadata(p).is_ok()
+}
+
+/// A resource's state in the ledger.
+pub async fn resource_state(ledger: &Ledger, id: &str) -> String {
+    ledger
+        .resource(id)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no resource {id}"))
+        .state
+        .to_string()
+}
+
+/// `resource.purged` entries per subject id.
+pub async fn purge_receipts(ledger: &Ledger) -> std::collections::BTreeMap<String, usize> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut next = 1;
+    loop {
+        let page = ledger.audit_range(next, i64::MAX, 10_000).await.unwrap();
+        let Some(last) = page.last() else { break };
+        next = last.seq + 1;
+        for e in page {
+            if e.action == "resource.purged" {
+                let id = e
+                    .subject
+                    .split_once('/')
+                    .map(|(_, i)| i.to_string())
+                    .unwrap_or(e.subject);
+                *out.entry(id).or_default() += 1;
+            }
+        }
+    }
+    out
 }
