@@ -192,6 +192,10 @@ struct State<'a> {
     /// Event ids applied in the current chunk, in order.
     chunk_event_ids: Vec<(String, Timestamp)>,
     seen_in_ledger: HashSet<String>,
+    /// Whether the ledger ever compacted a tombstone (asked once, when first needed).
+    tombstones_compacted: Option<bool>,
+    /// Ids not in `resources` whose purge receipt is in the chain: compacted tombstones.
+    compacted_ids: HashSet<String>,
     audit: Vec<AuditDraft>,
     errors: Vec<LineError>,
     report: IngestReport,
@@ -212,6 +216,8 @@ impl<'a> Engine<'a> {
                 new_event_set: HashSet::new(),
                 chunk_event_ids: Vec::new(),
                 seen_in_ledger: HashSet::new(),
+                tombstones_compacted: None,
+                compacted_ids: HashSet::new(),
                 audit: Vec::new(),
                 errors: Vec::new(),
                 report: IngestReport::default(),
@@ -476,10 +482,20 @@ impl State<'_> {
             }
         }
         dedup(&mut rids);
+        let mut created: Vec<&str> = chunk
+            .iter()
+            .filter_map(|e| match &e.body {
+                EventBody::ResourceCreated { id, .. } => Some(id.as_str()),
+                _ => None,
+            })
+            .filter(|id| !self.resources.contains_key(*id))
+            .collect();
         fetch_uncached(&mut self.resources, &rids, async |ids| {
             tx.load_resources(ids).await
         })
         .await?;
+        created.retain(|id| matches!(self.resources.get(*id), Some(None)));
+        self.load_compacted(tx, &created).await?;
         aids.extend(cached(&self.resources, &rids).map(|r| r.account.clone()));
         dedup(&mut aids);
         fetch_uncached(&mut self.accounts, &aids, async |ids| {
@@ -491,6 +507,40 @@ impl State<'_> {
         fetch_uncached(&mut self.orgs, &oids, async |ids| tx.load_orgs(ids).await).await?;
         dedup(&mut eids);
         self.seen_in_ledger = tx.seen_events(&eids).await?;
+        Ok(())
+    }
+
+    /// Marks which of `ids` (new to the ledger's `resources`) were purged and their tombstones
+    /// compacted: R9 then rests on their purge receipts, and a `resource.created` of one is
+    /// refused like any other existing id. Costs nothing until a compaction ran.
+    async fn load_compacted(&mut self, tx: &mut LedgerTx, ids: &[&str]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let compacted = match self.tombstones_compacted {
+            Some(c) => c,
+            None => *self
+                .tombstones_compacted
+                .insert(tx.tombstones_compacted().await?),
+        };
+        if !compacted {
+            return Ok(());
+        }
+        let subjects: Vec<String> = ids
+            .iter()
+            .flat_map(|id| {
+                self.ctx
+                    .policy
+                    .kinds
+                    .keys()
+                    .map(move |kind| format!("{kind}/{id}"))
+            })
+            .collect();
+        for subject in tx.purge_receipt_subjects(&subjects).await? {
+            if let Some((_, id)) = subject.split_once('/') {
+                self.compacted_ids.insert(id.to_string());
+            }
+        }
         Ok(())
     }
 
@@ -774,6 +824,11 @@ impl State<'_> {
         }
         if matches!(self.resources.get(id), Some(Some(_))) {
             return Err(format!("resource `{id}` already exists"));
+        }
+        if self.compacted_ids.contains(id) {
+            return Err(format!(
+                "resource `{id}` already exists: it was purged and its tombstone compacted (R9)"
+            ));
         }
         let Some(Some(acct)) = self.accounts.get(account) else {
             return Err(format!("unknown account `{account}`"));

@@ -91,10 +91,14 @@ pub struct ReapplyReport {
     /// they are not counted in `came_back`. A real run sends one request for each.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub not_checked: BTreeMap<String, u64>,
-    /// Set when `since` reaches back past `[ledger] tombstone_retention`: tombstones purged
-    /// before this time may have been compacted into counts, and their purges cannot be re-run.
+    /// Set when tombstones purged on `since`'s UTC day or later were compacted into counts
+    /// (`[ledger] tombstone_retention`): the end of the last such day. Their purges cannot be
+    /// re-run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compacted_before: Option<Timestamp>,
+    /// How many tombstones those are (the ledger's `tombstone_counts`, as the chain proves).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub compacted_tombstones: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -180,13 +184,17 @@ pub async fn reapply(
             failed: Vec::new(),
             not_checked: BTreeMap::new(),
             compacted_before: None,
+            compacted_tombstones: 0,
         },
     };
-    let cutoff = now.minus(config.tombstone_retention);
-    if opts.since < cutoff {
-        warn!(since = %opts.since, compacted_before = %cutoff, tombstone_retention = %config.tombstone_retention,
-            "reapply reaches back past [ledger] tombstone_retention: purges older than that may be compacted and cannot be re-run");
-        run.report.compacted_before = Some(cutoff);
+    // What was compacted, not what the current retention says: it may have been longer then.
+    let (compacted_before, compacted) = ledger.compacted_since(opts.since).await?;
+    if let Some(before) = compacted_before {
+        warn!(since = %opts.since, compacted_before = %before, compacted_tombstones = compacted,
+            tombstone_retention = %config.tombstone_retention,
+            "reapply reaches back into compacted tombstones ([ledger] tombstone_retention): their purges cannot be re-run");
+        run.report.compacted_before = Some(before);
+        run.report.compacted_tombstones = compacted;
     }
     let batch = config.scheduler.batch_size as i64;
     let mut cursor = (Timestamp::from_millis(i64::MIN), String::new());
@@ -500,7 +508,8 @@ pub fn describe(r: &ReapplyReport) -> String {
     }
     if let Some(c) = r.compacted_before {
         s.push_str(&format!(
-            "  note: tombstones purged before {c} ([ledger] tombstone_retention) may have been compacted into counts: their purges cannot be re-run\n"
+            "  note: {} tombstone(s) purged from {}'s day to {c} were compacted into counts ([ledger] tombstone_retention): their purges cannot be re-run\n",
+            r.compacted_tombstones, r.since
         ));
     }
     for (t, n) in &r.not_checked {
@@ -525,4 +534,8 @@ pub fn describe(r: &ReapplyReport) -> String {
         )
     });
     s
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }

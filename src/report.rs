@@ -466,7 +466,8 @@ pub struct Receipt {
 pub struct CompactedTombstones {
     /// Compacted tombstones per kind.
     pub resources: BTreeMap<String, i64>,
-    /// How many compaction entries counted some of them, and the first and last one's seq.
+    /// How many compaction entries counted some of them (exact when `seqs` lists them;
+    /// otherwise at least the most that counted one kind), and the first and last one's seq.
     pub entries: i64,
     pub first_seq: i64,
     pub last_seq: i64,
@@ -514,12 +515,11 @@ async fn compacted(
     }
     Ok(Some(CompactedTombstones {
         resources,
-        entries: rows
-            .iter()
-            .map(|r| r.entries)
-            .max()
-            .unwrap_or(0)
-            .max(seqs.len() as i64),
+        entries: if chain_agrees.is_some() {
+            seqs.len() as i64
+        } else {
+            rows.iter().map(|r| r.entries).max().unwrap_or(0)
+        },
         first_seq,
         last_seq,
         seqs,

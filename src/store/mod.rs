@@ -497,6 +497,9 @@ forward! { ref Ledger;
     fn compaction_entries(&self, first: i64, last: i64, limit: i64) -> Vec<AuditEntry>;
     /// The compacted tombstones' counts, by day, kind and cause.
     fn tombstone_counts(&self) -> Vec<TombstoneCount>;
+    /// The compacted tombstones purged on the UTC day of `since` or later: the end of the last
+    /// such day, and how many (`reapply`).
+    fn compacted_since(&self, since: Timestamp) -> (Option<Timestamp>, i64);
 }
 
 forward! { mut LedgerTx;
@@ -524,6 +527,10 @@ forward! { mut LedgerTx;
     fn kind_resources_page(&mut self, kind: &str, after: &str, limit: i64) -> Vec<ResourceRow>;
     fn deletion_requested_accounts(&mut self) -> Vec<AccountRow>;
     fn seen_events(&mut self, ids: &[String]) -> HashSet<String>;
+    /// Whether some tombstone was ever compacted (R9 then rests on the purge receipts).
+    fn tombstones_compacted(&mut self) -> bool;
+    /// Which of `subjects` (`kind/id`) have a `resource.purged` receipt (`audit_one_receipt`).
+    fn purge_receipt_subjects(&mut self, subjects: &[String]) -> HashSet<String>;
     fn save_resources(&mut self, rows: &[ResourceRow]) -> ();
     fn save_accounts(&mut self, rows: &[AccountRow]) -> ();
     fn save_orgs(&mut self, rows: &[OrgRow]) -> ();

@@ -1079,6 +1079,17 @@ impl Store {
     }
 
     /// The compacted tombstones' counts, by day, kind and cause.
+    pub async fn compacted_since(&self, since: Timestamp) -> Result<(Option<Timestamp>, i64)> {
+        let day = since.millis().div_euclid(86_400_000) * 86_400_000;
+        let (last, total): (Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT MAX(day), CAST(SUM(count) AS BIGINT) FROM tombstone_counts WHERE day >= $1",
+        )
+        .bind(day)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((last.map(|d| Timestamp::from_millis(d + 86_400_000)), total.unwrap_or(0)))
+    }
+
     pub async fn tombstone_counts(&self) -> Result<Vec<TombstoneCount>> {
         let rows = sqlx::query("SELECT day, kind, cause, count FROM tombstone_counts ORDER BY day, kind, cause")
             .fetch_all(&self.pool)
@@ -1434,6 +1445,26 @@ impl Tx {
         .fetch_all(&mut *self.tx)
         .await?;
         rows(raw)
+    }
+
+    pub async fn tombstones_compacted(&mut self) -> Result<bool> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT count FROM tombstone_counts LIMIT 1")
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        Ok(found.is_some())
+    }
+
+    pub async fn purge_receipt_subjects(&mut self, subjects: &[String]) -> Result<HashSet<String>> {
+        if subjects.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let found: Vec<String> = sqlx::query_scalar(concat!(
+            "SELECT subject FROM audit WHERE action = 'resource.purged' AND subject ", in_ids!(1)
+        ))
+        .bind(ids_arg(subjects))
+        .fetch_all(&mut *self.tx)
+        .await?;
+        Ok(found.into_iter().collect())
     }
 
     pub async fn seen_events(&mut self, ids: &[String]) -> Result<HashSet<String>> {

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use crate::common::*;
 use crate::rel::{json, ok, rd};
+use retentiond::ingest::IngestError;
 use retentiond::model::Timestamp;
 use retentiond::reapply::{ReapplyOptions, reapply};
 use retentiond::targets::Targets;
@@ -114,6 +115,19 @@ both_backends! {
         assert!(text.contains(&format!("seq {}, {}, {}", seqs[0], seqs[1], seqs[2])), "{text}");
         assert!(text.contains("add up"), "{text}");
 
+        // A compacted id stays taken (R9 through its purge receipt): created again, it is
+        // refused like any existing id, and nothing of the input is applied.
+        let again = created("c9x", "conversation", "a1") + &created("c3", "conversation", "a1");
+        match h.try_ingest(&again).await {
+            Err(IngestError::Invalid(errors)) => {
+                assert_eq!(errors.len(), 1, "{errors:?}");
+                assert_eq!(errors[0].line, 2);
+                assert!(errors[0].reason.contains("`c3` already exists") && errors[0].reason.contains("compacted"), "{}", errors[0].reason);
+            }
+            other => panic!("expected the compacted id to be refused: {other:?}"),
+        }
+        assert!(h.ledger.resource("c9x").await.unwrap().is_none(), "a refused input applied a line");
+
         // A later sweep finds nothing more to compact; the chain still verifies.
         h.advance("1d");
         assert_eq!(h.sweep().await.tombstones_compacted, 0);
@@ -139,6 +153,7 @@ both_backends! {
         let report = reapply(&h.ledger, &h.config, &targets, &opts, h.now()).await.unwrap();
         assert_eq!(report.kinds["conversation"].checked, 2);
         assert!(report.compacted_before.is_some());
+        assert_eq!(report.compacted_tombstones, 8, "{report:?}");
         h.audit_ok().await;
     }
 }
