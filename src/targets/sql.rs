@@ -1,14 +1,17 @@
 //! The `sql` target: configured statements per kind, run against the application's SQLite or
 //! PostgreSQL database, one transaction per batch.
 //!
-//! Each item's statements run separately, so its receipt records the rows *it* removed and its
-//! verify queries check *it*. On SQLite a batch runs as prepared statements on the connection's
-//! own handle ([`super::sqlite_direct`]). On PostgreSQL a batch goes to the server as a few
-//! scripts (every statement for up to [`SCRIPT_ITEMS`] items, then every verify query), one round
-//! trip each, with the values of `:id`, `:account` … written in as constants spelled in hex
-//! (`U&'\0063\0031'`): only hex digits ever reach the SQL text, so no value can change a
-//! statement. When a batch fails or its results do not line up, it is redone item by item with
-//! bound parameters, which also finds the item at fault.
+//! Invariant: each item's receipt records the rows *it* removed and its verify queries check
+//! *it*, and a batch commits whole or not at all. On SQLite a batch runs as prepared statements
+//! on the connection's own handle ([`super::sqlite_direct`]). On PostgreSQL, when every purge
+//! statement of a kind is `DELETE FROM table WHERE column = :id` ([`KeyedDelete`]), each runs
+//! once for the whole batch, joined to the items' ids (bound as one array), and returns how many
+//! rows each item removed: one round trip per statement, as a hand-written batched DELETE. Other
+//! statements, and every verify query, go to the server as a few scripts (every statement for up
+//! to [`SCRIPT_ITEMS`] items), one round trip each, with the values of `:id`, `:account` …
+//! written in as constants spelled in hex (`U&'\0063\0031'`): only hex digits ever reach the
+//! SQL text, so no value can change a statement. When a batch fails or its results do not line
+//! up, it is redone item by item with bound parameters, which also finds the item at fault.
 //!
 //! On SQLite the connection runs with `secure_delete` (on by default) and the WAL is
 //! checkpointed with TRUNCATE after each batch, so deleted content does not linger in free pages
@@ -68,6 +71,104 @@ fn script(stmts: &[Statement], items: &[PurgeItem]) -> String {
     out
 }
 
+/// A purge statement of the form `DELETE FROM table WHERE column = :id` (a cast such as
+/// `:id::bigint` allowed): on PostgreSQL a batch runs it once for all of its items, joined to
+/// their ids, and counts what each item removed from what the join returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct KeyedDelete {
+    table: String,
+    column: String,
+    /// `::type` after `:id`, or empty.
+    cast: String,
+}
+
+/// `word` as an SQL identifier: plain (`[A-Za-z_][A-Za-z0-9_]*`, dot-separated parts when
+/// `dotted`) or double-quoted without quotes or spaces inside.
+fn identifier(word: &str, dotted: bool) -> bool {
+    let part = |p: &str| {
+        let plain = p.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let quoted = p.len() > 2
+            && p.starts_with('"')
+            && p.ends_with('"')
+            && !p[1..p.len() - 1].contains(['"', ' ']);
+        plain || quoted
+    };
+    if dotted {
+        let parts: Vec<&str> = word.split('.').collect();
+        parts.len() <= 2 && parts.iter().all(|p| part(p))
+    } else {
+        part(word)
+    }
+}
+
+impl KeyedDelete {
+    /// The statement as a [`KeyedDelete`], if it is exactly one.
+    pub(super) fn parse(text: &str) -> Option<KeyedDelete> {
+        let text = text.trim().trim_end_matches(';').replace('=', " = ");
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let [delete, from, table, r#where, column, eq, param] = words.as_slice() else {
+            return None;
+        };
+        let keywords = delete.eq_ignore_ascii_case("delete")
+            && from.eq_ignore_ascii_case("from")
+            && r#where.eq_ignore_ascii_case("where")
+            && *eq == "=";
+        let cast = param.strip_prefix(":id")?;
+        let cast_ok = cast.is_empty()
+            || cast.strip_prefix("::").is_some_and(|t| {
+                !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            });
+        (keywords && cast_ok && identifier(table, true) && identifier(column, false)).then(|| {
+            KeyedDelete {
+                table: table.to_string(),
+                column: column.to_string(),
+                cast: cast.to_string(),
+            }
+        })
+    }
+
+    /// The statement run once for a batch: `$1` the items' ids in order; one row per item that
+    /// removed something, with its position (from 1) and how many rows.
+    fn batch_sql(&self) -> String {
+        format!(
+            "WITH retentiond_ids (v, i) AS (SELECT * FROM unnest($1::text[]) WITH ORDINALITY), \
+             retentiond_gone AS (DELETE FROM {} AS retentiond_t USING retentiond_ids \
+             WHERE retentiond_t.{} = retentiond_ids.v{} RETURNING retentiond_ids.i) \
+             SELECT i, COUNT(*) FROM retentiond_gone GROUP BY i",
+            self.table, self.column, self.cast
+        )
+    }
+}
+
+/// Runs each keyed statement once for all of `items`, in order, counting each item's rows.
+async fn run_keyed(
+    conn: &mut sqlx::PgConnection,
+    keyed: &[KeyedDelete],
+    items: &[PurgeItem],
+) -> Result<Vec<Removed>, (bool, String)> {
+    let mut removed = vec![Removed::default(); items.len()];
+    let ids: Vec<&str> = items.iter().map(|i| i.param("id")).collect();
+    for k in keyed {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(AssertSqlSafe(k.batch_sql()))
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| (database_wide(&e), format!("batch of {}: {e}", items.len())))?;
+        for (i, n) in rows {
+            let slot = usize::try_from(i - 1).ok().and_then(|i| removed.get_mut(i));
+            let Some(slot) = slot else {
+                return Err((
+                    false,
+                    format!("a batch statement named item {i} of {}", items.len()),
+                ));
+            };
+            slot.rows += n as u64;
+        }
+    }
+    Ok(removed)
+}
+
 /// A configured statement, and the same rewritten to positional parameters.
 #[derive(Debug, Clone)]
 pub(super) struct Statement {
@@ -100,6 +201,8 @@ pub struct SqlTarget {
     /// Windowed kinds' tables in this database, by kind (see `window`).
     pub(super) windows: BTreeMap<String, crate::window::WindowMapping>,
     purge: BTreeMap<String, Vec<Statement>>,
+    /// Kinds whose purge statements are all [`KeyedDelete`]s (used on PostgreSQL).
+    keyed: BTreeMap<String, Vec<KeyedDelete>>,
     verify: BTreeMap<String, Vec<Statement>>,
     checkpoint: bool,
     /// A WAL checkpoint after a purge could not complete (a reader held an old snapshot): the
@@ -231,7 +334,7 @@ async fn run_scripts(
     let mut removed = vec![Removed::default(); items.len()];
     // Statements: one result per statement, in order; rows a statement returns are ignored.
     let mut done = 0usize;
-    {
+    if !stmts.is_empty() {
         let mut results = sqlx::raw_sql(AssertSqlSafe(script(stmts, items))).fetch_many(&mut *conn);
         while let Some(step) = results.next().await {
             match step.map_err(|e| (database_wide(&e), format!("batch of {}: {e}", items.len())))? {
@@ -335,6 +438,15 @@ impl SqlTarget {
             db,
             windows: cfg.windows.clone(),
             purge: prep(&cfg.purge),
+            keyed: cfg
+                .purge
+                .iter()
+                .filter_map(|(kind, stmts)| {
+                    let keyed: Option<Vec<KeyedDelete>> =
+                        stmts.iter().map(|s| KeyedDelete::parse(s)).collect();
+                    keyed.map(|k| (kind.clone(), k))
+                })
+                .collect(),
             verify: prep(&cfg.verify),
             vacuum: cfg.vacuum.clone(),
         })
@@ -357,7 +469,10 @@ impl SqlTarget {
         }
         let batch = match &self.db {
             AppDb::Sqlite(pool) => self.sqlite_batch(pool, stmts, verify, items).await,
-            AppDb::Postgres(pool) => self.postgres_batch(pool, stmts, verify, items).await,
+            AppDb::Postgres(pool) => {
+                let keyed = self.keyed.get(kind).map(Vec::as_slice);
+                self.postgres_batch(pool, stmts, keyed, verify, items).await
+            }
         };
         let results = match batch {
             Ok(removed) => removed.into_iter().map(Ok).collect(),
@@ -403,22 +518,37 @@ impl SqlTarget {
         }
     }
 
-    /// PostgreSQL: one transaction, the batch sent as scripts of [`SCRIPT_ITEMS`] items.
+    /// PostgreSQL: one transaction; keyed statements run once for the batch, other statements
+    /// and the verify queries go as scripts of [`SCRIPT_ITEMS`] items.
     async fn postgres_batch(
         &self,
         pool: &sqlx::PgPool,
         stmts: &[Statement],
+        keyed: Option<&[KeyedDelete]>,
         verify: &[Statement],
         items: &[PurgeItem],
     ) -> Result<Vec<Removed>, (bool, String)> {
         let unavailable = |e: sqlx::Error| (true, self.unavailable(&e));
+        let fail = |e: (bool, String)| match e {
+            (true, e) => (true, self.unavailable(&e)),
+            e => e,
+        };
         let mut tx = pool.begin().await.map_err(unavailable)?;
-        let mut out = Vec::with_capacity(items.len());
-        for chunk in items.chunks(SCRIPT_ITEMS) {
-            match run_scripts(&mut tx, stmts, verify, chunk).await {
-                Ok(r) => out.extend(r),
-                Err((true, e)) => return Err((true, self.unavailable(&e))),
-                Err(e) => return Err(e),
+        let (mut out, scripted) = match keyed {
+            Some(keyed) => (
+                run_keyed(&mut tx, keyed, items).await.map_err(fail)?,
+                &[][..],
+            ),
+            None => (Vec::with_capacity(items.len()), stmts),
+        };
+        if !scripted.is_empty() || !verify.is_empty() {
+            for chunk in items.chunks(SCRIPT_ITEMS) {
+                let removed = run_scripts(&mut tx, scripted, verify, chunk)
+                    .await
+                    .map_err(fail)?;
+                if !scripted.is_empty() {
+                    out.extend(removed);
+                }
             }
         }
         tx.commit().await.map_err(unavailable)?;
@@ -695,6 +825,50 @@ mod tests {
             account: "a1".into(),
             org: "o1".into(),
             attrs: Default::default(),
+        }
+    }
+
+    #[test]
+    fn only_a_delete_keyed_by_id_alone_runs_once_per_batch() {
+        let k = |t: &str| KeyedDelete::parse(t).map(|k| (k.table, k.column, k.cast));
+        let kd =
+            |t: &str, c: &str, cast: &str| Some((t.to_string(), c.to_string(), cast.to_string()));
+        assert_eq!(
+            k("DELETE FROM messages WHERE conversation_id = :id"),
+            kd("messages", "conversation_id", "")
+        );
+        assert_eq!(
+            k("  delete from app.files where id=:id::bigint ; "),
+            kd("app.files", "id", "::bigint")
+        );
+        assert_eq!(
+            k(r#"DELETE FROM "Msg" WHERE "convId" = :id"#),
+            kd(r#""Msg""#, r#""convId""#, "")
+        );
+        assert_eq!(
+            KeyedDelete::parse("DELETE FROM messages WHERE conversation_id = :id")
+                .unwrap()
+                .batch_sql(),
+            "WITH retentiond_ids (v, i) AS (SELECT * FROM unnest($1::text[]) WITH ORDINALITY), \
+             retentiond_gone AS (DELETE FROM messages AS retentiond_t USING retentiond_ids \
+             WHERE retentiond_t.conversation_id = retentiond_ids.v RETURNING retentiond_ids.i) \
+             SELECT i, COUNT(*) FROM retentiond_gone GROUP BY i"
+        );
+        for other in [
+            "DELETE FROM messages WHERE conversation_id = :account",
+            "DELETE FROM messages WHERE conversation_id = :id AND 1 = 0",
+            "DELETE FROM messages WHERE conversation_id = :id -- note",
+            "DELETE FROM messages WHERE conversation_id IN (:id)",
+            "DELETE FROM messages WHERE conversation_id = :idx",
+            "DELETE FROM messages WHERE conversation_id = :id::big int",
+            "DELETE FROM messages WHERE conversation_id = :id::text[]",
+            "DELETE FROM a.b.c WHERE id = :id",
+            "DELETE FROM m; DROP TABLE x WHERE id = :id",
+            "UPDATE messages SET body = '' WHERE conversation_id = :id",
+            "DELETE FROM messages WHERE lower(conversation_id) = :id",
+            r#"DELETE FROM "a b" WHERE id = :id"#,
+        ] {
+            assert_eq!(k(other), None, "{other}");
         }
     }
 

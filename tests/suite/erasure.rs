@@ -454,6 +454,67 @@ both_backends! {
     }
 }
 
+both_backends! {
+    /// On PostgreSQL a batch runs each `DELETE … WHERE column = :id` once for all its items; each
+    /// receipt still counts the rows of its own item (0 for one whose rows were already gone),
+    /// with a `::bigint` cast too, and verify still checks each item.
+    async fn a_postgresql_batch_deletes_by_id_once_and_counts_each_items_rows(b: Backend) {
+        if pg_disabled() {
+            eprintln!("RETENTIOND_TEST_PG=off: the PostgreSQL application database is skipped on request");
+            return;
+        }
+        let env = Env::new(b).await;
+        let app_url = pg_schema().await;
+        let mut app = sqlx::PgConnection::connect(&app_url).await.unwrap();
+        sqlx::raw_sql(PG_APP_SCHEMA).execute(&mut app).await.unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO users VALUES ('a1', 'n');
+             INSERT INTO conversations VALUES ('c1', 'a1', 't'), ('c3', 'a1', 't'), ('c4', 'a1', 't');
+             INSERT INTO messages (conversation_id, body) VALUES ('c1', 'm1'), ('c1', 'm2'), ('c1', 'm3'), ('c3', 'm'), ('c9', 'other');
+             INSERT INTO files VALUES (42, 'a1', 'f'), (7, 'a1', 'g'), (8, 'a1', 'h');",
+        )
+        .execute(&mut app)
+        .await
+        .unwrap();
+        let text = env
+            .config_text(&Knobs { verify: true, ..Default::default() })
+            .replace(&format!("url = \"sqlite://{}\"", env.app_db.display()), &format!("url = \"{app_url}\""))
+            .replace("file = [\"DELETE FROM files WHERE id = :id\"]", "file = [\"DELETE FROM files WHERE id = :id::bigint\"]");
+        let h = H::with_config(env, &text).await;
+        let mut events = org_account("o1", "free", "a1");
+        for c in ["c1", "c2", "c3", "c4"] {
+            events += &(created(c, "conversation", "a1") + &deleted(c));
+        }
+        for f in ["42", "7"] {
+            events += &(created(f, "file", "a1") + &deleted(f));
+        }
+        h.ingest(&events).await;
+        h.advance("31d");
+        let r = h.sweep().await;
+        assert_eq!((r.purged, r.failed), (6, 0), "{r:?}");
+        for (subject, rows) in [
+            ("conversation/c1", 4),
+            ("conversation/c2", 0),
+            ("conversation/c3", 2),
+            ("conversation/c4", 1),
+            ("file/42", 1),
+            ("file/7", 1),
+        ] {
+            let entries = audit_actions(&h, subject).await;
+            let purged = entries.iter().find(|(a, _)| a == "resource.purged").unwrap();
+            assert_eq!(purged.1["targets"][0]["rows"], rows, "{subject}: {}", purged.1);
+        }
+        let left: Vec<(String,)> = sqlx::query_as("SELECT conversation_id FROM messages ORDER BY 1")
+            .fetch_all(&mut app)
+            .await
+            .unwrap();
+        assert_eq!(left, [("c9".to_string(),)]);
+        let files: Vec<(i64,)> = sqlx::query_as("SELECT id FROM files").fetch_all(&mut app).await.unwrap();
+        assert_eq!(files, [(8,)]);
+        h.audit_ok().await;
+    }
+}
+
 /// A failing test must not leave a daemon running.
 struct KillOnDrop(std::process::Child);
 
