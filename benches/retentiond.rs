@@ -827,6 +827,7 @@ async fn place_holds(s: &Stack, holds: usize, now0: i64) -> u64 {
 /// is left is the ledger's own work per item (claim, holds, receipt, audit entry, log line).
 struct Pipeline {
     s: Stack,
+    url: String,
     now0: i64,
     rounds: usize,
     secure: bool,
@@ -866,6 +867,7 @@ impl Pipeline {
         }
         Pipeline {
             s,
+            url,
             now0: bench.now0,
             rounds: bench.args.purge_rounds,
             secure,
@@ -1088,6 +1090,7 @@ async fn part_purge(bench: &Bench, b: Backend, with_holds: bool) {
             );
         }
     }
+    ledger_footprint(bench, &master).await;
     if with_holds {
         let app = bench.app_copy(&master, "holds", n).await;
         let mut pipe = Pipeline::setup(bench, &app, true, bench.holds, false).await;
@@ -2389,6 +2392,267 @@ async fn ledger_bytes(url: &str) -> u64 {
     }
 }
 
+// ----- (7) several instances on one PostgreSQL ledger ------------------------------------------
+
+/// Counts of the ledger's resources by state, as `(purged, purging)`.
+async fn purge_progress(url: &str) -> (i64, i64) {
+    let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::query_as(
+        "SELECT COUNT(*) FILTER (WHERE state = 'purged'), COUNT(*) FILTER (WHERE state = 'purging') FROM resources",
+    )
+    .fetch_one(&mut c)
+    .await
+    .unwrap()
+}
+
+/// `k` processes of `retentiond sweep --once` on `config`, started together; returns when all
+/// exited, with the seconds it took and what each purged.
+fn sweep_processes(config: &Path, k: usize) -> (f64, Vec<u64>) {
+    let started = Instant::now();
+    let children: Vec<_> = (0..k)
+        .map(|_| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_retentiond"))
+                .arg("--config")
+                .arg(config)
+                .args(["--json", "sweep", "--once"])
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("retentiond")
+        })
+        .collect();
+    let purged = children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            assert!(out.status.success(), "sweep --once failed");
+            let rep: serde_json::Value = serde_json::from_slice(&out.stdout).expect("sweep --json");
+            rep["purged"].as_u64().expect("purged")
+        })
+        .collect();
+    (started.elapsed().as_secs_f64(), purged)
+}
+
+/// A PostgreSQL ledger with the purge set (`bench.n` due conversations, `m` messages each) and
+/// its application database; returns the config file a process runs with and the ledger URL.
+async fn instances_setup(
+    bench: &Bench,
+    master: &App,
+    what: &str,
+    lease: &str,
+) -> (PathBuf, String) {
+    let app = bench.app_copy(master, what, bench.n).await;
+    let pipe = Pipeline::setup(bench, &app, true, 0, false).await;
+    let config = pipe
+        .s
+        .config_text
+        .replace("lease = \"10m\"", &format!("lease = \"{lease}\""));
+    let path = bench
+        .dir
+        .join(format!("instances-{what}-{}.toml", bench.next()));
+    std::fs::write(&path, config).unwrap();
+    let url = pipe.url.clone();
+    drop(pipe);
+    (path, url)
+}
+
+/// (7) Purge throughput of one and of two `retentiond sweep --once` processes on the same
+/// backlog (each side its own copy), and two processes of which one is killed mid-run: its
+/// leased items wait for the lease, then a new process takes them over; nothing is purged twice.
+async fn part_instances(bench: &Bench) {
+    let n = bench.n;
+    let master = bench.new_app(Backend::Pg, "master").await;
+    let mut rates = Vec::new();
+    for procs in [1usize, 2] {
+        let (config, url) = instances_setup(bench, &master, &format!("inst{procs}"), "10m").await;
+        log(format!("postgres: {procs} instance(s) purging {n} due"));
+        let (secs, purged) = sweep_processes(&config, procs);
+        assert_eq!(purged.iter().sum::<u64>(), n as u64, "{purged:?}");
+        assert_eq!(purge_progress(&url).await, (n as i64, 0));
+        let rate = n as f64 / secs;
+        rates.push(rate);
+        let shares: Vec<String> = purged
+            .iter()
+            .map(|p| format!("{:.0}%", *p as f64 * 100.0 / n as f64))
+            .collect();
+        let mut t = bench.table.lock().unwrap();
+        t.set(
+            &format!("7a{procs}"),
+            &format!("{procs} × `retentiond sweep --once` (separate processes, start-up included) on {n} due: items/s (share of each)"),
+            Backend::Pg,
+            format!("{} ({secs:.2} s; {})", k(rate), shares.join(" / ")),
+        );
+    }
+    {
+        let ratio = rates[1] / rates[0];
+        let mut t = bench.table.lock().unwrap();
+        t.set(
+            "7b",
+            "2 instances ÷ 1 instance (items/s)",
+            Backend::Pg,
+            format!("{ratio:.2}"),
+        );
+        t.target("7b", "≥ 1.25", yes(ratio >= 1.25));
+    }
+
+    // One of two killed (SIGKILL) once a third of the backlog is purged.
+    let lease_secs = 5;
+    let (config, url) = instances_setup(bench, &master, "killed", &format!("{lease_secs}s")).await;
+    log(format!(
+        "postgres: 2 instances, one killed mid-run ({n} due, lease {lease_secs}s)"
+    ));
+    let started = Instant::now();
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_retentiond"))
+            .arg("--config")
+            .arg(&config)
+            .args(["--json", "sweep", "--once"])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("retentiond")
+    };
+    let mut victim = spawn();
+    let mut survivor = spawn();
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if purge_progress(&url).await.0 >= n as i64 / 3 {
+            break;
+        }
+    }
+    victim.kill().unwrap();
+    let killed_at = Instant::now();
+    victim.wait().unwrap();
+    let (_, orphaned) = purge_progress(&url).await;
+    assert!(survivor.wait().unwrap().success());
+    // The survivor's sweep is over; what the victim held waits for its lease, then a new
+    // process (the next sweep) purges it.
+    let mut sweeps = 0;
+    loop {
+        let (purged, _) = purge_progress(&url).await;
+        if purged == n as i64 {
+            break;
+        }
+        assert!(
+            sweeps < 100,
+            "the killed instance's items were never taken over"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let (_, p) = sweep_processes(&config, 1);
+        sweeps += p.len();
+    }
+    let takeover = killed_at.elapsed().as_secs_f64();
+    let total = started.elapsed().as_secs_f64();
+    let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+    let receipts: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM audit WHERE action = 'resource.purged'")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+    assert_eq!(receipts, n as i64, "one receipt per purge");
+    let mut t = bench.table.lock().unwrap();
+    t.set(
+        "7c",
+        &format!("2 instances, one killed (SIGKILL) at a third of {n} due, lease {lease_secs}s: items left leased; kill → all purged; total"),
+        Backend::Pg,
+        format!("{orphaned} leased; {takeover:.1} s; {total:.1} s ({} items/s), {receipts} receipts, none twice", k(n as f64 / total)),
+    );
+}
+
+/// The ledger's bytes once rewritten compactly (SQLite `VACUUM`; PostgreSQL `VACUUM FULL` of
+/// each of its tables): what its rows and indexes take, without free pages or dead tuples.
+async fn compact_ledger_bytes(url: &str) -> u64 {
+    if url.starts_with("postgres") {
+        let schema = url.rsplit("search_path]=").next().unwrap().to_string();
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        let tables: Vec<String> =
+            sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = $1")
+                .bind(&schema)
+                .fetch_all(&mut c)
+                .await
+                .unwrap();
+        for t in tables {
+            let sql = format!("VACUUM FULL \"{schema}\".\"{t}\"");
+            sqlx::raw_sql(AssertSqlSafe(sql.clone()))
+                .execute(&mut c)
+                .await
+                .unwrap_or_else(|e| panic!("{e}: {sql}"));
+        }
+        drop(c);
+        ledger_bytes(url).await
+    } else {
+        // The database's own size (its pages, wherever they are: a reader of the daemon's pool
+        // may keep a checkpoint from emptying the WAL).
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::raw_sql("VACUUM").execute(&mut c).await.unwrap();
+        let bytes: i64 = sqlx::query_scalar(
+            "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+        )
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+        bytes as u64
+    }
+}
+
+/// (6) What the ledger keeps per item: `n` conversations created and deleted through ingest
+/// (each with its two audit entries and event ids), then all purged (each adds a receipt), then
+/// 401 days on, their tombstones compacted. Sizes are compact (see [`compact_ledger_bytes`]);
+/// the statement deletes nothing, so only the ledger's side runs.
+async fn ledger_footprint(bench: &Bench, master: &App) {
+    let b = master.backend;
+    let app = bench.app_copy(master, "footprint", bench.n).await;
+    let mut pipe = Pipeline::setup(bench, &app, true, 0, true).await;
+    log(format!("{}: ledger bytes per item", b.name()));
+    let n = bench.n as f64;
+    let tracked = compact_ledger_bytes(&pipe.url).await;
+    for r in 0..bench.args.purge_rounds {
+        pipe.round(r).await;
+    }
+    assert_eq!(pipe.purged, bench.n as u64);
+    let purged = compact_ledger_bytes(&pipe.url).await;
+    let later = round_sweep_at(bench.now0, bench.args.purge_rounds, bench.args.purge_rounds)
+        .plus(retentiond::model::Span::from_millis(401 * DAY));
+    pipe.s.clock.set(later);
+    let mut compacted = 0;
+    loop {
+        let rep = pipe
+            .s
+            .sweeper
+            .sweep_once(&CancellationToken::new())
+            .await
+            .expect("sweep");
+        if rep.tombstones_compacted == 0 {
+            break;
+        }
+        compacted += rep.tombstones_compacted;
+    }
+    assert_eq!(compacted, bench.n as u64, "compacted tombstones");
+    let after = compact_ledger_bytes(&pipe.url).await;
+    let per = |bytes: u64| format!("{:.0} B ({})", bytes as f64 / n, kb(bytes));
+    let mut t = bench.table.lock().unwrap();
+    t.set(
+        "6a",
+        &format!("ledger bytes per tracked item ({} created and deleted by ingest: row, 2 audit entries, event ids; total)", bench.n),
+        b,
+        per(tracked),
+    );
+    t.set(
+        "6b",
+        "ledger bytes per purged item (tombstone, and its receipt in the chain)",
+        b,
+        per(purged),
+    );
+    t.set(
+        "6c",
+        "ledger bytes per purged item once its tombstone is compacted (the chain keeps every entry)",
+        b,
+        per(after),
+    );
+}
+
 fn kb(bytes: u64) -> String {
     format!("{:.0} KB", bytes as f64 / 1024.0)
 }
@@ -3104,6 +3368,10 @@ async fn main() {
             }
             if want(&bench.args, "http") {
                 part_http(&bench).await;
+            }
+            if !bench.args.no_pg && want(&bench.args, "instances") {
+                part_instances(&bench).await;
+                bench.drop_schemas().await;
             }
             for &b in &backends {
                 if want(&bench.args, "scale") {
