@@ -169,15 +169,62 @@ async fn direct_record_events(
     .bind(ids.iter().map(|(_, t)| t.millis()).collect::<Vec<i64>>());
     Some(q.execute(&mut **tx).await.map(|_| ()).map_err(Into::into))
 }
+/// The claim in two statements (stale claims, then due work), each updating its rows and
+/// returning them, with their accounts' orgs, as one JSON value: no second read of the rows
+/// just claimed. Each also returns how many it updated, so a claimed resource whose account is
+/// missing is an error, as in the shared claim.
 async fn direct_claim(
-    _tx: &mut sqlx::Transaction<'static, Db>,
-    _now: Timestamp,
-    _limit: i64,
-    _owner: &str,
-    _lease_until: Timestamp,
-    _batch: i64,
+    tx: &mut sqlx::Transaction<'static, Db>,
+    now: Timestamp,
+    limit: i64,
+    owner: &str,
+    lease_until: Timestamp,
+    batch: i64,
 ) -> Option<Result<Vec<ResourceRow>>> {
-    None
+    macro_rules! returning_rows {
+        ($update:expr) => {
+            concat!(
+                "WITH c AS (",
+                $update,
+                ") SELECT (SELECT COUNT(*) FROM c), ",
+                json_rows!(resource_names!()),
+                " FROM (SELECT ",
+                resource_columns!(),
+                " FROM c AS r JOIN accounts a ON a.id = r.account ORDER BY r.id) x"
+            )
+        };
+    }
+    const STALE: &str = returning_rows!(claim_stale_sql!("*"));
+    const DUE: &str = returning_rows!(claim_due_sql!("*"));
+    let claim = async {
+        let mut raw: Vec<RawResource> = Vec::new();
+        for sql in [STALE, DUE] {
+            let left = limit - raw.len() as i64;
+            if left <= 0 {
+                break;
+            }
+            let (updated, json): (i64, String) = sqlx::query_as(sql)
+                .bind(owner)
+                .bind(lease_until.millis())
+                .bind(now.millis())
+                .bind(left)
+                .bind(batch)
+                .fetch_one(&mut **tx)
+                .await?;
+            let found: Vec<RawResource> = serde_json::from_str(&json)
+                .map_err(|e| StoreError::Corrupt(format!("claimed rows as JSON: {e}")))?;
+            if (found.len() as i64) < updated {
+                return Err(StoreError::Corrupt(format!(
+                    "{} claimed resource(s): their account is not in the ledger",
+                    updated - found.len() as i64
+                )));
+            }
+            raw.extend(found);
+        }
+        raw.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        rows(raw)
+    };
+    Some(claim.await)
 }
 async fn direct_finish_purged(
     _tx: &mut sqlx::Transaction<'static, Db>,
