@@ -1,5 +1,12 @@
-//! Actions people take — legal holds, ZDR decisions, retries — each validated, applied and
-//! audited in one ledger transaction. Shared by the CLI and the HTTP API.
+//! Actions people take: legal holds, ZDR decisions, retries, an org's own windows.
+//!
+//! Invariant: each change an action makes commits together with its audit entry, in one ledger
+//! transaction, or not at all; a hold is placed or released only in a hold-change
+//! transaction ([`crate::store::HoldTx`], the hold lock held exclusively), so it is
+//! linearizable with purges (Invariant H, §4).
+//!
+//! Mechanism: each function checks its input, then applies and audits it in that transaction.
+//! The CLI and the HTTP API both reach them through [`crate::app::App`].
 
 use std::collections::BTreeMap;
 

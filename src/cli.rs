@@ -1,5 +1,11 @@
-//! The command line (§6): argument parsing, running each command, printing its result as text
-//! or `--json`, and mapping failures to exit codes (0 ok, 1 runtime failure, 2 bad input).
+//! The command line (§6).
+//!
+//! Invariant: the CLI only parses and renders: what a command reads from or does to the ledger
+//! is an [`App`](crate::app::App) method (the daemon's, for `run`) that the HTTP API shares, so
+//! the two cannot disagree; bad usage, config or input exits 2, a runtime failure 1.
+//!
+//! Mechanism: clap parses the arguments, each command calls the core and prints its answer as
+//! text or `--json` (one JSON object), and a [`Failure`] carries the exit code and the message.
 
 use std::io::Write;
 use std::path::PathBuf;

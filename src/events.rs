@@ -1,5 +1,12 @@
-//! Lifecycle events (§6): one JSON object per line. This module turns bytes into typed events
-//! and says precisely what is wrong with a line; it knows nothing of the ledger.
+//! Lifecycle events (§6): one JSON object per line.
+//!
+//! Invariant: [`parse_line`] gives an [`Event`] only for a line that is valid on its own (a known
+//! type, the fields it needs and no others, well-formed ids and times); a line that is not is a
+//! [`LineError`] naming its line number and exactly what is wrong. Whether it fits the ledger
+//! (known accounts, allowed transitions) is `ingest`'s question: this module knows nothing of it.
+//!
+//! Mechanism: each line is read (bounded by [`MAX_LINE`], UTF-8 checked), its envelope (`at`,
+//! `event_id`) taken off, and the rest deserialized into [`EventBody`].
 
 use std::borrow::Cow;
 use std::io::BufRead;

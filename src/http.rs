@@ -1,7 +1,10 @@
 //! The HTTP API (§6) on the optional `[http] listen` address: health, readiness, Prometheus
 //! metrics, event ingestion, the read views and legal holds, behind bearer tokens.
 //!
-//! Bodies are the CLI's `--json` structures ([`crate::report`], [`crate::admin`],
+//! Invariant: a token never does more than its scopes allow (§8), and nothing under `/v1` but
+//! the OpenAPI document is served without one.
+//!
+//! Mechanism: bodies are the CLI's `--json` structures ([`crate::report`], [`crate::admin`],
 //! [`crate::ingest::IngestReport`]), so the two interfaces cannot disagree.
 //!
 //! # Access
