@@ -38,6 +38,7 @@ use crate::checkpoint::{self, CheckpointError, Taken, Trust};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::events::Event;
+use crate::ids::OrgId;
 use crate::ingest::{self, IngestContext, IngestError, IngestReport};
 use crate::model::{Plan, Span};
 use crate::policy::{self, SyncReport};
@@ -229,7 +230,7 @@ impl App {
     /// `org set` / `PUT /v1/orgs/{id}`: an `org.upsert` ingested by the ingest policy.
     pub async fn set_org(
         &self,
-        id: &str,
+        id: &OrgId,
         plan: Option<Plan>,
         training_opt_out: Option<bool>,
     ) -> Result<OrgView, AdminError> {

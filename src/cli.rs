@@ -20,6 +20,7 @@ use crate::clock::Clock;
 use crate::config::{self, Config, ConfigError};
 use crate::daemon;
 use crate::holds::HoldScope;
+use crate::ids::{AccountId, CaseRef, OrgId};
 use crate::ingest::IngestError;
 use crate::model::{Plan, Span, Timestamp};
 use crate::reapply;
@@ -120,8 +121,8 @@ pub enum Command {
     /// Create the sample application data the example config purges; print matching events.
     Demo {
         /// The demo user (account) id.
-        #[arg(long, default_value = "u1")]
-        user: String,
+        #[arg(long, default_value = "u1", value_parser = |s: &str| AccountId::parse_as("--user", s))]
+        user: AccountId,
     },
     /// Re-queue resources whose purge failed too many times (all failed ones if no ID).
     Retry {
@@ -197,8 +198,8 @@ pub enum HoldCommand {
 #[derive(Debug, Args)]
 pub struct HoldPlaceArgs {
     /// Case reference (required).
-    #[arg(long)]
-    pub case: String,
+    #[arg(long, value_parser = |s: &str| CaseRef::parse_as("--case", s))]
+    pub case: CaseRef,
     /// Who places it (required).
     #[arg(long)]
     pub by: String,
@@ -226,7 +227,8 @@ pub enum OrgCommand {
     /// training opt-out (a control separate from ZDR).
     #[command(arg_required_else_help = true)]
     Set {
-        id: String,
+        #[arg(value_parser = |s: &str| OrgId::parse_as("the org id", s))]
+        id: OrgId,
         #[arg(long, value_parser = parse_plan, required_unless_present = "training_opt_out")]
         plan: Option<Plan>,
         /// Whether the org's eligible data may not be used to improve models.
@@ -930,7 +932,6 @@ pub async fn run(cli: Cli) -> Outcome {
             Ok(())
         }
         Command::Demo { user } => {
-            crate::model::check_id("--user", &user).map_err(Failure::bad_input)?;
             let events = crate::demo::setup(&config, &user)
                 .await
                 .map_err(Failure::runtime)?;
@@ -1137,7 +1138,7 @@ async fn hold(command: HoldCommand, config: &Config, clock: &Clock, json: bool) 
             let placed = app
                 .place_hold(
                     PlaceHold {
-                        case: a.case,
+                        case: a.case.into_string(),
                         by: a.by,
                         reason: a.reason,
                         scope: HoldScope {

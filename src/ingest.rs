@@ -463,20 +463,20 @@ impl State<'_> {
                 eids.push(id.clone());
             }
             match &e.body {
-                EventBody::OrgUpsert { org, .. } => oids.push(org.clone()),
+                EventBody::OrgUpsert { org, .. } => oids.push(org.as_str().to_owned()),
                 EventBody::AccountCreated { account, org } => {
-                    aids.push(account.clone());
-                    oids.push(org.clone());
+                    aids.push(account.as_str().to_owned());
+                    oids.push(org.as_str().to_owned());
                 }
                 EventBody::ResourceCreated { id, account, .. } => {
-                    rids.push(id.clone());
-                    aids.push(account.clone());
+                    rids.push(id.as_str().to_owned());
+                    aids.push(account.as_str().to_owned());
                 }
                 EventBody::ResourceDeleted { id } | EventBody::ResourceRestored { id } => {
-                    rids.push(id.clone())
+                    rids.push(id.as_str().to_owned())
                 }
                 EventBody::AccountDeletionRequested { account }
-                | EventBody::AccountRestored { account } => aids.push(account.clone()),
+                | EventBody::AccountRestored { account } => aids.push(account.as_str().to_owned()),
             }
         }
         dedup(&mut rids);
