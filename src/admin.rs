@@ -1,5 +1,12 @@
-//! Actions people take — legal holds, ZDR decisions, retries — each validated, applied and
-//! audited in one ledger transaction. Shared by the CLI and the HTTP API.
+//! Actions people take: legal holds, ZDR decisions, retries, an org's own windows.
+//!
+//! Invariant: each change an action makes commits together with its audit entry, in one ledger
+//! transaction, or not at all; a hold is placed or released only in a hold-change
+//! transaction ([`crate::store::HoldTx`], the hold lock held exclusively), so it is
+//! linearizable with purges (Invariant H, §4).
+//!
+//! Mechanism: each function checks its input, then applies and audits it in that transaction.
+//! The CLI and the HTTP API both reach them through [`crate::app::App`].
 
 use std::collections::BTreeMap;
 
@@ -10,6 +17,7 @@ use tracing::info;
 
 use crate::audit::AuditDraft;
 use crate::holds::HoldScope;
+use crate::ids::{CaseRef, OrgId};
 use crate::ingest;
 use crate::model::{Span, Timestamp, ZdrStatus};
 use crate::rules::{self, SchedulePolicy};
@@ -78,9 +86,7 @@ pub async fn place_hold_via(
     via: Option<&str>,
     now: Timestamp,
 ) -> Result<HoldPlaced, AdminError> {
-    if req.case.trim().is_empty() {
-        return Err(AdminError::Invalid("--case must not be empty".into()));
-    }
+    CaseRef::parse_as("--case", req.case.as_str()).map_err(AdminError::Invalid)?;
     if req.by.trim().is_empty() {
         return Err(AdminError::Invalid("--by must not be empty".into()));
     }
@@ -358,7 +364,7 @@ fn by_state(counts: &[StateCount]) -> BTreeMap<String, i64> {
 pub async fn set_org(
     ledger: &Ledger,
     ctx: &ingest::IngestContext<'_>,
-    id: &str,
+    id: &OrgId,
     plan: Option<crate::model::Plan>,
     training_opt_out: Option<bool>,
 ) -> Result<crate::report::OrgView, AdminError> {
@@ -367,13 +373,12 @@ pub async fn set_org(
             "nothing to set: give a plan, a training opt-out, or both".into(),
         ));
     }
-    crate::model::check_id("the org id", id).map_err(AdminError::Invalid)?;
     let event = crate::events::Event {
         line: 1,
         event_id: None,
         at: None,
         body: crate::events::EventBody::OrgUpsert {
-            org: id.to_string(),
+            org: id.clone(),
             plan,
             training_opt_out,
         },

@@ -34,18 +34,22 @@ use crate::admin::{
     ZdrAction, ZdrDecision,
 };
 use crate::audit::{AuditEntry, ChainBreak, Verified};
-use crate::checkpoint::{self, Trust};
+use crate::checkpoint::{self, CheckpointError, Taken, Trust};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::events::Event;
+use crate::ids::OrgId;
 use crate::ingest::{self, IngestContext, IngestError, IngestReport};
-use crate::model::Plan;
+use crate::model::{Plan, Span};
 use crate::policy::{self, SyncReport};
 use crate::reapply::{self, ReapplyError, ReapplyOptions, ReapplyReport};
-use crate::report::{self, AccountView, OrgView, ResourceView, Status};
+use crate::report::{self, AccountView, Forecast, OrgView, Receipt, ResourceView, Status};
 use crate::rules::SchedulePolicy;
-use crate::store::{HoldRow, Ledger, OpenOptions, StoreError};
-use crate::sweep::{Sweeper, instance_id};
+use crate::store::{
+    AuditHead, HoldRow, Ledger, NotificationRow, OpenOptions, OrgWindowRow, PendingOrgWindow,
+    StoreError,
+};
+use crate::sweep::{SweepError, Sweeper, instance_id};
 use crate::targets::Targets;
 
 /// Why an [`App`] operation failed.
@@ -63,6 +67,9 @@ pub enum AppError {
     /// Writing an export failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// Reading a windowed kind's table (a forecast, an org window's newly due rows) failed.
+    #[error(transparent)]
+    Sweep(#[from] SweepError),
 }
 
 /// The ledger, the config in force and the clock: what every operation runs with.
@@ -80,6 +87,29 @@ pub struct AuditVerification {
     pub trust: Trust,
     /// How many checkpoint files were read.
     pub files: usize,
+}
+
+/// `policy show`: the policy in force and the change held back by `safety.max_newly_due`.
+#[derive(Debug, serde::Serialize)]
+pub struct PolicyState {
+    pub in_force: Option<SchedulePolicy>,
+    pub pending: Option<SchedulePolicy>,
+    /// Per kind, how many items the pending change would make due within a day.
+    pub pending_newly_due: Option<std::collections::BTreeMap<String, u64>>,
+}
+
+/// `org retention ORG --kind K` without a change: the window an org's rows of a windowed kind
+/// are kept for.
+#[derive(Debug)]
+pub struct OrgRetentionView {
+    /// The org's own max_age in force; `None`: the kind's.
+    pub own: Option<Span>,
+    /// The max_age in force for the org's rows.
+    pub effective: Span,
+    /// The kind's max_age.
+    pub kind_max_age: Span,
+    /// A change held back by `safety.max_newly_due`.
+    pub pending: Option<PendingOrgWindow>,
 }
 
 /// `policy accept`'s answer: the policy sync and the org window changes applied.
@@ -200,7 +230,7 @@ impl App {
     /// `org set` / `PUT /v1/orgs/{id}`: an `org.upsert` ingested by the ingest policy.
     pub async fn set_org(
         &self,
-        id: &str,
+        id: &OrgId,
         plan: Option<Plan>,
         training_opt_out: Option<bool>,
     ) -> Result<OrgView, AdminError> {
@@ -411,5 +441,165 @@ impl App {
     pub async fn reapply(&self, opts: &ReapplyOptions) -> Result<ReapplyReport, ReapplyError> {
         let targets = Targets::from_config(&self.config).map_err(ReapplyError::Invalid)?;
         reapply::reapply(&self.ledger, &self.config, &targets, opts, self.clock.now()).await
+    }
+
+    /// `plan`: purges per day until `now + until`, and what the active holds keep back; the
+    /// windowed kinds are forecast from their tables.
+    pub async fn plan(&self, until: Span) -> Result<Forecast, AppError> {
+        let now = self.clock.now();
+        let windowed = if self.config.kinds.values().any(|k| !k.tracking.is_item()) {
+            self.sweeper()
+                .map_err(AppError::Invalid)?
+                .forecast_windows(now, now.plus(until))
+                .await?
+        } else {
+            Vec::new()
+        };
+        Ok(report::plan(&self.ledger, now, until, windowed).await?)
+    }
+
+    /// `policy show`: the policy in force and the change held back, if any.
+    pub async fn policy_state(&self) -> Result<PolicyState, StoreError> {
+        Ok(PolicyState {
+            in_force: policy::in_force(&self.ledger).await?,
+            pending: policy::pending(&self.ledger).await?,
+            pending_newly_due: policy::pending_newly_due(&self.ledger).await?,
+        })
+    }
+
+    /// `notify list`: the newest `limit` notifications, or only the dead-lettered ones.
+    pub async fn notifications(
+        &self,
+        dead_only: bool,
+        limit: i64,
+    ) -> Result<Vec<NotificationRow>, StoreError> {
+        self.ledger.notifications(dead_only, limit).await
+    }
+
+    /// `notify retry`: re-queues the dead-lettered notifications `ids` (all of them when empty)
+    /// of every configured receiver, or of `receiver` only; returns the ids re-queued. An id
+    /// that is not a dead-lettered notification of such a receiver fails the call (the others
+    /// are re-queued all the same, and the message says so).
+    pub async fn requeue_notifications(
+        &self,
+        ids: &[String],
+        receiver: Option<&str>,
+    ) -> Result<Vec<String>, AppError> {
+        let now = self.clock.now();
+        let mut requeued = Vec::new();
+        for (name, cfg) in &self.config.notify {
+            if receiver.is_some_and(|r| r != name) {
+                continue;
+            }
+            requeued.extend(
+                self.ledger
+                    .requeue_notifications(name, ids, now, now.plus(cfg.max_age))
+                    .await?,
+            );
+        }
+        if let Some(missing) = ids.iter().find(|id| !requeued.contains(id)) {
+            return Err(AppError::Invalid(format!(
+                "`{missing}` is not a dead-lettered notification of a configured receiver (see `retentiond notify list --failed`){}",
+                if requeued.is_empty() {
+                    ""
+                } else {
+                    "; the others were re-queued"
+                }
+            )));
+        }
+        tracing::info!(
+            requeued = requeued.len(),
+            "dead-lettered notifications re-queued"
+        );
+        Ok(requeued)
+    }
+
+    /// The windows of windowed kinds set for `org` (every org's when `None`).
+    pub async fn org_windows(&self, org: Option<&str>) -> Result<Vec<OrgWindowRow>, StoreError> {
+        self.ledger.org_window_rows(org).await
+    }
+
+    /// `org retention ORG --kind K`: how long the org's rows of windowed kind `kind` are kept.
+    pub async fn org_retention(&self, org: &str, kind: &str) -> Result<OrgRetentionView, AppError> {
+        let (effective, _) =
+            admin::org_retention_windows(&self.ledger, &self.config, org, kind, None).await?;
+        let row = self
+            .ledger
+            .org_window_rows(Some(org))
+            .await?
+            .into_iter()
+            .find(|r| r.kind == kind);
+        Ok(OrgRetentionView {
+            own: row.as_ref().and_then(|r| r.max_age),
+            effective,
+            kind_max_age: self.kind_max_age(kind, effective),
+            pending: row.and_then(|r| r.pending),
+        })
+    }
+
+    /// `org retention ORG --kind K --max-age A | --clear`: sets (`None`: clears) the org's own
+    /// window, held back for `policy accept` when it would make more than
+    /// `safety.max_newly_due` rows due within a day.
+    pub async fn set_org_retention(
+        &self,
+        org: &str,
+        kind: &str,
+        max_age: Option<Span>,
+        by: &str,
+    ) -> Result<OrgRetention, AppError> {
+        let (old, new) =
+            admin::org_retention_windows(&self.ledger, &self.config, org, kind, max_age).await?;
+        let kind_age = self.kind_max_age(kind, old);
+        let now = self.clock.now();
+        let newly_due = self
+            .sweeper()
+            .map_err(AppError::Invalid)?
+            .org_window_newly_due(kind, org, old, new, now)
+            .await?;
+        Ok(admin::set_org_retention(
+            &self.ledger,
+            kind_age,
+            org,
+            kind,
+            max_age,
+            newly_due,
+            self.config.max_newly_due,
+            by,
+            now,
+        )
+        .await?)
+    }
+
+    /// A windowed kind's max_age (`fallback` only if it had none, which validation excludes).
+    fn kind_max_age(&self, kind: &str, fallback: Span) -> Span {
+        self.config
+            .policy
+            .kinds
+            .get(kind)
+            .and_then(|k| k.max_age)
+            .unwrap_or(fallback)
+    }
+
+    /// `audit head`: the last entry's seq and hash; `None` while the log is empty.
+    pub async fn audit_head(&self) -> Result<Option<AuditHead>, StoreError> {
+        self.ledger.audit_head().await
+    }
+
+    /// `audit receipt`: the proof of deletion of `account`; `None` for an unknown account.
+    pub async fn receipt(&self, account: &str) -> Result<Option<Receipt>, StoreError> {
+        report::receipt(&self.ledger, account).await
+    }
+
+    /// `audit checkpoint`: signs the audit head now with `audit.signing_key_file`, recorded as
+    /// by `actor`.
+    pub async fn checkpoint(&self, actor: &str) -> Result<Option<Taken>, CheckpointError> {
+        checkpoint::take(
+            &self.ledger,
+            &self.config.audit,
+            self.clock.now(),
+            actor,
+            false,
+        )
+        .await
     }
 }

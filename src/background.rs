@@ -2,9 +2,12 @@
 //! WAL checkpoints a purge could not finish, the outbox pollers (`[sources.NAME]`) and the
 //! notification deliveries (`[notify.NAME]`).
 //!
-//! Started by the daemon with the sweeper's targets (so a checkpoint a purge owes is the one
-//! retried), restarted on reload, stopped with the daemon: cancellation lets the batch or
-//! vacuum in flight finish and [`Background::stop`] waits for it.
+//! Invariant: a stop never cuts this work short: the batch or vacuum in flight finishes, and
+//! [`Background::stop`] returns only when every task has ended.
+//!
+//! Mechanism: started by the daemon with the sweeper's targets (so a checkpoint a purge owes is
+//! the one retried), restarted on reload, stopped with the daemon; every task runs on one
+//! `TaskTracker` under a child of the daemon's `CancellationToken`.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,6 +1,10 @@
 //! Signed checkpoints of the audit chain (issue 11).
 //!
-//! A hash chain proves that no entry was edited, deleted or reordered *relative to its head*;
+//! Invariant: `audit verify` passes against a checkpoint only if the chain up to the
+//! checkpoint's seq is the one that was signed, so a chain rewritten whole by someone with write
+//! access to the ledger fails against a checkpoint kept out of their reach.
+//!
+//! Mechanism: a hash chain proves that no entry was edited, deleted or reordered *relative to its head*;
 //! someone with write access to the ledger can still rewrite the chain whole and recompute every
 //! hash. A checkpoint closes that: the head (`seq`, `hash`) at a time, signed with an Ed25519 key
 //! (`[audit] signing_key_file`). It is stored in the ledger, recorded as an `audit.checkpoint`

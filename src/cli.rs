@@ -1,5 +1,11 @@
-//! The command line (§6): argument parsing, running each command, printing its result as text
-//! or `--json`, and mapping failures to exit codes (0 ok, 1 runtime failure, 2 bad input).
+//! The command line (§6).
+//!
+//! Invariant: the CLI only parses and renders: what a command reads from or does to the ledger
+//! is an [`App`](crate::app::App) method (the daemon's, for `run`) that the HTTP API shares, so
+//! the two cannot disagree; bad usage, config or input exits 2, a runtime failure 1.
+//!
+//! Mechanism: clap parses the arguments, each command calls the core and prints its answer as
+//! text or `--json` (one JSON object), and a [`Failure`] carries the exit code and the message.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -14,12 +20,12 @@ use crate::clock::Clock;
 use crate::config::{self, Config, ConfigError};
 use crate::daemon;
 use crate::holds::HoldScope;
+use crate::ids::{AccountId, CaseRef, OrgId};
 use crate::ingest::IngestError;
 use crate::model::{Plan, Span, Timestamp};
-use crate::policy;
 use crate::reapply;
 use crate::report;
-use crate::store::{Ledger, OpenOptions, StoreError};
+use crate::store::StoreError;
 use crate::telemetry::{self, LogFormat};
 
 pub mod check_config;
@@ -115,8 +121,8 @@ pub enum Command {
     /// Create the sample application data the example config purges; print matching events.
     Demo {
         /// The demo user (account) id.
-        #[arg(long, default_value = "u1")]
-        user: String,
+        #[arg(long, default_value = "u1", value_parser = |s: &str| AccountId::parse_as("--user", s))]
+        user: AccountId,
     },
     /// Re-queue resources whose purge failed too many times (all failed ones if no ID).
     Retry {
@@ -192,8 +198,8 @@ pub enum HoldCommand {
 #[derive(Debug, Args)]
 pub struct HoldPlaceArgs {
     /// Case reference (required).
-    #[arg(long)]
-    pub case: String,
+    #[arg(long, value_parser = |s: &str| CaseRef::parse_as("--case", s))]
+    pub case: CaseRef,
     /// Who places it (required).
     #[arg(long)]
     pub by: String,
@@ -221,7 +227,8 @@ pub enum OrgCommand {
     /// training opt-out (a control separate from ZDR).
     #[command(arg_required_else_help = true)]
     Set {
-        id: String,
+        #[arg(value_parser = |s: &str| OrgId::parse_as("the org id", s))]
+        id: OrgId,
         #[arg(long, value_parser = parse_plan, required_unless_present = "training_opt_out")]
         plan: Option<Plan>,
         /// Whether the org's eligible data may not be used to improve models.
@@ -405,6 +412,7 @@ impl From<AppError> for Failure {
             AppError::Admin(a) => a.into(),
             AppError::Store(s) => s.into(),
             AppError::Io(e) => Failure::runtime(e.to_string()),
+            AppError::Sweep(e) => Failure::runtime(e.to_string()),
         }
     }
 }
@@ -489,10 +497,6 @@ fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
 }
 
 /// Opens an existing ledger for a read command ([`App::open_read`]).
-async fn open_read(config: &Config) -> Result<Ledger, Failure> {
-    Ok(read_app(config, &Clock::System).await?.ledger().clone())
-}
-
 async fn read_app(config: &Config, clock: &Clock) -> Result<App, Failure> {
     Ok(App::open_read(std::sync::Arc::new(config.clone()), clock.clone()).await?)
 }
@@ -565,8 +569,8 @@ pub async fn run(cli: Cli) -> Outcome {
             Ok(())
         }
         Command::Migrate => {
-            let ledger = Ledger::open(&config.database.url, &OpenOptions::default()).await?;
-            ledger.migrate().await?;
+            // Opening for writing creates the ledger when missing and applies the migrations.
+            App::open(std::sync::Arc::new(config.clone()), clock.clone()).await?;
             emit(
                 json,
                 &serde_json::json!({"ok": true, "ledger": config.database.url.redacted()}),
@@ -842,19 +846,7 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Org { command } => org(command, &config, &clock, json).await,
         Command::Notify { command } => notify(command, &config, &clock, json).await,
         Command::Plan { until } => {
-            let app = read_app(&config, &clock).await?;
-            let now = clock.now();
-            // Windowed kinds are forecast from their tables.
-            let windowed = if config.kinds.values().any(|k| !k.tracking.is_item()) {
-                app.sweeper()
-                    .map_err(Failure::bad_input)?
-                    .forecast_windows(now, now.plus(until))
-                    .await
-                    .map_err(|e| Failure::runtime(e.to_string()))?
-            } else {
-                Vec::new()
-            };
-            let p = report::plan(app.ledger(), now, until, windowed).await?;
+            let p = read_app(&config, &clock).await?.plan(until).await?;
             emit(json, &p, || {
                 let mut s = format!("purge forecast {} .. {}\n", p.from, p.until);
                 for d in &p.days {
@@ -928,11 +920,11 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Policy {
             command: PolicyCommand::Show,
         } => {
-            let ledger = open_read(&config).await?;
+            let state = read_app(&config, &clock).await?.policy_state().await?;
             let out = serde_json::json!({
-                "in_force": policy::in_force(&ledger).await?,
-                "pending": policy::pending(&ledger).await?,
-                "pending_newly_due": policy::pending_newly_due(&ledger).await?,
+                "in_force": state.in_force,
+                "pending": state.pending,
+                "pending_newly_due": state.pending_newly_due,
             });
             emit(json, &out, || {
                 serde_json::to_string_pretty(&out).unwrap_or_default()
@@ -940,7 +932,6 @@ pub async fn run(cli: Cli) -> Outcome {
             Ok(())
         }
         Command::Demo { user } => {
-            crate::model::check_id("--user", &user).map_err(Failure::bad_input)?;
             let events = crate::demo::setup(&config, &user)
                 .await
                 .map_err(Failure::runtime)?;
@@ -1077,8 +1068,10 @@ fn status_text(s: &report::Status) -> String {
 async fn notify(command: NotifyCommand, config: &Config, clock: &Clock, json: bool) -> Outcome {
     match command {
         NotifyCommand::List { failed, limit } => {
-            let ledger = open_read(config).await?;
-            let rows = ledger.notifications(failed, limit).await?;
+            let rows = read_app(config, clock)
+                .await?
+                .notifications(failed, limit)
+                .await?;
             let out = serde_json::json!({ "notifications": rows });
             emit(json, &out, || {
                 let mut t = String::new();
@@ -1122,34 +1115,10 @@ async fn notify(command: NotifyCommand, config: &Config, clock: &Clock, json: bo
                     config.notify.keys().cloned().collect::<Vec<_>>().join(", ")
                 )));
             }
-            let app = write_app(config, clock, "retentiond notify retry").await?;
-            let ledger = app.ledger();
-            let now = clock.now();
-            let mut requeued = Vec::new();
-            for (name, cfg) in &config.notify {
-                if receiver.as_ref().is_some_and(|r| r != name) {
-                    continue;
-                }
-                requeued.extend(
-                    ledger
-                        .requeue_notifications(name, &ids, now, now.plus(cfg.max_age))
-                        .await?,
-                );
-            }
-            if let Some(missing) = ids.iter().find(|id| !requeued.contains(id)) {
-                return Err(Failure::bad_input(format!(
-                    "`{missing}` is not a dead-lettered notification of a configured receiver (see `retentiond notify list --failed`){}",
-                    if requeued.is_empty() {
-                        ""
-                    } else {
-                        "; the others were re-queued"
-                    }
-                )));
-            }
-            tracing::info!(
-                requeued = requeued.len(),
-                "dead-lettered notifications re-queued"
-            );
+            let requeued = write_app(config, clock, "retentiond notify retry")
+                .await?
+                .requeue_notifications(&ids, receiver.as_deref())
+                .await?;
             let out = serde_json::json!({ "requeued": requeued });
             emit(json, &out, || {
                 format!(
@@ -1169,7 +1138,7 @@ async fn hold(command: HoldCommand, config: &Config, clock: &Clock, json: bool) 
             let placed = app
                 .place_hold(
                     PlaceHold {
-                        case: a.case,
+                        case: a.case.into_string(),
                         by: a.by,
                         reason: a.reason,
                         scope: HoldScope {
@@ -1307,7 +1276,7 @@ async fn org(command: OrgCommand, config: &Config, clock: &Clock, json: bool) ->
                 .org(&id)
                 .await?
                 .ok_or_else(|| Failure::bad_input(format!("unknown org `{id}`")))?;
-            let retention = app.ledger().org_window_rows(Some(&id)).await?;
+            let retention = app.org_windows(Some(&id)).await?;
             let mut out = serde_json::to_value(&o).unwrap_or_default();
             if !retention.is_empty() {
                 out["retention"] = serde_json::to_value(&retention).unwrap_or_default();
@@ -1357,28 +1326,18 @@ async fn org(command: OrgCommand, config: &Config, clock: &Clock, json: bool) ->
             by,
         } => {
             let app = write_app(config, clock, "retentiond org retention").await?;
-            let ledger = app.ledger();
-            let (old, new) =
-                admin::org_retention_windows(ledger, config, &id, &kind, max_age).await?;
-            // Validated above: the kind is windowed, so it has a max_age.
-            let kind_age = config
-                .policy
-                .kinds
-                .get(&kind)
-                .and_then(|k| k.max_age)
-                .unwrap_or(old);
             if max_age.is_none() && !clear {
-                let rows = ledger.org_window_rows(Some(&id)).await?;
-                let row = rows.into_iter().find(|r| r.kind == kind);
-                let out = serde_json::json!({"org": id, "kind": kind, "max_age": row.as_ref().and_then(|r| r.max_age), "effective": old, "kind_max_age": kind_age, "pending": row.as_ref().and_then(|r| r.pending.clone())});
+                let v = app.org_retention(&id, &kind).await?;
+                let kind_age = v.kind_max_age;
+                let out = serde_json::json!({"org": id, "kind": kind, "max_age": v.own, "effective": v.effective, "kind_max_age": kind_age, "pending": v.pending});
                 emit(json, &out, || {
-                    let mut s = match row.as_ref().and_then(|r| r.max_age) {
+                    let mut s = match v.own {
                         Some(a) => {
                             format!("org {id}: {kind} kept {a} (its own; the kind's is {kind_age})")
                         }
                         None => format!("org {id}: {kind} kept {kind_age} (the kind's)"),
                     };
-                    if let Some(p) = row.as_ref().and_then(|r| r.pending.as_ref()) {
+                    if let Some(p) = &v.pending {
                         s.push_str(&format!(
                             "\n  pending: {} asked by {} at {}, {} row(s) newly due; `retentiond policy accept` applies it",
                             p.max_age.map_or_else(|| "back to the kind's".to_string(), |a| a.to_string()),
@@ -1391,24 +1350,7 @@ async fn org(command: OrgCommand, config: &Config, clock: &Clock, json: bool) ->
                 });
                 return Ok(());
             }
-            let sweeper = app.sweeper().map_err(Failure::bad_input)?;
-            let now = clock.now();
-            let newly_due = sweeper
-                .org_window_newly_due(&kind, &id, old, new, now)
-                .await
-                .map_err(|e| Failure::runtime(e.to_string()))?;
-            let r = admin::set_org_retention(
-                ledger,
-                kind_age,
-                &id,
-                &kind,
-                max_age,
-                newly_due,
-                config.max_newly_due,
-                &by,
-                now,
-            )
-            .await?;
+            let r = app.set_org_retention(&id, &kind, max_age, &by).await?;
             emit(json, &r, || {
                 if r.pending {
                     format!(
@@ -1485,21 +1427,15 @@ fn keygen(out: &std::path::Path, json: bool) -> Outcome {
 }
 
 async fn audit_checkpoint(config: &Config, clock: &Clock, json: bool) -> Outcome {
-    let ledger = Ledger::open(&config.database.url, &OpenOptions::default()).await?;
-    ledger.migrate().await?;
-    let taken = checkpoint::take(
-        &ledger,
-        &config.audit,
-        clock.now(),
-        "retentiond audit checkpoint",
-        false,
-    )
-    .await
-    .map_err(|e| match e {
-        CheckpointError::Config(m) => Failure::bad_input(m),
-        e => Failure::runtime(e.to_string()),
-    })?
-    .ok_or_else(|| Failure::runtime("no checkpoint taken"))?;
+    let app = App::open(std::sync::Arc::new(config.clone()), clock.clone()).await?;
+    let taken = app
+        .checkpoint("retentiond audit checkpoint")
+        .await
+        .map_err(|e| match e {
+            CheckpointError::Config(m) => Failure::bad_input(m),
+            e => Failure::runtime(e.to_string()),
+        })?
+        .ok_or_else(|| Failure::runtime("no checkpoint taken"))?;
     let cp = &taken.checkpoint;
     emit(json, &taken, || {
         format!(
@@ -1605,8 +1541,7 @@ async fn audit_cmd(command: AuditCommand, config: &Config, clock: &Clock, json: 
             Ok(())
         }
         AuditCommand::Head => {
-            let ledger = open_read(config).await?;
-            let head = ledger.audit_head().await?;
+            let head = read_app(config, clock).await?.audit_head().await?;
             emit(
                 json,
                 &serde_json::json!({"seq": head.as_ref().map(|h| h.seq), "hash": head.as_ref().map(|h| &h.hash)}),
@@ -1618,8 +1553,9 @@ async fn audit_cmd(command: AuditCommand, config: &Config, clock: &Clock, json: 
             Ok(())
         }
         AuditCommand::Receipt { account } => {
-            let ledger = open_read(config).await?;
-            let r = report::receipt(&ledger, &account)
+            let r = read_app(config, clock)
+                .await?
+                .receipt(&account)
                 .await?
                 .ok_or_else(|| Failure::bad_input(format!("unknown account `{account}`")))?;
             emit(json, &r, || {

@@ -1,4 +1,5 @@
-//! The clock, injected everywhere so tests can move time without sleeping.
+//! The clock. Invariant: every lifecycle decision (due, skew, grace) takes its time from the
+//! [`Clock`] it is given, never from the system directly, so tests move time without sleeping.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};

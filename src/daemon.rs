@@ -85,11 +85,16 @@ impl Shared {
     }
 
     /// One sweep, run while `guard` holds the sweep lock: its outcome goes to the health
-    /// facts, the metrics and the log, and then old event ids are forgotten.
+    /// facts, the metrics and the log, and then old event ids are forgotten. None starts once
+    /// the stop began: a request or firing that waited for the lock (or was spawned as the
+    /// stop drained the tracker) ends here without touching the ledger.
     async fn sweep_locked(
         self: Arc<Self>,
         guard: tokio::sync::OwnedMutexGuard<()>,
     ) -> anyhow::Result<SweepReport> {
+        if self.stop.is_cancelled() {
+            anyhow::bail!("the daemon is stopping");
+        }
         let Some(sweeper) = self.sweeper() else {
             anyhow::bail!("the daemon has no sweeper yet");
         };
@@ -437,11 +442,13 @@ impl DaemonHandle {
     }
 
     /// Runs one sweep now, as a cron firing would, but waiting for a sweep in flight to end
-    /// instead of skipping; its report, or why it failed.
+    /// instead of skipping; its report, or why it failed. Once the stop began it fails
+    /// without sweeping, also when the stop began while it waited for the sweep lock.
     pub async fn sweep(&self) -> anyhow::Result<SweepReport> {
         if self.shared.stop.is_cancelled() {
             anyhow::bail!("the daemon is stopping");
         }
+        // `sweep_locked` checks the stop again under the lock.
         let guard = self.shared.sweep_lock.clone().lock_owned().await;
         let me = self.shared.clone();
         // On the tracker like a firing, so a stop waits for it.
@@ -714,4 +721,61 @@ async fn try_reload(
         warn!("[audit] changes (signing key, checkpoint cron) take effect at the next restart");
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sweep requested while another holds the sweep lock, with the stop beginning before
+    /// the lock is free, fails instead of sweeping. (Through the public API the stop cannot
+    /// overlap a request, `shutdown` takes the handle; a cron firing can, see `sweep_locked`.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sweep_waiting_for_the_lock_does_not_start_once_the_stop_began() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        std::fs::create_dir(dir.path().join("uploads")).unwrap();
+        let text = format!(
+            r#"
+[database]
+url = "sqlite://{d}/ledger.db"
+[scheduler]
+sweep = "0 0 0 1 1 *"
+[accounts]
+grace_after_delete = "30d"
+targets = []
+[kinds.file]
+grace_after_delete = "30d"
+targets = ["uploads"]
+[targets.uploads]
+type = "files"
+root = "{d}/uploads"
+path = "{{account}}/{{id}}"
+"#
+        );
+        let config = Config::parse(&text, "t.toml").unwrap();
+        let clock = Clock::manual(Timestamp::from_millis(1_800_000_000_000));
+        let handle = Daemon::start(config, clock.clone()).await.unwrap();
+        // Waits for the start-up sweep, then sweeps once: the lock is free after it.
+        handle.sweep().await.unwrap();
+        let runs = handle.shared.ledger.sweep_runs().await.unwrap();
+        assert_eq!(runs.len(), 1, "{runs:?}");
+        // A sweep from now on would record a later start.
+        clock.advance(crate::model::Span::from_secs(60));
+        let held = handle.shared.sweep_lock.clone().lock_owned().await;
+        let (requested, ()) = tokio::join!(handle.sweep(), async {
+            // The request above is polled first: it passed its check and waits for the lock.
+            tokio::task::yield_now().await;
+            handle.shared.stop.cancel();
+            drop(held);
+        });
+        let err = requested.expect_err("a sweep started after the stop began");
+        assert!(err.to_string().contains("stopping"), "{err:#}");
+        assert_eq!(
+            handle.shared.ledger.sweep_runs().await.unwrap(),
+            runs,
+            "no sweep was recorded after the stop began"
+        );
+        handle.shutdown().await;
+    }
 }

@@ -1,6 +1,7 @@
 //! `retentiond demo`: creates the sample application data that `config/retentiond.toml` purges
 //! (an SQLite app database from `config/app-schema.sql` and upload files) and prints matching
-//! lifecycle events (none for the API logs: they go by time window), for the README walkthrough: `retentiond demo | retentiond ingest -`.
+//! lifecycle events (none for the API logs: they go by time window), for the README walkthrough:
+//! `retentiond demo | retentiond ingest -`.
 
 use std::str::FromStr;
 

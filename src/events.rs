@@ -1,5 +1,12 @@
-//! Lifecycle events (§6): one JSON object per line. This module turns bytes into typed events
-//! and says precisely what is wrong with a line; it knows nothing of the ledger.
+//! Lifecycle events (§6): one JSON object per line.
+//!
+//! Invariant: [`parse_line`] gives an [`Event`] only for a line that is valid on its own (a known
+//! type, the fields it needs and no others, well-formed ids and times); a line that is not is a
+//! [`LineError`] naming its line number and exactly what is wrong. Whether it fits the ledger
+//! (known accounts, allowed transitions) is `ingest`'s question: this module knows nothing of it.
+//!
+//! Mechanism: each line is read (bounded by [`MAX_LINE`], UTF-8 checked), its envelope (`at`,
+//! `event_id`) taken off, and the rest deserialized into [`EventBody`].
 
 use std::borrow::Cow;
 use std::io::BufRead;
@@ -7,6 +14,7 @@ use std::io::BufRead;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::Deserialize;
 
+use crate::ids::{AccountId, OrgId, ResourceId};
 use crate::model::{Plan, Timestamp, check_id};
 
 /// The longest line accepted: an event is a few hundred bytes; anything bigger is an error, not
@@ -40,7 +48,7 @@ pub enum EventBody {
     ]))]
     OrgUpsert {
         #[schemars(schema_with = "id_schema")]
-        org: String,
+        org: OrgId,
         #[serde(default)]
         plan: Option<Plan>,
         #[serde(default)]
@@ -49,18 +57,18 @@ pub enum EventBody {
     #[serde(rename = "account.created")]
     AccountCreated {
         #[schemars(schema_with = "id_schema")]
-        account: String,
+        account: AccountId,
         #[schemars(schema_with = "id_schema")]
-        org: String,
+        org: OrgId,
     },
     #[serde(rename = "resource.created")]
     ResourceCreated {
         #[schemars(schema_with = "id_schema")]
-        id: String,
+        id: ResourceId,
         #[schemars(schema_with = "id_schema")]
         kind: String,
         #[schemars(schema_with = "id_schema")]
-        account: String,
+        account: AccountId,
         /// Only `endpoint` (R6) and the attributes a target's template names are kept.
         #[serde(default)]
         #[schemars(schema_with = "attrs_schema")]
@@ -69,27 +77,28 @@ pub enum EventBody {
     #[serde(rename = "resource.deleted")]
     ResourceDeleted {
         #[schemars(schema_with = "id_schema")]
-        id: String,
+        id: ResourceId,
     },
     #[serde(rename = "resource.restored")]
     ResourceRestored {
         #[schemars(schema_with = "id_schema")]
-        id: String,
+        id: ResourceId,
     },
     #[serde(rename = "account.deletion_requested")]
     AccountDeletionRequested {
         #[schemars(schema_with = "id_schema")]
-        account: String,
+        account: AccountId,
     },
     #[serde(rename = "account.restored")]
     AccountRestored {
         #[schemars(schema_with = "id_schema")]
-        account: String,
+        account: AccountId,
     },
 }
 
-/// What [`check_id`] accepts, as far as JSON Schema can say it: not empty, no control
-/// character, at most 512 characters (`check_id` counts 512 *bytes*, which a schema cannot).
+/// What [`check_id`] accepts (the check behind [`ResourceId`], [`AccountId`] and [`OrgId`]), as
+/// far as JSON Schema can say it: not empty, no control character, at most 512 characters
+/// (`check_id` counts 512 *bytes*, which a schema cannot).
 fn id_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "string",
@@ -231,7 +240,9 @@ pub fn parse_line(line: usize, text: &str) -> Result<Event, LineError> {
     }
     let body: EventBody =
         serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| err(e.to_string()))?;
-    let ids: Vec<(&str, &str)> = match &body {
+    // The ids were checked as they were deserialized (`crate::ids`); the kind and the
+    // endpoint are checked here.
+    match &body {
         EventBody::OrgUpsert {
             plan: None,
             training_opt_out: None,
@@ -241,31 +252,15 @@ pub fn parse_line(line: usize, text: &str) -> Result<Event, LineError> {
                 "`org.upsert` needs `plan` (free or scale), `training_opt_out`, or both".into(),
             ));
         }
-        EventBody::OrgUpsert { org, .. } => vec![("`org`", org)],
-        EventBody::AccountCreated { account, org } => vec![("`account`", account), ("`org`", org)],
-        EventBody::ResourceCreated {
-            id,
-            kind,
-            account,
-            attrs,
-        } => {
+        EventBody::ResourceCreated { kind, attrs, .. } => {
             if let Some(e) = attrs.as_ref().and_then(|a| a.get("endpoint"))
                 && !e.is_string()
             {
                 return Err(err(format!("`attrs.endpoint` must be a string, not {e}")));
             }
-            vec![("`id`", id), ("`kind`", kind), ("`account`", account)]
+            check_id("`kind`", kind).map_err(err)?;
         }
-        EventBody::ResourceDeleted { id } | EventBody::ResourceRestored { id } => {
-            vec![("`id`", id)]
-        }
-        EventBody::AccountDeletionRequested { account }
-        | EventBody::AccountRestored { account } => {
-            vec![("`account`", account)]
-        }
-    };
-    for (what, id) in ids {
-        check_id(what, id).map_err(err)?;
+        _ => {}
     }
     if let Some(e) = body.endpoint() {
         check_id("`attrs.endpoint`", e).map_err(err)?;
@@ -400,7 +395,7 @@ mod tests {
         assert_eq!(
             ok.body,
             EventBody::OrgUpsert {
-                org: "o1".into(),
+                org: "o1".parse().unwrap(),
                 plan: None,
                 training_opt_out: Some(true)
             }

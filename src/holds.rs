@@ -1,5 +1,9 @@
 //! Legal holds as plain data: scopes, matching, and validation (§4). No I/O.
 //!
+//! Invariant: a hold covers a resource exactly when every criterion its scope gives matches
+//! (an AND), and a hold naming an account or its org keeps the account itself; [`HoldSet`]
+//! answers the same as checking each hold in turn.
+//!
 //! Whether a hold *takes effect* before a purge is the ledger's business (see the Invariant H
 //! section of `store`); this module only answers "does this hold cover that".
 

@@ -1,7 +1,10 @@
 //! The HTTP API (§6) on the optional `[http] listen` address: health, readiness, Prometheus
 //! metrics, event ingestion, the read views and legal holds, behind bearer tokens.
 //!
-//! Bodies are the CLI's `--json` structures ([`crate::report`], [`crate::admin`],
+//! Invariant: a token never does more than its scopes allow (§8), and nothing under `/v1` but
+//! the OpenAPI document is served without one.
+//!
+//! Mechanism: bodies are the CLI's `--json` structures ([`crate::report`], [`crate::admin`],
 //! [`crate::ingest::IngestReport`]), so the two interfaces cannot disagree.
 //!
 //! # Access
@@ -71,6 +74,7 @@ use crate::config::{Config, HttpConfig, Scope, TokenSource};
 use crate::events::{self, Event, LineError};
 use crate::health::Health;
 use crate::holds::HoldScope;
+use crate::ids::{CaseRef, OrgId};
 use crate::ingest::{IngestError, IngestReport};
 use crate::model::Timestamp;
 use crate::report;
@@ -919,12 +923,8 @@ async fn post_hold(
             format!("bad hold request: {e} (expected {{\"case\", \"by\", \"reason\", \"scope\": {{org, account, resource, kind, created_from, created_to}}}})"),
         )
     })?;
-    if req.case.trim().is_empty() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "`case` must not be empty",
-        ));
-    }
+    let case =
+        CaseRef::try_from(req.case).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
     let by = person(req.by, "placing the hold")?;
     let sc = req.scope;
     let scope = HoldScope {
@@ -945,7 +945,7 @@ async fn post_hold(
         .app()
         .place_hold(
             PlaceHold {
-                case: req.case,
+                case: case.into_string(),
                 by,
                 reason: req.reason,
                 scope,
@@ -1101,6 +1101,7 @@ async fn put_org(
         "org update",
         "{\"plan\": \"free\"|\"scale\", \"training_opt_out\": true|false}",
     )?;
+    let id = OrgId::parse_as("the org id", id).map_err(AdminError::Invalid)?;
     let o = s.app().set_org(&id, req.plan, req.training_opt_out).await?;
     info!(org = %id, via = %via, plan = %o.plan, training_opt_out = o.training_opt_out, "http: org set");
     Ok(ok(&o))

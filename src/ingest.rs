@@ -1,6 +1,10 @@
-//! Applies lifecycle events to the ledger, all or nothing (§6 `ingest`).
+//! Applies lifecycle events to the ledger (§6 `ingest`).
 //!
-//! Events are validated against the ledger *as the earlier lines leave it*, inside one write
+//! Invariant: all or nothing: a batch of events is applied whole, in one write transaction, or,
+//! if any line is bad, not at all, and every bad line is reported; an event whose `event_id` was
+//! applied within `ingest.dedup_window` is a no-op.
+//!
+//! Mechanism: events are validated against the ledger *as the earlier lines leave it*, inside one write
 //! transaction: if any line is bad, nothing is applied and every bad line is reported. Lines are
 //! processed in chunks: the ids a chunk mentions are fetched with one query per table, the
 //! events change the cached rows, and the chunk's changed rows, event ids and audit entries are
@@ -465,20 +469,20 @@ impl State<'_> {
                 eids.push(id.clone());
             }
             match &e.body {
-                EventBody::OrgUpsert { org, .. } => oids.push(org.clone()),
+                EventBody::OrgUpsert { org, .. } => oids.push(org.as_str().to_owned()),
                 EventBody::AccountCreated { account, org } => {
-                    aids.push(account.clone());
-                    oids.push(org.clone());
+                    aids.push(account.as_str().to_owned());
+                    oids.push(org.as_str().to_owned());
                 }
                 EventBody::ResourceCreated { id, account, .. } => {
-                    rids.push(id.clone());
-                    aids.push(account.clone());
+                    rids.push(id.as_str().to_owned());
+                    aids.push(account.as_str().to_owned());
                 }
                 EventBody::ResourceDeleted { id } | EventBody::ResourceRestored { id } => {
-                    rids.push(id.clone())
+                    rids.push(id.as_str().to_owned())
                 }
                 EventBody::AccountDeletionRequested { account }
-                | EventBody::AccountRestored { account } => aids.push(account.clone()),
+                | EventBody::AccountRestored { account } => aids.push(account.as_str().to_owned()),
             }
         }
         dedup(&mut rids);

@@ -18,6 +18,7 @@ pub mod failpoint;
 pub mod health;
 pub mod holds;
 pub mod http;
+pub mod ids;
 pub mod ingest;
 pub mod metrics;
 pub mod model;

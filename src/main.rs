@@ -6,7 +6,7 @@ use clap::Parser;
 use retentiond::cli::{Cli, run};
 
 /// mimalloc instead of glibc malloc: ingest and purge allocate per row and per event, and glibc's
-/// malloc/free took a third of ingest's cycles (BENCHMARKS.md).
+/// malloc/free were a large part of ingest's cycles (BENCHMARKS.md).
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -1,5 +1,10 @@
 //! Prometheus metrics: the process-wide recorder, every metric's name, what the sweep and the
-//! ingest paths record, and the ledger gauges refreshed on a timer. Served at `/metrics` by the
+//! ingest paths record, and the ledger gauges refreshed on a timer.
+//!
+//! Invariant: nothing here carries user content (labels are states, kinds, targets and event
+//! types), and a scrape never queries the ledger.
+//!
+//! Mechanism: served at `/metrics` by the
 //! HTTP API (`[http]`) and, alone, on `[metrics] listen` ([`start`]); process metrics (RSS, CPU,
 //! open fds: `process_*`, the Prometheus client convention) are read from /proc at each scrape.
 //!
@@ -7,7 +12,6 @@
 //! of events applied). Gauges that need a ledger query (resources by state and kind, due backlog,
 //! held back, oldest overdue age) are refreshed every [`GAUGE_REFRESH`] by [`refresh_loop`], not
 //! on every scrape: a count over a large ledger is not free, and a scrape must stay cheap.
-//! Nothing here carries user content: labels are states, kinds, targets and event types.
 
 use std::collections::BTreeSet;
 use std::sync::{Mutex, OnceLock};

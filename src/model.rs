@@ -1,4 +1,8 @@
 //! Plain domain data shared by every room: time, durations, states and causes.
+//!
+//! Invariant: a [`Timestamp`] and a [`Span`] are whole milliseconds in an `i64`, stored as such
+//! in both ledger backends, so ordering and arithmetic are exact and the same everywhere; adding
+//! a span saturates (a huge grace period means "never", not an overflow).
 
 use std::fmt;
 

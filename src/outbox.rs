@@ -1,8 +1,10 @@
 //! The transactional outbox (`[sources.NAME]`, §5/§6): the application inserts lifecycle events
-//! into a table of its own database in the same transaction as its own change, so a deletion it
-//! commits can never go unnoticed, and one it rolls back never reaches retentiond.
+//! into a table of its own database in the same transaction as its own change.
 //!
-//! Each poll reads up to `scheduler.batch_size` pending rows in id order, applies them through
+//! Invariant: a deletion the application commits is never missed, one it rolls back never
+//! reaches retentiond, and each event takes effect once, whatever crashes in between.
+//!
+//! Mechanism: each poll reads up to `scheduler.batch_size` pending rows in id order, applies them through
 //! [`App::ingest_events`] (the same validation, rules and ingest policy as `retentiond ingest`
 //! and `POST /v1/events`), and only then
 //! removes them from the outbox. A crash on either side in between leaves the rows in place and

@@ -4,7 +4,7 @@
 //! TIME, and reports per kind how many had come back and how many rows, files, object-store
 //! objects (keys and versions) and http deletes were removed again.
 //!
-//! It is idempotent (target deletes of missing rows and files are no-ops), changes no ledger
+//! Invariant: it is idempotent (target deletes of missing rows and files are no-ops), changes no ledger
 //! state (tombstones stay tombstones, no second purge receipt), and audits what it removed:
 //! `resource.reapplied` / `account.reapplied` for each item that had come back, and one
 //! `purges.reapplied` summary. Anything an active legal hold now covers is skipped and listed:

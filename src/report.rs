@@ -1,6 +1,11 @@
 //! What the read commands show — status, resource/account/org views, forecasts and
-//! proof-of-deletion receipts — computed from the ledger. The CLI's `--json` output and the HTTP
-//! API's bodies are these same structures, so they cannot disagree.
+//! proof-of-deletion receipts.
+//!
+//! Invariant: reading changes nothing, and the CLI's `--json` output and the HTTP API's bodies
+//! are these same structures, so the two cannot disagree.
+//!
+//! Mechanism: each view is computed from the ledger by one function, read through
+//! [`crate::app::App`].
 
 use std::collections::{BTreeMap, BTreeSet};
 

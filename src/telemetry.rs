@@ -1,4 +1,7 @@
-//! Logging: tracing to stderr, text for terminals or one JSON object per line for Loki; under
+//! Logging. Invariant: no log line carries user content, only ids, kinds, states and counts;
+//! each decision that matters is one line.
+//!
+//! Mechanism: tracing to stderr, text for terminals or one JSON object per line for Loki; under
 //! systemd (`$JOURNAL_STREAM` names stderr, systemd.exec(5)) straight to journald with a
 //! PRIORITY per level and the key=value fields as journal fields. The level comes from
 //! `RUST_LOG` if set, else `[log] level`, else `info`.

@@ -1,5 +1,8 @@
 //! The ledger store: every durable fact retentiond keeps, in SQLite or PostgreSQL.
 //!
+//! Invariant: both backends behave alike, and the transaction types keep Invariant H (below):
+//! only a [`PurgeTx`] records purges and only a [`HoldTx`] changes holds.
+//!
 //! # One implementation, two backends
 //! The SQL lives once, in `ops.rs`, and is compiled twice — `sqlite.rs` and `postgres.rs` each
 //! `include!` it with their own `Db` type and a handful of dialect macros (id lists, row locks,

@@ -436,7 +436,7 @@ impl Tx {
 ///
 /// With SQLite's automatic checkpoint alone, every thousand pages one commit copies them all
 /// and syncs the database file before it returns: a purge transaction's commit, on a sweep's
-/// critical path, took 10–14 ms instead of 1–3 (issue 7). Here that copy runs on another
+/// critical path, paid for it (BENCHMARKS.md, issue 7). Here that copy runs on another
 /// thread while the sweep goes on. A failure is logged once (until it changes or clears) and
 /// retried with backoff, up to [`CHECKPOINT_RETRY_MAX`]; the commits' own checkpoint
 /// ([`WAL_AUTOCHECKPOINT`]) still bounds the WAL meanwhile.

@@ -1,6 +1,6 @@
 //! Purge targets: where the application keeps its data, and how to delete it for real.
 //!
-//! Every target delete is idempotent (deleting missing rows or files is a no-op), so a purge can
+//! Invariant: every target delete is idempotent (deleting missing rows or files is a no-op), so a purge can
 //! be executed more than once — after a crash, or by two instances whose leases crossed — while
 //! the ledger records it exactly once.
 
