@@ -92,23 +92,23 @@ pub fn describe(c: &Config) -> String {
             TargetConfig::ObjectStore(o) => {
                 let _ = writeln!(
                     out,
-                    "  {name}: object_store s3://{}/{} key {} versions {}{}{} (credentials from {})",
-                    o.bucket,
-                    o.prefix,
+                    "  {name}: object_store {} key {} versions {}{}{}{}",
+                    o.url_shown(),
                     o.key,
                     match o.versions {
                         ObjectVersions::All => "all",
                         ObjectVersions::Current => "current",
                     },
-                    o.endpoint
-                        .as_ref()
+                    o.endpoint()
                         .map(|e| format!(", endpoint {e}"))
                         .unwrap_or_default(),
                     o.account_prefix
                         .as_ref()
                         .map(|p| format!(", account_prefix {p}"))
                         .unwrap_or_default(),
-                    o.credentials.source
+                    o.credentials_source()
+                        .map(|s| format!(" (credentials from {s})"))
+                        .unwrap_or_default()
                 );
             }
             TargetConfig::Http(h) => {

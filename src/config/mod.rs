@@ -34,8 +34,9 @@ pub use scheduler::{SchedulerConfig, check_cron};
 pub use secret::{SecretHttpUrl, SecretToken, SecretUrl, redact_http_url, redact_url};
 pub use sources::SourceConfig;
 pub use targets::{
-    FilesTargetConfig, HttpMethod, HttpTargetConfig, ObjectStoreTargetConfig, ObjectVersions,
-    S3Credentials, SqlTargetConfig, TargetConfig,
+    AzureCredential, AzureLocation, FilesTargetConfig, GcsCredential, GcsLocation, HttpMethod,
+    HttpTargetConfig, ObjectStoreTargetConfig, ObjectVersions, S3Credentials, S3Location,
+    SqlTargetConfig, StoreLocation, TargetConfig,
 };
 
 pub const DEFAULT_PATH: &str = "/etc/retentiond/retentiond.toml";

@@ -228,7 +228,7 @@ pub(super) enum RawTarget {
     Sql(RawSqlTarget),
     Files(RawFilesTarget),
     #[serde(rename = "object_store")]
-    ObjectStore(RawObjectStoreTarget),
+    ObjectStore(Box<RawObjectStoreTarget>),
     Http(RawHttpTarget),
 }
 
@@ -277,6 +277,14 @@ pub(super) struct RawObjectStoreTarget {
     pub(super) access_key_id_file: Option<PathBuf>,
     pub(super) secret_access_key_file: Option<PathBuf>,
     pub(super) session_token_file: Option<PathBuf>,
+    /// az:// only: the storage account, its key or a SAS token.
+    pub(super) account: Option<String>,
+    pub(super) access_key_env: Option<String>,
+    pub(super) access_key_file: Option<PathBuf>,
+    pub(super) sas_token_env: Option<String>,
+    pub(super) sas_token_file: Option<PathBuf>,
+    /// gs:// only: a service-account JSON key file.
+    pub(super) service_account_file: Option<PathBuf>,
     pub(super) concurrency: Option<usize>,
     pub(super) timeout: Option<Span>,
 }
@@ -285,7 +293,9 @@ pub(super) struct RawObjectStoreTarget {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawHttpTarget {
-    pub(super) url: String,
+    pub(super) url: Option<String>,
+    pub(super) url_env: Option<String>,
+    pub(super) url_file: Option<PathBuf>,
     pub(super) method: Option<String>,
     pub(super) body: Option<String>,
     pub(super) token_file: Option<PathBuf>,

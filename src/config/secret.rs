@@ -223,7 +223,7 @@ impl fmt::Debug for SecretToken {
 
 /// Where a section's URL comes from: exactly one of `url` (inline), `url_env` (an environment
 /// variable) or `url_file` (a file holding it, e.g. a systemd `LoadCredential=` credential).
-/// Every section that takes a URL resolves it here.
+/// Every section that takes a database URL resolves it here.
 pub(super) fn resolve_url(
     ctx: &Ctx<'_>,
     key: &str,
@@ -231,6 +231,19 @@ pub(super) fn resolve_url(
     url_env: Option<String>,
     url_file: Option<PathBuf>,
 ) -> Result<SecretUrl, ConfigError> {
+    let (u, k) = one_url(ctx, key, url, url_env, url_file)?;
+    check_url(ctx, &k, u)
+}
+
+/// The value of exactly one of `url`, `url_env` or `url_file` (read now), and the key it came
+/// by (`{key}.url_env` …), for the errors about it.
+pub(super) fn one_url(
+    ctx: &Ctx<'_>,
+    key: &str,
+    url: Option<String>,
+    url_env: Option<String>,
+    url_file: Option<PathBuf>,
+) -> Result<(String, String), ConfigError> {
     let given = [url.is_some(), url_env.is_some(), url_file.is_some()]
         .iter()
         .filter(|g| **g)
@@ -242,11 +255,11 @@ pub(super) fn resolve_url(
         ));
     }
     if let Some(u) = url {
-        return check_url(ctx, &format!("{key}.url"), u);
+        return Ok((u, format!("{key}.url")));
     }
     if let Some(var) = url_env {
         return match std::env::var(&var) {
-            Ok(u) => check_url(ctx, &format!("{key}.url_env"), u),
+            Ok(u) => Ok((u, format!("{key}.url_env"))),
             Err(_) => Err(ctx.err(
                 format!("{key}.url_env"),
                 format!("environment variable `{var}` is not set"),
@@ -256,7 +269,7 @@ pub(super) fn resolve_url(
     if let Some(path) = url_file {
         return match std::fs::read_to_string(&path) {
             // One line; the newline an editor or `echo` leaves is not part of the URL.
-            Ok(text) => check_url(ctx, &format!("{key}.url_file"), text.trim().to_string()),
+            Ok(text) => Ok((text.trim().to_string(), format!("{key}.url_file"))),
             Err(e) => Err(ctx.err(
                 format!("{key}.url_file"),
                 format!("cannot read `{}`: {e}", path.display()),

@@ -7,6 +7,7 @@
 mod files;
 mod http;
 mod object_store;
+mod portable;
 mod sql;
 mod sqlite_direct;
 mod window;
@@ -15,12 +16,13 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::config::{Config, TargetConfig};
+use crate::config::{Config, ObjectStoreTargetConfig, StoreLocation, TargetConfig};
 
 pub use crate::model::PurgeItem;
 pub use files::FilesTarget;
 pub use http::HttpTarget;
-pub use object_store::ObjectStoreTarget;
+pub use object_store::S3Target;
+pub use portable::PortableStoreTarget;
 pub use sql::SqlTarget;
 pub use window::{Partition, PartitionRows, PartitionState};
 
@@ -150,6 +152,58 @@ impl std::ops::AddAssign for Removed {
 
 /// A per-item outcome: what was removed, or why it could not be.
 pub type ItemResult = Result<Removed, String>;
+
+/// An `object_store` target: s3:// spoken directly (so every version of a key can go), the
+/// other schemes (az://, gs://, file://) through the `object_store` crate.
+#[derive(Debug)]
+pub enum ObjectStoreTarget {
+    S3(S3Target),
+    Portable(PortableStoreTarget),
+}
+
+impl ObjectStoreTarget {
+    pub fn new(name: &str, cfg: &ObjectStoreTargetConfig) -> Result<ObjectStoreTarget, String> {
+        Ok(match &cfg.store {
+            StoreLocation::S3(s3) => ObjectStoreTarget::S3(S3Target::new(name, cfg, s3)?),
+            _ => ObjectStoreTarget::Portable(PortableStoreTarget::new(name, cfg)?),
+        })
+    }
+
+    pub async fn purge(&self, items: &[PurgeItem]) -> Vec<ItemResult> {
+        match self {
+            ObjectStoreTarget::S3(t) => t.purge(items).await,
+            ObjectStoreTarget::Portable(t) => t.purge(items).await,
+        }
+    }
+
+    pub async fn probe(&self, items: &[PurgeItem]) -> Vec<ItemResult> {
+        match self {
+            ObjectStoreTarget::S3(t) => t.probe(items).await,
+            ObjectStoreTarget::Portable(t) => t.probe(items).await,
+        }
+    }
+
+    pub async fn remaining(&self, items: &[PurgeItem]) -> Vec<Result<u64, String>> {
+        match self {
+            ObjectStoreTarget::S3(t) => t.remaining(items).await,
+            ObjectStoreTarget::Portable(t) => t.remaining(items).await,
+        }
+    }
+
+    pub async fn purge_account(&self, account: &str, org: &str) -> ItemResult {
+        match self {
+            ObjectStoreTarget::S3(t) => t.purge_account(account, org).await,
+            ObjectStoreTarget::Portable(t) => t.purge_account(account, org).await,
+        }
+    }
+
+    pub async fn probe_account(&self, account: &str, org: &str) -> ItemResult {
+        match self {
+            ObjectStoreTarget::S3(t) => t.probe_account(account, org).await,
+            ObjectStoreTarget::Portable(t) => t.probe_account(account, org).await,
+        }
+    }
+}
 
 #[derive(Debug)]
 pub enum Target {

@@ -1,7 +1,8 @@
-//! The `object_store` target: deletes each resource's key in an S3 bucket (or an S3-compatible
-//! server: MinIO, Ceph RGW …) — by default every version and delete marker of it, which the
-//! `object_store` crate cannot list or delete, so this speaks the S3 API itself: `rusty-s3` signs
-//! the requests (presigned, SigV4), `reqwest` sends them.
+//! The `object_store` target on s3://: deletes each resource's key in an S3 bucket (or an
+//! S3-compatible server: MinIO, Ceph RGW …) — by default every version and delete marker of it,
+//! which the `object_store` crate cannot list or delete, so this speaks the S3 API itself:
+//! `rusty-s3` signs the requests (presigned, SigV4), `reqwest` sends them. The other schemes
+//! are in `portable.rs`.
 //!
 //! A batch goes out in few requests: the keys that share a folder are found by one paged
 //! `ListObjectVersions` (or `ListObjectsV2` for `versions = "current"`) over their common
@@ -22,7 +23,7 @@ use rusty_s3::{Bucket, Credentials, Method, S3Action, UrlStyle};
 use tokio::sync::Semaphore;
 
 use super::{ItemResult, PurgeItem, Removed};
-use crate::config::{ObjectStoreTargetConfig, ObjectVersions};
+use crate::config::{ObjectStoreTargetConfig, ObjectVersions, S3Location};
 
 /// How long a signed URL is valid: long enough for a slow request, short for a leaked log line.
 const SIGNED_FOR: Duration = Duration::from_secs(300);
@@ -32,7 +33,7 @@ const ATTEMPTS: u32 = 5;
 const DELETE_BATCH: usize = 1000;
 const S3_NS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
 
-pub struct ObjectStoreTarget {
+pub struct S3Target {
     name: String,
     bucket: Bucket,
     credentials: Credentials,
@@ -46,9 +47,9 @@ pub struct ObjectStoreTarget {
     slots: Arc<Semaphore>,
 }
 
-impl std::fmt::Debug for ObjectStoreTarget {
+impl std::fmt::Debug for S3Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ObjectStoreTarget")
+        f.debug_struct("S3Target")
             .field("name", &self.name)
             .field("bucket", &self.bucket.name())
             .field("prefix", &self.prefix)
@@ -68,15 +69,19 @@ struct Failure {
     retry: bool,
 }
 
-impl ObjectStoreTarget {
-    pub fn new(name: &str, cfg: &ObjectStoreTargetConfig) -> Result<ObjectStoreTarget, String> {
-        let (endpoint, style) = match &cfg.endpoint {
+impl S3Target {
+    pub fn new(
+        name: &str,
+        cfg: &ObjectStoreTargetConfig,
+        s3: &S3Location,
+    ) -> Result<S3Target, String> {
+        let (endpoint, style) = match &s3.endpoint {
             Some(e) => (e.clone(), UrlStyle::Path),
             None => {
-                let e = format!("https://s3.{}.amazonaws.com", cfg.region);
+                let e = format!("https://s3.{}.amazonaws.com", s3.region);
                 let e = url::Url::parse(&e).map_err(|e| format!("target `{name}`: {e}"))?;
                 // Bucket names with dots do not fit a TLS wildcard certificate.
-                let style = if cfg.bucket.contains('.') {
+                let style = if s3.bucket.contains('.') {
                     UrlStyle::Path
                 } else {
                     UrlStyle::VirtualHost
@@ -84,9 +89,9 @@ impl ObjectStoreTarget {
                 (e, style)
             }
         };
-        let bucket = Bucket::new(endpoint, style, cfg.bucket.clone(), cfg.region.clone())
-            .map_err(|e| format!("target `{name}`: bucket `{}`: {e}", cfg.bucket))?;
-        let c = &cfg.credentials;
+        let bucket = Bucket::new(endpoint, style, s3.bucket.clone(), s3.region.clone())
+            .map_err(|e| format!("target `{name}`: bucket `{}`: {e}", s3.bucket))?;
+        let c = &s3.credentials;
         let credentials = match &c.session_token {
             Some(t) => Credentials::new_with_token(
                 c.access_key_id.clone(),
@@ -102,7 +107,7 @@ impl ObjectStoreTarget {
             .pool_max_idle_per_host(cfg.concurrency)
             .build()
             .map_err(|e| format!("target `{name}`: HTTP client: {e}"))?;
-        Ok(ObjectStoreTarget {
+        Ok(S3Target {
             name: name.to_string(),
             bucket,
             credentials,
@@ -135,7 +140,7 @@ impl ObjectStoreTarget {
         self.run(items, true).await
     }
 
-    /// What [`ObjectStoreTarget::purge`] would delete now (versions or objects per item),
+    /// What [`S3Target::purge`] would delete now (versions or objects per item),
     /// changing nothing: listings only.
     pub async fn probe(&self, items: &[PurgeItem]) -> Vec<ItemResult> {
         self.run(items, false).await
@@ -235,7 +240,7 @@ impl ObjectStoreTarget {
         })
     }
 
-    /// What [`ObjectStoreTarget::purge_account`] would delete now.
+    /// What [`S3Target::purge_account`] would delete now.
     pub async fn probe_account(&self, account: &str, org: &str) -> ItemResult {
         let Some(prefix) = self.account_key(account, org) else {
             return Ok(Removed::default());

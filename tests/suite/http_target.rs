@@ -928,3 +928,81 @@ both_backends! {
         audit_verify(cfg);
     }
 }
+
+/// `url_file` and `url_env`: a URL that authorises by itself (`?api_key=…`) stays out of the
+/// config file, and is redacted as an inline one is. Exactly one of `url`, `url_env`,
+/// `url_file`; a missing variable or file is an error naming its key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_url_can_come_from_a_file_or_the_environment() {
+    let w = World::new(
+        Backend::Sqlite,
+        Vectors {
+            path: format!("{DOC}?api_key=AP1KEY"),
+            ..Vectors::default()
+        },
+        Knobs::default(),
+    )
+    .await;
+    let (svc, cfg, port) = (&w.svc, &w.cfg, w.svc.port);
+    let inline = std::fs::read_to_string(cfg).unwrap();
+    let url = format!("http://127.0.0.1:{port}{DOC}?api_key=AP1KEY");
+    let line = format!("url = \"{url}\"");
+    assert!(inline.contains(&line), "{inline}");
+    let url_file = w.env.dir.path().join("vectors-url");
+    std::fs::write(&url_file, format!("{url}\n")).unwrap();
+    let from_file = inline.replace(&line, &format!("url_file = \"{}\"", url_file.display()));
+    std::fs::write(cfg, &from_file).unwrap();
+    let shown = ok(&rd(cfg, &["check-config"]));
+    assert!(
+        shown.contains(&format!(
+            "vectors: http DELETE http://127.0.0.1:{port}{DOC}?api_key=*** "
+        )),
+        "{shown}"
+    );
+    assert!(!shown.contains("AP1KEY"), "{shown}");
+    let l1 = Svc::doc("c1", "l1");
+    svc.put(&l1);
+    w.ingest(&["a1"], &[("l1", "a1", "c1")]);
+    assert_eq!(w.sweep()["purged"], 1);
+    let seen = svc.to(&l1);
+    assert!(
+        seen.iter().any(|s| s.uri.ends_with("?api_key=AP1KEY")),
+        "the request carries the file's URL: {seen:?}"
+    );
+
+    let from_env = inline.replace(&line, "url_env = \"RD_TEST_VECTORS_URL\"");
+    std::fs::write(cfg, &from_env).unwrap();
+    let shown = ok(&bin()
+        .env("RD_TEST_VECTORS_URL", &url)
+        .arg("--config")
+        .arg(cfg)
+        .arg("check-config")
+        .output()
+        .unwrap());
+    assert!(shown.contains("?api_key=*** "), "{shown}");
+    let refused = |text: &str, key: &str, why: &str| {
+        std::fs::write(cfg, text).unwrap();
+        let o = bin()
+            .env_remove("RD_TEST_VECTORS_URL")
+            .arg("--config")
+            .arg(cfg)
+            .arg("check-config")
+            .output()
+            .unwrap();
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains(key) && err.contains(why),
+            "want {key} / {why}: {err}"
+        );
+        assert!(!err.contains("AP1KEY"), "{err}");
+    };
+    refused(&from_env, "targets.vectors.url_env", "RD_TEST_VECTORS_URL");
+    refused(
+        &from_file.replace("url_file = ", &format!("{line}\nurl_file = ")),
+        "targets.vectors",
+        "give one of `url`, `url_env` or `url_file`",
+    );
+    std::fs::remove_file(&url_file).unwrap();
+    refused(&from_file, "targets.vectors.url_file", "cannot read");
+}

@@ -23,6 +23,7 @@ mod object_store_target;
 mod openapi;
 mod ops;
 mod outbox;
+mod portable_stores;
 mod reapply;
 mod reliability_clock;
 mod reliability_crash;

@@ -313,9 +313,9 @@ fn bad_object_store_config_is_refused_naming_the_key() {
         secret.display()
     );
     let cases: Vec<(String, &str, &str)> = vec![
-        (format!("url = \"gs://b/p\"\nkey = \"{{id}}\"\n{files}"), "targets.blobs.url", "S3-compatible XML API"),
-        (format!("url = \"az://c/p\"\nkey = \"{{id}}\"\n{files}"), "targets.blobs.url", "Azure"),
-        (format!("url = \"file:///srv/x\"\nkey = \"{{id}}\"\n{files}"), "targets.blobs.url", "`files` target"),
+        (format!("url = \"gs://b/p\"\nkey = \"{{id}}\"\n{files}"), "targets.blobs.access_key_id_file", "not used by gs:// urls"),
+        (format!("url = \"az://c/p\"\nkey = \"{{id}}\"\n{files}"), "targets.blobs.access_key_id_file", "not used by az:// urls"),
+        (format!("url = \"file:///srv/x\"\nkey = \"{{id}}\"\n{files}"), "targets.blobs.access_key_id_file", "not used by file:// urls"),
         (format!("url = \"s3://Bad_Bucket/p\"\nkey = \"{{id}}\"\n{files}"), "targets.blobs.url", "bucket name"),
         (format!("url = \"s3://b1b/p\"\nkey = \"../{{id}}\"\n{files}"), "targets.blobs.key", "outside the prefix"),
         (format!("url = \"s3://b1b/p\"\nkey = \"/{{id}}\"\n{files}"), "targets.blobs.key", "starts with `/`"),

@@ -5,7 +5,7 @@ use crate::model::Span;
 use crate::template::{self, template_placeholders};
 
 use super::super::raw::RawHttpTarget;
-use super::super::secret::{SecretHttpUrl, SecretToken, read_secret};
+use super::super::secret::{SecretHttpUrl, SecretToken, one_url, read_secret};
 use super::super::{ConfigError, Ctx};
 use super::attr_names;
 
@@ -49,7 +49,9 @@ pub(super) fn build(
     h: RawHttpTarget,
 ) -> Result<(HttpTargetConfig, Vec<String>), ConfigError> {
     let mut attrs = Vec::new();
-    let url = check_http_template(ctx, &format!("{key}.url"), &h.url, false)?;
+    // `url_env`/`url_file`: a URL that authorises by itself (`?api_key=…`) stays out of the file.
+    let (raw_url, url_key) = one_url(ctx, key, h.url, h.url_env, h.url_file)?;
+    let url = check_http_template(ctx, &url_key, &raw_url, false)?;
     attrs.extend(attr_names(&url.1));
     let verify_url = match h.verify_url {
         Some(v) => {

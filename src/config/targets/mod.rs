@@ -22,7 +22,10 @@ use super::{ConfigError, Ctx, KindConfig, check_name};
 
 pub use files::FilesTargetConfig;
 pub use http::{HttpMethod, HttpTargetConfig};
-pub use object_store::{ObjectStoreTargetConfig, ObjectVersions, S3Credentials};
+pub use object_store::{
+    AzureCredential, AzureLocation, GcsCredential, GcsLocation, ObjectStoreTargetConfig,
+    ObjectVersions, S3Credentials, S3Location, StoreLocation,
+};
 pub use sql::SqlTargetConfig;
 
 #[derive(Debug, Clone)]
@@ -71,7 +74,7 @@ pub(super) fn build(ctx: &Ctx<'_>, raw: BTreeMap<String, RawTarget>) -> Result<B
                 TargetConfig::Files(cfg)
             }
             RawTarget::ObjectStore(o) => {
-                let (cfg, names) = object_store::build(ctx, &key, o)?;
+                let (cfg, names) = object_store::build(ctx, &key, *o)?;
                 attrs.extend(names);
                 TargetConfig::ObjectStore(Box::new(cfg))
             }

@@ -8,8 +8,11 @@
 #![allow(dead_code)]
 
 mod moto;
+mod stores;
 #[allow(unused_imports)]
 pub use moto::Moto;
+#[allow(unused_imports)]
+pub use stores::{AZURITE_ACCOUNT, AZURITE_KEY, Azurite, FakeGcs};
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
