@@ -380,6 +380,22 @@ END $$;
 CREATE TRIGGER resurrect AFTER DELETE ON messages FOR EACH ROW EXECUTE FUNCTION resurrect();
 ";
 
+/// A PostgreSQL application database in a schema of its own, with [`PG_APP_SCHEMA`] and `seed`
+/// applied; its URL and a connection.
+async fn pg_app(seed: &str) -> (String, sqlx::PgConnection) {
+    let url = pg_schema().await;
+    let mut app = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql(PG_APP_SCHEMA)
+        .execute(&mut app)
+        .await
+        .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(seed.to_string()))
+        .execute(&mut app)
+        .await
+        .unwrap();
+    (url, app)
+}
+
 both_backends! {
     async fn sql_targets_purge_verify_and_vacuum_a_postgresql_application_database(b: Backend) {
         if pg_disabled() {
@@ -387,19 +403,13 @@ both_backends! {
             return;
         }
         let env = Env::new(b).await;
-        let app_url = pg_schema().await;
-        let mut app = sqlx::PgConnection::connect(&app_url).await.unwrap();
-        sqlx::raw_sql(PG_APP_SCHEMA).execute(&mut app).await.unwrap();
-        sqlx::raw_sql(
+        let (app_url, _) = pg_app(
             "INSERT INTO users VALUES ('a1', 'n'), ('a2', 'm');
              INSERT INTO conversations VALUES ('c1', 'a1', 't'), ('c2', 'a1', 't');
              INSERT INTO messages (conversation_id, body) VALUES ('c1', 'm1'), ('c1', 'm2'), ('c1', 'm3'), ('c2', 'keep me');
              INSERT INTO embeddings (conversation_id, vector) VALUES ('c1', '\\x00ff'), ('c1', '\\x0102');
-             INSERT INTO files VALUES (42, 'a2', 'f');",
-        )
-        .execute(&mut app)
-        .await
-        .unwrap();
+             INSERT INTO files VALUES (42, 'a2', 'f');"
+        ).await;
         let upload = env.upload("a2", "42");
         std::fs::create_dir_all(upload.parent().unwrap()).unwrap();
         std::fs::write(&upload, b"x").unwrap();
@@ -464,18 +474,12 @@ both_backends! {
             return;
         }
         let env = Env::new(b).await;
-        let app_url = pg_schema().await;
-        let mut app = sqlx::PgConnection::connect(&app_url).await.unwrap();
-        sqlx::raw_sql(PG_APP_SCHEMA).execute(&mut app).await.unwrap();
-        sqlx::raw_sql(
+        let (app_url, mut app) = pg_app(
             "INSERT INTO users VALUES ('a1', 'n');
              INSERT INTO conversations VALUES ('c1', 'a1', 't'), ('c3', 'a1', 't'), ('c4', 'a1', 't');
              INSERT INTO messages (conversation_id, body) VALUES ('c1', 'm1'), ('c1', 'm2'), ('c1', 'm3'), ('c3', 'm'), ('c9', 'other');
-             INSERT INTO files VALUES (42, 'a1', 'f'), (7, 'a1', 'g'), (8, 'a1', 'h');",
-        )
-        .execute(&mut app)
-        .await
-        .unwrap();
+             INSERT INTO files VALUES (42, 'a1', 'f'), (7, 'a1', 'g'), (8, 'a1', 'h');"
+        ).await;
         let text = env
             .config_text(&Knobs { verify: true, ..Default::default() })
             .replace(&format!("url = \"sqlite://{}\"", env.app_db.display()), &format!("url = \"{app_url}\""))

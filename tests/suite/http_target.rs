@@ -989,13 +989,7 @@ async fn the_url_can_come_from_a_file_or_the_environment() {
             .arg("check-config")
             .output()
             .unwrap();
-        let err = stderr(&o);
-        assert_eq!(o.status.code(), Some(2), "{err}");
-        assert!(
-            err.contains(key) && err.contains(why),
-            "want {key} / {why}: {err}"
-        );
-        assert!(!err.contains("AP1KEY"), "{err}");
+        refused_naming(&o, text, key, why, "AP1KEY");
     };
     refused(&from_env, "targets.vectors.url_env", "RD_TEST_VECTORS_URL");
     refused(

@@ -90,6 +90,18 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// A config the binary refused: exit 2, the error naming `key` and saying `why`, and `secret`
+/// nowhere in it. `what` names the case in a failure.
+pub fn refused_naming(o: &Output, what: &str, key: &str, why: &str, secret: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "{what}: {err}");
+    assert!(
+        err.contains(key) && err.contains(why),
+        "{what}\nwanted {key} / {why}: {err}"
+    );
+    assert!(!err.contains(secret), "{err}");
+}
+
 /// `kill -SIG pid` with the `kill` utility.
 pub fn signal(pid: u32, sig: &str) {
     let _ = Command::new("kill")
