@@ -150,6 +150,26 @@ impl PortableStoreTarget {
             .map_err(|e| format!("target `{}`: {e}", self.name))
     }
 
+    /// On a file:// root, why `key` is refused when its folder resolves outside the root (a
+    /// symlinked folder), as the `files` target refuses it; `None` otherwise, and when the
+    /// folder does not exist (then neither does the key).
+    fn escapes_root(&self, key: &str) -> Option<String> {
+        let Backend::File(root) = &self.backend else {
+            return None;
+        };
+        let root = std::fs::canonicalize(root).ok()?;
+        let full = root.join(key);
+        let folder = std::fs::canonicalize(full.parent()?).ok()?;
+        (!folder.starts_with(&root)).then(|| {
+            format!(
+                "target `{}`: {} resolves outside the root (to {}); refusing",
+                self.name,
+                self.at(key),
+                folder.display()
+            )
+        })
+    }
+
     /// A key as the crate's path; its segments were checked when the key was rendered.
     fn path(&self, key: &str) -> Result<StorePath, String> {
         StorePath::parse(key).map_err(|e| format!("target `{}`: {}: {e}", self.name, self.at(key)))
@@ -283,6 +303,10 @@ impl PortableStoreTarget {
         let mut errors = BTreeMap::new();
         let mut paths = Vec::new();
         for k in keys {
+            if let Some(e) = self.escapes_root(k) {
+                errors.insert(k.clone(), e);
+                continue;
+            }
             match self.path(k) {
                 Ok(p) => paths.push((k.clone(), p)),
                 Err(e) => {

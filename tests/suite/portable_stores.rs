@@ -321,6 +321,41 @@ async fn a_missing_file_root_fails_the_purge_until_it_is_back() {
     assert!(store.keys().await.is_empty());
 }
 
+/// A file:// key whose folder is a symlink to somewhere outside the root is refused, as in
+/// the `files` target: the purge fails naming it, and the file outside stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_key_through_a_symlinked_folder_is_refused() {
+    let env = Env::new(Backend::Sqlite).await;
+    let store = Store::start(Scheme::File, &env).await;
+    let cfg = config(&env, &store);
+    let Store::File(root) = &store else {
+        unreachable!()
+    };
+    let outside = env.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("l1"), b"not ours").unwrap();
+    std::fs::create_dir_all(root.join("p")).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("p/a1")).unwrap();
+    let mut ev = org_account("o1", "free", "a1");
+    ev += &created("l1", "library", "a1");
+    ev += &deleted("l1");
+    ok(&rd_stdin(&cfg, &["ingest", "-"], &ev));
+    let r = json(&rd(&cfg, &["sweep", "--once", "--json"]));
+    assert_eq!(r["purged"], 0, "{r}");
+    let s = json(&rd(&cfg, &["resource", "show", "l1", "--json"]));
+    assert!(
+        s["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("resolves outside the root"),
+        "{s}"
+    );
+    assert!(
+        outside.join("l1").exists(),
+        "a file outside the root was deleted"
+    );
+}
+
 /// Bad az://, gs:// and file:// config: exit 2, the key named, nothing needed (no server).
 #[test]
 fn bad_store_config_is_refused_naming_the_key() {
