@@ -111,11 +111,7 @@ impl S3Target {
             name: name.to_string(),
             bucket,
             credentials,
-            prefix: if cfg.prefix.is_empty() {
-                String::new()
-            } else {
-                format!("{}/", cfg.prefix)
-            },
+            prefix: folder_prefix(&cfg.prefix),
             key: cfg.key.clone(),
             versions: cfg.versions,
             account_prefix: cfg.account_prefix.clone(),
@@ -771,6 +767,15 @@ fn excerpt(s: &str) -> String {
         end -= 1;
     }
     format!("{}…", &s[..end])
+}
+
+/// The url's prefix as keys start with it: with a trailing `/`, or empty.
+pub(super) fn folder_prefix(prefix: &str) -> String {
+    if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    }
 }
 
 /// Fills a key template. Each value of `id`, `kind`, `account`, `org` must be one ordinary key

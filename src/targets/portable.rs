@@ -97,11 +97,7 @@ impl PortableStoreTarget {
             name: name.to_string(),
             backend,
             shown,
-            prefix: if cfg.prefix.is_empty() {
-                String::new()
-            } else {
-                format!("{}/", cfg.prefix)
-            },
+            prefix: super::object_store::folder_prefix(&cfg.prefix),
             key: cfg.key.clone(),
             account_prefix: cfg.account_prefix.clone(),
             concurrency: cfg.concurrency,
