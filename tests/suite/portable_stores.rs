@@ -315,7 +315,8 @@ async fn a_missing_file_root_fails_the_purge_until_it_is_back() {
         "{s}"
     );
     std::fs::rename(&moved, root).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // The retry waits out the backoff: 1s with up to +25% jitter.
+    std::thread::sleep(std::time::Duration::from_millis(1600));
     let r = json(&rd(&cfg, &["sweep", "--once", "--json"]));
     assert_eq!(r["purged"], 1, "{r}");
     assert!(store.keys().await.is_empty());
