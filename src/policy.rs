@@ -22,6 +22,10 @@ const PAGE: i64 = 5_000;
 /// The key used for the account grace in per-item counts.
 pub const ACCOUNTS: &str = "(accounts)";
 
+/// The key used for `[ledger] tombstone_retention` in per-item counts: its "newly due" are the
+/// tombstones a shorter retention compacts within [`GUARD_HORIZON`].
+pub const TOMBSTONES: &str = "(tombstones)";
+
 /// What a sync did.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct SyncReport {
@@ -167,6 +171,20 @@ pub async fn sync(
             .count() as u64;
         report.newly_due.insert(ACCOUNTS.to_string(), n);
     }
+    // A shorter tombstone retention compacts tombstones sooner, and a compacted purge cannot be
+    // re-run by `reapply` after a backup restore: a typo ("40d" for "400d") is guarded like a
+    // shorter grace. A ledger from before the guard has none recorded: the config's applies.
+    let tombstones_changed = current.tombstone_retention != target.tombstone_retention;
+    if tombstones_changed {
+        let n = match (current.tombstone_retention, target.tombstone_retention) {
+            (Some(old), Some(new)) if new.millis() < old.millis() => {
+                tx.count_tombstones_before(now.plus(GUARD_HORIZON).minus(new))
+                    .await? as u64
+            }
+            _ => 0,
+        };
+        report.newly_due.insert(TOMBSTONES.to_string(), n);
+    }
 
     // Decide: harmless items apply; the rest apply together only within the limit.
     let risky: u64 = report.newly_due.values().sum();
@@ -176,12 +194,17 @@ pub async fn sync(
     if accounts_changed {
         items.push(ACCOUNTS.to_string());
     }
+    if tombstones_changed {
+        items.push(TOMBSTONES.to_string());
+    }
     for item in &items {
         let n = report.newly_due.get(item).copied().unwrap_or(0);
         if n == 0 || apply_all {
             report.applied.push(item.clone());
             if item == ACCOUNTS {
                 in_force.account_grace = target.account_grace;
+            } else if item == TOMBSTONES {
+                in_force.tombstone_retention = target.tombstone_retention;
             } else {
                 in_force
                     .kinds
@@ -194,6 +217,10 @@ pub async fn sync(
 
     // Pass 2: recompute schedules under the policy now in force.
     for item in &report.applied {
+        if item == TOMBSTONES {
+            // No schedule to recompute: the sweep's compaction reads the retention in force.
+            continue;
+        }
         if item == ACCOUNTS {
             let mut updated = Vec::new();
             for mut a in std::mem::take(&mut account_rows) {
@@ -267,6 +294,13 @@ pub async fn sync(
             json!({"newly_due": per_item, "max_newly_due": max_newly_due, "by": actor}),
         ));
         for (item, n) in &per_item {
+            if item.as_str() == TOMBSTONES {
+                warn!(
+                    item = %item, newly_due = n, max_newly_due, message_id = crate::telemetry::message_id::POLICY_HELD_BACK,
+                    "policy change held back: the shorter tombstone_retention would compact {n} tombstones within the next 24 hours, and reapply cannot re-run a compacted purge; run `retentiond policy accept` to apply it"
+                );
+                continue;
+            }
             warn!(
                 item = %item, newly_due = n, max_newly_due, message_id = crate::telemetry::message_id::POLICY_HELD_BACK,
                 "policy change held back: it would bring {n} purges forward to within the next 24 hours; run `retentiond policy accept` to apply it"
@@ -296,6 +330,15 @@ fn merged(current: &SchedulePolicy, wanted: &SchedulePolicy) -> SchedulePolicy {
 }
 
 fn describe_item(item: &str, old: &SchedulePolicy, new: &SchedulePolicy) -> (String, String) {
+    if item == TOMBSTONES {
+        let d = |r: Option<Span>| {
+            format!(
+                "tombstone_retention {}",
+                r.map_or_else(|| "unrecorded".to_string(), |r| r.to_string())
+            )
+        };
+        return (d(old.tombstone_retention), d(new.tombstone_retention));
+    }
     if item == ACCOUNTS {
         return (
             format!("grace {}", old.account_grace),

@@ -33,6 +33,11 @@ pub struct KindPolicy {
 pub struct SchedulePolicy {
     pub account_grace: Span,
     pub kinds: BTreeMap<String, KindPolicy>,
+    /// `[ledger] tombstone_retention`: when a tombstone is compacted into counts (R9, issue
+    /// 23). A shorter one brings compactions forward, and `reapply` cannot re-run a compacted
+    /// purge, so it is guarded like a shorter grace. `None` in a ledger from before the guard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tombstone_retention: Option<Span>,
 }
 
 /// What the rules need to know about a resource.

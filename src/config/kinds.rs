@@ -55,6 +55,7 @@ pub(super) fn build(
     let mut policy = SchedulePolicy {
         account_grace: accounts.grace_after_delete,
         kinds: BTreeMap::new(),
+        tombstone_retention: None,
     };
     if raw.is_empty() {
         return Err(ctx.err(

@@ -303,7 +303,10 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         scheduler,
         max_clock_skew: raw.ingest.max_clock_skew,
         dedup_window: raw.ingest.dedup_window,
-        policy,
+        policy: SchedulePolicy {
+            tombstone_retention: Some(raw.ledger.tombstone_retention),
+            ..policy
+        },
         account_targets: raw.accounts.targets,
         kinds,
         targets,

@@ -530,6 +530,8 @@ forward! { mut LedgerTx;
     fn kind_resources_page(&mut self, kind: &str, after: &str, limit: i64) -> Vec<ResourceRow>;
     fn deletion_requested_accounts(&mut self) -> Vec<AccountRow>;
     fn seen_events(&mut self, ids: &[String]) -> HashSet<String>;
+    /// Tombstones purged before `before` (what a shorter `tombstone_retention` would compact).
+    fn count_tombstones_before(&mut self, before: Timestamp) -> i64;
     /// Whether some tombstone was ever compacted (R9 then rests on the purge receipts).
     fn tombstones_compacted(&mut self) -> bool;
     /// Which of `subjects` (`kind/id`) have a `resource.purged` receipt (`audit_one_receipt`).

@@ -1447,6 +1447,15 @@ impl Tx {
         rows(raw)
     }
 
+    pub async fn count_tombstones_before(&mut self, before: Timestamp) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM resources WHERE state = 'purged' AND purged_at < $1",
+        )
+        .bind(before.millis())
+        .fetch_one(&mut *self.tx)
+        .await?)
+    }
+
     pub async fn tombstones_compacted(&mut self) -> Result<bool> {
         let found: Option<i64> = sqlx::query_scalar("SELECT count FROM tombstone_counts LIMIT 1")
             .fetch_optional(&mut *self.tx)

@@ -2,7 +2,9 @@
 //!
 //! Invariant: a tombstone (R9) leaves the ledger only once it was purged before `now -
 //! [ledger] tombstone_retention` (younger ones are what `reapply` needs after a backup
-//! restore), and only together with its count: in `tombstone_counts` (UTC day of purge, kind,
+//! restore), the retention being the one *in force* (a shorter one is guarded as R10 guards a
+//! shorter grace: it waits for `policy accept` when it would compact more than
+//! `safety.max_newly_due` within a day), and only together with its count: in `tombstone_counts` (UTC day of purge, kind,
 //! cause), in its account's `compacted_accounts` row, and in the `tombstones.compacted` audit
 //! entry committed with them, whose details carry the same counts, so the chain proves the
 //! totals. A crash loses a whole batch's compaction or nothing.
@@ -22,7 +24,7 @@ use tracing::{info, warn};
 
 use super::Sweeper;
 use crate::audit::AuditDraft;
-use crate::model::Timestamp;
+use crate::model::{Span, Timestamp};
 use crate::store::{StoreError, Tombstone, TombstoneCount};
 
 /// Batches one sweep compacts at most, so a first compaction of a large backlog never delays
@@ -77,12 +79,20 @@ impl Sweeper {
         stop: &CancellationToken,
     ) -> Compacted {
         let started = Instant::now();
-        let retention = self.config.tombstone_retention;
+        let retention = match crate::policy::in_force(&self.ledger).await {
+            Ok(p) => p
+                .and_then(|p| p.tombstone_retention)
+                .unwrap_or(self.config.tombstone_retention),
+            Err(e) => {
+                warn!(error = %e, "tombstone compaction skipped: the policy in force is unreadable; the next sweep retries");
+                return Compacted::default();
+            }
+        };
         let before = now.minus(retention);
         let mut done = Compacted::default();
         let mut error = None;
         while done.batches < MAX_BATCHES as u64 && !stop.is_cancelled() {
-            match self.compact_batch(now, before).await {
+            match self.compact_batch(now, before, retention).await {
                 Ok(0) => break,
                 Ok(n) => {
                     done.tombstones += n as u64;
@@ -116,7 +126,12 @@ impl Sweeper {
 
     /// One batch in one transaction; returns how many tombstones it compacted (0: none left,
     /// or another instance is compacting).
-    async fn compact_batch(&self, now: Timestamp, before: Timestamp) -> Result<usize, StoreError> {
+    async fn compact_batch(
+        &self,
+        now: Timestamp,
+        before: Timestamp,
+        retention: Span,
+    ) -> Result<usize, StoreError> {
         // A read first: most sweeps find nothing to compact and need no write transaction.
         if !self.ledger.has_tombstones_before(before).await? {
             return Ok(0);
@@ -147,7 +162,7 @@ impl Sweeper {
             json!({
                 "tombstones": taken.len(),
                 "before": before,
-                "retention": self.config.tombstone_retention.to_string(),
+                "retention": retention.to_string(),
                 "purged_from": first.purged_at,
                 "purged_to": last.purged_at,
                 "counts": counts,

@@ -206,3 +206,63 @@ both_backends! {
         }
     }
 }
+
+both_backends! {
+    async fn a_shorter_tombstone_retention_waits_for_accept_when_it_would_compact_many(b: Backend) {
+        // A typo such as "4d" for "400d" would compact at the next sweep what `reapply` needs
+        // after a backup restore: guarded like a shorter grace (R10), against max_newly_due.
+        let env = Env::new(b).await;
+        let knobs = |retention: &str| Knobs {
+            conversation_grace: "0s",
+            max_newly_due: 3,
+            extra: format!("[ledger]\ntombstone_retention = \"{retention}\"\n"),
+            ..Default::default()
+        };
+        let text = env.config_text(&knobs("400d"));
+        let h = H::with_config(env, &text).await;
+        let mut events = org_account("o1", "free", "a1");
+        for i in 0..5 {
+            h.env.seed_conversation(&format!("c{i}"), "a1", 1).await;
+            events += &(created(&format!("c{i}"), "conversation", "a1") + &deleted(&format!("c{i}")));
+        }
+        h.ingest(&events).await;
+        assert_eq!(h.sweep().await.purged, 5);
+        h.advance("10d");
+        let sync = |retention: &'static str, accept: bool| {
+            let cfg = retentiond::config::Config::parse(&h.env.config_text(&knobs(retention)), "t").unwrap();
+            let ledger = h.ledger.clone();
+            let now = h.now();
+            async move {
+                retentiond::policy::sync(&ledger, &cfg.policy, now, cfg.max_newly_due, accept, "test").await.unwrap().1
+            }
+        };
+        let tombstones = retentiond::policy::TOMBSTONES.to_string();
+
+        // Lengthening applies at once.
+        let r = sync("500d", false).await;
+        assert_eq!(r.applied, vec![tombstones.clone()], "{r:?}");
+        // "4d": all five (10 days old) would be compacted at once, 5 > 3: held back, and the
+        // sweep keeps compacting by the retention in force.
+        let r = sync("4d", false).await;
+        assert_eq!(r.pending, vec![tombstones.clone()], "{r:?}");
+        assert_eq!(r.newly_due[&tombstones], 5);
+        assert_eq!(h.sweep().await.tombstones_compacted, 0, "nothing compacted while the change waits");
+        assert_eq!(h.state("c0").await, "purged");
+        // "9d" brings them within the day too; "12d" brings none within it: applies at once.
+        assert_eq!(sync("9d", false).await.pending, vec![tombstones.clone()]);
+        let r = sync("12d", false).await;
+        assert_eq!((r.applied.clone(), r.newly_due[&tombstones]), (vec![tombstones.clone()], 0), "{r:?}");
+        assert_eq!(h.sweep().await.tombstones_compacted, 0);
+        // `policy accept` applies the short one; the next sweep compacts.
+        let r = sync("4d", true).await;
+        assert_eq!(r.applied, vec![tombstones.clone()], "{r:?}");
+        let r = h.sweep().await;
+        assert_eq!(r.tombstones_compacted, 5, "{r:?}");
+        let entries = compaction_entries(&h).await;
+        assert_eq!(entries.last().unwrap()["retention"], "4days");
+        let accepted = h.ledger.audit_range(1, i64::MAX, 1000).await.unwrap().into_iter()
+            .filter(|e| e.action == "policy.accepted" && e.subject == "policy/(tombstones)").count();
+        assert_eq!(accepted, 1);
+        h.audit_ok().await;
+    }
+}
