@@ -109,6 +109,9 @@ struct Args {
     /// Active holds in (5) [default 1,000; quick 100].
     #[arg(long)]
     holds: Option<usize>,
+    /// Due conversations of (10), the backlog drain [default 1,000,000; quick 20,000].
+    #[arg(long)]
+    drain: Option<usize>,
     /// Object-store keys in (7) [default 10,000; quick 2,000].
     #[arg(long)]
     object_keys: Option<usize>,
@@ -139,7 +142,8 @@ struct Args {
     /// Keep the scratch files.
     #[arg(long)]
     keep: bool,
-    /// Only these parts: purge,holds,scale,ingest,objects,http,windows (memory runs with scale).
+    /// Only these parts: purge,holds,scale,ingest,objects,http,instances,windows,drain (memory
+    /// runs with scale).
     #[arg(long, value_delimiter = ',')]
     only: Option<Vec<String>>,
     /// Passed by `cargo bench`; ignored.
@@ -166,6 +170,7 @@ struct Bench {
     args: Args,
     n: usize,
     object_keys: usize,
+    drain: usize,
     sizes: Vec<u64>,
     ingest_lines: usize,
     holds: usize,
@@ -194,6 +199,12 @@ struct Line {
     pg: String,
     target: String,
     met: String,
+}
+
+/// The part a row key belongs to: its leading digits (`"10a"` is part 10).
+fn section(key: &str) -> u32 {
+    let digits: String = key.chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().unwrap_or(0)
 }
 
 impl Table {
@@ -234,11 +245,11 @@ impl Table {
             "| # | figure | SQLite | PostgreSQL | target | met |\n| --- | --- | ---: | ---: | --- | --- |\n",
         );
         let mut rows: Vec<&Line> = self.rows.iter().collect();
-        rows.sort_by(|a, b| a.key.cmp(&b.key));
+        rows.sort_by_key(|r| (section(&r.key), r.key.clone()));
         for r in rows {
             s.push_str(&format!(
                 "| {} | {} | {} | {} | {} | {} |\n",
-                &r.key[..1],
+                section(&r.key),
                 r.label,
                 r.sqlite,
                 r.pg,
@@ -847,7 +858,26 @@ impl Pipeline {
         holds: usize,
         ledger_only: bool,
     ) -> Pipeline {
-        let n = bench.n;
+        Self::setup_sized(
+            bench,
+            app,
+            (bench.n, bench.args.purge_rounds),
+            secure,
+            holds,
+            ledger_only,
+        )
+        .await
+    }
+
+    /// [`Pipeline::setup`] over `n` conversations falling due in `rounds` rounds.
+    async fn setup_sized(
+        bench: &Bench,
+        app: &App,
+        (n, rounds): (usize, usize),
+        secure: bool,
+        holds: usize,
+        ledger_only: bool,
+    ) -> Pipeline {
         let url = bench.ledger_url(app.backend, "purge").await;
         let clock = Clock::manual(Timestamp::from_millis(bench.now0 - 40 * DAY));
         let mut config = bench.config_text(&url, app, secure);
@@ -858,7 +888,7 @@ impl Pipeline {
             );
         }
         let s = stack(config, clock).await;
-        let r = ingest_text(&s, &purge_events(n, bench.args.purge_rounds, bench.now0)).await;
+        let r = ingest_text(&s, &purge_events(n, rounds, bench.now0)).await;
         let mut expected_held = 0;
         assert_eq!(r.applied as usize, 1 + n.div_ceil(10) + 2 * n);
         if holds > 0 {
@@ -869,7 +899,7 @@ impl Pipeline {
             s,
             url,
             now0: bench.now0,
-            rounds: bench.args.purge_rounds,
+            rounds,
             secure,
             ledger_only,
             n,
@@ -1114,6 +1144,48 @@ async fn part_purge(bench: &Bench, b: Backend, with_holds: bool) {
             format!("{ratio:.2}"),
         );
     }
+}
+
+// ----- (10) draining a backlog ------------------------------------------------------------------
+
+/// (10) A backlog of `--drain` due conversations (× M messages) all due at once, drained by one
+/// `sweep_once` (as a daemon catching up after an outage, or a first start on a big ledger):
+/// seconds and items/s; and the ledger's bytes before and after (uncompacted: what the drain
+/// leaves for vacuum or SQLite's free pages).
+async fn part_drain(bench: &Bench, b: Backend) {
+    let (n, m) = (bench.drain, bench.args.m);
+    log(format!("{}: drain of {n} due ({n} × {m})", b.name()));
+    let app = bench.new_app(b, "drain").await;
+    app.fill("c", n, m).await;
+    let t = Instant::now();
+    let mut pipe = Pipeline::setup_sized(bench, &app, (n, 1), true, 0, false).await;
+    let build = t.elapsed().as_secs_f64();
+    let before = ledger_bytes(&pipe.url).await;
+    let secs = pipe.round(0).await;
+    assert_eq!(pipe.purged, n as u64);
+    assert_eq!(app.rows_left().await, 0, "the drain left application rows");
+    let after = ledger_bytes(&pipe.url).await;
+    let mut t = bench.table.lock().unwrap();
+    t.set(
+        "10a",
+        &format!(
+            "drain a backlog of {} due ({} rows), one `sweep_once`: seconds (items/s)",
+            k(n as f64),
+            k((n * (m + 1)) as f64)
+        ),
+        b,
+        format!("{secs:.1} s ({} items/s)", k(n as f64 / secs)),
+    );
+    t.set(
+        "10b",
+        "ledger bytes before / after the drain (uncompacted); ingest of the backlog",
+        b,
+        format!(
+            "{:.0} MB / {:.0} MB; {build:.1} s",
+            before as f64 / 1e6,
+            after as f64 / 1e6
+        ),
+    );
 }
 
 // ----- (2) and (4): sweep cost vs tracked size ----------------------------------------------
@@ -1481,6 +1553,13 @@ async fn part_scale(bench: &Bench, b: Backend) {
             ingest_text(&s, &due_events(bench.now0, r, due)).await;
         }
         log(format!("  built in {:.1} s", t.elapsed().as_secs_f64()));
+        let bytes = ledger_bytes(&url).await;
+        bench.table.lock().unwrap().set(
+            &format!("2d{si}"),
+            &format!("ledger bytes with {sz} tracked (bulk-built: rows and indexes, no audit entries); per tracked", sz = k(size as f64)),
+            b,
+            format!("{:.2} GB; {} B", bytes as f64 / 1e9, bytes / size.max(1)),
+        );
         if size == largest {
             for l in explain(&url, b, round_due(bench.now0, 0), batch).await {
                 log(format!("  plan: {l}"));
@@ -3317,6 +3396,7 @@ async fn main() {
     let bench = Bench {
         n: args.n.unwrap_or(if q { 2_000 } else { 100_000 }),
         object_keys: args.object_keys.unwrap_or(if q { 2_000 } else { 10_000 }),
+        drain: args.drain.unwrap_or(if q { 20_000 } else { 1_000_000 }),
         sizes: args.sizes.clone().unwrap_or(if q {
             vec![1_000, 10_000, 100_000]
         } else {
@@ -3398,6 +3478,10 @@ async fn main() {
                 }
                 if want(&bench.args, "scale") {
                     part_scale(&bench, b).await;
+                }
+                if want(&bench.args, "drain") {
+                    part_drain(&bench, b).await;
+                    bench.drop_schemas().await;
                 }
             }
         }
