@@ -5,9 +5,10 @@
 //!
 //! # One implementation, two backends
 //! The SQL lives once, in `ops.rs`, and is compiled twice — `sqlite.rs` and `postgres.rs` each
-//! `include!` it with their own `Db` type and a handful of dialect macros (id lists, row locks,
-//! `BEGIN IMMEDIATE`). Behaviour therefore cannot drift between the backends, while each keeps
-//! its native types and no generic-bound gymnastics are needed. [`Ledger`] and [`LedgerTx`]
+//! `include!` it with their own `Db` type and their [`Dialect`](dialect::Dialect): what each
+//! does its own way (how writes begin and lock, the bulk writes of the hot paths, id lists, row
+//! locks). Behaviour therefore cannot drift between the backends, while each keeps its native
+//! types (`dialect.rs` says why this beats SQL generic over `sqlx::Database`). [`Ledger`] and [`LedgerTx`]
 //! pick the backend once, from the URL scheme, and forward every operation. This file is that
 //! facade; `rows` holds the row types and their decoding, `error` the errors.
 //!
@@ -143,6 +144,7 @@ macro_rules! touched_predicate {
     };
 }
 
+mod dialect;
 mod error;
 mod gate;
 mod postgres;

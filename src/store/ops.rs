@@ -1,8 +1,7 @@
 // The ledger's SQL, written once and compiled per backend: `sqlite.rs` and `postgres.rs`
-// `include!` this file after defining `Db`, `BEGIN`, `ids_arg`, `lock_audit`, the hooks
-// `direct_save_resources`, `direct_record_events`, `direct_insert_audit`, `direct_claim`,
-// `direct_finish_purged` (`None`: use the statements here) and the dialect macros `in_ids!`,
-// `for_update!`, `for_update_of_r!`, `for_share!`, `skip_locked!`.
+// `include!` this file after defining `Db`, `D` (their [`Dialect`](super::dialect::Dialect):
+// what each backend does its own way) and the statement fragments `in_ids!`, `json_rows!`,
+// `for_update!`, `for_update_of_r!`, `for_share!`, `skip_locked!` (see `dialect.rs`).
 
 use std::collections::HashSet;
 
@@ -11,6 +10,7 @@ use sqlx::{Database, QueryBuilder, Row};
 use crate::audit::{self, AuditDraft, AuditEntry};
 use crate::holds::{ActiveHold, HoldScope};
 use crate::model::{Cause, Timestamp};
+use super::dialect::Dialect;
 use super::{
     ClaimedBatch, InFlight, InFlightOutcome, IngestWrite, Interruption, SettledClaim, parse, ts,
     AccountRow, AuditHead, HoldRow, MAX_BINDS, NewHold, OrgRow, PolicyState, PurgeFailure, RawAccount, RawAudit,
@@ -60,7 +60,7 @@ async fn q_json_rows<R: serde::de::DeserializeOwned>(
     what: &str,
     id: fn(&R) -> &String,
 ) -> Result<Vec<R>> {
-    let json: String = sqlx::query_scalar(sql).bind(ids_arg(ids)).fetch_one(&mut *c).await?;
+    let json: String = sqlx::query_scalar(sql).bind(D::ids_arg(ids)).fetch_one(&mut *c).await?;
     let mut raw: Vec<R> = serde_json::from_str(&json)
         .map_err(|e| StoreError::Corrupt(format!("{what} rows as JSON: {e}")))?;
     raw.sort_unstable_by(|a, b| id(a).cmp(id(b)));
@@ -125,7 +125,7 @@ async fn q_orgs(c: &mut Conn, ids: &[String], lock: bool) -> Result<Vec<OrgRow>>
     } else {
         concat!("SELECT ", org_columns!(), " FROM orgs WHERE id ", in_ids!(1), " ORDER BY id")
     };
-    let raw: Vec<RawOrg> = sqlx::query_as(sql).bind(ids_arg(ids)).fetch_all(&mut *c).await?;
+    let raw: Vec<RawOrg> = sqlx::query_as(sql).bind(D::ids_arg(ids)).fetch_all(&mut *c).await?;
     rows(raw)
 }
 
@@ -297,37 +297,7 @@ async fn q_claim(
     lease_until: Timestamp,
     batch: i64,
 ) -> Result<Vec<ResourceRow>> {
-    if let Some(claimed) = direct_claim(tx, now, limit, owner, lease_until, batch).await {
-        return claimed;
-    }
-    let mut ids: Vec<String> = sqlx::query_scalar(claim_stale_sql!("id"))
-        .bind(owner)
-        .bind(lease_until.millis())
-        .bind(now.millis())
-        .bind(limit)
-        .bind(batch)
-        .fetch_all(&mut **tx)
-        .await?;
-    let left = limit - ids.len() as i64;
-    if left > 0 {
-        let due: Vec<String> = sqlx::query_scalar(claim_due_sql!("id"))
-            .bind(owner)
-            .bind(lease_until.millis())
-            .bind(now.millis())
-            .bind(left)
-            .bind(batch)
-            .fetch_all(&mut **tx)
-            .await?;
-        ids.extend(due);
-    }
-    let claimed = q_resources(&mut *tx, &ids, false).await?;
-    if claimed.len() < ids.len() {
-        // As on SQLite (`direct_claim`): a claimed resource must not stay claimed unread.
-        let found: HashSet<&str> = claimed.iter().map(|r| r.id.as_str()).collect();
-        let missing: Vec<&str> = ids.iter().map(String::as_str).filter(|id| !found.contains(id)).collect();
-        return Err(StoreError::Corrupt(format!("resources {missing:?}: their account is not in the ledger")));
-    }
-    Ok(claimed)
+    D::claim(tx, now, limit, owner, lease_until, batch).await
 }
 
 /// Claims up to `limit` resources as a new batch whose purge has not started (its row in
@@ -366,7 +336,7 @@ impl Store {
 
     pub async fn begin(&self) -> Result<Tx> {
         Ok(Tx {
-            tx: self.pool.begin_with(BEGIN).await?,
+            tx: self.pool.begin_with(D::BEGIN).await?,
             deferred_audit: Vec::new(),
             _gate: None,
         })
@@ -617,7 +587,7 @@ impl Store {
             in_ids!(1),
             " ORDER BY seq"
         ))
-        .bind(ids_arg(subjects))
+        .bind(D::ids_arg(subjects))
         .bind(action)
         .fetch_all(&self.pool)
         .await?;
@@ -860,7 +830,7 @@ impl Store {
         .bind(now.millis())
         .bind(lease_until.millis())
         .bind(limit)
-        .bind(ids_arg(receivers))
+        .bind(D::ids_arg(receivers))
         .fetch_all(&self.pool)
         .await?;
         let mut out: Vec<NotificationRow> = rows(raw)?;
@@ -938,7 +908,7 @@ impl Store {
             ))
         };
         let q = q.bind(receiver).bind(now.millis()).bind(expires_at.millis());
-        let q = if ids.is_empty() { q } else { q.bind(ids_arg(ids)) };
+        let q = if ids.is_empty() { q } else { q.bind(D::ids_arg(ids)) };
         let mut out: Vec<String> = q.fetch_all(&self.pool).await?;
         out.sort();
         Ok(out)
@@ -1167,26 +1137,10 @@ impl Tx {
             std::borrow::Cow::Owned([deferred.as_slice(), drafts].concat())
         };
         if !drafts.is_empty() {
-            lock_audit(&mut self.tx).await?;
+            D::lock_audit(&mut self.tx).await?;
             let (seq, hash) = q_chain_head(&mut self.tx).await?;
             let entries = audit::chain::extend(seq, &hash, &drafts);
-            if let Some(r) = direct_insert_audit(&mut self.tx, &entries).await {
-                r?;
-            } else {
-                for chunk in entries.chunks(MAX_BINDS / 7) {
-                    let mut q = QueryBuilder::<Db>::new("INSERT INTO audit (seq, at, action, subject, details, prev_hash, hash) ");
-                    q.push_values(chunk, |mut b, e| {
-                        b.push_bind(e.seq)
-                            .push_bind(e.at.millis())
-                            .push_bind(e.action.clone())
-                            .push_bind(e.subject.clone())
-                            .push_bind(e.details.clone())
-                            .push_bind(e.prev_hash.clone())
-                            .push_bind(e.hash.clone());
-                    });
-                    q.build().execute(&mut *self.tx).await?;
-                }
-            }
+            D::insert_audit(&mut self.tx, &entries).await?;
             let last = entries.last().expect("drafts is not empty");
             head = Some(AuditHead {
                 seq: last.seq,
@@ -1305,7 +1259,7 @@ impl Tx {
             "DELETE FROM resources WHERE state = 'purged' AND id ", in_ids!(1),
             " RETURNING id, kind, account, cause, purged_at"
         ))
-        .bind(ids_arg(&ids))
+        .bind(D::ids_arg(&ids))
         .fetch_all(&mut *self.tx)
         .await?;
         let mut out: Vec<Tombstone> = rows
@@ -1348,11 +1302,11 @@ impl Tx {
     }
 
     pub async fn lock_singleton(&mut self, name: &str) -> Result<()> {
-        singleton_lock(&mut self.tx, name, true).await.map(|_| ())
+        D::singleton_lock(&mut self.tx, name, true).await.map(|_| ())
     }
 
     pub async fn try_lock_singleton(&mut self, name: &str) -> Result<bool> {
-        singleton_lock(&mut self.tx, name, false).await
+        D::singleton_lock(&mut self.tx, name, false).await
     }
 
     /// Claims a batch whose purge has not started, under a savepoint: if it fails, this
@@ -1418,7 +1372,7 @@ impl Tx {
             "SELECT ", resource_columns!(), " FROM resources r JOIN accounts a ON a.id = r.account ",
             "WHERE a.org = $2 AND r.kind ", in_ids!(1), " AND r.state IN ('live', 'deleted') ORDER BY r.id", for_update_of_r!()
         ))
-        .bind(ids_arg(kinds))
+        .bind(D::ids_arg(kinds))
         .bind(org)
         .fetch_all(&mut *self.tx)
         .await?;
@@ -1470,7 +1424,7 @@ impl Tx {
         let found: Vec<String> = sqlx::query_scalar(concat!(
             "SELECT subject FROM audit WHERE action = 'resource.purged' AND subject ", in_ids!(1)
         ))
-        .bind(ids_arg(subjects))
+        .bind(D::ids_arg(subjects))
         .fetch_all(&mut *self.tx)
         .await?;
         Ok(found.into_iter().collect())
@@ -1481,41 +1435,14 @@ impl Tx {
             return Ok(HashSet::new());
         }
         let found: Vec<String> = sqlx::query_scalar(concat!("SELECT event_id FROM applied_events WHERE event_id ", in_ids!(1)))
-            .bind(ids_arg(ids))
+            .bind(D::ids_arg(ids))
             .fetch_all(&mut *self.tx)
             .await?;
         Ok(found.into_iter().collect())
     }
 
     pub async fn save_resources(&mut self, rows: &[ResourceRow]) -> Result<()> {
-        if let Some(r) = direct_save_resources(&mut self.tx, rows).await {
-            return r;
-        }
-        for chunk in rows.chunks(MAX_BINDS / 17) {
-            let mut q = QueryBuilder::<Db>::new(resource_upsert_columns!());
-            q.push_values(chunk, |mut b, r| {
-                b.push_bind(r.id.clone())
-                    .push_bind(r.kind.clone())
-                    .push_bind(r.account.clone())
-                    .push_bind(r.created_at.millis())
-                    .push_bind(r.endpoint.clone())
-                    .push_bind(r.state.as_str())
-                    .push_bind(r.deleted_at.map(|t| t.millis()))
-                    .push_bind(r.cause.map(|c| c.as_str()))
-                    .push_bind(r.purge_after.map(|t| t.millis()))
-                    .push_bind(r.rule.map(|c| c.as_str()))
-                    .push_bind(r.held as i64)
-                    .push_bind(r.lease_owner.clone())
-                    .push_bind(r.lease_until.map(|t| t.millis()))
-                    .push_bind(r.attempts)
-                    .push_bind(r.last_error.clone())
-                    .push_bind(r.purged_at.map(|t| t.millis()))
-                    .push_bind(r.target_attrs.clone());
-            });
-            q.push(resource_upsert_conflict!());
-            q.build().execute(&mut *self.tx).await?;
-        }
-        Ok(())
+        D::save_resources(&mut self.tx, rows).await
     }
 
     pub async fn save_accounts(&mut self, rows: &[AccountRow]) -> Result<()> {
@@ -1557,18 +1484,7 @@ impl Tx {
     }
 
     pub async fn record_events(&mut self, ids: &[(String, Timestamp)], at: Timestamp) -> Result<()> {
-        if let Some(r) = direct_record_events(&mut self.tx, ids, at).await {
-            return r;
-        }
-        for chunk in ids.chunks(MAX_BINDS / 3) {
-            let mut q = QueryBuilder::<Db>::new("INSERT INTO applied_events (event_id, applied_at, event_at) ");
-            q.push_values(chunk, |mut b, (id, event_at)| {
-                b.push_bind(id.clone()).push_bind(at.millis()).push_bind(event_at.millis());
-            });
-            q.push(" ON CONFLICT (event_id) DO NOTHING");
-            q.build().execute(&mut *self.tx).await?;
-        }
-        Ok(())
+        D::record_events(&mut self.tx, ids, at).await
     }
 
     pub async fn policy_state(&mut self) -> Result<Option<PolicyState>> {
@@ -1743,7 +1659,7 @@ impl Tx {
                 " AND NOT EXISTS (SELECT 1 FROM hold_blocks b JOIN holds h ON h.id = b.hold ",
                 "WHERE b.subject_type = 'resource' AND b.subject = resources.id AND h.released_at IS NULL) RETURNING id"
             ))
-            .bind(ids_arg(chunk))
+            .bind(D::ids_arg(chunk))
             .fetch_all(&mut *self.tx)
             .await?;
             freed.extend(q_resources(&mut self.tx, &ids, false).await?);
@@ -1774,7 +1690,7 @@ impl Tx {
             "THEN 'interrupted' WHEN deleted_at IS NULL THEN 'live' ELSE 'deleted' END, held = 1, ",
             "lease_owner = NULL, lease_until = NULL WHERE id ", in_ids!(1), " AND state = 'purging' AND lease_owner = $2"
         ))
-        .bind(ids_arg(ids))
+        .bind(D::ids_arg(ids))
         .bind(owner)
         .execute(&mut *self.tx)
         .await?;
@@ -1785,16 +1701,7 @@ impl Tx {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        if let Some(recorded) = direct_finish_purged(&mut self.tx, ids, cause, owner, at).await {
-            return recorded;
-        }
-        Ok(sqlx::query_scalar(concat!(finish_purged_sql!(in_ids!(1)), " RETURNING id"))
-        .bind(ids_arg(ids))
-        .bind(cause.as_str())
-        .bind(at.millis())
-        .bind(owner)
-        .fetch_all(&mut *self.tx)
-        .await?)
+        D::finish_purged(&mut self.tx, ids, cause, owner, at).await
     }
 
     pub async fn record_failures(&mut self, failures: &[PurgeFailure], owner: &str, _at: Timestamp) -> Result<Vec<String>> {
@@ -1849,7 +1756,7 @@ impl Tx {
                 "UPDATE resources SET state = CASE WHEN deleted_at IS NULL THEN 'live' ELSE 'deleted' END, attempts = 0, ",
                 "last_error = NULL, lease_owner = NULL, lease_until = NULL WHERE state = 'failed' AND id ", in_ids!(1), " RETURNING id"
             ))
-            .bind(ids_arg(ids))
+            .bind(D::ids_arg(ids))
             .fetch_all(&mut *self.tx)
             .await?)
         }
@@ -1866,7 +1773,7 @@ impl Tx {
     /// The last audit entry, with the chain locked until this transaction ends, so nothing is
     /// appended between reading it and this transaction's own appends (signed checkpoints).
     pub async fn audit_last_locked(&mut self) -> Result<Option<AuditEntry>> {
-        lock_audit(&mut self.tx).await?;
+        D::lock_audit(&mut self.tx).await?;
         let raw: Option<RawAudit> = sqlx::query_as(
             "SELECT seq, at, action, subject, details, prev_hash, hash FROM audit ORDER BY seq DESC LIMIT 1",
         )

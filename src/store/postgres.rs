@@ -11,8 +11,8 @@ use super::OpenOptions;
 use crate::config::SecretUrl;
 
 type Db = sqlx::Postgres;
-
-const BEGIN: &str = "BEGIN";
+/// This backend's [`Dialect`](super::dialect::Dialect).
+type D = PgDialect;
 
 macro_rules! in_ids {
     ($n:literal) => {
@@ -50,190 +50,215 @@ macro_rules! skip_locked {
     };
 }
 
-fn ids_arg(ids: &[String]) -> Vec<String> {
-    ids.to_vec()
-}
-
-/// One writer at a time extends the chain; the lock is per schema so separate ledgers in one
-/// database (tests) do not contend, and it is released at commit or rollback.
-async fn lock_audit(tx: &mut sqlx::Transaction<'static, Db>) -> Result<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.retentiond.audit'))")
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
-/// Leadership for work that must run once across instances: a transaction-level advisory lock,
-/// per schema, released at commit or rollback (never left behind by a dead connection).
-async fn singleton_lock(
-    tx: &mut sqlx::Transaction<'static, Db>,
-    name: &str,
-    wait: bool,
-) -> Result<bool> {
-    if wait {
-        sqlx::query(
-            "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.retentiond.' || $1))",
-        )
-        .bind(name)
-        .execute(&mut **tx)
-        .await?;
-        Ok(true)
-    } else {
-        Ok(sqlx::query_scalar(
-            "SELECT pg_try_advisory_xact_lock(hashtext(current_schema() || '.retentiond.' || $1))",
-        )
-        .bind(name)
-        .fetch_one(&mut **tx)
-        .await?)
-    }
-}
-
 include!("ops.rs");
 
-// PostgreSQL's bulk writes: one statement per write whatever its size, its rows bound as one
-// array per column and `unnest`ed. The text is the same for every size, so the server parses
-// and plans it once per connection, and a bind carries a few arrays instead of thousands of
-// parameters (a multi-row VALUES of 1,000 audit entries spent more time in parse and bind than
-// in execution).
-async fn direct_save_resources(
-    tx: &mut sqlx::Transaction<'static, Db>,
-    rows: &[ResourceRow],
-) -> Option<Result<()>> {
-    if rows.is_empty() {
-        return Some(Ok(()));
+/// PostgreSQL's ways (see [`Dialect`](super::dialect::Dialect)): row locks and transaction-level
+/// advisory locks instead of one writer at a time; bulk writes as one statement whatever their
+/// size, their rows bound as one array per column and `unnest`ed. The text is the same for every
+/// size, so the server parses and plans it once per connection, and a bind carries a few arrays
+/// instead of thousands of parameters (a multi-row VALUES of 1,000 audit entries spent more time
+/// in parse and bind than in execution).
+pub(super) struct PgDialect;
+
+impl super::dialect::Dialect for PgDialect {
+    type Db = Db;
+    type Ids = Vec<String>;
+    const BEGIN: &'static str = "BEGIN";
+
+    fn ids_arg(ids: &[String]) -> Vec<String> {
+        ids.to_vec()
     }
-    let col = |f: &dyn Fn(&ResourceRow) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
-    let num = |f: &dyn Fn(&ResourceRow) -> Option<i64>| rows.iter().map(f).collect::<Vec<_>>();
-    let q = sqlx::query(concat!(
-        resource_upsert_columns!(),
-        "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], \
-         $7::bigint[], $8::text[], $9::bigint[], $10::text[], $11::bigint[], $12::text[], $13::bigint[], \
-         $14::bigint[], $15::text[], $16::bigint[], $17::text[])",
-        resource_upsert_conflict!()
-    ))
-    .bind(col(&|r| Some(r.id.clone())))
-    .bind(col(&|r| Some(r.kind.clone())))
-    .bind(col(&|r| Some(r.account.clone())))
-    .bind(num(&|r| Some(r.created_at.millis())))
-    .bind(col(&|r| r.endpoint.clone()))
-    .bind(col(&|r| Some(r.state.as_str().to_string())))
-    .bind(num(&|r| r.deleted_at.map(|t| t.millis())))
-    .bind(col(&|r| r.cause.map(|c| c.as_str().to_string())))
-    .bind(num(&|r| r.purge_after.map(|t| t.millis())))
-    .bind(col(&|r| r.rule.map(|c| c.as_str().to_string())))
-    .bind(num(&|r| Some(r.held as i64)))
-    .bind(col(&|r| r.lease_owner.clone()))
-    .bind(num(&|r| r.lease_until.map(|t| t.millis())))
-    .bind(num(&|r| Some(r.attempts)))
-    .bind(col(&|r| r.last_error.clone()))
-    .bind(num(&|r| r.purged_at.map(|t| t.millis())))
-    .bind(col(&|r| r.target_attrs.clone()));
-    Some(q.execute(&mut **tx).await.map(|_| ()).map_err(Into::into))
-}
-async fn direct_insert_audit(
-    tx: &mut sqlx::Transaction<'static, Db>,
-    entries: &[AuditEntry],
-) -> Option<Result<()>> {
-    if entries.is_empty() {
-        return Some(Ok(()));
+
+    /// One writer at a time extends the chain; the lock is per schema so separate ledgers in one
+    /// database (tests) do not contend, and it is released at commit or rollback.
+    async fn lock_audit(tx: &mut sqlx::Transaction<'static, Db>) -> Result<()> {
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.retentiond.audit'))",
+        )
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
     }
-    let text = |f: &dyn Fn(&AuditEntry) -> &str| entries.iter().map(f).collect::<Vec<&str>>();
-    let q = sqlx::query(
-        "INSERT INTO audit (seq, at, action, subject, details, prev_hash, hash) \
-         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])",
-    )
-    .bind(entries.iter().map(|e| e.seq).collect::<Vec<i64>>())
-    .bind(entries.iter().map(|e| e.at.millis()).collect::<Vec<i64>>())
-    .bind(text(&|e| &e.action))
-    .bind(text(&|e| &e.subject))
-    .bind(text(&|e| &e.details))
-    .bind(text(&|e| &e.prev_hash))
-    .bind(text(&|e| &e.hash));
-    Some(q.execute(&mut **tx).await.map(|_| ()).map_err(Into::into))
-}
-async fn direct_record_events(
-    tx: &mut sqlx::Transaction<'static, Db>,
-    ids: &[(String, Timestamp)],
-    at: Timestamp,
-) -> Option<Result<()>> {
-    if ids.is_empty() {
-        return Some(Ok(()));
-    }
-    let q = sqlx::query(
-        "INSERT INTO applied_events (event_id, applied_at, event_at) \
-         SELECT e, $2, a FROM unnest($1::text[], $3::bigint[]) AS x(e, a) \
-         ON CONFLICT (event_id) DO NOTHING",
-    )
-    .bind(ids.iter().map(|(id, _)| id.as_str()).collect::<Vec<&str>>())
-    .bind(at.millis())
-    .bind(ids.iter().map(|(_, t)| t.millis()).collect::<Vec<i64>>());
-    Some(q.execute(&mut **tx).await.map(|_| ()).map_err(Into::into))
-}
-/// The claim in two statements (stale claims, then due work), each updating its rows and
-/// returning them, with their accounts' orgs, as one JSON value: no second read of the rows
-/// just claimed. Each also returns how many it updated, so a claimed resource whose account is
-/// missing is an error, as in the shared claim.
-async fn direct_claim(
-    tx: &mut sqlx::Transaction<'static, Db>,
-    now: Timestamp,
-    limit: i64,
-    owner: &str,
-    lease_until: Timestamp,
-    batch: i64,
-) -> Option<Result<Vec<ResourceRow>>> {
-    macro_rules! returning_rows {
-        ($update:expr) => {
-            concat!(
-                "WITH c AS (",
-                $update,
-                ") SELECT (SELECT COUNT(*) FROM c), ",
-                json_rows!(resource_names!()),
-                " FROM (SELECT ",
-                resource_columns!(),
-                " FROM c AS r JOIN accounts a ON a.id = r.account ORDER BY r.id) x"
+
+    /// Leadership for work that must run once across instances: a transaction-level advisory lock,
+    /// per schema, released at commit or rollback (never left behind by a dead connection).
+    async fn singleton_lock(
+        tx: &mut sqlx::Transaction<'static, Db>,
+        name: &str,
+        wait: bool,
+    ) -> Result<bool> {
+        if wait {
+            sqlx::query(
+                "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.retentiond.' || $1))",
             )
-        };
-    }
-    const STALE: &str = returning_rows!(claim_stale_sql!("*"));
-    const DUE: &str = returning_rows!(claim_due_sql!("*"));
-    let claim = async {
-        let mut raw: Vec<RawResource> = Vec::new();
-        for sql in [STALE, DUE] {
-            let left = limit - raw.len() as i64;
-            if left <= 0 {
-                break;
-            }
-            let (updated, json): (i64, String) = sqlx::query_as(sql)
-                .bind(owner)
-                .bind(lease_until.millis())
-                .bind(now.millis())
-                .bind(left)
-                .bind(batch)
-                .fetch_one(&mut **tx)
-                .await?;
-            let found: Vec<RawResource> = serde_json::from_str(&json)
-                .map_err(|e| StoreError::Corrupt(format!("claimed rows as JSON: {e}")))?;
-            if (found.len() as i64) < updated {
-                return Err(StoreError::Corrupt(format!(
-                    "{} claimed resource(s): their account is not in the ledger",
-                    updated - found.len() as i64
-                )));
-            }
-            raw.extend(found);
+            .bind(name)
+            .execute(&mut **tx)
+            .await?;
+            Ok(true)
+        } else {
+            Ok(sqlx::query_scalar(
+                "SELECT pg_try_advisory_xact_lock(hashtext(current_schema() || '.retentiond.' || $1))",
+            )
+            .bind(name)
+            .fetch_one(&mut **tx)
+            .await?)
         }
-        raw.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-        rows(raw)
-    };
-    Some(claim.await)
-}
-async fn direct_finish_purged(
-    _tx: &mut sqlx::Transaction<'static, Db>,
-    _ids: &[String],
-    _cause: Cause,
-    _owner: &str,
-    _at: Timestamp,
-) -> Option<Result<Vec<String>>> {
-    None
+    }
+
+    /// The claim in two statements (stale claims, then due work), each updating its rows and
+    /// returning them, with their accounts' orgs, as one JSON value: no second read of the rows
+    /// just claimed. Each also returns how many it updated, so a claimed resource whose account is
+    /// missing is an error, as in the shared claim.
+    async fn claim(
+        tx: &mut sqlx::Transaction<'static, Db>,
+        now: Timestamp,
+        limit: i64,
+        owner: &str,
+        lease_until: Timestamp,
+        batch: i64,
+    ) -> Result<Vec<ResourceRow>> {
+        macro_rules! returning_rows {
+            ($update:expr) => {
+                concat!(
+                    "WITH c AS (",
+                    $update,
+                    ") SELECT (SELECT COUNT(*) FROM c), ",
+                    json_rows!(resource_names!()),
+                    " FROM (SELECT ",
+                    resource_columns!(),
+                    " FROM c AS r JOIN accounts a ON a.id = r.account ORDER BY r.id) x"
+                )
+            };
+        }
+        const STALE: &str = returning_rows!(claim_stale_sql!("*"));
+        const DUE: &str = returning_rows!(claim_due_sql!("*"));
+        let claim = async {
+            let mut raw: Vec<RawResource> = Vec::new();
+            for sql in [STALE, DUE] {
+                let left = limit - raw.len() as i64;
+                if left <= 0 {
+                    break;
+                }
+                let (updated, json): (i64, String) = sqlx::query_as(sql)
+                    .bind(owner)
+                    .bind(lease_until.millis())
+                    .bind(now.millis())
+                    .bind(left)
+                    .bind(batch)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                let found: Vec<RawResource> = serde_json::from_str(&json)
+                    .map_err(|e| StoreError::Corrupt(format!("claimed rows as JSON: {e}")))?;
+                if (found.len() as i64) < updated {
+                    return Err(StoreError::Corrupt(format!(
+                        "{} claimed resource(s): their account is not in the ledger",
+                        updated - found.len() as i64
+                    )));
+                }
+                raw.extend(found);
+            }
+            raw.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+            rows(raw)
+        };
+        claim.await
+    }
+
+    async fn save_resources(
+        tx: &mut sqlx::Transaction<'static, Db>,
+        rows: &[ResourceRow],
+    ) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let col =
+            |f: &dyn Fn(&ResourceRow) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
+        let num = |f: &dyn Fn(&ResourceRow) -> Option<i64>| rows.iter().map(f).collect::<Vec<_>>();
+        let q = sqlx::query(concat!(
+            resource_upsert_columns!(),
+            "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], \
+             $7::bigint[], $8::text[], $9::bigint[], $10::text[], $11::bigint[], $12::text[], $13::bigint[], \
+             $14::bigint[], $15::text[], $16::bigint[], $17::text[])",
+            resource_upsert_conflict!()
+        ))
+        .bind(col(&|r| Some(r.id.clone())))
+        .bind(col(&|r| Some(r.kind.clone())))
+        .bind(col(&|r| Some(r.account.clone())))
+        .bind(num(&|r| Some(r.created_at.millis())))
+        .bind(col(&|r| r.endpoint.clone()))
+        .bind(col(&|r| Some(r.state.as_str().to_string())))
+        .bind(num(&|r| r.deleted_at.map(|t| t.millis())))
+        .bind(col(&|r| r.cause.map(|c| c.as_str().to_string())))
+        .bind(num(&|r| r.purge_after.map(|t| t.millis())))
+        .bind(col(&|r| r.rule.map(|c| c.as_str().to_string())))
+        .bind(num(&|r| Some(r.held as i64)))
+        .bind(col(&|r| r.lease_owner.clone()))
+        .bind(num(&|r| r.lease_until.map(|t| t.millis())))
+        .bind(num(&|r| Some(r.attempts)))
+        .bind(col(&|r| r.last_error.clone()))
+        .bind(num(&|r| r.purged_at.map(|t| t.millis())))
+        .bind(col(&|r| r.target_attrs.clone()));
+        q.execute(&mut **tx).await.map(|_| ()).map_err(Into::into)
+    }
+
+    async fn insert_audit(
+        tx: &mut sqlx::Transaction<'static, Db>,
+        entries: &[AuditEntry],
+    ) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let text = |f: &dyn Fn(&AuditEntry) -> &str| entries.iter().map(f).collect::<Vec<&str>>();
+        let q = sqlx::query(
+            "INSERT INTO audit (seq, at, action, subject, details, prev_hash, hash) \
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])",
+        )
+        .bind(entries.iter().map(|e| e.seq).collect::<Vec<i64>>())
+        .bind(entries.iter().map(|e| e.at.millis()).collect::<Vec<i64>>())
+        .bind(text(&|e| &e.action))
+        .bind(text(&|e| &e.subject))
+        .bind(text(&|e| &e.details))
+        .bind(text(&|e| &e.prev_hash))
+        .bind(text(&|e| &e.hash));
+        q.execute(&mut **tx).await.map(|_| ()).map_err(Into::into)
+    }
+
+    async fn record_events(
+        tx: &mut sqlx::Transaction<'static, Db>,
+        ids: &[(String, Timestamp)],
+        at: Timestamp,
+    ) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let q = sqlx::query(
+            "INSERT INTO applied_events (event_id, applied_at, event_at) \
+             SELECT e, $2, a FROM unnest($1::text[], $3::bigint[]) AS x(e, a) \
+             ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(ids.iter().map(|(id, _)| id.as_str()).collect::<Vec<&str>>())
+        .bind(at.millis())
+        .bind(ids.iter().map(|(_, t)| t.millis()).collect::<Vec<i64>>());
+        q.execute(&mut **tx).await.map(|_| ()).map_err(Into::into)
+    }
+
+    /// One `UPDATE … RETURNING id` over the batch.
+    async fn finish_purged(
+        tx: &mut sqlx::Transaction<'static, Db>,
+        ids: &[String],
+        cause: Cause,
+        owner: &str,
+        at: Timestamp,
+    ) -> Result<Vec<String>> {
+        Ok(
+            sqlx::query_scalar(concat!(finish_purged_sql!(in_ids!(1)), " RETURNING id"))
+                .bind(ids.to_vec())
+                .bind(cause.as_str())
+                .bind(at.millis())
+                .bind(owner)
+                .fetch_all(&mut **tx)
+                .await?,
+        )
+    }
 }
 
 impl Tx {

@@ -16,8 +16,8 @@ use crate::config::SecretUrl;
 use crate::sqlite_handle::{Lent, blocking};
 
 type Db = sqlx::Sqlite;
-
-const BEGIN: &str = "BEGIN IMMEDIATE";
+/// This backend's [`Dialect`](super::dialect::Dialect).
+type D = SqliteDialect;
 
 /// WAL frames (pages) after which a commit checkpoints the WAL itself (SQLite's default is
 /// 1,000): the bound for when no background checkpointer runs or it falls behind. Normally it
@@ -62,25 +62,6 @@ macro_rules! skip_locked {
     () => {
         ""
     };
-}
-
-/// Id lists travel as one JSON array parameter (`json_each`), so statements keep one shape.
-fn ids_arg(ids: &[String]) -> String {
-    serde_json::to_string(ids).unwrap_or_else(|_| "[]".into())
-}
-
-/// Writers are already serialised by `BEGIN IMMEDIATE`.
-async fn lock_audit(_tx: &mut sqlx::Transaction<'static, Db>) -> Result<()> {
-    Ok(())
-}
-
-/// Every SQLite write transaction is already exclusive: the singleton lock is always ours.
-async fn singleton_lock(
-    _tx: &mut sqlx::Transaction<'static, Db>,
-    _name: &str,
-    _wait: bool,
-) -> Result<bool> {
-    Ok(true)
 }
 
 include!("ops.rs");
@@ -224,37 +205,6 @@ fn insert_event_ids(
     })
 }
 
-async fn direct_save_resources(
-    tx: &mut sqlx::Transaction<'static, Db>,
-    rows: &[ResourceRow],
-) -> Option<Result<()>> {
-    if rows.is_empty() {
-        return Some(Ok(()));
-    }
-    Some(on_handle(tx, |conn| upsert_resources(conn, rows)).await)
-}
-
-async fn direct_insert_audit(
-    tx: &mut sqlx::Transaction<'static, Db>,
-    entries: &[AuditEntry],
-) -> Option<Result<()>> {
-    if entries.is_empty() {
-        return Some(Ok(()));
-    }
-    Some(on_handle(tx, |conn| insert_audit(conn, entries)).await)
-}
-
-async fn direct_record_events(
-    tx: &mut sqlx::Transaction<'static, Db>,
-    ids: &[(String, Timestamp)],
-    at: Timestamp,
-) -> Option<Result<()>> {
-    if ids.is_empty() {
-        return Some(Ok(()));
-    }
-    Some(on_handle(tx, |conn| insert_event_ids(conn, ids, at)).await)
-}
-
 /// What a claim returns of each resource: the columns of `resource_columns!`, the org read
 /// from its account.
 macro_rules! claimed_columns {
@@ -301,67 +251,128 @@ fn read_claimed(mut rows: rusqlite::Rows<'_>, out: &mut Vec<RawResource>) -> rus
     Ok(())
 }
 
-/// The claim's two statements on the connection's handle, each returning the claimed rows
-/// whole: no second query reads them again, and no row travels through sqlx's worker thread.
-async fn direct_claim(
-    tx: &mut sqlx::Transaction<'static, Db>,
-    now: Timestamp,
-    limit: i64,
-    owner: &str,
-    lease_until: Timestamp,
-    batch: i64,
-) -> Option<Result<Vec<ResourceRow>>> {
-    let mut raw = Vec::new();
-    let claimed = on_handle(tx, |conn| {
-        let mut stale = conn.prepare(claim_stale_sql!(claimed_columns!()))?;
-        read_claimed(
-            stale.query(rusqlite::named_params! {
-                "$1": owner, "$2": lease_until.millis(), "$3": now.millis(), "$4": limit, "$5": batch,
-            })?,
-            &mut raw,
-        )?;
-        let left = limit - raw.len() as i64;
-        if left > 0 {
-            let mut due = conn.prepare(claim_due_sql!(claimed_columns!()))?;
+/// SQLite's ways (see [`Dialect`](super::dialect::Dialect)): writers begin `IMMEDIATE`, so every
+/// write transaction already holds the database's one write lock; bulk writes step one prepared
+/// statement per row on the connection's handle (`on_handle`).
+pub(super) struct SqliteDialect;
+
+impl super::dialect::Dialect for SqliteDialect {
+    type Db = Db;
+    type Ids = String;
+    const BEGIN: &'static str = "BEGIN IMMEDIATE";
+
+    /// Id lists travel as one JSON array parameter (`json_each`), so statements keep one shape.
+    fn ids_arg(ids: &[String]) -> String {
+        serde_json::to_string(ids).unwrap_or_else(|_| "[]".into())
+    }
+
+    /// Writers are already serialised by `BEGIN IMMEDIATE`.
+    async fn lock_audit(_tx: &mut sqlx::Transaction<'static, Db>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Every SQLite write transaction is already exclusive: the singleton lock is always ours.
+    async fn singleton_lock(
+        _tx: &mut sqlx::Transaction<'static, Db>,
+        _name: &str,
+        _wait: bool,
+    ) -> Result<bool> {
+        Ok(true)
+    }
+
+    /// The claim's two statements on the connection's handle, each returning the claimed rows
+    /// whole: no second query reads them again, and no row travels through sqlx's worker thread.
+    async fn claim(
+        tx: &mut sqlx::Transaction<'static, Db>,
+        now: Timestamp,
+        limit: i64,
+        owner: &str,
+        lease_until: Timestamp,
+        batch: i64,
+    ) -> Result<Vec<ResourceRow>> {
+        let mut raw = Vec::new();
+        let claimed = on_handle(tx, |conn| {
+            let mut stale = conn.prepare(claim_stale_sql!(claimed_columns!()))?;
             read_claimed(
-                due.query(rusqlite::named_params! {
-                    "$1": owner, "$2": lease_until.millis(), "$3": now.millis(), "$4": left, "$5": batch,
+                stale.query(rusqlite::named_params! {
+                    "$1": owner, "$2": lease_until.millis(), "$3": now.millis(), "$4": limit, "$5": batch,
                 })?,
                 &mut raw,
             )?;
-        }
-        Ok(())
-    })
-    .await;
-    Some(claimed.and_then(|()| {
-        raw.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-        rows(raw)
-    }))
-}
-
-/// `finish_purged` on the connection's handle: one prepared statement stepped per resource.
-async fn direct_finish_purged(
-    tx: &mut sqlx::Transaction<'static, Db>,
-    ids: &[String],
-    cause: Cause,
-    owner: &str,
-    at: Timestamp,
-) -> Option<Result<Vec<String>>> {
-    let mut recorded = Vec::with_capacity(ids.len());
-    let done = on_handle(tx, |conn| {
-        let mut st = conn.prepare(finish_purged_sql!("= $1"))?;
-        for id in ids {
-            let params = rusqlite::named_params! {
-                "$1": id, "$2": cause.as_str(), "$3": at.millis(), "$4": owner,
-            };
-            if st.execute(params)? == 1 {
-                recorded.push(id.clone());
+            let left = limit - raw.len() as i64;
+            if left > 0 {
+                let mut due = conn.prepare(claim_due_sql!(claimed_columns!()))?;
+                read_claimed(
+                    due.query(rusqlite::named_params! {
+                        "$1": owner, "$2": lease_until.millis(), "$3": now.millis(), "$4": left, "$5": batch,
+                    })?,
+                    &mut raw,
+                )?;
             }
+            Ok(())
+        })
+        .await;
+        claimed.and_then(|()| {
+            raw.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+            rows(raw)
+        })
+    }
+
+    async fn save_resources(
+        tx: &mut sqlx::Transaction<'static, Db>,
+        rows: &[ResourceRow],
+    ) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
         }
-        Ok(())
-    })
-    .await;
-    Some(done.map(|()| recorded))
+        on_handle(tx, |conn| upsert_resources(conn, rows)).await
+    }
+
+    async fn insert_audit(
+        tx: &mut sqlx::Transaction<'static, Db>,
+        entries: &[AuditEntry],
+    ) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        on_handle(tx, |conn| insert_audit(conn, entries)).await
+    }
+
+    async fn record_events(
+        tx: &mut sqlx::Transaction<'static, Db>,
+        ids: &[(String, Timestamp)],
+        at: Timestamp,
+    ) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        on_handle(tx, |conn| insert_event_ids(conn, ids, at)).await
+    }
+
+    /// `finish_purged` on the connection's handle: one prepared statement stepped per resource.
+    async fn finish_purged(
+        tx: &mut sqlx::Transaction<'static, Db>,
+        ids: &[String],
+        cause: Cause,
+        owner: &str,
+        at: Timestamp,
+    ) -> Result<Vec<String>> {
+        let mut recorded = Vec::with_capacity(ids.len());
+        let done = on_handle(tx, |conn| {
+            let mut st = conn.prepare(finish_purged_sql!("= $1"))?;
+            for id in ids {
+                let params = rusqlite::named_params! {
+                    "$1": id, "$2": cause.as_str(), "$3": at.millis(), "$4": owner,
+                };
+                if st.execute(params)? == 1 {
+                    recorded.push(id.clone());
+                }
+            }
+            Ok(())
+        })
+        .await;
+        done.map(|()| recorded)
+    }
 }
 
 impl Tx {
