@@ -59,8 +59,14 @@ pub struct HoldPlaced {
     pub case: String,
     /// Resources the hold matches now, in any state.
     pub matched: i64,
-    /// Matching resources purged before the hold took effect.
+    /// Matching resources purged before the hold took effect (their tombstones still in the
+    /// ledger).
     pub already_purged: i64,
+    /// Matching resources purged so long ago that their tombstones were compacted into counts
+    /// (`[ledger] tombstone_retention`), counted from the per-account counts: purged too, on top
+    /// of `already_purged`. `null` when the scope names a creation range (which the counts do
+    /// not keep) and some tombstone was compacted: unknown.
+    pub already_compacted: Option<i64>,
     /// Matching resources whose purge may have started and was never recorded (a crashed
     /// sweep, or a failed purge waiting to retry): the hold stops it from completing, but their
     /// data may already be partly gone. A batch a sweep claimed and has not started is not
@@ -112,6 +118,7 @@ pub async fn place_hold_via(
     let by_state = by_state(&counts);
     let matched: i64 = by_state.values().sum();
     let already_purged = by_state.get("purged").copied().unwrap_or(0);
+    let already_compacted = tx.count_compacted(s).await?;
     // A batch a sweep claimed and has not started is not in flight: its purge waits for this
     // transaction and then sees the hold.
     let in_flight_resources = tx.in_flight(s).await?;
@@ -135,13 +142,15 @@ pub async fn place_hold_via(
         format!("hold/{id}"),
         json!({
             "case": req.case, "reason": req.reason, "placed_by": req.by, "via": via, "scope": req.scope,
-            "matched": matched, "already_purged": already_purged, "in_flight": in_flight,
+            "matched": matched, "already_purged": already_purged, "already_compacted": already_compacted,
+            "in_flight": in_flight,
         }),
     )])
     .await?;
     crate::failpoint::crash("hold_after_commit");
     info!(
-        hold = id, case = %req.case, by = %req.by, via = via.unwrap_or("cli"), scope = %req.scope.describe(), matched, already_purged, in_flight,
+        hold = id, case = %req.case, by = %req.by, via = via.unwrap_or("cli"), scope = %req.scope.describe(), matched, already_purged,
+        already_compacted = already_compacted.map_or_else(|| "unknown".to_string(), |n| n.to_string()), in_flight,
         message_id = crate::telemetry::message_id::HOLD_PLACED, "hold placed"
     );
     Ok(HoldPlaced {
@@ -149,6 +158,7 @@ pub async fn place_hold_via(
         case: req.case,
         matched,
         already_purged,
+        already_compacted,
         in_flight,
         in_flight_resources,
         by_state,

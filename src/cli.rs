@@ -1155,11 +1155,16 @@ async fn hold(command: HoldCommand, config: &Config, clock: &Clock, json: bool) 
                 .await?;
             emit(json, &placed, || {
                 format!(
-                    "hold {} placed (case {}): matches {} resource(s); {} already purged before it took effect{}",
+                    "hold {} placed (case {}): matches {} resource(s); {} already purged before it took effect{}{}",
                     placed.id,
                     placed.case,
                     placed.matched,
                     placed.already_purged,
+                    match placed.already_compacted {
+                        Some(0) => String::new(),
+                        Some(n) => format!(", and {n} purged earlier whose tombstones were compacted"),
+                        None => ", and maybe some purged earlier whose tombstones were compacted (a creation range cannot be matched against the compacted counts)".to_string(),
+                    },
                     if placed.in_flight > 0 {
                         format!(
                             "; {} in an interrupted purge (data may be partly gone; `hold show {}` tells how each ends)",

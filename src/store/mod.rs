@@ -548,6 +548,10 @@ forward! { mut LedgerTx;
     fn active_holds(&mut self) -> Vec<ActiveHold>;
     fn hold(&mut self, id: i64) -> Option<HoldRow>;
     fn count_matching(&mut self, scope: &HoldScope) -> Vec<StateCount>;
+    /// Resources in scope whose tombstones were compacted (`[ledger] tombstone_retention`),
+    /// from the per-account counts; `None` when the scope names a creation range and some
+    /// tombstone was compacted.
+    fn count_compacted(&mut self, scope: &HoldScope) -> Option<i64>;
     /// Resources in scope whose purge may have started and was never recorded: a crashed
     /// purge, or a failed one waiting for its retry. A claimed batch that has not started is
     /// not among them: its purge will see a hold placed now.

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use crate::common::*;
 use crate::rel::{json, ok, rd};
+use retentiond::admin::PlaceHold;
+use retentiond::holds::HoldScope;
 use retentiond::ingest::IngestError;
 use retentiond::model::Timestamp;
 use retentiond::reapply::{ReapplyOptions, reapply};
@@ -154,6 +156,21 @@ both_backends! {
         assert_eq!(report.kinds["conversation"].checked, 2);
         assert!(report.compacted_before.is_some());
         assert_eq!(report.compacted_tombstones, 8, "{report:?}");
+
+        // A hold placed now counts the compacted ones as purged too, where the counts can tell.
+        let place = |scope: HoldScope| retentiond::admin::place_hold(
+            &h.ledger,
+            PlaceHold { case: "LIT-1".into(), by: "legal".into(), reason: None, scope },
+            h.now(),
+        );
+        let on_a1 = place(HoldScope { account: Some("a1".into()), ..Default::default() }).await.unwrap();
+        assert_eq!((on_a1.already_purged, on_a1.already_compacted), (2, Some(7)), "{on_a1:?}");
+        let on_o1 = place(HoldScope { org: Some("o1".into()), kind: Some("conversation".into()), ..Default::default() }).await.unwrap();
+        assert_eq!((on_o1.already_purged, on_o1.already_compacted), (2, Some(8)), "{on_o1:?}");
+        let by_range = place(HoldScope { created_from: Some(Timestamp::parse_rfc3339(T0).unwrap()), ..Default::default() }).await.unwrap();
+        assert_eq!(by_range.already_compacted, None, "a creation range cannot be told from the counts");
+        let text = ok(&rd(&cfg, &["hold", "place", "--case", "LIT-2", "--by", "legal", "--account", "a1"]));
+        assert!(text.contains("2 already purged") && text.contains("and 7 purged earlier whose tombstones were compacted"), "{text}");
         h.audit_ok().await;
     }
 }
