@@ -338,7 +338,7 @@ impl PortableStoreTarget {
                 let why = results
                     .into_iter()
                     .find_map(|r| r.err())
-                    .map(|e| e.to_string())
+                    .map(|e| brief(&e))
                     .unwrap_or_else(|| "the store answered for fewer keys than sent".into());
                 for (k, _) in &chunk {
                     errors.insert(
