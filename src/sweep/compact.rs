@@ -4,10 +4,11 @@
 //! [ledger] tombstone_retention` (younger ones are what `reapply` needs after a backup
 //! restore), the retention being the one *in force* (a shorter one is guarded as R10 guards a
 //! shorter grace: it waits for `policy accept` when it would compact more than
-//! `safety.max_newly_due` within a day), and only together with its count: in `tombstone_counts` (UTC day of purge, kind,
-//! cause), in its account's `compacted_accounts` row, and in the `tombstones.compacted` audit
-//! entry committed with them, whose details carry the same counts, so the chain proves the
-//! totals. A crash loses a whole batch's compaction or nothing.
+//! `safety.max_newly_due` within a day), and only together with its count: in
+//! `tombstone_counts` (UTC day of purge, kind, cause), in its account's `compacted_accounts`
+//! row, and in the `tombstones.compacted` audit entry committed with them, whose details carry
+//! the same counts, so the chain proves the totals. A crash loses a whole batch's compaction or
+//! nothing.
 //!
 //! Mechanism: batches of `scheduler.batch_size`, oldest first, at most [`MAX_BATCHES`] a sweep,
 //! each one transaction: take the tombstones out (through the `resources_purged` index), count
