@@ -189,34 +189,6 @@ fn state_counts(rows: Vec<<Db as Database>::Row>) -> Vec<StateCount> {
         .collect()
 }
 
-/// Resources in scope purged so long ago that their tombstones were compacted, from the
-/// per-account counts; `None` when the scope names a creation range (which the counts do not
-/// keep) and some tombstone was compacted. A named resource still has its row: not compacted.
-async fn q_count_compacted(c: &mut Conn, scope: &HoldScope) -> Result<Option<i64>> {
-    if scope.resource.is_some() {
-        return Ok(Some(0));
-    }
-    if scope.created_from.is_some() || scope.created_to.is_some() {
-        let any: Option<i64> = sqlx::query_scalar("SELECT count FROM tombstone_counts LIMIT 1")
-            .fetch_optional(&mut *c)
-            .await?;
-        return Ok(any.is_none().then_some(0));
-    }
-    let mut q = QueryBuilder::<Db>::new(
-        "SELECT CAST(COALESCE(SUM(c.count), 0) AS BIGINT) FROM compacted_accounts c JOIN accounts a ON a.id = c.account WHERE 1 = 1",
-    );
-    if let Some(o) = &scope.org {
-        q.push(" AND a.org = ").push_bind(o.clone());
-    }
-    if let Some(a) = &scope.account {
-        q.push(" AND c.account = ").push_bind(a.clone());
-    }
-    if let Some(k) = &scope.kind {
-        q.push(" AND c.kind = ").push_bind(k.clone());
-    }
-    Ok(Some(q.build().fetch_one(&mut *c).await?.get(0)))
-}
-
 /// Resources in scope whose purge may have started and was never recorded (`touched_predicate!`).
 async fn q_in_flight(c: &mut Conn, scope: &HoldScope) -> Result<Vec<String>> {
     let mut q = QueryBuilder::<Db>::new(concat!(
@@ -1551,7 +1523,19 @@ impl Tx {
     }
 
     pub async fn count_compacted(&mut self, scope: &HoldScope) -> Result<Option<i64>> {
-        q_count_compacted(&mut self.tx, scope).await
+        // A named resource still has its row: not compacted. The counts keep no creation time.
+        if scope.resource.is_some() {
+            return Ok(Some(0));
+        }
+        if scope.created_from.is_some() || scope.created_to.is_some() {
+            return Ok((!self.tombstones_compacted().await?).then_some(0));
+        }
+        // `compacted_accounts` as `r`: its `account` and `kind` are what `push_scope` matches.
+        let mut q = QueryBuilder::<Db>::new(
+            "SELECT CAST(COALESCE(SUM(r.count), 0) AS BIGINT) FROM compacted_accounts r JOIN accounts a ON a.id = r.account WHERE 1 = 1",
+        );
+        push_scope(&mut q, scope);
+        Ok(Some(q.build().fetch_one(&mut *self.tx).await?.get(0)))
     }
 
     pub async fn in_flight(&mut self, scope: &HoldScope) -> Result<Vec<String>> {

@@ -251,7 +251,7 @@ impl super::dialect::Dialect for PgDialect {
     ) -> Result<Vec<String>> {
         Ok(
             sqlx::query_scalar(concat!(finish_purged_sql!(in_ids!(1)), " RETURNING id"))
-                .bind(ids.to_vec())
+                .bind(Self::ids_arg(ids))
                 .bind(cause.as_str())
                 .bind(at.millis())
                 .bind(owner)

@@ -292,18 +292,18 @@ impl super::dialect::Dialect for SqliteDialect {
     ) -> Result<Vec<ResourceRow>> {
         let mut raw = Vec::new();
         let claimed = on_handle(tx, |conn| {
-            let mut stale = conn.prepare(claim_stale_sql!(claimed_columns!()))?;
-            read_claimed(
-                stale.query(rusqlite::named_params! {
-                    "$1": owner, "$2": lease_until.millis(), "$3": now.millis(), "$4": limit, "$5": batch,
-                })?,
-                &mut raw,
-            )?;
-            let left = limit - raw.len() as i64;
-            if left > 0 {
-                let mut due = conn.prepare(claim_due_sql!(claimed_columns!()))?;
+            // Stale claims first, then due work, up to `limit` in all.
+            for sql in [
+                claim_stale_sql!(claimed_columns!()),
+                claim_due_sql!(claimed_columns!()),
+            ] {
+                let left = limit - raw.len() as i64;
+                if left <= 0 {
+                    break;
+                }
+                let mut st = conn.prepare(sql)?;
                 read_claimed(
-                    due.query(rusqlite::named_params! {
+                    st.query(rusqlite::named_params! {
                         "$1": owner, "$2": lease_until.millis(), "$3": now.millis(), "$4": left, "$5": batch,
                     })?,
                     &mut raw,

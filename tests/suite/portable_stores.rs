@@ -258,41 +258,30 @@ async fn the_account_prefix_is_emptied(b: Backend, scheme: Scheme) {
     assert_eq!(json(&rd(&cfg, &["audit", "verify", "--json"]))["ok"], true);
 }
 
-both_backends! {
-    async fn file_keys_go_holds_keep_dry_runs_touch_nothing(b: Backend) {
-        keys_go_holds_keep_dry_runs_touch_nothing(b, Scheme::File).await
-    }
+/// Runs `$body(b, Scheme::X)` as the test `$test` on both backends, for each scheme listed.
+macro_rules! each_scheme {
+    ($body:ident: $($scheme:ident => $test:ident),+ $(,)?) => {
+        $(
+            both_backends! {
+                async fn $test(b: Backend) {
+                    $body(b, Scheme::$scheme).await
+                }
+            }
+        )+
+    };
 }
 
-both_backends! {
-    async fn azure_keys_go_holds_keep_dry_runs_touch_nothing(b: Backend) {
-        keys_go_holds_keep_dry_runs_touch_nothing(b, Scheme::Azure).await
-    }
-}
+each_scheme!(keys_go_holds_keep_dry_runs_touch_nothing:
+    File => file_keys_go_holds_keep_dry_runs_touch_nothing,
+    Azure => azure_keys_go_holds_keep_dry_runs_touch_nothing,
+    Gcs => gcs_keys_go_holds_keep_dry_runs_touch_nothing
+);
 
-both_backends! {
-    async fn gcs_keys_go_holds_keep_dry_runs_touch_nothing(b: Backend) {
-        keys_go_holds_keep_dry_runs_touch_nothing(b, Scheme::Gcs).await
-    }
-}
-
-both_backends! {
-    async fn file_account_prefix_is_emptied(b: Backend) {
-        the_account_prefix_is_emptied(b, Scheme::File).await
-    }
-}
-
-both_backends! {
-    async fn azure_account_prefix_is_emptied(b: Backend) {
-        the_account_prefix_is_emptied(b, Scheme::Azure).await
-    }
-}
-
-both_backends! {
-    async fn gcs_account_prefix_is_emptied(b: Backend) {
-        the_account_prefix_is_emptied(b, Scheme::Gcs).await
-    }
-}
+each_scheme!(the_account_prefix_is_emptied:
+    File => file_account_prefix_is_emptied,
+    Azure => azure_account_prefix_is_emptied,
+    Gcs => gcs_account_prefix_is_emptied
+);
 
 /// Six libraries of one account, deleted: `p/a1/l0` … `p/a1/l5` in the store, the events
 /// ingested.
@@ -338,23 +327,11 @@ async fn a_crash_after_the_deletes_is_finished_with_one_receipt_each(b: Backend,
     assert_eq!(json(&rd(&cfg, &["audit", "verify", "--json"]))["ok"], true);
 }
 
-both_backends! {
-    async fn file_crash_after_the_deletes_is_finished_with_one_receipt_each(b: Backend) {
-        a_crash_after_the_deletes_is_finished_with_one_receipt_each(b, Scheme::File).await
-    }
-}
-
-both_backends! {
-    async fn azure_crash_after_the_deletes_is_finished_with_one_receipt_each(b: Backend) {
-        a_crash_after_the_deletes_is_finished_with_one_receipt_each(b, Scheme::Azure).await
-    }
-}
-
-both_backends! {
-    async fn gcs_crash_after_the_deletes_is_finished_with_one_receipt_each(b: Backend) {
-        a_crash_after_the_deletes_is_finished_with_one_receipt_each(b, Scheme::Gcs).await
-    }
-}
+each_scheme!(a_crash_after_the_deletes_is_finished_with_one_receipt_each:
+    File => file_crash_after_the_deletes_is_finished_with_one_receipt_each,
+    Azure => azure_crash_after_the_deletes_is_finished_with_one_receipt_each,
+    Gcs => gcs_crash_after_the_deletes_is_finished_with_one_receipt_each
+);
 
 /// Purged keys come back (the store restored from a backup, replication lag): `reapply
 /// --dry-run` lists them and deletes nothing, `reapply` deletes them, a second run finds none.
@@ -413,23 +390,11 @@ async fn reapply_finds_and_deletes_keys_that_came_back(b: Backend, scheme: Schem
     assert_eq!(json(&rd(&cfg, &["audit", "verify", "--json"]))["ok"], true);
 }
 
-both_backends! {
-    async fn file_reapply_finds_and_deletes_keys_that_came_back(b: Backend) {
-        reapply_finds_and_deletes_keys_that_came_back(b, Scheme::File).await
-    }
-}
-
-both_backends! {
-    async fn azure_reapply_finds_and_deletes_keys_that_came_back(b: Backend) {
-        reapply_finds_and_deletes_keys_that_came_back(b, Scheme::Azure).await
-    }
-}
-
-both_backends! {
-    async fn gcs_reapply_finds_and_deletes_keys_that_came_back(b: Backend) {
-        reapply_finds_and_deletes_keys_that_came_back(b, Scheme::Gcs).await
-    }
-}
+each_scheme!(reapply_finds_and_deletes_keys_that_came_back:
+    File => file_reapply_finds_and_deletes_keys_that_came_back,
+    Azure => azure_reapply_finds_and_deletes_keys_that_came_back,
+    Gcs => gcs_reapply_finds_and_deletes_keys_that_came_back
+);
 
 /// A key made immutable (`chattr +i`): not even root can delete it. Lifted on drop, so the
 /// test's directory can be removed whatever happens.
@@ -550,17 +515,10 @@ async fn a_denied_delete_fails_naming_the_key_until_retried(b: Backend, scheme: 
     assert_eq!(json(&rd(&cfg, &["audit", "verify", "--json"]))["ok"], true);
 }
 
-both_backends! {
-    async fn file_denied_delete_fails_naming_the_key_until_retried(b: Backend) {
-        a_denied_delete_fails_naming_the_key_until_retried(b, Scheme::File).await
-    }
-}
-
-both_backends! {
-    async fn azure_denied_delete_fails_naming_the_key_until_retried(b: Backend) {
-        a_denied_delete_fails_naming_the_key_until_retried(b, Scheme::Azure).await
-    }
-}
+each_scheme!(a_denied_delete_fails_naming_the_key_until_retried:
+    File => file_denied_delete_fails_naming_the_key_until_retried,
+    Azure => azure_denied_delete_fails_naming_the_key_until_retried
+);
 
 /// A file:// root that is missing (an unmounted volume) fails the purge: nothing is recorded
 /// as removed; once it is back, the purge goes through.
