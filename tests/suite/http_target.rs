@@ -38,6 +38,11 @@ struct SvcState {
     script: HashMap<String, VecDeque<(u16, Option<&'static str>)>>,
     /// Paths that answer 403 (with a long, non-ASCII body) while listed.
     forbidden: BTreeSet<String>,
+    /// How long each request takes to answer (so that concurrent ones overlap).
+    delay: Duration,
+    /// Requests being answered now, and the most there ever were at once.
+    in_flight: usize,
+    max_in_flight: usize,
 }
 
 /// The document service, on its own thread and runtime (the tests block on the binary).
@@ -48,8 +53,30 @@ struct Svc {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// Counts the request in flight for its `delay`, then answers it ([`answer_now`]).
 async fn answer(
     axum::extract::State(st): axum::extract::State<Arc<Mutex<SvcState>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let delay = {
+        let mut s = st.lock().unwrap();
+        s.in_flight += 1;
+        s.max_in_flight = s.max_in_flight.max(s.in_flight);
+        s.delay
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let r = answer_now(&st, method, uri, headers, body);
+    st.lock().unwrap().in_flight -= 1;
+    r
+}
+
+fn answer_now(
+    st: &Mutex<SvcState>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -999,4 +1026,39 @@ async fn the_url_can_come_from_a_file_or_the_environment() {
     );
     std::fs::remove_file(&url_file).unwrap();
     refused(&from_file, "targets.vectors.url_file", "cannot read");
+}
+
+/// `concurrency` bounds the requests a batch has in flight at once: 12 documents in one batch,
+/// each answered after 100 ms, never more than 3 at a time (and more than one, so the bound is
+/// what holds them back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_bounds_the_requests_in_flight() {
+    let v = Vectors {
+        more: "concurrency = 3\n".into(),
+        ..Vectors::default()
+    };
+    let knobs = Knobs {
+        batch_size: 12,
+        ..Knobs::default()
+    };
+    let w = World::new(Backend::Sqlite, v, knobs).await;
+    w.svc.s().delay = Duration::from_millis(100);
+    let items: Vec<(String, String)> = (0..12)
+        .map(|i| (format!("l{i}"), Svc::doc("c1", &format!("l{i}"))))
+        .collect();
+    for (_, p) in &items {
+        w.svc.put(p);
+    }
+    let ids: Vec<(&str, &str, &str)> = items
+        .iter()
+        .map(|(id, _)| (id.as_str(), "a1", "c1"))
+        .collect();
+    w.ingest(&["a1"], &ids);
+    let report = w.sweep();
+    assert_eq!(report["purged"], 12, "{report}");
+    let max = w.svc.s().max_in_flight;
+    assert!(
+        (2..=3).contains(&max),
+        "at most 3 requests at once, and some at once: {max}"
+    );
 }
