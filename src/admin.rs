@@ -150,7 +150,7 @@ pub async fn place_hold_via(
     crate::failpoint::crash("hold_after_commit");
     info!(
         hold = id, case = %req.case, by = %req.by, via = via.unwrap_or("cli"), scope = %req.scope.describe(), matched, already_purged,
-        already_compacted = already_compacted.map_or_else(|| "unknown".to_string(), |n| n.to_string()), in_flight,
+        already_compacted = %already_compacted.map_or_else(|| "unknown".to_string(), |n| n.to_string()), in_flight,
         message_id = crate::telemetry::message_id::HOLD_PLACED, "hold placed"
     );
     Ok(HoldPlaced {
